@@ -1,0 +1,91 @@
+from django.contrib import admin, messages
+
+from . import sync
+from .models import Domain, Host, Network, StoragePool
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class PoolInline(ReadOnlyInline):
+    model = StoragePool
+    fields = ["name", "type", "target_path", "capacity", "available", "active", "shared"]
+    readonly_fields = fields
+
+
+class NetworkInline(ReadOnlyInline):
+    model = Network
+    fields = ["name", "bridge", "forward_mode", "active"]
+    readonly_fields = fields
+
+
+class DomainInline(ReadOnlyInline):
+    model = Domain
+    fields = ["name", "uuid", "state", "memory", "vcpus", "persistent", "autostart"]
+    readonly_fields = fields
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    list_display = ["name", "uri", "status", "status_reason", "hostname", "last_sync"]
+    list_filter = ["status"]
+    search_fields = ["name", "uri", "hostname"]
+    actions = ["sync_now"]
+    inlines = [PoolInline, NetworkInline, DomainInline]
+    fieldsets = [
+        (None, {"fields": ["name", "uri", "max_incoming", "max_outgoing"]}),
+        ("Status", {"fields": ["status", "status_reason", "status_detail", "last_seen", "last_sync"]}),
+        (
+            "As libvirt reports it",
+            {
+                "fields": [
+                    "hostname", "libvirt_version", "hypervisor_type", "hypervisor_version",
+                    "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "memory_total",
+                    "memory_free",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [
+        "status", "status_reason", "status_detail", "last_seen", "last_sync", "hostname",
+        "libvirt_version", "hypervisor_type", "hypervisor_version", "cpu_vendor", "cpu_model",
+        "cpu_arch", "cpu_count", "memory_total", "memory_free",
+    ]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change or "uri" in form.changed_data:
+            self._sync(request, [obj])
+
+    @admin.action(description="Sync inventory now")
+    def sync_now(self, request, queryset):
+        self._sync(request, queryset)
+
+    def _sync(self, request, hosts):
+        for host in hosts:
+            result = sync.sync_host(host)
+            level = messages.SUCCESS if result.online else messages.WARNING
+            self.message_user(request, str(result), level)
+
+
+@admin.register(Domain)
+class DomainAdmin(admin.ModelAdmin):
+    list_display = ["name", "host", "state", "memory", "vcpus", "last_seen"]
+    list_filter = ["state", "host"]
+    search_fields = ["name", "uuid"]
+    list_select_related = ["host"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,567 @@
+"""The one seam between kvmweb and libvirt.
+
+This is the only module that imports ``libvirt``. It opens a connection per
+piece of work and closes it afterwards, refuses to wait on an unreachable host
+for longer than a timeout, turns every libvirt error into a ``HostError`` that
+says in plain words what is wrong and what to do (keeping libvirt's own text
+beside it), and hands plain dataclasses to the rest of the code, never
+``virDomain`` or ``virConnect`` objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import libvirt
+
+# libvirt prints every error to stderr unless a handler is registered; the
+# errors reach the caller as exceptions anyway.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+DEFAULT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22, "libssh": 22, "libssh2": 22}
+KNOWN_DRIVERS = {"qemu", "test", "lxc", "xen", "libxl", "ch", "vbox", "bhyve"}
+KNOWN_TRANSPORTS = {"tcp", "tls", "ssh", "libssh", "libssh2", "unix", "ext"}
+# Pool types whose storage is reachable from several hosts by construction.
+SHARED_POOL_TYPES = {"netfs", "gluster", "rbd", "sheepdog", "iscsi", "iscsi-direct", "vstorage"}
+
+
+class HostError(Exception):
+    """A libvirt operation failed.
+
+    ``plain`` says what is wrong and what to do; ``detail`` is libvirt's own
+    text. ``permanent`` is False when trying again later may succeed (the host
+    was unreachable, the daemon restarting), True when it will not until
+    someone changes something.
+    """
+
+    def __init__(self, plain, detail="", *, permanent=True, code=None):
+        super().__init__(plain)
+        self.plain = plain
+        self.detail = detail
+        self.permanent = permanent
+        self.code = code
+
+    def __str__(self):
+        return self.plain
+
+
+class HostUnreachable(HostError):
+    def __init__(self, plain, detail=""):
+        super().__init__(plain, detail, permanent=False, code="unreachable")
+
+
+class InvalidURI(ValueError):
+    """A libvirt URI that cannot be right, whatever the state of the network."""
+
+
+def validate_uri(uri):
+    """Check a libvirt URI's form and return it stripped; raise InvalidURI."""
+    uri = (uri or "").strip()
+    example = "Use a form like qemu+ssh://root@kvm02/system or qemu+tcp://10.0.0.2/system."
+    if not uri:
+        raise InvalidURI(f"The libvirt URI is empty. {example}")
+    if any(c.isspace() for c in uri) or any(ord(c) < 32 for c in uri):
+        raise InvalidURI(f"The libvirt URI must not contain spaces. {example}")
+    if "://" not in uri:
+        raise InvalidURI(f"'{uri}' is not a libvirt URI: it has no '://'. {example}")
+    try:
+        parts = urlsplit(uri)
+    except ValueError as e:
+        raise InvalidURI(f"'{uri}' cannot be parsed ({e}). {example}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidURI(f"'{uri}' has an impossible port: ports go from 1 to 65535.") from None
+    driver, _, transport = parts.scheme.partition("+")
+    if driver not in KNOWN_DRIVERS:
+        raise InvalidURI(
+            f"'{parts.scheme}' is not a libvirt driver; KVM hosts use 'qemu' "
+            f"(optionally with +ssh, +tcp or +tls). {example}"
+        )
+    if transport and transport not in KNOWN_TRANSPORTS:
+        raise InvalidURI(
+            f"'{transport}' is not a libvirt transport; use ssh, tcp, tls or unix. {example}"
+        )
+    if transport in DEFAULT_PORTS and not parts.hostname:
+        # The article's "Unable to parse URI qemu+ssh://": a remote transport
+        # with no host to go to.
+        raise InvalidURI(f"'{uri}' names the {transport} transport but no host. {example}")
+    if port is not None and not 0 < port < 65536:
+        raise InvalidURI(f"'{uri}' has an impossible port {port}.")
+    if driver == "qemu" and parts.path not in ("/system", "/session"):
+        raise InvalidURI(
+            f"A qemu URI ends in /system (or /session), not '{parts.path or '(nothing)'}'. {example}"
+        )
+    if driver == "test" and not parts.path:
+        raise InvalidURI("A test URI names a file or /default, as in test:///default.")
+    return uri
+
+
+def _target(uri):
+    """(host, port) to probe before connecting, or None for local transports."""
+    parts = urlsplit(uri)
+    transport = parts.scheme.partition("+")[2]
+    if not parts.hostname:
+        return None
+    if not transport:
+        transport = "tls"  # libvirt's default for a remote URI without a transport
+    if transport not in DEFAULT_PORTS:
+        return None
+    return parts.hostname, parts.port or DEFAULT_PORTS[transport]
+
+
+def _probe(uri, timeout):
+    """Fail fast when a remote host does not answer at all.
+
+    libvirt.open() has no timeout of its own: against a host that drops
+    packets it waits for the kernel's TCP timeout, minutes, which would hang
+    a web request. One TCP connect with a deadline tells the same thing in
+    seconds.
+    """
+    target = _target(uri)
+    if target is None:
+        return
+    host, port = target
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise HostUnreachable(
+            f"The host name '{host}' does not resolve. Check the URI, DNS or /etc/hosts "
+            "on the machine running kvmweb.",
+            str(e),
+        ) from None
+    last = None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as s:
+            s.settimeout(timeout)
+            try:
+                s.connect(address)
+                return
+            except OSError as e:
+                last = e
+    if isinstance(last, TimeoutError | socket.timeout):
+        plain = (
+            f"{host} did not answer on port {port} within {timeout:g} s. Check that the host "
+            "is up and that no firewall drops the connection."
+        )
+    else:
+        plain = (
+            f"Nothing accepts connections on {host} port {port}. Check that libvirtd is "
+            "running and listening there (for qemu+tcp, listen_tcp = 1 and libvirtd --listen "
+            "or the libvirtd-tcp socket)."
+        )
+    raise HostUnreachable(plain, str(last))
+
+
+def translate(error, uri=""):
+    """Turn a libvirt.libvirtError into a HostError with a plain-words message."""
+    if isinstance(error, HostError):
+        return error
+    detail = error.get_error_message() or str(error)
+    code = error.get_error_code()
+    lower = detail.lower()
+    where = f" ({uri})" if uri else ""
+
+    if "resolved to localhost" in lower or "requires an fqdn" in lower:
+        return HostError(
+            "The target host's name resolves to localhost, so the source cannot reach it "
+            "for the migration. Give each host a name that resolves to its real address "
+            "on both hosts (/etc/hosts or DNS).",
+            detail,
+            code="fqdn",
+        )
+    if "unable to parse uri" in lower or code == libvirt.VIR_ERR_INVALID_ARG and "uri" in lower:
+        return HostError(
+            f"libvirt cannot parse the URI{where}. Use a form like qemu+ssh://root@kvm02/system.",
+            detail,
+            code="uri",
+        )
+    if code == libvirt.VIR_ERR_NO_CONNECT or code == libvirt.VIR_ERR_SYSTEM_ERROR and (
+        "connect" in lower or "no route to host" in lower or "connection refused" in lower
+    ):
+        return HostUnreachable(
+            f"The host{where} cannot be reached: {_reach_hint(lower)}",
+            detail,
+        )
+    if code == libvirt.VIR_ERR_AUTH_FAILED or "authentication" in lower or "permission denied" in lower:
+        return HostError(
+            f"The host{where} refused kvmweb's login. For qemu+ssh, install kvmweb's SSH key "
+            "for that user on the host; for qemu+tls, check the client certificate.",
+            detail,
+            code="auth",
+        )
+    if "input/output error" in lower or "no such file or directory" in lower and "/" in detail:
+        return HostError(
+            "A disk image cannot be read on the host. The storage is probably not mounted "
+            "there: mount it (and check it is the same share on both hosts), then try again.",
+            detail,
+            code="storage",
+        )
+    if code == libvirt.VIR_ERR_OPERATION_INVALID and "not running" in lower:
+        return HostError(
+            "The virtual machine is not running, so it cannot be migrated live. Start it, or "
+            "use a cold migration.",
+            detail,
+            code="not_running",
+        )
+    if code in (libvirt.VIR_ERR_NO_DOMAIN,):
+        return HostError(
+            "The virtual machine does not exist on that host (any more). Refresh the inventory.",
+            detail,
+            code="no_domain",
+        )
+    return HostError(f"libvirt reported an error{where}: {detail}", detail, code=str(code))
+
+
+def _reach_hint(lower):
+    if "no route to host" in lower:
+        return (
+            "there is no route to it. Check the network, and that the host name resolves to "
+            "the right address on both hosts."
+        )
+    if "connection refused" in lower:
+        return "it refused the connection. Check that libvirtd is running and listening."
+    if "timed out" in lower:
+        return "it did not answer in time. Check that it is up."
+    return "check that it is up, that libvirtd runs there, and the network between them."
+
+
+# ---------------------------------------------------------------------------
+# Plain data returned to the rest of kvmweb
+
+
+@dataclass
+class HostInfo:
+    hostname: str
+    libvirt_version: str
+    hypervisor_type: str
+    hypervisor_version: str
+    cpu_arch: str
+    cpu_vendor: str
+    cpu_model: str
+    cpu_count: int
+    memory_total: int  # bytes
+    memory_free: int  # bytes
+    host_uuid: str = ""
+    cpu_xml: str = ""
+
+
+@dataclass
+class PoolInfo:
+    name: str
+    uuid: str
+    type: str
+    target_path: str
+    capacity: int
+    allocation: int
+    available: int
+    active: bool
+    shared: bool
+
+
+@dataclass
+class NetworkInfo:
+    name: str
+    uuid: str
+    bridge: str
+    forward_mode: str
+    active: bool
+
+
+@dataclass
+class DiskInfo:
+    target: str
+    device: str
+    path: str
+    format: str
+    capacity: int | None
+    allocation: int | None
+    pool: str
+
+
+@dataclass
+class InterfaceInfo:
+    type: str
+    mac: str
+    bridge: str
+    network: str
+    model: str
+
+
+@dataclass
+class DomainInfo:
+    name: str
+    uuid: str
+    state: str
+    state_reason: int
+    memory: int  # bytes
+    vcpus: int
+    persistent: bool
+    autostart: bool
+    disks: list[DiskInfo] = field(default_factory=list)
+    interfaces: list[InterfaceInfo] = field(default_factory=list)
+
+
+@dataclass
+class Inventory:
+    host: HostInfo
+    pools: list[PoolInfo]
+    networks: list[NetworkInfo]
+    domains: list[DomainInfo]
+
+
+DOMAIN_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+POOL_TYPES = {
+    "dir", "fs", "netfs", "logical", "disk", "iscsi", "iscsi-direct", "scsi", "mpath",
+    "rbd", "sheepdog", "gluster", "zfs", "vstorage",
+}
+
+
+def _version(number):
+    major, rest = divmod(number, 1_000_000)
+    minor, micro = divmod(rest, 1000)
+    return f"{major}.{minor}.{micro}"
+
+
+def _text(node, path, default=""):
+    found = node.find(path)
+    return found.text if found is not None and found.text is not None else default
+
+
+# ---------------------------------------------------------------------------
+# Connections
+
+
+class Connection:
+    """A libvirt connection for one piece of work. Use ``open_host``."""
+
+    def __init__(self, uri, conn):
+        self.uri = uri
+        self._conn = conn
+
+    def call(self, fn, *args):
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as e:
+            raise translate(e, self.uri) from None
+
+    # -- inventory ---------------------------------------------------------
+
+    def host_info(self):
+        c = self._conn
+        try:
+            caps = ET.fromstring(c.getCapabilities())
+            model, memory_mib, cpus, *_ = c.getInfo()
+            cpu = caps.find("host/cpu")
+            return HostInfo(
+                hostname=c.getHostname(),
+                libvirt_version=_version(c.getLibVersion()),
+                hypervisor_type=c.getType(),
+                hypervisor_version=_version(c.getVersion()),
+                cpu_arch=_text(cpu, "arch", model) if cpu is not None else model,
+                cpu_vendor=_text(cpu, "vendor") if cpu is not None else "",
+                cpu_model=_text(cpu, "model") if cpu is not None else "",
+                cpu_count=cpus,
+                memory_total=memory_mib * 1024 * 1024,
+                memory_free=c.getFreeMemory(),
+                host_uuid=_text(caps, "host/uuid"),
+                cpu_xml=ET.tostring(cpu, encoding="unicode") if cpu is not None else "",
+            )
+        except libvirt.libvirtError as e:
+            raise translate(e, self.uri) from None
+
+    def pools(self, with_volumes=False):
+        """Storage pools, and with_volumes a {path: (pool, capacity, allocation)} map."""
+        volumes = {}
+        pools = []
+        try:
+            for pool in self._conn.listAllStoragePools():
+                root = ET.fromstring(pool.XMLDesc())
+                ptype = root.get("type", "")
+                active = bool(pool.isActive())
+                if active:
+                    _state, capacity, allocation, available = pool.info()
+                else:
+                    capacity = allocation = available = 0
+                pools.append(
+                    PoolInfo(
+                        name=pool.name(),
+                        uuid=pool.UUIDString(),
+                        type=ptype,
+                        target_path=_text(root, "target/path"),
+                        capacity=capacity,
+                        allocation=allocation,
+                        available=available,
+                        active=active,
+                        shared=ptype in SHARED_POOL_TYPES,
+                    )
+                )
+                if with_volumes and active:
+                    for vol in pool.listAllVolumes():
+                        _t, vcap, valloc = vol.info()
+                        volumes[vol.path()] = (pool.name(), vcap, valloc)
+        except libvirt.libvirtError as e:
+            raise translate(e, self.uri) from None
+        return pools, volumes
+
+    def networks(self):
+        result = []
+        try:
+            for net in self._conn.listAllNetworks():
+                root = ET.fromstring(net.XMLDesc())
+                bridge = root.find("bridge")
+                forward = root.find("forward")
+                result.append(
+                    NetworkInfo(
+                        name=net.name(),
+                        uuid=net.UUIDString(),
+                        bridge=bridge.get("name", "") if bridge is not None else "",
+                        forward_mode=forward.get("mode", "nat") if forward is not None else "isolated",
+                        active=bool(net.isActive()),
+                    )
+                )
+        except libvirt.libvirtError as e:
+            raise translate(e, self.uri) from None
+        return result
+
+    def domains(self, volumes=None):
+        volumes = volumes or {}
+        result = []
+        try:
+            for dom in self._conn.listAllDomains():
+                result.append(self._domain_info(dom, volumes))
+        except libvirt.libvirtError as e:
+            raise translate(e, self.uri) from None
+        return result
+
+    def _domain_info(self, dom, volumes):
+        root = ET.fromstring(dom.XMLDesc())
+        state, reason = dom.state()
+        memory_kib = int(_text(root, "currentMemory", _text(root, "memory", "0")))
+        disks = []
+        for disk in root.iterfind("devices/disk"):
+            source = disk.find("source")
+            path = ""
+            pool_name = ""
+            if source is not None:
+                path = source.get("file") or source.get("dev") or source.get("name") or ""
+                if source.get("pool"):
+                    pool_name = source.get("pool")
+                    path = path or source.get("volume", "")
+            driver = disk.find("driver")
+            target = disk.find("target")
+            known = volumes.get(path)
+            disks.append(
+                DiskInfo(
+                    target=target.get("dev", "") if target is not None else "",
+                    device=disk.get("device", "disk"),
+                    path=path,
+                    format=driver.get("type", "") if driver is not None else "",
+                    capacity=known[1] if known else None,
+                    allocation=known[2] if known else None,
+                    pool=pool_name or (known[0] if known else ""),
+                )
+            )
+        interfaces = []
+        for nic in root.iterfind("devices/interface"):
+            source = nic.find("source")
+            mac = nic.find("mac")
+            model = nic.find("model")
+            interfaces.append(
+                InterfaceInfo(
+                    type=nic.get("type", ""),
+                    mac=mac.get("address", "") if mac is not None else "",
+                    bridge=source.get("bridge", "") if source is not None else "",
+                    network=source.get("network", "") if source is not None else "",
+                    model=model.get("type", "") if model is not None else "",
+                )
+            )
+        return DomainInfo(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            state=DOMAIN_STATES.get(state, "nostate"),
+            state_reason=reason,
+            memory=memory_kib * 1024,
+            vcpus=int(_text(root, "vcpu", "1")),
+            persistent=bool(dom.isPersistent()),
+            autostart=bool(dom.autostart()) if dom.isPersistent() else False,
+            disks=disks,
+            interfaces=interfaces,
+        )
+
+    def inventory(self):
+        pools, volumes = self.pools(with_volumes=True)
+        return Inventory(
+            host=self.host_info(),
+            pools=pools,
+            networks=self.networks(),
+            domains=self.domains(volumes),
+        )
+
+    def close(self):
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
+
+
+def _open(uri, timeout):
+    """libvirt.open with a deadline.
+
+    The TCP probe catches hosts that do not answer at all; the thread catches
+    the rarer case of a host that accepts the connection and then stalls
+    (a hung libvirtd). A stalled open is abandoned, not killed: its thread
+    finishes or times out on its own.
+    """
+    _probe(uri, timeout)
+    result = {}
+
+    def target():
+        try:
+            result["conn"] = libvirt.open(uri)
+        except libvirt.libvirtError as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name=f"libvirt-open {uri}", daemon=True)
+    thread.start()
+    thread.join(timeout * 2)
+    if thread.is_alive():
+        raise HostUnreachable(
+            f"libvirtd at {uri} accepted the connection but did not answer within "
+            f"{timeout * 2:g} s. It may be overloaded or hung: check it on the host.",
+        )
+    if "error" in result:
+        raise translate(result["error"], uri)
+    conn = result["conn"]
+    if _target(uri) is not None:
+        # Notice a host that disappears in the middle of a long operation.
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(5, 3)
+    return conn
+
+
+@contextlib.contextmanager
+def open_host(uri, timeout=None):
+    """Open a connection to one host for the length of a ``with`` block."""
+    if timeout is None:
+        from django.conf import settings
+
+        timeout = settings.KVMWEB_CONNECT_TIMEOUT
+    connection = Connection(uri, _open(uri, timeout))
+    try:
+        yield connection
+    finally:
+        connection.close()

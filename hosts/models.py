@@ -1,0 +1,210 @@
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from .validators import validate_libvirt_uri
+
+
+class HostStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Not synced yet"
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"
+    ERROR = "error", "Error"
+
+    @property
+    def colour(self):
+        return {"online": "green", "offline": "red", "error": "orange"}.get(self.value, "grey")
+
+
+class DomainState(models.TextChoices):
+    RUNNING = "running", "Running"
+    BLOCKED = "blocked", "Blocked"
+    PAUSED = "paused", "Paused"
+    SHUTDOWN = "shutdown", "Shutting down"
+    SHUTOFF = "shutoff", "Shut off"
+    CRASHED = "crashed", "Crashed"
+    PMSUSPENDED = "pmsuspended", "Suspended"
+    NOSTATE = "nostate", "No state"
+
+    @property
+    def colour(self):
+        return {
+            "running": "green",
+            "paused": "orange",
+            "crashed": "red",
+            "blocked": "orange",
+        }.get(self.value, "grey")
+
+
+class Host(models.Model):
+    name = models.SlugField(
+        max_length=63,
+        unique=True,
+        help_text="Short name, as administrators call the host (kvm01).",
+    )
+    uri = models.CharField(
+        "libvirt URI",
+        max_length=500,
+        unique=True,
+        validators=[validate_libvirt_uri],
+        help_text="How kvmweb reaches libvirtd, e.g. qemu+ssh://root@kvm01/system.",
+    )
+    status = models.CharField(max_length=10, choices=HostStatus.choices, default=HostStatus.UNKNOWN)
+    status_reason = models.TextField(blank=True, help_text="Why the host is not online, in plain words.")
+    status_detail = models.TextField(blank=True, help_text="libvirt's own message.")
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_sync = models.DateTimeField(null=True, blank=True)
+
+    hostname = models.CharField(max_length=255, blank=True, help_text="As libvirt reports it.")
+    host_uuid = models.CharField(max_length=36, blank=True)
+    libvirt_version = models.CharField(max_length=20, blank=True)
+    hypervisor_type = models.CharField(max_length=20, blank=True)
+    hypervisor_version = models.CharField(max_length=20, blank=True)
+    cpu_vendor = models.CharField(max_length=50, blank=True)
+    cpu_model = models.CharField(max_length=100, blank=True)
+    cpu_arch = models.CharField(max_length=20, blank=True)
+    cpu_count = models.PositiveIntegerField(default=0)
+    cpu_xml = models.TextField(blank=True)
+    memory_total = models.BigIntegerField(default=0, help_text="Bytes.")
+    memory_free = models.BigIntegerField(default=0, help_text="Bytes.")
+
+    max_incoming = models.PositiveSmallIntegerField(
+        default=2, help_text="Migrations into this host at once; more wait in the queue."
+    )
+    max_outgoing = models.PositiveSmallIntegerField(
+        default=2, help_text="Migrations out of this host at once; more wait in the queue."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("host-detail", args=[self.name])
+
+    @property
+    def status_colour(self):
+        return HostStatus(self.status).colour
+
+    @property
+    def memory_used(self):
+        return max(self.memory_total - self.memory_free, 0)
+
+    @property
+    def memory_used_percent(self):
+        if not self.memory_total:
+            return 0
+        return round(100 * self.memory_used / self.memory_total)
+
+    def mark_online(self, info):
+        now = timezone.now()
+        self.status = HostStatus.ONLINE
+        self.status_reason = ""
+        self.status_detail = ""
+        self.last_seen = now
+        self.last_sync = now
+        for name in (
+            "hostname", "host_uuid", "libvirt_version", "hypervisor_type", "hypervisor_version",
+            "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "cpu_xml", "memory_total",
+            "memory_free",
+        ):
+            setattr(self, name, getattr(info, name))
+
+    def mark_unreachable(self, error):
+        """Record why the host cannot be read; keep everything last known of it."""
+        self.status = HostStatus.OFFLINE if not error.permanent else HostStatus.ERROR
+        self.status_reason = error.plain
+        self.status_detail = error.detail
+        self.last_sync = timezone.now()
+
+
+class StoragePool(models.Model):
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="pools")
+    name = models.CharField(max_length=255)
+    uuid = models.UUIDField()
+    type = models.CharField(max_length=20)
+    target_path = models.CharField(max_length=1000, blank=True)
+    capacity = models.BigIntegerField(default=0)
+    allocation = models.BigIntegerField(default=0)
+    available = models.BigIntegerField(default=0)
+    active = models.BooleanField(default=True)
+    shared = models.BooleanField(
+        default=False,
+        help_text="Network storage (NFS, Gluster, Ceph, iSCSI) reachable from several hosts.",
+    )
+    marked_shared = models.BooleanField(
+        default=False,
+        help_text="Set for a directory pool that is really a mounted share (an NFS mount "
+        "defined as a dir pool). Pre-flight checks still verify it.",
+    )
+
+    class Meta:
+        ordering = ["host", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "name"], name="pool_unique_name_per_host"),
+        ]
+
+    def __str__(self):
+        return f"{self.name}@{self.host.name}"
+
+    @property
+    def is_shared(self):
+        return self.shared or self.marked_shared
+
+
+class Network(models.Model):
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="networks")
+    name = models.CharField(max_length=255)
+    uuid = models.UUIDField()
+    bridge = models.CharField(max_length=15, blank=True)
+    forward_mode = models.CharField(max_length=20, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["host", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "name"], name="network_unique_name_per_host"),
+        ]
+
+    def __str__(self):
+        return f"{self.name}@{self.host.name}"
+
+
+class Domain(models.Model):
+    # A domain's identity is its UUID: when it shows up on another host, the
+    # row moves with it rather than a new one being created.
+    uuid = models.UUIDField(unique=True)
+    name = models.CharField(max_length=255)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="domains")
+    state = models.CharField(max_length=12, choices=DomainState.choices, default=DomainState.NOSTATE)
+    memory = models.BigIntegerField(default=0, help_text="Bytes.")
+    vcpus = models.PositiveIntegerField(default=1)
+    persistent = models.BooleanField(default=True)
+    autostart = models.BooleanField(default=False)
+    disks = models.JSONField(default=list, blank=True)
+    interfaces = models.JSONField(default=list, blank=True)
+    last_seen = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["host", "name"], name="domain_host_name")]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("domain-detail", args=[self.uuid])
+
+    @property
+    def state_colour(self):
+        return DomainState(self.state).colour
+
+    @property
+    def is_running(self):
+        return self.state in (DomainState.RUNNING, DomainState.BLOCKED, DomainState.PAUSED)
+
+    @property
+    def disk_bytes(self):
+        return sum(d.get("capacity") or 0 for d in self.disks if d.get("device") == "disk")

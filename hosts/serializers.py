@@ -1,0 +1,78 @@
+from rest_framework import serializers
+
+from . import libvirt_client
+from .models import Domain, Host, Network, StoragePool
+
+
+class HostSerializer(serializers.ModelSerializer):
+    domain_count = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = Host
+        fields = [
+            "id", "name", "uri", "status", "status_reason", "status_detail", "last_seen",
+            "last_sync", "hostname", "libvirt_version", "hypervisor_type", "hypervisor_version",
+            "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "memory_total", "memory_free",
+            "max_incoming", "max_outgoing", "domain_count",
+        ]
+        read_only_fields = [
+            "status", "status_reason", "status_detail", "last_seen", "last_sync", "hostname",
+            "libvirt_version", "hypervisor_type", "hypervisor_version", "cpu_vendor",
+            "cpu_model", "cpu_arch", "cpu_count", "memory_total", "memory_free",
+        ]
+        extra_kwargs = {
+            "uri": {
+                # validate_uri below does both the form check and the clash
+                # check, naming the host that already has the URI.
+                "validators": [],
+                "error_messages": {
+                    "blank": "The libvirt URI is empty. Use a form like qemu+ssh://root@kvm02/system."
+                },
+            }
+        }
+
+    def validate_uri(self, value):
+        try:
+            value = libvirt_client.validate_uri(value)
+        except libvirt_client.InvalidURI as e:
+            raise serializers.ValidationError(str(e)) from None
+        clash = Host.objects.filter(uri=value)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError(
+                f"Host '{clash.first().name}' is already registered with this URI."
+            )
+        return value
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StoragePool
+        fields = ["name", "type", "target_path", "capacity", "allocation", "available",
+                  "active", "shared", "marked_shared"]
+
+
+class NetworkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Network
+        fields = ["name", "bridge", "forward_mode", "active"]
+
+
+class HostDetailSerializer(HostSerializer):
+    pools = PoolSerializer(many=True, read_only=True)
+    networks = NetworkSerializer(many=True, read_only=True)
+
+    class Meta(HostSerializer.Meta):
+        fields = HostSerializer.Meta.fields + ["pools", "networks"]
+
+
+class DomainSerializer(serializers.ModelSerializer):
+    host = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    host_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Domain
+        fields = ["id", "name", "uuid", "host", "host_id", "state", "memory", "vcpus",
+                  "persistent", "autostart", "disks", "interfaces", "last_seen"]
+        read_only_fields = fields

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("hosts/<slug:name>/", views.host_detail, name="host-detail"),
+    path("hosts/<slug:name>/sync/", views.host_sync, name="host-sync"),
+    path("domains/", views.domain_list, name="domain-list"),
+    path("domains/<uuid:uuid>/", views.domain_detail, name="domain-detail"),
+]

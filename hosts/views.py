@@ -1,0 +1,78 @@
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from . import sync
+from .models import Domain, DomainState, Host
+
+
+def dashboard(request):
+    hosts = Host.objects.annotate(
+        domain_count=Count("domains"),
+        running_count=Count("domains", filter=Q(domains__state=DomainState.RUNNING)),
+    ).order_by("name")
+    totals = Domain.objects.aggregate(
+        total=Count("id"), running=Count("id", filter=Q(state=DomainState.RUNNING))
+    )
+    return render(request, "hosts/dashboard.html", {"hosts": hosts, "totals": totals})
+
+
+def host_detail(request, name):
+    host = get_object_or_404(Host, name=name)
+    return render(
+        request,
+        "hosts/host_detail.html",
+        {
+            "host": host,
+            "pools": host.pools.all(),
+            "networks": host.networks.all(),
+            "domains": host.domains.order_by("name"),
+        },
+    )
+
+
+@require_POST
+def host_sync(request, name):
+    host = get_object_or_404(Host, name=name)
+    result = sync.sync_host(host)
+    if result.online:
+        messages.success(request, f"Inventory of {host.name} refreshed: {result}.")
+    else:
+        messages.error(request, f"{host.name} could not be read: {result.error}")
+    return redirect(host)
+
+
+def domain_list(request):
+    domains = Domain.objects.select_related("host").order_by("name", "id")
+    q = request.GET.get("q", "").strip()
+    host = request.GET.get("host", "").strip()
+    state = request.GET.get("state", "").strip()
+    if q:
+        domains = domains.filter(name__icontains=q)
+    if host:
+        domains = domains.filter(host__name=host)
+    if state:
+        domains = domains.filter(state=state)
+    page = Paginator(domains, 100).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "hosts/domain_list.html",
+        {
+            "page": page,
+            "q": q,
+            "host": host,
+            "state": state,
+            "states": DomainState.choices,
+            "hosts": Host.objects.order_by("name").values_list("name", flat=True),
+            "query": query.urlencode(),
+        },
+    )
+
+
+def domain_detail(request, uuid):
+    domain = get_object_or_404(Domain.objects.select_related("host"), uuid=uuid)
+    return render(request, "hosts/domain_detail.html", {"domain": domain})

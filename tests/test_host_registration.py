@@ -1,0 +1,112 @@
+"""Registering hosts through the API: good, malformed, unreachable and duplicate URIs."""
+
+import pytest
+
+from hosts.models import Host
+from tests.testdriver import write_host
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "uri, says",
+    [
+        ("qemu+ssh://", "names the ssh transport but no host"),  # the article's error 4
+        ("kvm02", "has no '://'"),
+        ("qemu+sssh://kvm02/system", "'sssh' is not a libvirt transport"),
+        ("kvm://kvm02/system", "'kvm' is not a libvirt driver"),
+        ("qemu+ssh://kvm02/sytem", "ends in /system"),
+        ("qemu+tcp://kvm02:99999/system", "impossible port"),
+        ("qemu+ssh://kvm 02/system", "must not contain spaces"),
+        ("", "empty"),
+    ],
+)
+def test_a_malformed_uri_is_refused_with_what_is_wrong(api, operator, uri, says):
+    api.force_authenticate(operator)
+    response = api.post("/api/hosts/", {"name": "kvm02", "uri": uri}, format="json")
+    assert response.status_code == 400
+    message = " ".join(response.json()["uri"])
+    assert says in message
+    assert not Host.objects.exists()
+
+
+def test_a_reachable_host_is_registered_and_read_at_once(api, operator, tmp_path):
+    api.force_authenticate(operator)
+    response = api.post(
+        "/api/hosts/", {"name": "kvm01", "uri": write_host(tmp_path, "kvm01", count=2)}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    host = Host.objects.get(name="kvm01")
+    assert host.status == "online"
+    assert host.domains.count() == 2
+
+
+def test_an_unreachable_host_is_accepted_and_shown_offline_with_both_reasons(api, operator):
+    api.force_authenticate(operator)
+    response = api.post(
+        "/api/hosts/", {"name": "kvm09", "uri": "qemu+tcp://127.0.0.1:1/system"}, format="json"
+    )
+    assert response.status_code == 201
+    detail = api.get(f"/api/hosts/{response.json()['id']}/").json()
+    assert detail["status"] == "offline"
+    assert "Check that libvirtd is running" in detail["status_reason"]
+    assert "Connection refused" in detail["status_detail"]
+
+
+def test_a_duplicate_name_or_uri_is_refused(api, operator, tmp_path):
+    uri = write_host(tmp_path, "kvm01")
+    Host.objects.create(name="kvm01", uri=uri)
+    api.force_authenticate(operator)
+
+    same_name = api.post("/api/hosts/", {"name": "kvm01", "uri": "test:///default"}, format="json")
+    same_uri = api.post("/api/hosts/", {"name": "other", "uri": uri}, format="json")
+
+    assert same_name.status_code == 400 and "already exists" in same_name.json()["name"][0]
+    assert same_uri.status_code == 400
+    assert "Host 'kvm01' is already registered with this URI" in same_uri.json()["uri"][0]
+
+
+def test_viewers_cannot_register_hosts_but_can_read_them(api, viewer):
+    api.force_authenticate(viewer)
+    response = api.post("/api/hosts/", {"name": "kvm01", "uri": "test:///default"}, format="json")
+    assert response.status_code == 403
+    assert "Only operators" in response.json()["detail"]
+    assert api.get("/api/hosts/").status_code == 200
+    assert not Host.objects.exists()
+
+
+def test_the_sync_endpoint_refreshes_one_host(api, viewer, tmp_path):
+    host = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=3))
+    api.force_authenticate(viewer)
+    response = api.post(f"/api/hosts/{host.pk}/sync/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["sync"]["domains"] == 3 and body["status"] == "online"
+    assert [p["name"] for p in body["pools"]] == ["local"]
+
+
+def test_a_token_gives_api_access(client, operator, tmp_path):
+    from django.core.management import call_command
+
+    call_command("drf_create_token", operator.username)
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.get(user=operator).key
+    response = client.get("/api/hosts/", HTTP_AUTHORIZATION=f"Token {token}")
+    assert response.status_code == 200
+    response = client.get("/api/hosts/", HTTP_AUTHORIZATION="Token wrong")
+    assert response.status_code == 401
+
+
+def test_the_admin_refuses_a_malformed_uri(client, owner):
+    client.force_login(owner)
+    response = client.post(
+        "/admin/hosts/host/add/",
+        {"name": "kvm02", "uri": "qemu+ssh://", "max_incoming": 2, "max_outgoing": 2,
+         "pools-TOTAL_FORMS": 0, "pools-INITIAL_FORMS": 0,
+         "networks-TOTAL_FORMS": 0, "networks-INITIAL_FORMS": 0,
+         "domains-TOTAL_FORMS": 0, "domains-INITIAL_FORMS": 0},
+    )
+    assert response.status_code == 200
+    assert "names the ssh transport but no host" in response.content.decode()
+    assert not Host.objects.exists()
