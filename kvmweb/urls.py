@@ -5,10 +5,13 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from hosts.api import DomainViewSet, HostViewSet
+from migrations_app.api import AuditViewSet, MigrationViewSet
 
 router = DefaultRouter()
 router.register("hosts", HostViewSet, basename="host")
 router.register("domains", DomainViewSet, basename="domain")
+router.register("migrations", MigrationViewSet, basename="migration")
+router.register("audit", AuditViewSet, basename="audit")
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -16,5 +19,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/", include(router.urls)),
+    path("", include("migrations_app.urls")),
     path("", include("hosts.urls")),
 ]

@@ -1,0 +1,106 @@
+"""Convergence policies, as data.
+
+A live migration converges when the memory still to send can be sent within
+the allowed downtime. When the guest dirties memory faster than it can be
+sent, a policy decides what to do, step by step: allow more downtime, slow the
+guest down (auto-converge), switch to post-copy if the hosts support it, and
+give up at a deadline, leaving the guest running on the source.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DowntimeStep:
+    after_seconds: float
+    downtime_ms: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    label: str
+    description: str
+    downtime_steps: tuple[DowntimeStep, ...] = field(default_factory=tuple)
+    # Turn on auto-converge (CPU throttling) from this iteration on; None: never.
+    auto_converge_iteration: int | None = None
+    # Switch to post-copy from this iteration on, if the hosts support it; None: never.
+    postcopy_iteration: int | None = None
+    # Abort after this many seconds of transfer; the guest stays on the source.
+    deadline_seconds: int = 600
+
+    @property
+    def initial_downtime_ms(self):
+        return self.downtime_steps[0].downtime_ms if self.downtime_steps else 300
+
+    def downtime_at(self, elapsed):
+        """The downtime the policy allows ``elapsed`` seconds into the transfer."""
+        allowed = self.initial_downtime_ms
+        for step in self.downtime_steps:
+            if elapsed >= step.after_seconds:
+                allowed = step.downtime_ms
+        return allowed
+
+    def as_dict(self):
+        return {
+            "name": self.name,
+            "label": self.label,
+            "description": self.description,
+            "downtime_steps": [(s.after_seconds, s.downtime_ms) for s in self.downtime_steps],
+            "auto_converge_iteration": self.auto_converge_iteration,
+            "postcopy_iteration": self.postcopy_iteration,
+            "deadline_seconds": self.deadline_seconds,
+        }
+
+
+POLICIES = {
+    p.name: p
+    for p in [
+        Policy(
+            name="default",
+            label="Balanced",
+            description="Start at 100 ms of downtime and allow up to 1 s as time passes; slow the "
+            "guest down from the 5th pass; give up after 10 minutes.",
+            downtime_steps=(
+                DowntimeStep(0, 100),
+                DowntimeStep(10, 300),
+                DowntimeStep(20, 500),
+                DowntimeStep(30, 1000),
+            ),
+            auto_converge_iteration=5,
+            deadline_seconds=600,
+        ),
+        Policy(
+            name="strict",
+            label="Minimal downtime",
+            description="Never pause the guest for more than 100 ms and never slow it down; give up "
+            "after 5 minutes if it does not converge.",
+            downtime_steps=(DowntimeStep(0, 100),),
+            deadline_seconds=300,
+        ),
+        Policy(
+            name="converge",
+            label="Make it converge",
+            description="Slow the guest down from the 2nd pass, allow up to 2 s of downtime, try "
+            "post-copy from the 4th pass where the hosts support it; give up after 15 minutes.",
+            downtime_steps=(
+                DowntimeStep(0, 300),
+                DowntimeStep(5, 1000),
+                DowntimeStep(15, 2000),
+            ),
+            auto_converge_iteration=2,
+            postcopy_iteration=4,
+            deadline_seconds=900,
+        ),
+    ]
+}
+
+DEFAULT_POLICY = "default"
+
+
+def get_policy(name):
+    return POLICIES.get(name or DEFAULT_POLICY)
+
+
+def policy_choices():
+    return [(p.name, p.label) for p in POLICIES.values()]

@@ -1,0 +1,181 @@
+"""Requesting and cancelling migrations: the one path the API, the form and the
+command line all go through."""
+
+import logging
+from dataclasses import dataclass
+
+import django_rq
+from django.db import IntegrityError, transaction
+
+from hosts.models import HostStatus
+
+from . import events
+from .models import ACTIVE, AuditAction, AuditEntry, InvalidTransition, Migration, Mode, StorageMode
+from .policies import POLICIES, get_policy
+
+log = logging.getLogger(__name__)
+
+
+class MigrationRefused(Exception):
+    """A request that cannot be accepted; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message, status=400, field=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.field = field
+
+
+@dataclass
+class Request:
+    domain: object
+    target: object
+    mode: str = Mode.LIVE
+    storage: str = StorageMode.SHARED
+    target_pool: str = ""
+    policy: str = "default"
+    bandwidth_mib: int | None = None
+    shutdown_timeout: int = 120
+    force_off: bool = False
+    delete_source_volumes: bool = False
+
+
+def validate(req):
+    """Refuse what cannot be right whatever the hosts say."""
+    domain, target = req.domain, req.target
+    if target.pk == domain.host_id:
+        raise MigrationRefused(
+            f"{domain.name} is already on {target.name}. Choose another target host.", field="target_host"
+        )
+    if req.mode not in Mode.values:
+        raise MigrationRefused(f"Mode must be 'live' or 'cold', not {req.mode!r}.", field="mode")
+    if req.storage not in StorageMode.values:
+        raise MigrationRefused(f"Storage must be 'shared' or 'copy', not {req.storage!r}.", field="storage")
+    if req.storage == StorageMode.COPY and not req.target_pool:
+        raise MigrationRefused(
+            "Copying disks needs a storage pool on the target to copy them into. Choose one.",
+            field="target_pool",
+        )
+    if get_policy(req.policy) is None:
+        raise MigrationRefused(
+            f"There is no policy {req.policy!r}. Choose one of: {', '.join(POLICIES)}.", field="policy"
+        )
+    if req.bandwidth_mib is not None and req.bandwidth_mib < 1:
+        raise MigrationRefused("The bandwidth limit must be at least 1 MiB/s, or empty for none.",
+                               field="bandwidth_mib")
+    if domain.host.status != HostStatus.ONLINE:
+        raise MigrationRefused(
+            f"The source host {domain.host.name} is {domain.host.get_status_display().lower()}: "
+            f"{domain.host.status_reason or 'sync it first'}.",
+            status=409,
+        )
+    if target.status != HostStatus.ONLINE:
+        raise MigrationRefused(
+            f"The target host {target.name} is {target.get_status_display().lower()}: "
+            f"{target.status_reason or 'sync it first'}.",
+            status=409,
+            field="target_host",
+        )
+
+
+def dry_run(user, req):
+    """Run the pre-flight checks and say what they found; change nothing."""
+    from .checks import run_checks
+
+    validate(req)
+    results = run_checks(req)
+    worst = _worst(results)
+    AuditEntry.record(
+        AuditAction.CHECK,
+        f"Pre-flight checks for {req.mode} migration of {req.domain.name} from "
+        f"{req.domain.host.name} to {req.target.name}: {worst}.",
+        user=user,
+        domain_name=req.domain.name,
+        outcome=worst,
+        checks=[r.as_dict() for r in results],
+    )
+    return results
+
+
+def _worst(results):
+    outcomes = {r.result for r in results}
+    return "fail" if "fail" in outcomes else "warn" if "warn" in outcomes else "pass"
+
+
+def request_migration(user, req):
+    """Create the migration and queue it; the checks run again in the worker."""
+    validate(req)
+    domain = req.domain
+    try:
+        with transaction.atomic():
+            migration = Migration.objects.create(
+                domain=domain,
+                domain_name=domain.name,
+                domain_uuid=domain.uuid,
+                source=domain.host,
+                source_name=domain.host.name,
+                target=req.target,
+                target_name=req.target.name,
+                requested_by=user if user.is_authenticated else None,
+                requested_by_name=user.get_username(),
+                mode=req.mode,
+                storage=req.storage,
+                target_pool=req.target_pool,
+                policy=req.policy,
+                bandwidth_mib=req.bandwidth_mib,
+                shutdown_timeout=req.shutdown_timeout,
+                force_off=req.force_off,
+                delete_source_volumes=req.delete_source_volumes,
+            )
+            AuditEntry.record(
+                AuditAction.REQUEST,
+                f"{user.get_username()} asked for a {req.mode} migration of {domain.name} "
+                f"from {domain.host.name} to {req.target.name}.",
+                user=user,
+                migration=migration,
+                mode=req.mode,
+                storage=req.storage,
+                target_pool=req.target_pool,
+                policy=req.policy,
+                bandwidth_mib=req.bandwidth_mib,
+            )
+            transaction.on_commit(lambda: enqueue(migration))
+    except IntegrityError:
+        running = Migration.objects.filter(domain_uuid=domain.uuid, status__in=ACTIVE).first()
+        which = f" (#{running.pk}, {running.status})" if running else ""
+        raise MigrationRefused(
+            f"{domain.name} is already being migrated{which}. Wait for it to finish or cancel it.",
+            status=409,
+        ) from None
+    events.publish_migration(migration)
+    return migration
+
+
+def enqueue(migration):
+    from .jobs import run_migration
+
+    job = django_rq.get_queue("migrations").enqueue(
+        run_migration, migration.pk, job_id=f"migration-{migration.pk}", result_ttl=86400
+    )
+    Migration.objects.filter(pk=migration.pk).update(job_id=job.id)
+
+
+def cancel(user, migration):
+    try:
+        outcome = migration.request_cancel()
+    except InvalidTransition as e:
+        raise MigrationRefused(str(e), status=409) from None
+    AuditEntry.record(
+        AuditAction.CANCEL,
+        f"{user.get_username()} asked to cancel the migration of {migration.domain_name}."
+        + (" It had not started: cancelled." if outcome == "cancelled" else ""),
+        user=user,
+        migration=migration,
+    )
+    if outcome == "requested":
+        # Abort at once rather than waiting for the worker's next poll.
+        from .engine import abort_running
+
+        abort_running(migration)
+    events.publish_migration(migration)
+    return outcome
