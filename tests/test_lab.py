@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -115,7 +116,7 @@ def test_a_cut_link_makes_the_host_unreachable_until_it_is_restored(lab):
         assert lab.answers("kvm01")
         # Host to host too: kvm01 cannot reach kvm02's libvirtd.
         probe = subprocess.run(
-            ["ip", "netns", "exec", lab.netns("kvm01"), "python3", "-c",
+            ["ip", "netns", "exec", lab.netns("kvm01"), sys.executable, "-c",
              "import socket,sys; s=socket.socket(); s.settimeout(2);"
              "sys.exit(s.connect_ex((sys.argv[1], 16509)))", lab.address("kvm02")],
             capture_output=True, timeout=20)

@@ -125,6 +125,18 @@ def _cmdline(pid):
         return []
 
 
+def _is_mounted(path):
+    """True if something is mounted at path, even a FUSE mount whose daemon died."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 1 and re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                                          fields[1]) == path:
+                return True
+    return False
+
+
 def _pids_in_netns(inode):
     pids = []
     for entry in os.listdir("/proc"):
@@ -225,7 +237,7 @@ class Lab:
 
     def is_up(self):
         state = self._load()
-        if not state or not os.path.ismount(self.shared_dir):
+        if not state or not _is_mounted(self.shared_dir):
             return False
         for host, info in state["hosts"].items():
             pid = info.get("pid")
@@ -239,9 +251,9 @@ class Lab:
     def up(self, timeout=120):
         """Start the lab, or leave it be if it is already up. Returns status()."""
         with self._lock():
-            if self.is_up():
-                if self._load().get("ready"):
-                    return self.status()
+            if self.is_up() and self._load().get("ready"):
+                self._repair()
+                return self.status()
             if self._load() or self._leftovers():
                 self._teardown()
             try:
@@ -251,11 +263,19 @@ class Lab:
                 raise
         return self.status()
 
+    def _repair(self):
+        """On a lab that is up: plug cut links back in, restart stopped libvirtds."""
+        for host in self.hosts:
+            self.restore_link(host)
+        for host in self.hosts:
+            if not self.answers(host, timeout=5) and self._daemon_pid(host, "libvirtd") is None:
+                self.start_libvirtd(host)
+
     def _leftovers(self):
         names = self._names(self._want_hosts)
         if os.path.exists("/sys/class/net/%s" % names["bridge"]):
             return True
-        if os.path.ismount(self.shared_dir):
+        if _is_mounted(self.shared_dir):
             return True
         return any(os.path.exists("/run/netns/%s" % self.netns(h)) for h in self._want_hosts)
 
@@ -434,7 +454,7 @@ class Lab:
             log.close()
         self._procs["<share>"] = proc
         end = time.monotonic() + 10
-        while not os.path.ismount(self.shared_dir):
+        while not _is_mounted(self.shared_dir):
             if proc.poll() is not None or time.monotonic() > end:
                 raise LabError("could not mount the shared directory; see %s"
                                % os.path.join(self.dir, "share.log"))
@@ -442,7 +462,9 @@ class Lab:
         return proc.pid
 
     def _unmount_share(self, pid):
-        if os.path.ismount(self.shared_dir):
+        for _ in range(3):
+            if not _is_mounted(self.shared_dir):
+                break
             if _run(["umount", self.shared_dir], check=False).returncode:
                 _run(["umount", "-l", self.shared_dir], check=False)
         proc = self._procs.get("<share>")
@@ -468,7 +490,15 @@ class Lab:
         _run(nsx + ["ip", "addr", "add", "%s/24" % info["address"], "dev", "eth0"])
         _run(nsx + ["ip", "link", "set", "eth0", "up"])
         if info["br0"]:
+            # br0 with an uplink port, as `virsh iface-bridge ens33 br0`
+            # would make it: with a port it has a carrier and shows active.
+            # The uplink leads nowhere (a veth whose other end is unplugged
+            # from everything); this kernel has no dummy interfaces.
             _run(nsx + ["ip", "link", "add", "br0", "type", "bridge"])
+            _run(nsx + ["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1-end"])
+            _run(nsx + ["ip", "link", "set", "eth1", "master", "br0"])
+            _run(nsx + ["ip", "link", "set", "eth1-end", "up"])
+            _run(nsx + ["ip", "link", "set", "eth1", "up"])
             _run(nsx + ["ip", "link", "set", "br0", "up"])
 
     def _spawn_holder(self, host, info):
@@ -555,7 +585,7 @@ class Lab:
         if os.path.exists("/sys/class/net/%s" % bridge):
             _run(["ip", "link", "del", bridge], check=False)
         self._unmount_share(state.get("share_pid"))
-        if os.path.isdir(self.dir) and not os.path.ismount(self.shared_dir):
+        if os.path.isdir(self.dir) and not _is_mounted(self.shared_dir):
             shutil.rmtree(self.dir, ignore_errors=True)
         self._procs.clear()
 
@@ -766,6 +796,8 @@ class Lab:
             cmdline += " dirty_mib=%d dirty_rate=%d" % (dirty_mib, dirty_rate_mib)
         devices = []
         with self.connection(host) as conn:
+            if name in [d.name() for d in conn.listAllDomains(0)]:
+                raise LabError("a domain named %s already exists on %s" % (name, host))
             if disk:
                 pool = conn.storagePoolLookupByName(disk)
                 pool.refresh(0)
@@ -851,27 +883,28 @@ class Lab:
             except Exception:
                 continue
             try:
-                try:
-                    dom = conn.lookupByName(name)
-                except libvirt.libvirtError:
-                    dom = None
-                if dom is not None:
+                # Look names up in lists rather than by name, so that an
+                # absent guest does not print libvirt errors.
+                for dom in conn.listAllDomains(0):
+                    if dom.name() != name:
+                        continue
                     for path in re.findall(r"<source file='([^']+)'", dom.XMLDesc(0)):
                         volumes.add(os.path.basename(path))
                     with contextlib.suppress(libvirt.libvirtError):
-                        dom.destroy()
+                        if dom.isActive():
+                            dom.destroy()
                     with contextlib.suppress(libvirt.libvirtError):
-                        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                                          | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-                for pool_name in ("shared", "local"):
-                    try:
-                        pool = conn.storagePoolLookupByName(pool_name)
-                        pool.refresh(0)
-                    except libvirt.libvirtError:
+                        if dom.isPersistent():
+                            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+                for pool in conn.listAllStoragePools(0):
+                    if pool.name() not in ("shared", "local") or not pool.isActive():
                         continue
-                    for vol_name in volumes:
-                        with contextlib.suppress(libvirt.libvirtError):
-                            pool.storageVolLookupByName(vol_name).delete(0)
+                    with contextlib.suppress(libvirt.libvirtError):
+                        pool.refresh(0)
+                        for vol in pool.listAllVolumes(0):
+                            if vol.name() in volumes:
+                                vol.delete(0)
             finally:
                 with contextlib.suppress(Exception):
                     conn.close()
