@@ -1,0 +1,240 @@
+"""WebSocket consumers: one migration's progress, and the dashboard's changes.
+
+Both refuse anonymous users and users without a role, send the full current
+state first (so a page that reconnects never shows stale data), then forward
+what migrations_app.events publishes, coalesced so that a socket gets at most
+one message per ``min_interval`` per migration: the latest state always
+arrives (a timer flushes it), and a change of status or phase goes out at once.
+"""
+
+import asyncio
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db.models import Count, Q
+
+from hosts.models import Domain, DomainState, Host
+from hosts.roles import has_role
+
+from .events import DASHBOARD_GROUP, migration_group
+from .models import ACTIVE, FINISHED, Migration, Status
+
+# Close codes in the 4000 range are the application's own; a browser sees them.
+CLOSE_NOT_ALLOWED = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+def _user_may_watch(user):
+    return bool(user is not None and user.is_authenticated and has_role(user))
+
+
+class Coalescer:
+    """Per-key throttle for one socket.
+
+    ``offer(key, payload, urgent)`` sends at once if the key has not been sent
+    for ``interval`` seconds (or the payload is urgent); otherwise it keeps only
+    the newest payload and a timer sends that when the interval is up.
+    """
+
+    def __init__(self, send, interval):
+        self.send = send
+        self.interval = interval
+        self.last_sent = {}
+        self.pending = {}
+        self.timers = {}
+
+    async def offer(self, key, payload, urgent=False):
+        now = time.monotonic()
+        wait = self.last_sent.get(key, -1e9) + self.interval - now
+        if urgent or wait <= 0:
+            self.pending.pop(key, None)
+            timer = self.timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+            await self._send(key, payload)
+            return
+        self.pending[key] = payload
+        if key not in self.timers:
+            self.timers[key] = asyncio.create_task(self._flush_later(key, wait))
+
+    async def _flush_later(self, key, delay):
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            return
+        self.timers.pop(key, None)
+        payload = self.pending.pop(key, None)
+        if payload is not None:
+            await self._send(key, payload)
+
+    async def _send(self, key, payload):
+        self.last_sent[key] = time.monotonic()
+        await self.send(payload)
+
+    def stop(self):
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
+        self.pending.clear()
+
+
+def _is_stale(previous, state):
+    """True if ``state`` is older than what the socket already has.
+
+    The first message is read from the database after joining the group, so
+    an update published just before that read can arrive after it.
+    """
+    if previous is None:
+        return False
+    if previous["status"] in FINISHED and state["status"] not in FINISHED:
+        return True
+    if previous["status"] == state["status"]:
+        before = (previous.get("progress") or {}).get("sampled_at")
+        now = (state.get("progress") or {}).get("sampled_at")
+        if before is not None and now is not None and now < before:
+            return True
+    return False
+
+
+class MigrationConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/migrations/<pk>/``: one migration's full state, then its updates."""
+
+    min_interval = 0.2
+
+    async def connect(self):
+        self.group = None
+        self.last = None
+        self.coalescer = Coalescer(self._deliver, self.min_interval)
+        if not await database_sync_to_async(_user_may_watch)(self.scope.get("user")):
+            await self.close(code=CLOSE_NOT_ALLOWED)
+            return
+        pk = int(self.scope["url_route"]["kwargs"]["pk"])
+        # Join before reading, so no update falls between the read and the join.
+        self.group = migration_group(pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        state = await self._current_state(pk)
+        if state is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.accept()
+        await self._deliver(state, kind="migration.state")
+
+    async def disconnect(self, code):
+        self.coalescer.stop()
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def migration_update(self, event):
+        state = event["migration"]
+        if _is_stale(self.last, state):
+            return
+        urgent = self.last is None or (state["status"], state["phase"]) != (
+            self.last["status"], self.last["phase"])
+        # Remember what was offered (not only what was sent) so that the next
+        # comparison is against the newest state this socket will show.
+        self.last = state
+        await self.coalescer.offer(state["id"], state, urgent=urgent)
+
+    async def _deliver(self, state, kind="migration.update"):
+        if kind == "migration.state":
+            self.last = state
+        await self.send_json({"type": kind, "migration": state})
+
+    @database_sync_to_async
+    def _current_state(self, pk):
+        migration = Migration.objects.filter(pk=pk).first()
+        if migration is None:
+            return None
+        state = migration.as_event()
+        state["sent_at"] = time.time()
+        return state
+
+
+def host_counts():
+    """Every host's domain counts, as the dashboard shows them: one query."""
+    return list(
+        Host.objects.annotate(
+            domain_count=Count("domains"),
+            running_count=Count("domains", filter=Q(domains__state=DomainState.RUNNING)),
+        )
+        .order_by("name")
+        .values("name", "status", "domain_count", "running_count")
+    )
+
+
+class DashboardConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/dashboard/``: the running migrations and the hosts' counts, then changes.
+
+    Messages: ``dashboard.state`` (first: ``migrations`` and ``hosts``),
+    ``dashboard.migration`` (one migration's state, coalesced per migration)
+    and ``dashboard.hosts`` (the hosts' counts again, after a migration
+    succeeded or the inventory changed, with the moved ``domain`` if any).
+    """
+
+    min_interval = 0.2
+    active_limit = 50
+
+    async def connect(self):
+        self.joined = False
+        self.last = {}
+        self.coalescer = Coalescer(self.send_json, self.min_interval)
+        if not await database_sync_to_async(_user_may_watch)(self.scope.get("user")):
+            await self.close(code=CLOSE_NOT_ALLOWED)
+            return
+        await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
+        self.joined = True
+        await self.accept()
+        await self.send_json({"type": "dashboard.state", **await self._current_state()})
+
+    async def disconnect(self, code):
+        self.coalescer.stop()
+        if self.joined:
+            await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
+
+    async def dashboard_update(self, event):
+        state = event.get("migration")
+        if state is None:
+            # Anything else published to the dashboard is an inventory change.
+            await self.coalescer.offer(
+                "hosts", {"type": "dashboard.hosts", **await self._hosts(None)})
+            return
+        previous = self.last.get(state["id"])
+        if _is_stale(previous, state):
+            return
+        urgent = previous is None or (state["status"], state["phase"]) != (
+            previous["status"], previous["phase"])
+        self.last[state["id"]] = state
+        if state["status"] in FINISHED:
+            self.last.pop(state["id"], None)
+        await self.coalescer.offer(
+            state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
+        if urgent and state["status"] == Status.SUCCEEDED:
+            await self.send_json({"type": "dashboard.hosts", **await self._hosts(state.get("domain_id"))})
+
+    @database_sync_to_async
+    def _current_state(self):
+        migrations = [
+            m.as_event()
+            for m in Migration.objects.filter(status__in=ACTIVE).order_by("-created_at")[: self.active_limit]
+        ]
+        for m in migrations:
+            self.last[m["id"]] = m
+        return {"migrations": migrations, "hosts": host_counts(), "sent_at": time.time()}
+
+    @database_sync_to_async
+    def _hosts(self, domain_id):
+        data = {"hosts": host_counts()}
+        if domain_id:
+            domain = (
+                Domain.objects.filter(pk=domain_id).values("id", "name", "host__name", "state").first()
+            )
+            if domain:
+                data["domain"] = {
+                    "id": domain["id"],
+                    "name": domain["name"],
+                    "host": domain["host__name"],
+                    "state": domain["state"],
+                    "state_display": DomainState(domain["state"]).label,
+                }
+        return data

@@ -1,0 +1,240 @@
+"""The WebSocket endpoints: who may watch, what arrives first, and how often."""
+
+import time
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from hosts.models import Host
+from hosts.sync import sync_host
+from migrations_app import events
+from migrations_app.models import Migration
+from tests.testdriver import write_host
+
+# serialized_rollback: the flush after each test would otherwise drop the
+# operators/viewers groups that a data migration creates.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@pytest.fixture
+def migration(tmp_path):
+    source = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=2))
+    target = Host.objects.create(name="kvm02", uri=write_host(tmp_path, "kvm02"))
+    sync_host(source)
+    sync_host(target)
+    domain = source.domains.order_by("name").first()
+    return Migration.objects.create(
+        domain=domain, domain_name=domain.name, domain_uuid=domain.uuid, source=source,
+        source_name=source.name, target=target, target_name=target.name, mode="live",
+        status="running", phase="transferring_memory", started_at=None,
+    )
+
+
+def cookie_for(client, user):
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+def communicator(path, *headers):
+    from kvmweb.asgi import application
+
+    return WebsocketCommunicator(application, path, headers=[ORIGIN, *headers])
+
+
+def run(scenario):
+    async_to_sync(scenario)()
+
+
+def progress(n, total=100 * 2**20):
+    done = n * 2**20
+    return {"percent": n, "data_total": total, "data_processed": done, "data_remaining": total - done,
+            "memory_remaining": total - done, "iteration": 1, "sampled_at": time.time()}
+
+
+async def publish(migration, **changes):
+    for name, value in changes.items():
+        setattr(migration, name, value)
+    if "progress" in changes:
+        await database_sync_to_async(migration.save_progress)(changes["progress"])
+    await database_sync_to_async(events.publish_migration)(migration)
+
+
+async def drain(ws, quiet=0.6):
+    """Every message that arrives until none has for ``quiet`` seconds."""
+    # receive_json_from() cancels the application when it times out;
+    # receive_nothing() only looks.
+    got = []
+    while not await ws.receive_nothing(timeout=quiet, interval=0.02):
+        got.append(await ws.receive_json_from(timeout=1))
+    return got
+
+
+def test_an_anonymous_visitor_is_refused(migration):
+    async def scenario():
+        ws = communicator(f"/ws/migrations/{migration.pk}/")
+        connected, _ = await ws.connect()
+        assert not connected
+        ws = communicator("/ws/dashboard/")
+        connected, _ = await ws.connect()
+        assert not connected
+
+    run(scenario)
+
+
+def test_a_user_without_a_role_is_refused(client, migration, outsider):
+    cookie = cookie_for(client, outsider)
+
+    async def scenario():
+        for path in (f"/ws/migrations/{migration.pk}/", "/ws/dashboard/"):
+            ws = communicator(path, cookie)
+            connected, _ = await ws.connect()
+            assert not connected, path
+
+    run(scenario)
+
+
+def test_a_socket_from_a_foreign_origin_is_refused(client, migration, viewer):
+    from kvmweb.asgi import application
+
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = WebsocketCommunicator(application, f"/ws/migrations/{migration.pk}/",
+                                   headers=[(b"origin", b"http://evil.example"), cookie])
+        connected, _ = await ws.connect()
+        assert not connected
+
+    run(scenario)
+
+
+def test_an_unknown_migration_is_refused(client, migration, viewer):
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator(f"/ws/migrations/{migration.pk + 1000}/", cookie)
+        connected, _ = await ws.connect()
+        if connected:  # accepted then closed is also a refusal
+            assert (await ws.receive_output(timeout=1))["type"] == "websocket.close"
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_a_viewer_gets_the_full_state_first_then_updates(client, migration, viewer):
+    cookie = cookie_for(client, viewer)
+    migration.save_progress(progress(10))
+
+    async def scenario():
+        ws = communicator(f"/ws/migrations/{migration.pk}/", cookie)
+        connected, _ = await ws.connect()
+        assert connected
+        first = await ws.receive_json_from(timeout=5)
+        assert first["type"] == "migration.state"
+        state = first["migration"]
+        assert state["id"] == migration.pk
+        assert state["status"] == "running"
+        assert state["progress"]["percent"] == 10
+        assert state["domain"] == migration.domain_name
+
+        await publish(migration, progress=progress(20))
+        update = await ws.receive_json_from(timeout=5)
+        assert update["type"] == "migration.update"
+        assert update["migration"]["progress"]["percent"] == 20
+        assert update["migration"]["sent_at"] > 0
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_a_burst_is_coalesced_but_the_last_state_arrives(client, migration, viewer):
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator(f"/ws/migrations/{migration.pk}/", cookie)
+        assert (await ws.connect())[0]
+        await ws.receive_json_from(timeout=5)  # the full state
+        for n in range(1, 31):
+            await publish(migration, progress=progress(n))
+        got = await drain(ws)
+        percents = [m["migration"]["progress"]["percent"] for m in got]
+        assert percents, "nothing arrived"
+        assert percents[-1] == 30
+        assert len(percents) < 30
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_a_status_change_is_never_held_back(client, migration, viewer):
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator(f"/ws/migrations/{migration.pk}/", cookie)
+        assert (await ws.connect())[0]
+        await ws.receive_json_from(timeout=5)
+        await publish(migration, progress=progress(99))
+        await publish(migration, status="succeeded", phase="done", stats={"downtime_ms": 80})
+        got = await drain(ws)
+        statuses = [m["migration"]["status"] for m in got]
+        assert statuses[-1] == "succeeded"
+        assert got[-1]["migration"]["stats"] == {"downtime_ms": 80}
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_a_reconnecting_page_gets_the_current_state_not_a_stale_one(client, migration, viewer):
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator(f"/ws/migrations/{migration.pk}/", cookie)
+        assert (await ws.connect())[0]
+        await ws.receive_json_from(timeout=5)
+        await ws.disconnect()
+        await publish(migration, progress=progress(70))  # nobody listening
+        ws = communicator(f"/ws/migrations/{migration.pk}/", cookie)
+        assert (await ws.connect())[0]
+        first = await ws.receive_json_from(timeout=5)
+        assert first["migration"]["progress"]["percent"] == 70
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_the_dashboard_gets_running_migrations_then_their_changes(client, migration, viewer):
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator("/ws/dashboard/", cookie)
+        assert (await ws.connect())[0]
+        first = await ws.receive_json_from(timeout=5)
+        assert first["type"] == "dashboard.state"
+        assert [m["id"] for m in first["migrations"]] == [migration.pk]
+        assert {h["name"]: h["domain_count"] for h in first["hosts"]} == {"kvm01": 2, "kvm02": 0}
+
+        await publish(migration, progress=progress(40))
+        update = await ws.receive_json_from(timeout=5)
+        assert update["type"] == "dashboard.migration"
+        assert update["migration"]["progress"]["percent"] == 40
+
+        # The engine moves the domain's row, then reports success.
+        from hosts.models import Domain
+
+        await database_sync_to_async(
+            Domain.objects.filter(pk=migration.domain_id).update)(host=migration.target)
+        await publish(migration, status="succeeded", phase="done")
+        got = await drain(ws)
+        kinds = [m["type"] for m in got]
+        assert "dashboard.hosts" in kinds
+        hosts = next(m for m in got if m["type"] == "dashboard.hosts")
+        assert {h["name"]: h["domain_count"] for h in hosts["hosts"]} == {"kvm01": 1, "kvm02": 1}
+        assert hosts["domain"]["host"] == "kvm02"
+        assert any(m["type"] == "dashboard.migration" and m["migration"]["status"] == "succeeded"
+                   for m in got)
+        await ws.disconnect()
+
+    run(scenario)
