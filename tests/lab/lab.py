@@ -137,6 +137,17 @@ def _is_mounted(path):
     return False
 
 
+def _same_files(a, b):
+    names = sorted(os.listdir(a))
+    if names != sorted(os.listdir(b)):
+        return False
+    for name in names:
+        with open(os.path.join(a, name), "rb") as fa, open(os.path.join(b, name), "rb") as fb:
+            if fa.read() != fb.read():
+                return False
+    return True
+
+
 def _pids_in_netns(inode):
     pids = []
     for entry in os.listdir("/proc"):
@@ -550,15 +561,20 @@ class Lab:
         pool.create(0)
 
     def _save_caps_cache(self, host):
+        """Keep the host's QEMU capabilities for the next lab (a fresh probe takes seconds)."""
         src = os.path.join(self.host_dir(host), "cache", "qemu", "capabilities")
         dest = os.path.join(image.cache_dir(), "qemu-capabilities")
-        if os.path.isdir(src) and os.listdir(src) and not os.path.isdir(dest):
-            tmp = dest + ".%d" % os.getpid()
-            shutil.copytree(src, tmp)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isdir(src) or not os.listdir(src):
+            return
+        if os.path.isdir(dest) and _same_files(src, dest):
+            return
+        tmp = dest + ".%d" % os.getpid()
+        shutil.copytree(src, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another lab saved it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ down
 
