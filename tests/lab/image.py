@@ -21,7 +21,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GUEST_SRC = os.path.join(HERE, "guest")
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = "/bin/busybox"
-FORMAT_VERSION = "1"  # bump when the way the initramfs is laid out changes
+FORMAT_VERSION = "2"  # bump when the way the initramfs is laid out changes
+# Built as modules in the cloud kernel; the guest loads them so that an ACPI
+# power button press (virsh shutdown) reaches busybox's acpid.
+MODULES = ("kernel/drivers/input/evdev.ko", "kernel/drivers/acpi/button.ko")
 
 
 def cache_dir():
@@ -34,7 +37,12 @@ def guest_kernel():
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _kernel(root), _initrd(root)
+        kernel = _kernel(root)
+        return kernel, _initrd(root, _modules_dir(kernel))
+
+
+def _modules_dir(kernel):
+    return kernel.replace("vmlinuz-", "modules-")
 
 
 def _run(cmd, **kw):
@@ -44,7 +52,8 @@ def _run(cmd, **kw):
 
 def _kernel(root):
     found = sorted(glob.glob(os.path.join(root, "vmlinuz-*")))
-    if found:
+    if found and all(os.path.exists(os.path.join(_modules_dir(found[-1]), os.path.basename(m)))
+                     for m in MODULES):
         return found[-1]
     package = _kernel_package()
     with tempfile.TemporaryDirectory(dir=root) as tmp:
@@ -59,6 +68,11 @@ def _kernel(root):
         _run(["dpkg", "-x", deb, os.path.join(tmp, "x")])
         vmlinuz = glob.glob(os.path.join(tmp, "x", "boot", "vmlinuz-*"))[0]
         dest = os.path.join(root, os.path.basename(vmlinuz))
+        modules = _modules_dir(dest)
+        os.makedirs(modules, exist_ok=True)
+        for module in MODULES:
+            found = glob.glob(os.path.join(tmp, "x", "lib", "modules", "*", module))[0]
+            shutil.copyfile(found, os.path.join(modules, os.path.basename(module)))
         shutil.copyfile(vmlinuz, dest + ".tmp")
         os.replace(dest + ".tmp", dest)
     return dest
@@ -93,10 +107,15 @@ def _inputs():
     return init, dirty_c, busybox
 
 
-def _initrd(root):
+def _initrd(root, modules_dir):
     init, dirty_c, busybox = _inputs()
+    modules = {}
+    for module in MODULES:
+        name = os.path.basename(module)
+        with open(os.path.join(modules_dir, name), "rb") as f:
+            modules[name] = f.read()
     digest = hashlib.sha256()
-    for part in (FORMAT_VERSION.encode(), init, dirty_c, busybox):
+    for part in (FORMAT_VERSION.encode(), init, dirty_c, busybox, *modules.values()):
         digest.update(hashlib.sha256(part).digest())
     dest = os.path.join(root, "initrd-%s.img" % digest.hexdigest()[:16])
     if os.path.exists(dest):
@@ -110,8 +129,10 @@ def _initrd(root):
         with open(exe, "rb") as f:
             dirty = f.read()
     archive = _Cpio()
-    for d in ("bin", "dev", "proc", "sys", "tmp", "root", "etc"):
+    for d in ("bin", "dev", "proc", "sys", "tmp", "root", "etc", "modules"):
         archive.add(d, 0o40755)
+    for name, data in modules.items():
+        archive.add("modules/" + name, 0o100644, data)
     archive.add("dev/console", 0o20600, rdev=(5, 1))
     archive.add("dev/ttyS0", 0o20600, rdev=(4, 64))
     archive.add("bin/busybox", 0o100755, busybox)

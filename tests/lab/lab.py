@@ -978,6 +978,10 @@ GUEST_XML = """\
     <initrd>{initrd}</initrd>
     <cmdline>{cmdline}</cmdline>
   </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
   <cpu mode='custom' match='exact' check='none'>
     <model fallback='forbid'>qemu64</model>
   </cpu>
