@@ -347,8 +347,8 @@ def _text(node, path, default=""):
 # Connections
 
 
-class Connection:
-    """A libvirt connection for one piece of work. Use ``open_host``."""
+class InventoryOps:
+    """The read-only half of a Connection: what inventory sync asks."""
 
     def __init__(self, uri, conn):
         self.uri = uri
@@ -565,3 +565,404 @@ def open_host(uri, timeout=None):
         yield connection
     finally:
         connection.close()
+
+
+# ---------------------------------------------------------------------------
+# Migration: what the engine asks of a host. Still plain data in and out.
+
+
+@dataclass
+class DomainDetails:
+    info: DomainInfo
+    active: bool
+    arch: str
+    machine: str
+    virt_type: str
+    cpu_mode: str  # "", custom, host-model, host-passthrough, maximum
+    cpu_xml: str
+    job_active: bool = False
+
+
+@dataclass
+class JobStats:
+    """libvirt's job statistics, in bytes and milliseconds."""
+
+    active: bool
+    elapsed_ms: int = 0
+    data_total: int = 0
+    data_processed: int = 0
+    data_remaining: int = 0
+    memory_total: int = 0
+    memory_processed: int = 0
+    memory_remaining: int = 0
+    memory_bps: int = 0
+    dirty_rate_bps: int = 0
+    iteration: int = 0
+    disk_total: int = 0
+    disk_processed: int = 0
+    disk_remaining: int = 0
+    disk_bps: int = 0
+    downtime_ms: int | None = None
+    setup_ms: int | None = None
+    throttle_percent: int | None = None
+    raw: dict = field(default_factory=dict)
+
+
+def _job_stats(raw, active):
+    page = raw.get("memory_page_size", 4096) or 4096
+    return JobStats(
+        active=active,
+        elapsed_ms=raw.get("time_elapsed", 0),
+        data_total=raw.get("data_total", 0),
+        data_processed=raw.get("data_processed", 0),
+        data_remaining=raw.get("data_remaining", 0),
+        memory_total=raw.get("memory_total", 0),
+        memory_processed=raw.get("memory_processed", 0),
+        memory_remaining=raw.get("memory_remaining", 0),
+        memory_bps=raw.get("memory_bps", 0),
+        dirty_rate_bps=raw.get("memory_dirty_rate", 0) * page,
+        iteration=raw.get("memory_iteration", 0),
+        disk_total=raw.get("disk_total", 0),
+        disk_processed=raw.get("disk_processed", 0),
+        disk_remaining=raw.get("disk_remaining", 0),
+        disk_bps=raw.get("disk_bps", 0),
+        downtime_ms=raw.get("downtime"),
+        setup_ms=raw.get("setup_time"),
+        throttle_percent=raw.get("auto_converge_throttle"),
+        raw={k: v for k, v in raw.items() if isinstance(v, int | float)},
+    )
+
+
+FLAG_NAMES = {
+    "live": libvirt.VIR_MIGRATE_LIVE,
+    "peer2peer": libvirt.VIR_MIGRATE_PEER2PEER,
+    "persist_dest": libvirt.VIR_MIGRATE_PERSIST_DEST,
+    "undefine_source": libvirt.VIR_MIGRATE_UNDEFINE_SOURCE,
+    "non_shared_disk": libvirt.VIR_MIGRATE_NON_SHARED_DISK,
+    "auto_converge": libvirt.VIR_MIGRATE_AUTO_CONVERGE,
+    "postcopy": libvirt.VIR_MIGRATE_POSTCOPY,
+    "abort_on_error": libvirt.VIR_MIGRATE_ABORT_ON_ERROR,
+}
+
+
+def migration_flags(names):
+    """The libvirt flag word for a list of flag names (kept as names in the record)."""
+    value = 0
+    for name in names:
+        value |= FLAG_NAMES[name]
+    return value
+
+
+class VolumeStreamError(HostError):
+    pass
+
+
+def _domain_cpu(root):
+    cpu = root.find("cpu")
+    if cpu is None:
+        return "", ""
+    return cpu.get("mode", "custom"), ET.tostring(cpu, encoding="unicode")
+
+
+class MigrationOps:
+    """Mixed into Connection: the operations a migration needs."""
+
+    def _dom(self, uuid):
+        return self.call(self._conn.lookupByUUIDString, str(uuid))
+
+    def find_domain(self, uuid=None, name=None):
+        """(uuid found, name found) without raising for absent domains."""
+        by_uuid = by_name = False
+        for dom in self.call(self._conn.listAllDomains):
+            by_uuid = by_uuid or (uuid is not None and dom.UUIDString() == str(uuid))
+            by_name = by_name or (name is not None and dom.name() == name)
+        return by_uuid, by_name
+
+    def domain_details(self, uuid):
+        try:
+            dom = self._conn.lookupByUUIDString(str(uuid))
+            root = ET.fromstring(dom.XMLDesc())
+            _pools, volumes = self.pools(with_volumes=True)
+            info = self._domain_info(dom, volumes)
+            ostype = root.find("os/type")
+            mode, cpu_xml = _domain_cpu(root)
+            job_active = False
+            if dom.isActive():
+                job_active = dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE
+            return DomainDetails(
+                info=info,
+                active=bool(dom.isActive()),
+                arch=ostype.get("arch", "") if ostype is not None else "",
+                machine=ostype.get("machine", "") if ostype is not None else "",
+                virt_type=root.get("type", ""),
+                cpu_mode=mode,
+                cpu_xml=cpu_xml,
+                job_active=job_active,
+            )
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(e, self.uri) from None
+
+    def guest_arches(self, virt_type):
+        caps = ET.fromstring(self.call(self._conn.getCapabilities))
+        arches = set()
+        for guest in caps.iterfind("guest"):
+            arch = guest.find("arch")
+            if arch is None:
+                continue
+            domains = {d.get("type") for d in arch.iterfind("domain")}
+            if not virt_type or virt_type in domains:
+                arches.add(arch.get("name"))
+        return arches
+
+    def cpu_features(self, cpu_xml):
+        """Every feature of a host CPU description, its model's included."""
+        expanded = self.call(
+            self._conn.baselineCPU, [cpu_xml], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
+        )
+        root = ET.fromstring(expanded)
+        return {
+            f.get("name")
+            for f in root.iterfind("feature")
+            if f.get("policy", "require") in ("require", "force")
+        }
+
+    def compare_guest_cpu(self, cpu_xml, arch, machine, virt_type):
+        """libvirt's verdict on whether this host's hypervisor can run that guest CPU.
+
+        Returns (compatible, detail)."""
+        try:
+            result = self._conn.compareHypervisorCPU(None, arch or None, machine or None,
+                                                     virt_type or None, cpu_xml, 0)
+        except libvirt.libvirtError as e:
+            return False, e.get_error_message() or str(e)
+        if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+            return False, "libvirt: the host CPU is incompatible with the guest CPU"
+        return True, {1: "identical", 2: "superset"}.get(result, str(result))
+
+    def compare_host_cpu(self, cpu_xml):
+        """Compare another host's CPU with this one (for host-passthrough guests)."""
+        try:
+            result = self._conn.compareCPU(cpu_xml, 0)
+        except libvirt.libvirtError as e:
+            return False, e.get_error_message() or str(e)
+        return result != libvirt.VIR_CPU_COMPARE_INCOMPATIBLE, str(result)
+
+    def has_bridge(self, name):
+        try:
+            return any(i.name() == name for i in self._conn.listAllInterfaces())
+        except libvirt.libvirtError:
+            return None  # this libvirt cannot list host interfaces
+
+    def network_state(self, name):
+        """'active', 'inactive' or None when the libvirt network does not exist."""
+        for net in self.call(self._conn.listAllNetworks):
+            if net.name() == name:
+                return "active" if net.isActive() else "inactive"
+        return None
+
+    def free_memory(self):
+        return self.call(self._conn.getFreeMemory)
+
+    def hostname(self):
+        return self.call(self._conn.getHostname)
+
+    # -- storage -----------------------------------------------------------
+
+    def volume_by_path(self, path, refresh=True):
+        """(pool name, capacity, allocation, format) of the volume at path, or None."""
+        try:
+            if refresh:
+                for pool in self._conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                    with contextlib.suppress(libvirt.libvirtError):
+                        pool.refresh(0)
+            vol = self._conn.storageVolLookupByPath(path)
+            _t, capacity, allocation = vol.info()
+            fmt = ET.fromstring(vol.XMLDesc()).find("target/format")
+            return (vol.storagePoolLookupByVolume().name(), capacity, allocation,
+                    fmt.get("type") if fmt is not None else "raw")
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
+                return None
+            raise translate(e, self.uri) from None
+
+    def pool(self, name):
+        pools, _ = self.pools()
+        return next((p for p in pools if p.name == name), None)
+
+    def create_volume(self, pool_name, name, capacity, fmt):
+        pool = self.call(self._conn.storagePoolLookupByName, pool_name)
+        xml = (
+            f"<volume><name>{_xml_escape(name)}</name><capacity unit='bytes'>{int(capacity)}</capacity>"
+            f"<allocation unit='bytes'>0</allocation>"
+            f"<target><format type='{_xml_escape(fmt or 'raw')}'/></target></volume>"
+        )
+        vol = self.call(pool.createXML, xml, 0)
+        return vol.path()
+
+    def delete_volume(self, path):
+        try:
+            self._conn.storageVolLookupByPath(path).delete(0)
+            return True
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise translate(e, self.uri) from None
+
+    def read_volume(self, path, chunk=4 * 1024 * 1024):
+        """Yield ('data', bytes) and ('hole', length) pieces of a volume, sparsely.
+
+        Holes are not sent over the network, so an image that is mostly empty
+        costs only its data to copy (the article's scp sends every byte)."""
+        vol = self.call(self._conn.storageVolLookupByPath, path)
+        stream = self._conn.newStream(0)
+        try:
+            self.call(vol.download, stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
+            while True:
+                got = self.call(stream.recvFlags, chunk, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE)
+                if got == -3:  # a hole comes next
+                    length = self.call(stream.recvHole, 0)
+                    if length:
+                        yield ("hole", length)
+                    continue
+                if isinstance(got, int):
+                    if got == -2:
+                        continue
+                    raise VolumeStreamError(f"Reading {path} failed ({got}).")
+                if not got:
+                    break
+                yield ("data", got)
+            self.call(stream.finish)
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+
+    def write_volume(self, path, pieces):
+        """Write ('data', bytes) / ('hole', length) pieces into a volume, sparsely."""
+        vol = self.call(self._conn.storageVolLookupByPath, path)
+        stream = self._conn.newStream(0)
+        try:
+            self.call(vol.upload, stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+            for kind, value in pieces:
+                if kind == "hole":
+                    self.call(stream.sendHole, value, 0)
+                else:
+                    view = memoryview(value)
+                    while view:
+                        sent = self.call(stream.send, view.tobytes())
+                        if sent < 0:
+                            raise VolumeStreamError(f"Writing {path} failed ({sent}).")
+                        view = view[sent:]
+            self.call(stream.finish)
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+
+    # -- domains -----------------------------------------------------------
+
+    def domain_xml(self, uuid, inactive=True):
+        """The definition to recreate the domain elsewhere. Secure: it may hold
+        passwords (VNC, SPICE), so it is never logged or audited."""
+        flags = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+        if inactive:
+            flags |= libvirt.VIR_DOMAIN_XML_INACTIVE
+        return self.call(self._dom(uuid).XMLDesc, flags)
+
+    def define(self, xml):
+        return self.call(self._conn.defineXML, xml).UUIDString()
+
+    def start(self, uuid):
+        self.call(self._dom(uuid).create)
+
+    def shutdown(self, uuid):
+        self.call(self._dom(uuid).shutdown)
+
+    def destroy(self, uuid):
+        dom = self._dom(uuid)
+        if dom.isActive():
+            self.call(dom.destroy)
+
+    def state(self, uuid):
+        """The domain's state name, or None if it is not defined here."""
+        try:
+            state, _reason = self._conn.lookupByUUIDString(str(uuid)).state()
+            return DOMAIN_STATES.get(state, "nostate")
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(e, self.uri) from None
+
+    def is_persistent(self, uuid):
+        return bool(self.call(self._dom(uuid).isPersistent))
+
+    def undefine(self, uuid):
+        flags = (
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        )
+        self.call(self._dom(uuid).undefineFlags, flags)
+
+    # -- live migration ----------------------------------------------------
+
+    def migrate(self, uuid, dest_uri, flag_names, *, migrate_uri=None, bandwidth_mib=None,
+                disks=None, destination_xml=None, auto_converge=None):
+        """Start a peer-to-peer migration and return when it ends (blocks)."""
+        params = {}
+        if migrate_uri:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
+        if bandwidth_mib:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth_mib)
+        if disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(disks)
+        if destination_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = destination_xml
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = destination_xml
+        if auto_converge:
+            initial, increment = auto_converge
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = initial
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = increment
+        dom = self._dom(uuid)
+        self.call(dom.migrateToURI3, dest_uri, params, migration_flags(flag_names))
+
+    def job_stats(self, uuid, completed=False):
+        try:
+            dom = self._conn.lookupByUUIDString(str(uuid))
+            raw = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                return JobStats(active=False)
+            raise translate(e, self.uri) from None
+        active = raw.get("type", 0) not in (libvirt.VIR_DOMAIN_JOB_NONE,)
+        if completed:
+            active = False
+        return _job_stats(raw, active)
+
+    def abort_job(self, uuid):
+        try:
+            self._conn.lookupByUUIDString(str(uuid)).abortJob()
+            return True
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                return False
+            raise translate(e, self.uri) from None
+
+    def set_max_downtime(self, uuid, ms):
+        self.call(self._dom(uuid).migrateSetMaxDowntime, int(ms), 0)
+
+    def start_postcopy(self, uuid):
+        self.call(self._dom(uuid).migrateStartPostCopy, 0)
+
+
+def _xml_escape(value):
+    from xml.sax.saxutils import quoteattr
+
+    return quoteattr(str(value))[1:-1]
+
+
+class Connection(InventoryOps, MigrationOps):
+    """A libvirt connection for one piece of work. Use ``open_host``."""

@@ -45,12 +45,38 @@ def refresh_inventory():
         schedule_refresh(django_rq.get_queue("default"), delay=None)
 
 
+RECONCILE_JOB_ID = "kvmweb-reconcile"
+
+
+def reconcile_periodically():
+    """Settle migrations whose worker died; runs on the default queue every interval."""
+    import django_rq
+
+    from migrations_app.engine import reconcile_all
+
+    try:
+        return reconcile_all()
+    finally:
+        interval = settings.KVMWEB_SYNC_INTERVAL
+        if interval:
+            from datetime import timedelta
+
+            django_rq.get_queue("default").enqueue_in(
+                timedelta(seconds=interval), reconcile_periodically, job_id=RECONCILE_JOB_ID
+            )
+
+
 class Worker(RQWorker):
     def work(self, *args, **kwargs):
         import django_rq
 
+        queue = django_rq.get_queue("default")
         try:
-            schedule_refresh(django_rq.get_queue("default"), delay=0)
+            schedule_refresh(queue, delay=0)
+            # On start, look for migrations a dead worker left behind. The
+            # heartbeat rule keeps this from touching ones another live
+            # worker is driving.
+            queue.enqueue(reconcile_periodically, job_id=RECONCILE_JOB_ID)
         except Exception:
-            log.exception("could not schedule the inventory refresh")
+            log.exception("could not schedule the periodic jobs")
         return super().work(*args, **kwargs)

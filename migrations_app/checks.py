@@ -1,7 +1,25 @@
-"""Pre-flight checks: everything the article's considerations and common errors
-warn about, asked of the real hosts before anything moves."""
+"""Pre-flight checks: the article's considerations and common errors, asked of
+the real hosts before anything moves.
 
+Each check answers pass, warn or fail with a sentence an administrator can act
+on. A failed check stops the migration; a warning does not.
+"""
+
+import contextlib
+import ipaddress
+import socket
+import uuid as uuidlib
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+from hosts import libvirt_client
+from hosts.libvirt_client import HostError
+
+from .models import Migration, Mode, Status, StorageMode
+from .policies import get_policy
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+MiB = 1024 * 1024
 
 
 @dataclass
@@ -15,5 +33,439 @@ class CheckResult:
         return asdict(self)
 
 
-def run_checks(req):
-    raise NotImplementedError  # being written
+class Checks:
+    def __init__(self):
+        self.results = []
+
+    def add(self, name, result, message, detail=""):
+        self.results.append(CheckResult(name, result, message, str(detail or "")))
+
+    @property
+    def failed(self):
+        return any(r.result == FAIL for r in self.results)
+
+
+def run_checks(req, source=None, target=None):
+    """Run every check for a request (services.Request or a Migration).
+
+    ``source``/``target`` are open connections when the caller has them
+    (the engine); otherwise they are opened and closed here.
+    """
+    checks = Checks()
+    with contextlib.ExitStack() as stack:
+        if source is None:
+            source = _connect(stack, checks, "source_reachable", req.domain.host if hasattr(req, "domain") else req.source)
+        if target is None:
+            target = _connect(stack, checks, "target_reachable", _target_host(req))
+        if source is None or target is None:
+            return checks.results
+        _run_all(checks, req, source, target)
+    return checks.results
+
+
+def _target_host(req):
+    return req.target
+
+
+def _connect(stack, checks, name, host):
+    role = "source" if name.startswith("source") else "target"
+    try:
+        conn = stack.enter_context(libvirt_client.open_host(host.uri))
+    except HostError as e:
+        checks.add(name, FAIL, f"The {role} host {host.name} cannot be reached: {e.plain}", e.detail)
+        return None
+    checks.add(name, PASS, f"The {role} host {host.name} answers.")
+    return conn
+
+
+def _request_values(req):
+    """The fields the checks need, from a Request or a Migration."""
+    if isinstance(req, Migration):
+        return {
+            "uuid": req.domain_uuid, "name": req.domain_name, "mode": req.mode,
+            "storage": req.storage, "target_pool": req.target_pool,
+            "bandwidth_mib": req.bandwidth_mib, "policy": req.policy,
+            "force_off": req.force_off, "shutdown_timeout": req.shutdown_timeout,
+            "source": req.source, "target": req.target,
+        }
+    return {
+        "uuid": req.domain.uuid, "name": req.domain.name, "mode": req.mode,
+        "storage": req.storage, "target_pool": req.target_pool,
+        "bandwidth_mib": req.bandwidth_mib, "policy": req.policy,
+        "force_off": req.force_off, "shutdown_timeout": req.shutdown_timeout,
+        "source": req.domain.host, "target": req.target,
+    }
+
+
+def _run_all(checks, req, source, target):
+    v = _request_values(req)
+    try:
+        dom = source.domain_details(v["uuid"])
+    except HostError as e:
+        checks.add("domain_state", FAIL, f"kvmweb could not read {v['name']} on the source: {e.plain}", e.detail)
+        return
+    if dom is None:
+        checks.add(
+            "domain_state", FAIL,
+            f"{v['name']} is not on {v['source'].name} any more. Refresh the inventory to see where it is.",
+        )
+        return
+    for check in (
+        _check_state, _check_hostname, _check_arch, _check_cpu_vendor, _check_cpu_model,
+        _check_nx, _check_clash, _check_networks, _check_storage, _check_memory, _check_convergence,
+    ):
+        try:
+            check(checks, v, dom, source, target)
+        except HostError as e:
+            checks.add(check.__name__.removeprefix("_check_"), FAIL,
+                       f"kvmweb could not check this: {e.plain}", e.detail)
+
+
+def _check_state(checks, v, dom, source, target):
+    state = dom.info.state
+    if dom.job_active:
+        checks.add("domain_state", FAIL,
+                   f"{v['name']} already has a job running in libvirt (a migration, backup or save). "
+                   "Wait for it to finish.")
+    elif v["mode"] == Mode.LIVE:
+        if dom.active:
+            checks.add("domain_state", PASS, f"{v['name']} is {state}: it can move live.")
+        else:
+            checks.add("domain_state", FAIL,
+                       f"{v['name']} is {state}, not running, so it cannot be migrated live. "
+                       "Use a cold migration, or start it first.")
+    else:
+        if not dom.info.persistent:
+            checks.add("domain_state", FAIL,
+                       f"{v['name']} is transient (it has no saved definition): a cold migration would "
+                       "lose it when it shuts down. Define it first, or migrate it live.")
+        elif dom.active:
+            how = (f"it will be powered off if it has not shut down after {v['shutdown_timeout']} s"
+                   if v["force_off"] else
+                   f"the migration fails, leaving it running, if it has not shut down after "
+                   f"{v['shutdown_timeout']} s")
+            checks.add("domain_state", WARN,
+                       f"{v['name']} is running: it will be shut down for the copy and started again on "
+                       f"the target; {how}.")
+        else:
+            checks.add("domain_state", PASS, f"{v['name']} is {state}: ready for a cold migration.")
+
+
+def migration_address(target_host, target_conn=None):
+    """Where QEMU sends the migration data: the target's own address from its URI.
+
+    Sending to an address, not to the name the target reports, avoids the
+    article's "hostname on destination resolved to localhost" error.
+    Returns (address or None, reported hostname)."""
+    host = urlsplit(target_host.uri).hostname
+    reported = target_conn.hostname() if target_conn is not None else ""
+    if not host:
+        return None, reported
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return None, reported
+    for info in infos:
+        address = info[4][0]
+        if not ipaddress.ip_address(address).is_loopback:
+            return address, reported
+    return None, reported
+
+
+def _check_hostname(checks, v, dom, source, target):
+    if v["mode"] != Mode.LIVE and v["storage"] != StorageMode.COPY:
+        return
+    address, reported = migration_address(v["target"], target)
+    if address:
+        checks.add("target_hostname", PASS,
+                   f"The target calls itself {reported}; the migration data goes straight to "
+                   f"{address}, so that name need not resolve on the source.")
+        return
+    if reported.split(".")[0] in ("localhost", "") or _resolves_to_loopback(reported):
+        checks.add("target_hostname", FAIL,
+                   f"The target's host name '{reported}' resolves to localhost, so the source would "
+                   "try to send the VM to itself. Give the target a real name in /etc/hosts or DNS "
+                   "on both hosts, or register it with its IP address in the URI.")
+    else:
+        checks.add("target_hostname", WARN,
+                   f"The target calls itself '{reported}'. The source host must resolve that name to "
+                   "the target's address (check /etc/hosts or DNS there); kvmweb cannot check it.")
+
+
+def _resolves_to_loopback(name):
+    try:
+        return any(ipaddress.ip_address(i[4][0]).is_loopback for i in socket.getaddrinfo(name, None))
+    except (socket.gaierror, ValueError):
+        return False
+
+
+def _check_arch(checks, v, dom, source, target):
+    src, dst = v["source"], v["target"]
+    arches = target.guest_arches(dom.virt_type)
+    if dom.arch and dom.arch not in arches:
+        checks.add("architecture", FAIL,
+                   f"{v['name']} is a {dom.arch} guest, and {dst.name} cannot run {dom.arch} guests "
+                   f"({dom.virt_type}); it runs {', '.join(sorted(arches)) or 'none'}.")
+    elif src.cpu_arch and dst.cpu_arch and src.cpu_arch != dst.cpu_arch:
+        checks.add("architecture", WARN,
+                   f"The hosts differ ({src.cpu_arch} and {dst.cpu_arch}); the target can still run "
+                   f"{dom.arch} guests.")
+    else:
+        checks.add("architecture", PASS, f"Both hosts run {dom.arch or src.cpu_arch} guests.")
+
+
+def _check_cpu_vendor(checks, v, dom, source, target):
+    src, dst = v["source"], v["target"]
+    if src.cpu_vendor == dst.cpu_vendor:
+        checks.add("cpu_vendor", PASS, f"Both hosts have {src.cpu_vendor or 'the same'} CPUs.")
+    elif dom.cpu_mode == "host-passthrough" and v["mode"] == Mode.LIVE:
+        checks.add("cpu_vendor", FAIL,
+                   f"The hosts' CPUs are from different vendors ({src.cpu_vendor}, {dst.cpu_vendor}) and "
+                   f"{v['name']} sees the host CPU as it is (host-passthrough): it would crash after a "
+                   "live move. Migrate it cold, or give it a named CPU model.")
+    else:
+        checks.add("cpu_vendor", WARN,
+                   f"The hosts' CPUs are from different vendors ({src.cpu_vendor}, {dst.cpu_vendor}). "
+                   "The guest CPU model check below decides whether it can run there.")
+
+
+def _check_cpu_model(checks, v, dom, source, target):
+    if dom.cpu_mode in ("", None):
+        checks.add("cpu_model", PASS, "The guest uses the hypervisor's default CPU model, which any "
+                                      "host of this kind runs.")
+        return
+    if dom.cpu_mode == "host-passthrough":
+        ok, detail = target.compare_host_cpu(v["source"].cpu_xml)
+        if ok:
+            checks.add("cpu_model", PASS if detail == "1" else WARN,
+                       "The guest sees the source's CPU as it is; the target's CPU "
+                       + ("is the same." if detail == "1" else "has at least its features."), detail)
+        else:
+            checks.add("cpu_model", FAIL,
+                       "The guest sees the source's CPU as it is (host-passthrough), and the target's "
+                       "CPU lacks some of its features. Migrate it cold.", detail)
+        return
+    ok, detail = target.compare_guest_cpu(dom.cpu_xml, dom.arch, dom.machine, dom.virt_type)
+    if ok:
+        checks.add("cpu_model", PASS, "libvirt confirms the target can provide the guest's CPU model.",
+                   detail)
+    else:
+        checks.add("cpu_model", FAIL if v["mode"] == Mode.LIVE else WARN,
+                   "The target cannot provide the guest's CPU model and features"
+                   + (": the guest would not survive a live move. Choose a host with the same CPU "
+                      "generation, or give the guest an older CPU model." if v["mode"] == Mode.LIVE else
+                      "; the guest may not start there."),
+                   detail)
+
+
+def _check_nx(checks, v, dom, source, target):
+    src, dst = v["source"], v["target"]
+    if not (src.cpu_xml and dst.cpu_xml):
+        checks.add("nx_flag", WARN, "kvmweb does not know both hosts' CPU flags yet: sync them.")
+        return
+    a = "nx" in source.cpu_features(src.cpu_xml)
+    b = "nx" in target.cpu_features(dst.cpu_xml)
+    if a == b:
+        checks.add("nx_flag", PASS, f"The NX flag is {'on' if a else 'off'} on both hosts.")
+    else:
+        checks.add("nx_flag", FAIL if v["mode"] == Mode.LIVE else WARN,
+                   f"The NX (no-execute) flag is {'on' if a else 'off'} on {src.name} but "
+                   f"{'on' if b else 'off'} on {dst.name}. Set it the same in both hosts' firmware.")
+
+
+def _check_clash(checks, v, dom, source, target):
+    by_uuid, by_name = target.find_domain(uuid=v["uuid"], name=v["name"])
+    if by_uuid:
+        checks.add("name_clash", FAIL,
+                   f"{v['target'].name} already has a VM with this one's UUID: an earlier copy was "
+                   "left there. Remove it (after checking it is not the one in use) and try again.")
+    elif by_name:
+        checks.add("name_clash", FAIL,
+                   f"{v['target'].name} already has a different VM named {v['name']}. Rename one of "
+                   "them first.")
+    else:
+        checks.add("name_clash", PASS, f"No VM named {v['name']} on {v['target'].name}.")
+
+
+def _check_networks(checks, v, dom, source, target):
+    tname = v["target"].name
+    missing, unknown, ok = [], [], []
+    for nic in dom.info.interfaces:
+        if nic.bridge:
+            has = target.has_bridge(nic.bridge)
+            if has is None:
+                unknown.append(f"bridge {nic.bridge}")
+            elif has:
+                ok.append(f"bridge {nic.bridge}")
+            else:
+                missing.append(f"bridge {nic.bridge}")
+        elif nic.network:
+            state = target.network_state(nic.network)
+            if state == "active":
+                ok.append(f"network {nic.network}")
+            elif state == "inactive":
+                missing.append(f"network {nic.network} (defined but not started)")
+            else:
+                missing.append(f"network {nic.network}")
+    if missing:
+        checks.add("networks", FAIL,
+                   f"{tname} lacks {', '.join(missing)} that {v['name']} is connected to. Create it on "
+                   f"{tname} (as the article does with 'virsh iface-bridge ens33 br0') and try again.")
+    elif unknown:
+        checks.add("networks", WARN,
+                   f"{tname}'s libvirt cannot list host interfaces, so kvmweb cannot see "
+                   f"{', '.join(unknown)}. Make sure it exists there.")
+    elif ok:
+        checks.add("networks", PASS, f"{tname} has {', '.join(ok)}.")
+    else:
+        checks.add("networks", PASS, f"{v['name']} has no network interfaces to match.")
+
+
+def _disks(dom):
+    return [d for d in dom.info.disks if d.device == "disk" and d.path]
+
+
+def _check_storage(checks, v, dom, source, target):
+    disks = _disks(dom)
+    if not disks:
+        checks.add("storage", PASS, f"{v['name']} has no disks to move.")
+        return
+    if v["storage"] == StorageMode.SHARED:
+        _check_shared_storage(checks, v, disks, source, target)
+    else:
+        _check_copy_storage(checks, v, disks, source, target)
+    for d in dom.info.disks:
+        if d.device != "disk" and d.path:
+            if target.volume_by_path(d.path, refresh=False) is None:
+                checks.add("removable_media", WARN,
+                           f"The {d.device} {d.path} is not visible on the target; eject it first or "
+                           "the VM may not start there.")
+
+
+def _check_shared_storage(checks, v, disks, source, target):
+    tname = v["target"].name
+    for disk in disks:
+        seen = target.volume_by_path(disk.path)
+        if seen is None:
+            checks.add("shared_storage", FAIL,
+                       f"{disk.path} is not visible on {tname}: the shared storage is not mounted there, "
+                       "or not defined as a storage pool. Mount it at the same path (the article's "
+                       "'Input/output error'), or choose 'copy the disks'.")
+            return
+    # The same path on both hosts is not proof of sharing: two local disks
+    # can have the same path. Write a probe on the source, look on the target.
+    probe_pool = next((d.pool for d in disks if d.pool), "")
+    if not probe_pool:
+        checks.add("shared_storage", WARN,
+                   f"{tname} sees the same disk paths, but they are not in a storage pool on the "
+                   "source, so kvmweb cannot prove they are the same files. Make sure they are shared.")
+        return
+    probe = f".kvmweb-probe-{uuidlib.uuid4().hex}"
+    path = source.create_volume(probe_pool, probe, 1024, "raw")
+    try:
+        shared = target.volume_by_path(path) is not None
+    finally:
+        with contextlib.suppress(HostError):
+            source.delete_volume(path)
+        with contextlib.suppress(HostError):
+            target.volume_by_path(path)  # refreshes the target's pools after the delete
+    if shared:
+        checks.add("shared_storage", PASS,
+                   f"The disks are on shared storage: a file written in pool {probe_pool} on the "
+                   f"source appeared on {tname}.")
+    else:
+        checks.add("shared_storage", FAIL,
+                   f"The disk paths exist on {tname} too, but they are different files (a file "
+                   f"written in pool {probe_pool} on the source did not appear there): the storage is "
+                   "not shared. Choose 'copy the disks', or mount the real share on both hosts.")
+
+
+def _check_copy_storage(checks, v, disks, source, target):
+    tname = v["target"].name
+    pool = target.pool(v["target_pool"])
+    if pool is None:
+        checks.add("target_pool", FAIL, f"{tname} has no storage pool named {v['target_pool']}.")
+        return
+    if not pool.active:
+        checks.add("target_pool", FAIL,
+                   f"Pool {pool.name} on {tname} is not active (its storage may not be mounted). Start "
+                   "it first.")
+        return
+    need = sum(d.allocation or d.capacity or 0 for d in disks)
+    full = sum(d.capacity or 0 for d in disks)
+    if need > pool.available:
+        checks.add("free_space", FAIL,
+                   f"Pool {pool.name} on {tname} has {_size(pool.available)} free; the disks hold "
+                   f"{_size(need)}. Free space there or choose another pool.")
+    elif full > pool.available:
+        checks.add("free_space", WARN,
+                   f"Pool {pool.name} has room for the disks' data ({_size(need)}) but not for them "
+                   f"to grow to their full size ({_size(full)}).")
+    else:
+        checks.add("free_space", PASS,
+                   f"Pool {pool.name} on {tname} has {_size(pool.available)} free for {_size(need)}.")
+    clashes = [d.path for d in disks if target.volume_by_path(
+        f"{pool.target_path.rstrip('/')}/{d.path.rsplit('/', 1)[-1]}", refresh=False) is not None]
+    if clashes:
+        checks.add("target_volumes", FAIL,
+                   f"Pool {pool.name} on {tname} already has a volume named like "
+                   f"{', '.join(c.rsplit('/', 1)[-1] for c in clashes)}. Remove or rename it first.")
+
+
+def _check_memory(checks, v, dom, source, target):
+    free = target.free_memory()
+    need = dom.info.memory
+    tname = v["target"].name
+    if need > free:
+        checks.add("memory", FAIL,
+                   f"{tname} has {_size(free)} of memory free and {v['name']} needs {_size(need)}. Free "
+                   "memory there or choose another host.")
+    elif need * 1.2 > free:
+        checks.add("memory", WARN, f"{tname} has {_size(free)} free; {v['name']} needs {_size(need)}, "
+                                   "leaving little room.")
+    else:
+        checks.add("memory", PASS, f"{tname} has {_size(free)} free for {_size(need)}.")
+
+
+def _check_convergence(checks, v, dom, source, target):
+    if v["mode"] != Mode.LIVE:
+        return
+    policy = get_policy(v["policy"])
+    memory = dom.info.memory
+    bandwidth = v["bandwidth_mib"]
+    last = (
+        Migration.objects.filter(domain_uuid=v["uuid"], mode=Mode.LIVE)
+        .exclude(stats={})
+        .filter(status__in=[Status.SUCCEEDED, Status.FAILED])
+        .order_by("-finished_at")
+        .first()
+    )
+    if bandwidth and memory / (bandwidth * MiB) > policy.deadline_seconds:
+        checks.add("convergence", WARN,
+                   f"At {bandwidth} MiB/s the first pass over {_size(memory)} of memory alone takes "
+                   f"{memory / (bandwidth * MiB):.0f} s, longer than the policy's deadline of "
+                   f"{policy.deadline_seconds} s: it will be aborted. Raise the bandwidth limit.")
+        return
+    if last and last.stats.get("dirty_rate_bps") and last.stats.get("speed_bps"):
+        dirty = last.stats["dirty_rate_bps"]
+        speed = min(last.stats["speed_bps"], (bandwidth or 1 << 40) * MiB)
+        if dirty >= speed:
+            checks.add("convergence", WARN,
+                       f"When it last moved (migration #{last.pk}) {v['name']} dirtied memory at "
+                       f"{_size(dirty)}/s while {_size(last.stats['speed_bps'])}/s could be sent: it may not "
+                       "converge. Choose the 'Make it converge' policy, raise the bandwidth, or, as the "
+                       "article says, migrate it cold.")
+            return
+    checks.add("convergence", PASS,
+               f"kvmweb watches the dirty rate from the second pass and applies the "
+               f"'{policy.label}' policy; it gives up after {policy.deadline_seconds} s, leaving the VM "
+               "on the source.")
+
+
+def _size(n):
+    n = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

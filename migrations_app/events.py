@@ -37,8 +37,8 @@ def publish_migration(migration, dashboard=True):
             async_to_sync(layer.group_send)(
                 DASHBOARD_GROUP, {"type": "dashboard.update", "migration": payload}
             )
-    except Exception:
-        log.warning("could not publish migration %s", migration.pk, exc_info=True)
+    except Exception as e:
+        log.warning("could not publish migration %s: %s", migration.pk, e)
 
 
 def publish_dashboard(kind, data):
@@ -47,5 +47,5 @@ def publish_dashboard(kind, data):
         return
     try:
         async_to_sync(layer.group_send)(DASHBOARD_GROUP, {"type": "dashboard.update", kind: data})
-    except Exception:
-        log.warning("could not publish %s to the dashboard", kind, exc_info=True)
+    except Exception as e:
+        log.warning("could not publish %s to the dashboard: %s", kind, e)
