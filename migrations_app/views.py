@@ -1,8 +1,283 @@
-from django.shortcuts import get_object_or_404, render
+"""Pages: the migration form, a migration's live page, the list, the audit log.
 
-from .models import Migration
+Every page renders the whole current state on the server; static/*.js only
+keeps it current. Starting and cancelling go through services, like the API.
+"""
+
+import csv
+import json
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods
+from rest_framework.exceptions import ValidationError
+
+from hosts.models import Domain
+from hosts.roles import is_operator
+
+from . import services
+from .api import filter_audit
+from .forms import AuditFilterForm, MigrationForm
+from .models import AuditEntry, Migration, Status
+
+# -- formatting, mirrored by static/kvmweb.js ---------------------------
+
+# The progress figures the page shows, in order: (key, label, kind).
+PROGRESS_FIELDS = [
+    ("data_processed", "Moved", "bytes"),
+    ("data_remaining", "Remaining", "bytes"),
+    ("data_total", "Total", "bytes"),
+    ("memory_remaining", "Memory remaining", "bytes"),
+    ("disk_remaining", "Disk remaining", "bytes"),
+    ("speed_bps", "Speed", "rate"),
+    ("dirty_rate_bps", "Memory dirtied", "rate"),
+    ("iteration", "Pass", "plain"),
+    ("downtime_ms", "Allowed downtime", "ms"),
+    ("eta_seconds", "Time left (estimate)", "seconds"),
+    ("elapsed", "Elapsed", "seconds"),
+    ("converging", "Converging", "bool"),
+]
+
+
+def kind_for(key):
+    """How to show a figure, judged from its name (stats have no fixed keys)."""
+    if key.endswith("_bps"):
+        return "rate"
+    if key.endswith("_ms"):
+        return "ms"
+    if key.endswith(("_seconds", "elapsed", "duration")):
+        return "seconds"
+    if key.endswith(("_total", "_processed", "_remaining", "_bytes")):
+        return "bytes"
+    return "plain"
+
+
+def fmt(value, kind):
+    if value is None or value == "":
+        return "—"
+    if kind == "bool":
+        return "yes" if value else "no"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, (dict, list)):
+            return json.dumps(value)
+        return str(value)
+    if kind == "bytes":
+        return filesizeformat(value)
+    if kind == "rate":
+        return f"{filesizeformat(value)}/s"
+    if kind == "ms":
+        return f"{round(value)} ms"
+    if kind == "seconds":
+        return fmt_seconds(value)
+    if isinstance(value, float):
+        return f"{value:.1f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def fmt_seconds(seconds):
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def stat_rows(stats):
+    return [
+        {"key": key, "label": key.replace("_", " ").capitalize(), "kind": kind_for(key),
+         "text": fmt(value, kind_for(key))}
+        for key, value in (stats or {}).items()
+    ]
+
+
+# -- the form --------------------------------------------------------------------
+
+
+def _require_operator(request):
+    if not is_operator(request.user):
+        raise PermissionDenied("Only operators may migrate. Ask an administrator to add you to "
+                               "the 'operators' group.")
+
+
+@require_http_methods(["GET", "POST"])
+def migration_new(request):
+    """The migration form; ``?domain=UUID`` fixes the VM, ``?fragment=1`` renders
+    only the form, for the domain page and the dashboard to load in place."""
+    _require_operator(request)
+    domain = None
+    if request.GET.get("domain"):
+        domain = get_object_or_404(Domain.objects.select_related("host"), uuid=request.GET["domain"])
+    fragment = request.GET.get("fragment") == "1"
+    checks = None
+    confirm = False
+    if request.method == "POST":
+        form = MigrationForm(request.POST, domain=domain)
+        if form.is_valid():
+            req = form.to_request()
+            try:
+                if "check" in request.POST:
+                    checks = [r.as_dict() for r in services.dry_run(request.user, req)]
+                elif request.POST.get("confirmed") == "1":
+                    migration = services.request_migration(request.user, req)
+                    messages.success(request, f"Migration of {migration.domain_name} to "
+                                              f"{migration.target_name} queued.")
+                    return redirect(migration)
+                else:
+                    services.validate(req)
+                    confirm = True
+            except services.MigrationRefused as refused:
+                form.add_refusal(refused)
+                confirm = False
+    else:
+        initial = {}
+        if request.GET.get("target"):
+            initial["target_host"] = request.GET["target"]
+        form = MigrationForm(domain=domain, initial=initial)
+    context = {
+        "form": form,
+        "domain": domain,
+        "checks": checks,
+        "checks_ok": checks is not None and all(c["result"] != "fail" for c in checks),
+        "action": request.get_full_path().replace("fragment=1", "").rstrip("?&"),
+    }
+    if confirm:
+        context["summary"] = form.summary()
+        context["cold"] = form.cleaned_data["mode"] == "cold"
+        return render(request, "migrations_app/migration_confirm.html", context)
+    template = "migrations_app/_migration_form.html" if fragment else "migrations_app/migration_new.html"
+    return render(request, template, context)
+
+
+# -- one migration ---------------------------------------------------------------
 
 
 def migration_detail(request, pk):
     migration = get_object_or_404(Migration, pk=pk)
-    return render(request, "migrations_app/migration_detail.html", {"migration": migration})
+    progress = migration.progress or {}
+    state = migration.as_event()
+    state["checks"] = migration.checks
+    return render(
+        request,
+        "migrations_app/migration_detail.html",
+        {
+            "migration": migration,
+            "percent": max(0, min(100, round(progress.get("percent") or 0))),
+            "progress_rows": [
+                {"key": key, "label": label, "kind": kind, "text": fmt(progress.get(key), kind)}
+                for key, label, kind in PROGRESS_FIELDS
+            ],
+            "stat_rows": stat_rows(migration.stats),
+            "state": state,
+            "may_cancel": is_operator(request.user) and migration.is_active,
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def migration_cancel(request, pk):
+    """The no-JavaScript way to cancel: a confirmation page, then a POST."""
+    _require_operator(request)
+    migration = get_object_or_404(Migration, pk=pk)
+    if request.method == "POST":
+        try:
+            outcome = services.cancel(request.user, migration)
+        except services.MigrationRefused as refused:
+            messages.error(request, refused.message)
+        else:
+            messages.success(
+                request,
+                "Cancelled before it started." if outcome == "cancelled"
+                else f"Cancel requested: {migration.domain_name} stays on {migration.source_name}.",
+            )
+        return redirect(migration)
+    return render(request, "migrations_app/migration_cancel.html", {"migration": migration})
+
+
+def migration_list(request):
+    migrations = Migration.objects.all()
+    status = request.GET.get("status", "")
+    if status in Status.values:
+        migrations = migrations.filter(status=status)
+    else:
+        status = ""
+    domain = request.GET.get("domain", "").strip()
+    if domain:
+        migrations = migrations.filter(domain_name=domain)
+    page = Paginator(migrations, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "migrations_app/migration_list.html",
+        {"page": page, "status": status, "domain": domain, "statuses": Status.choices,
+         "query": query.urlencode()},
+    )
+
+
+# -- the audit log -------------------------------------------------------------------
+
+
+def _audit_entries(request):
+    outcomes = AuditEntry.objects.order_by().values_list("outcome", flat=True).distinct()
+    form = AuditFilterForm(request.GET or None, outcomes=sorted(set(outcomes)))
+    entries = AuditEntry.objects.all()
+    params = form.params() if request.GET else {}
+    try:
+        entries = filter_audit(entries, params)
+    except ValidationError as e:
+        for name, problems in e.detail.items():
+            form.add_error(name if name in form.fields else None, [str(p) for p in problems])
+    return form, entries
+
+
+def audit_list(request):
+    form, entries = _audit_entries(request)
+    page = Paginator(entries.select_related("migration"), 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "migrations_app/audit_list.html",
+                  {"form": form, "page": page, "query": query.urlencode()})
+
+
+# Characters that make a spreadsheet treat a cell as a formula (OWASP's list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    text = "" if value is None else str(value)
+    if text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+AUDIT_CSV_COLUMNS = ["at", "user", "action", "outcome", "domain", "source", "target", "migration",
+                     "message"]
+
+
+def audit_export(request):
+    _, entries = _audit_entries(request)
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(AUDIT_CSV_COLUMNS)
+        for e in entries.iterator(chunk_size=500):
+            yield writer.writerow([csv_safe(v) for v in (
+                e.at.isoformat(), e.username or "system", e.action, e.outcome, e.domain_name,
+                e.source_name, e.target_name, e.migration_id or "", e.message)])
+
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    return StreamingHttpResponse(
+        rows(), content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="kvmweb-audit-{stamp}.csv"'},
+    )

@@ -1,0 +1,158 @@
+"""The migration form (the plain-HTML path to services.request_migration) and
+the audit log's filters."""
+
+from datetime import datetime, time
+
+from django import forms
+from django.utils import timezone
+
+from hosts.models import Domain, Host, StoragePool
+
+from . import services
+from .models import AuditAction, Mode, StorageMode
+from .policies import DEFAULT_POLICY, POLICIES, policy_choices
+
+FORCE_OFF_CHOICES = [
+    ("", "Give up and leave it running on the source"),
+    ("1", "Power it off (like pulling the plug: unsaved data in the guest is lost)"),
+]
+
+
+class HostChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, host):
+        label = host.name
+        if host.status != "online":
+            label += f" ({host.get_status_display().lower()})"
+        return label
+
+
+class DomainChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, domain):
+        return f"{domain.name} (on {domain.host.name}, {domain.get_state_display().lower()})"
+
+
+class MigrationForm(forms.Form):
+    domain = DomainChoiceField(queryset=Domain.objects.select_related("host").order_by("name", "id"),
+                               label="Virtual machine")
+    target_host = HostChoiceField(queryset=Host.objects.order_by("name"), label="Target host",
+                                  empty_label="Choose a host…")
+    mode = forms.ChoiceField(choices=Mode.choices, initial=Mode.LIVE, widget=forms.RadioSelect)
+    storage = forms.ChoiceField(choices=StorageMode.choices, initial=StorageMode.SHARED,
+                                widget=forms.RadioSelect)
+    target_pool = forms.ChoiceField(required=False, label="Target pool (to copy the disks into)")
+    policy = forms.ChoiceField(choices=policy_choices, initial=DEFAULT_POLICY, widget=forms.RadioSelect,
+                               label="If memory changes faster than it can be sent")
+    bandwidth_mib = forms.IntegerField(
+        required=False, min_value=1, label="Bandwidth limit (MiB/s)",
+        help_text="Empty for no limit.", widget=forms.NumberInput(attrs={"placeholder": "no limit"}))
+    shutdown_timeout = forms.IntegerField(
+        min_value=5, max_value=3600, initial=120, label="Wait for a clean shutdown (seconds)")
+    force_off = forms.TypedChoiceField(
+        choices=FORCE_OFF_CHOICES, coerce=bool, empty_value=False, initial="", required=False,
+        widget=forms.RadioSelect, label="If it does not shut down in time")
+    delete_source_volumes = forms.BooleanField(
+        required=False, label="Delete the source disks once the copy is verified")
+
+    def __init__(self, *args, domain=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fixed_domain = domain
+        if domain is not None:
+            self.fields["domain"].queryset = Domain.objects.select_related("host").filter(pk=domain.pk)
+            self.fields["domain"].initial = domain.pk
+            self.fields["domain"].widget = forms.HiddenInput()
+        # Pools grouped by host; the page shows only the chosen target's, and
+        # clean() checks the pool really is on the target.
+        groups = {}
+        for pool in StoragePool.objects.select_related("host").filter(active=True).order_by(
+            "host__name", "name"
+        ):
+            groups.setdefault(pool.host.name, []).append((pool.name, f"{pool.name} ({pool.type})"))
+        self.fields["target_pool"].choices = [("", "—")] + list(groups.items())
+        self.fields["policy"].widget.choices = [
+            (p.name, policy_label(p.label, p.description)) for p in POLICIES.values()
+        ]
+
+    def clean(self):
+        data = super().clean()
+        target, pool = data.get("target_host"), data.get("target_pool")
+        if data.get("storage") != StorageMode.COPY:
+            data["target_pool"] = ""
+        elif target and pool and not target.pools.filter(name=pool).exists():
+            self.add_error("target_pool", f"{target.name} has no storage pool named {pool}.")
+        if data.get("mode") != Mode.COLD:
+            data["force_off"] = False
+        return data
+
+    def to_request(self):
+        data = self.cleaned_data
+        return services.Request(
+            domain=data["domain"],
+            target=data["target_host"],
+            mode=data["mode"],
+            storage=data["storage"],
+            target_pool=data["target_pool"],
+            policy=data["policy"],
+            bandwidth_mib=data["bandwidth_mib"],
+            shutdown_timeout=data["shutdown_timeout"],
+            force_off=bool(data["force_off"]),
+            delete_source_volumes=data["delete_source_volumes"],
+        )
+
+    def add_refusal(self, refused):
+        """Show a services.MigrationRefused beside the field it is about."""
+        field = refused.field if refused.field in self.fields else None
+        self.add_error(field, refused.message)
+
+    def summary(self):
+        """What will happen, in one or two sentences, for the confirmation."""
+        data = self.cleaned_data
+        domain, target = data["domain"], data["target_host"]
+        if data["mode"] == Mode.COLD:
+            text = (f"{domain.name} will be shut down on {domain.host.name}, its disks copied "
+                    f"and its definition moved to {target.name}")
+            if domain.is_running:
+                text += ", then started there"
+            text += ". It is unavailable until then."
+            if data["force_off"]:
+                text += (f" If it has not shut down after {data['shutdown_timeout']} s it will be "
+                         "powered off.")
+            if data["delete_source_volumes"]:
+                text += " The source disks are deleted once the copy is verified."
+        else:
+            text = (f"{domain.name} will move from {domain.host.name} to {target.name} while it "
+                    "keeps running; it pauses only for the final switch-over.")
+        return text
+
+
+def policy_label(label, description):
+    # A radio choice's label with its description beneath; both are our own
+    # constant strings (policies.py), escaped here all the same.
+    from django.utils.html import format_html
+
+    return format_html('<strong>{}</strong> <span class="muted small">{}</span>', label, description)
+
+
+class AuditFilterForm(forms.Form):
+    domain = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "VM name"}))
+    host = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "Host"}))
+    user = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "User"}))
+    action = forms.ChoiceField(required=False, choices=[("", "Any action")] + AuditAction.choices)
+    outcome = forms.ChoiceField(required=False)
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    migration = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def __init__(self, *args, outcomes=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["outcome"].choices = [("", "Any outcome")] + [(o, o) for o in outcomes if o]
+
+    def params(self):
+        """The valid filters as filter_audit() takes them."""
+        self.is_valid()  # a bad field is left out, the others still apply
+        params = {name: value for name, value in self.cleaned_data.items() if value}
+        # Whole days in the site's time zone, as full timestamps: filter_audit
+        # would read a bare date as that day's midnight, so "until" would miss the day.
+        for name, moment in (("since", time.min), ("until", time.max)):
+            if name in params:
+                params[name] = timezone.make_aware(datetime.combine(params[name], moment)).isoformat()
+        return params

@@ -1,0 +1,100 @@
+/* The dashboard, live: running migrations with their progress, and the hosts'
+   VM counts when a migration moves a VM (from /ws/dashboard/). */
+(function () {
+  "use strict";
+  var K = window.kvmweb;
+  var panel = document.getElementById("live-migrations");
+  if (!K || !panel) return;
+  var tbody = panel.querySelector("tbody");
+  var rows = {};  // migration id -> <tr>
+  var KEEP_FINISHED_MS = 60000;
+
+  function placeholder() {
+    var empty = !Object.keys(rows).length;
+    var ph = tbody.querySelector("tr.placeholder");
+    if (empty && !ph) {
+      var tr = K.el("tr", { "class": "placeholder" });
+      tr.appendChild(K.el("td", { colspan: "4", "class": "muted" }, "No migration is running."));
+      tbody.appendChild(tr);
+    } else if (!empty && ph) {
+      ph.remove();
+    }
+  }
+
+  function upsert(m) {
+    var tr = rows[m.id];
+    if (!tr) {
+      tr = K.el("tr", { "data-migration": m.id });
+      rows[m.id] = tr;
+      tbody.insertBefore(tr, tbody.firstChild);
+    }
+    var percent = Math.max(0, Math.min(100, Math.round(Number((m.progress || {}).percent) || 0)));
+    if (m.status === "succeeded") percent = 100;
+    var vm = K.el("td");
+    vm.appendChild(K.el("a", { href: m.url }, m.domain));
+    var route = K.el("td", null, m.source + " → " + m.target + " (" + m.mode + ")");
+    var status = K.el("td");
+    status.appendChild(K.el("span", { "class": "status " + (K.STATUS_COLOURS[m.status] || "grey") }, m.status_display));
+    if (!K.FINISHED[m.status] && m.phase_display && m.phase) {
+      status.appendChild(K.el("div", { "class": "small muted" }, m.phase_display));
+    }
+    if (m.status === "failed" && m.error) status.appendChild(K.el("div", { "class": "small reason" }, m.error));
+    var progress = K.el("td");
+    var bar = K.el("div", { "class": "bar" });
+    var fill = K.el("span");
+    fill.style.width = percent + "%";
+    bar.appendChild(fill);
+    progress.appendChild(bar);
+    var p = m.progress || {};
+    var words = percent + " %";
+    if (p.data_remaining !== undefined && p.data_remaining !== null && !K.FINISHED[m.status]) {
+      words += " · " + K.bytes(p.data_remaining) + " left";
+    }
+    if (p.speed_bps && !K.FINISHED[m.status]) words += " · " + K.bytes(p.speed_bps) + "/s";
+    progress.appendChild(K.el("div", { "class": "small" }, words));
+    tr.replaceChildren(vm, route, status, progress);
+    if (K.FINISHED[m.status] && !tr.dataset.leaving) {
+      tr.dataset.leaving = "1";
+      setTimeout(function () { tr.remove(); delete rows[m.id]; placeholder(); }, KEEP_FINISHED_MS);
+    }
+    placeholder();
+  }
+
+  function hosts(list) {
+    (list || []).forEach(function (h) {
+      var row = document.querySelector('#hosts tr[data-host="' + CSS.escape(h.name) + '"] td.vms');
+      if (!row) return;
+      row.replaceChildren(K.el("span", { "class": "count" }, h.running_count),
+                          document.createTextNode(" running / " + h.domain_count));
+    });
+  }
+
+  function moved(d) {
+    var ul = panel.querySelector('[data-bind="moved"]');
+    var li = K.el("li");
+    li.appendChild(document.createTextNode(d.name + " is now on " + d.host + " (" + d.state_display.toLowerCase() + ")."));
+    ul.insertBefore(li, ul.firstChild);
+    while (ul.children.length > 5) ul.lastChild.remove();
+  }
+
+  var live = panel.querySelector('[data-bind="live"]');
+  K.socket("/ws/dashboard/", {
+    open: function () { live.hidden = false; },
+    close: function () { live.hidden = true; },
+    message: function (msg) {
+      if (msg.type === "dashboard.state") {
+        // Full state: drop what we had and show what is running now.
+        Object.keys(rows).forEach(function (id) { rows[id].remove(); });
+        rows = {};
+        (msg.migrations || []).slice().reverse().forEach(upsert);
+        hosts(msg.hosts);
+        placeholder();
+      } else if (msg.type === "dashboard.migration") {
+        upsert(msg.migration);
+      } else if (msg.type === "dashboard.hosts") {
+        hosts(msg.hosts);
+        if (msg.domain) moved(msg.domain);
+      }
+    }
+  });
+})();
