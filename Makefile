@@ -1,0 +1,68 @@
+# kvmweb: the commands a person (and CI) runs. See README.md.
+#
+#   make demo           install what is missing, start the lab, web and worker
+#   make stop           stop the web server, the worker and the Redis the demo started
+#   make test           the whole suite (honours DATABASE_URL; extra args: PYTEST_ARGS='-m "not lab"')
+#   make test-postgres  the whole suite on a local PostgreSQL it installs and starts
+#   make lab-up / lab-down / lab-status   the demo's lab of simulated KVM hosts
+#   make bench          the benchmarks, as `name: value` lines
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+LAB_NAME ?= demo
+export KVMWEB_LAB_NAME := $(LAB_NAME)
+
+.PHONY: demo stop status test test-postgres lab-up lab-down lab-status bench \
+	system-deps-demo system-deps-test system-deps-ci
+
+demo: system-deps-demo $(VENV)/.installed-runtime
+	@scripts/demo.sh start
+
+stop:
+	@scripts/demo.sh stop
+
+status:
+	@scripts/demo.sh status
+
+test: system-deps-test $(VENV)/.installed-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: system-deps-ci $(VENV)/.installed-dev
+	DATABASE_URL="$$(scripts/start-postgres.sh)" $(PY) -m pytest $(PYTEST_ARGS)
+
+lab-up: system-deps-demo $(VENV)/.installed-runtime
+	$(PY) -m tests.lab up --name $(LAB_NAME)
+
+lab-down: $(VENV)/.installed-runtime
+	$(PY) -m tests.lab down --name $(LAB_NAME)
+
+lab-status: $(VENV)/.installed-runtime
+	$(PY) -m tests.lab status --name $(LAB_NAME)
+
+bench: system-deps-demo $(VENV)/.installed-runtime
+	$(PY) -m bench
+
+system-deps-demo:
+	@scripts/install-system-deps.sh demo
+
+system-deps-test:
+	@scripts/install-system-deps.sh test
+
+system-deps-ci:
+	@scripts/install-system-deps.sh ci
+
+# The virtualenv: created once, the pinned requirements installed again only
+# when a requirements file changes. libvirt-python builds from source against
+# the system's libvirt, hence the system packages first.
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-runtime: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed-runtime

@@ -1,0 +1,56 @@
+#!/bin/sh
+# Install the Debian packages kvmweb needs, and nothing when they are all there.
+#
+#   scripts/install-system-deps.sh [demo|test|ci]
+#
+#   demo: libvirt, QEMU, Redis and what the lab of simulated hosts uses
+#   test: demo + Chromium for the browser tests
+#   ci:   test + PostgreSQL
+#
+# Checks each package with dpkg first and runs `apt-get update` only when
+# something is missing, so a second run takes a fraction of a second.
+set -eu
+
+set_name=${1:-demo}
+
+DEMO="libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-utils
+redis-server tini busybox-static iproute2 bridge-utils bindfs gcc libc6-dev make"
+TEST="chromium"
+CI="postgresql"
+
+case "$set_name" in
+    demo) wanted="$DEMO" ;;
+    test) wanted="$DEMO $TEST" ;;
+    ci) wanted="$DEMO $TEST $CI" ;;
+    *) echo "usage: $0 [demo|test|ci]" >&2; exit 2 ;;
+esac
+
+# The virtualenv needs a Python with venv and ensurepip. A Python built from
+# source (pyenv) has them; Debian's own needs python3-venv.
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    wanted="$wanted python3-venv"
+fi
+
+missing=""
+for pkg in $wanted; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing="$missing $pkg"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    echo "system packages: all present ($set_name)"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "system packages missing:$missing" >&2
+    echo "run as root (or: sudo apt-get install$missing) and try again" >&2
+    exit 1
+fi
+
+echo "system packages: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086  # one word per package
+apt-get install -y -q $missing
