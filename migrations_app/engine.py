@@ -770,7 +770,9 @@ class ColdMigration:
             try:
                 if self.src.state(self.uuid) == "shutoff":
                     self.src.start(self.uuid)
-                restarted = f" {self.m.domain_name} was started again on {self.m.source_name}."
+                    restarted = f" {self.m.domain_name} was started again on {self.m.source_name}."
+                else:
+                    restarted = f" {self.m.domain_name} is still running on {self.m.source_name}."
             except HostError as e:
                 restarted = (f" {self.m.domain_name} could not be started again on {self.m.source_name}: "
                              f"{e.plain} Start it by hand.")

@@ -71,7 +71,8 @@ def _use_test_redis(redis_url):
 def _user(username, group=None, **extra):
     user = User.objects.create_user(username, f"{username}@example.com", "pw-" + username, **extra)
     if group:
-        user.groups.add(Group.objects.get(name=group))
+        # get_or_create: transactional tests flush the groups the data migration made.
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
     return user
 
 
@@ -106,3 +107,73 @@ def api(client):
 @pytest.fixture
 def test_hosts_dir(tmp_path):
     return tmp_path
+
+
+def database_url_for_subprocess():
+    """The URL another process uses to reach the test database."""
+    from django.db import connection
+
+    conf = connection.settings_dict
+    if conf["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{conf['NAME']}"
+    user = conf.get("USER") or ""
+    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    port = f":{conf['PORT']}" if conf.get("PORT") else ""
+    return f"postgres://{auth}{conf.get('HOST') or 'localhost'}{port}/{conf['NAME']}"
+
+
+class WorkerProcess:
+    """A real `manage.py rqworker` in its own process group, as in production."""
+
+    def __init__(self, redis_url, queues=("migrations",)):
+        import os
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parent.parent
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_subprocess(),
+            "REDIS_URL": redis_url,
+            "KVMWEB_SYNC_INTERVAL": "0",
+        }
+        self.log = tempfile.NamedTemporaryFile(prefix="kvmweb-worker-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "rqworker", "--with-scheduler", *queues],
+            cwd=root,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def kill(self, sig=None):
+        import os
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig or signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def output(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+
+@pytest.fixture
+def worker_process(redis_url):
+    workers = []
+
+    def start(queues=("migrations",)):
+        w = WorkerProcess(redis_url, queues)
+        workers.append(w)
+        return w
+
+    yield start
+    import os
+
+    for w in workers:
+        w.kill()
+        os.unlink(w.log.name)

@@ -1,0 +1,75 @@
+"""Helpers for the tests that migrate real guests on the lab."""
+
+import threading
+import time
+
+from hosts.models import Domain, Host
+from hosts.sync import sync_host
+from migrations_app import jobs
+from migrations_app.models import Migration
+
+
+def register_lab(lab):
+    hosts = {}
+    for name in lab.hosts:
+        host, _ = Host.objects.update_or_create(name=name, defaults={"uri": lab.uri(name)})
+        assert sync_host(host).online, host.status_reason
+        hosts[name] = host
+    return hosts
+
+
+def sync_all():
+    for host in Host.objects.all():
+        sync_host(host)
+
+
+def domain(name):
+    sync_all()
+    return Domain.objects.select_related("host").get(name=name)
+
+
+def request(api, user, dom, target, **fields):
+    api.force_authenticate(user)
+    body = {"domain": dom.pk, "target_host": target.pk, "mode": "live", **fields}
+    return api.post("/api/migrations/", body, format="json")
+
+
+def run(pk):
+    """Run the queued migration's job here, as a worker would."""
+    jobs.run_migration(pk)
+    return Migration.objects.get(pk=pk)
+
+
+def run_in_thread(pk):
+    thread = threading.Thread(target=jobs.run_migration, args=(pk,), daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(predicate, timeout=60, interval=0.25, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_transferring(pk, timeout=60):
+    """Until libvirt reports data moving for this migration."""
+
+    def moving():
+        m = Migration.objects.get(pk=pk)
+        assert m.status in ("queued", "checking", "running"), (m.status, m.error)
+        return m if m.status == "running" and (m.progress or {}).get("data_processed") else None
+
+    return wait_for(moving, timeout, what=f"migration {pk} to transfer data")
+
+
+def ticks_carry_on(lab, name, before, timeout=30):
+    """The guest keeps ticking after the move and its uptime never went back."""
+    after = wait_for(lambda: (t := lab.last_tick(name)) and t[0] > before[0] + 1 and t,
+                     timeout, what=f"{name} to tick again")
+    assert after[1] > before[1], f"uptime went back: {before} -> {after}"
+    return after

@@ -1,0 +1,68 @@
+"""Live migration of real guests between the lab's hosts."""
+
+import pytest
+
+from migrations_app.models import AuditEntry, Migration
+from tests.migration_helpers import domain, register_lab, request, run, ticks_carry_on
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def hosts(lab):
+    return register_lab(lab)
+
+
+def test_a_guest_on_shared_storage_moves_live_and_keeps_running(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="shared")
+    before = lab.last_tick(name)
+
+    response = request(api, operator, domain(name), hosts["kvm02"])
+    assert response.status_code == 201, response.content
+    migration = run(response.json()["id"])
+
+    assert migration.status == "succeeded", (migration.error, migration.error_detail)
+    assert lab.where(name) == ["kvm02"]
+    ticks_carry_on(lab, name, before)
+    with lab.connection("kvm02") as conn:
+        assert conn.lookupByName(name).isPersistent()
+    with lab.connection("kvm01") as conn:
+        assert name not in [d.name() for d in conn.listAllDomains()]
+    # The inventory follows the VM, and the record keeps what libvirt measured.
+    assert domain(name).host.name == "kvm02"
+    assert set(migration.flags) >= {"live", "peer2peer", "persist_dest", "undefine_source"}
+    assert migration.stats["downtime_ms"] is not None and migration.stats["data_transferred"] > 0
+    assert [c["result"] for c in migration.checks if c["result"] == "fail"] == []
+    actions = list(AuditEntry.objects.filter(migration=migration).values_list("action", flat=True))
+    assert {"request", "check", "start", "succeeded"} <= set(actions)
+
+
+def test_a_guest_with_a_local_disk_moves_live_with_its_disk_copied(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="local")
+    before = lab.last_tick(name)
+
+    response = request(api, operator, domain(name), hosts["kvm02"], storage="copy", target_pool="local")
+    assert response.status_code == 201, response.content
+    migration = run(response.json()["id"])
+
+    assert migration.status == "succeeded", (migration.error, migration.error_detail)
+    assert "non_shared_disk" in migration.flags
+    assert lab.where(name) == ["kvm02"]
+    ticks_carry_on(lab, name, before)
+    with lab.connection("kvm02") as conn:
+        path = conn.storagePoolLookupByName("local").storageVolLookupByName(f"{name}.qcow2").path()
+        assert path in conn.lookupByName(name).XMLDesc()
+
+
+def test_a_second_request_for_the_same_domain_is_refused(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="shared")
+    dom = domain(name)
+
+    first = request(api, operator, dom, hosts["kvm02"])
+    second = request(api, operator, dom, hosts["kvm02"])
+
+    assert first.status_code == 201
+    assert second.status_code == 409
+    assert f"{name} is already being migrated (#{first.json()['id']}" in second.json()["detail"]
+    assert Migration.objects.filter(domain_uuid=dom.uuid).count() == 1
+    assert run(first.json()["id"]).status == "succeeded"
