@@ -99,6 +99,8 @@
   function addPoint(p) {
     var remaining = p.memory_remaining !== undefined && p.memory_remaining !== null ? p.memory_remaining : p.data_remaining;
     if (remaining === undefined || remaining === null || !p.sampled_at || p.sampled_at === lastSample) return;
+    // A sample taken before libvirt knew the size says "0 remaining": not a point.
+    if (!(Number(p.memory_total) || Number(p.data_total))) return;
     if (firstSample === null) firstSample = p.sampled_at;
     lastSample = p.sampled_at;
     points.push([p.sampled_at - firstSample, Number(remaining)]);

@@ -1,0 +1,250 @@
+"""A real browser against a real stack: daphne, an RQ worker, Redis, the lab's hosts.
+
+The stack runs in its own processes with its own SQLite file and its own Redis
+database, exactly as `make demo` runs it; the test only talks HTTP to it and
+libvirt to the lab. Playwright drives Debian's Chromium (never a downloaded one).
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.lab]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("KVMWEB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PASSWORD = "pw-browser-operator"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port, proc, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout} s")
+
+
+class Stack:
+    """kvmweb's processes, on a database and Redis database of their own."""
+
+    def __init__(self, redis_url):
+        self.dir = Path(tempfile.mkdtemp(prefix="kvmweb-browser-"))
+        # Database 1 of the session's Redis: its queues and groups are this stack's alone.
+        redis_url = re.sub(r"/\d+$", "", redis_url) + "/1"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "kvmweb.settings",
+            "DATABASE_URL": f"sqlite:///{self.dir / 'db.sqlite3'}",
+            "REDIS_URL": redis_url,
+            "KVMWEB_SYNC_INTERVAL": "0",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.procs = []
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def manage(self, *args, timeout=120):
+        proc = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed: {proc.stderr or proc.stdout}")
+        return proc.stdout
+
+    def spawn(self, name, cmd):
+        log = open(self.dir / f"{name}.log", "w")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def start(self, lab):
+        self.manage("migrate", "--noinput")
+        self.manage("shell", "-c", (
+            "from django.contrib.auth.models import Group, User;"
+            f"u = User.objects.create_user('oscar', 'oscar@example.com', '{PASSWORD}');"
+            "u.groups.add(Group.objects.get(name='operators'))"))
+        for host in lab.hosts:
+            self.manage("register_host", host, lab.uri(host))
+        daphne = self.spawn("daphne", [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1",
+                                       "-p", str(self.port), "kvmweb.asgi:application"])
+        self.spawn("worker", [sys.executable, "manage.py", "rqworker", "migrations", "default"])
+        _wait_port(self.port, daphne, "daphne")
+
+    def sync(self):
+        self.manage("sync_inventory")
+
+    def logs(self):
+        return "\n".join(f"--- {name}\n{(self.dir / f'{name}.log').read_text()[-4000:]}" for name, _ in self.procs)
+
+    def stop(self):
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(lab, redis_url):
+    the_stack = Stack(redis_url)
+    try:
+        the_stack.start(lab)
+        yield the_stack
+    finally:
+        the_stack.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, stack, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.on("dialog", lambda dialog: dialog.accept())  # the confirmations
+    failed_before = request.session.testsfailed
+    yield pg
+    if request.session.testsfailed > failed_before:
+        print(stack.logs())  # shown with the failure
+    context.close()
+
+
+def log_in(page, stack):
+    page.goto(stack.url + "/accounts/login/")
+    page.fill("input[name=username]", "oscar")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(stack.url + "/")
+
+
+def open_domain(page, stack, name):
+    stack.sync()
+    page.goto(stack.url + "/domains/?q=" + name)
+    page.click(f"#domains a:text-is('{name}')")
+    page.wait_for_url(re.compile(r"/domains/[0-9a-f-]+/$"))
+
+
+def start_live_migration(page, target, bandwidth):
+    page.click("#migrate summary")
+    form = page.locator("#migrate form[data-migrate-form]")
+    form.wait_for()
+    form.locator("select[name=target_host]").select_option(label=target)
+    # The pre-flight checks for the target appear before anything starts.
+    checks = form.locator("ul.checklist li.check")
+    checks.first.wait_for(timeout=60_000)
+    assert form.locator("[data-checks-summary]").inner_text() == "Nothing stands in the way."
+    assert checks.count() >= 3
+    form.locator("input[name=bandwidth_mib]").fill(str(bandwidth))
+    form.locator("button[data-start]").click()  # confirm() is accepted by the page fixture
+    page.wait_for_url(re.compile(r"/migrations/\d+/$"))
+    page.evaluate("window.__sameDocument = true")
+
+
+def watch(page, until, timeout=180):
+    """Read the percent and status as the page shows them until the status is ``until``."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        percent = page.locator("[data-bind=percent]").inner_text()
+        status = page.locator("[data-bind=status]").inner_text()
+        if not seen or seen[-1] != (percent, status):
+            seen.append((percent, status))
+        if status.lower() == until:
+            return seen
+        if status.lower() in ("failed", "cancelled", "succeeded"):
+            break
+        time.sleep(0.2)
+    error = page.locator("[data-bind=error]").inner_text()
+    raise AssertionError(f"the page did not reach {until}: {seen[-5:]} {error}")
+
+
+def test_a_live_migration_started_from_the_form_shows_progress_until_it_succeeds(page, stack, lab, lab_guest):
+    name = lab_guest("kvm01", disk="shared", memory_mib=256)
+    log_in(page, stack)
+    open_domain(page, stack, name)
+    start_live_migration(page, "kvm02", bandwidth=16)  # 256 MiB at 16 MiB/s: ~16 s
+
+    seen = []
+    screenshot_taken = False
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        percent = int(page.locator("[data-bind=percent]").inner_text())
+        status = page.locator("[data-bind=status]").inner_text().lower()
+        seen.append((percent, status))
+        if not screenshot_taken and status == "running" and 20 <= percent < 90:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "migration-page.png"), full_page=True)
+            screenshot_taken = True
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
+
+    assert seen[-1][1] == "succeeded", (seen[-5:], page.locator("[data-bind=error]").inner_text())
+    percents = {p for p, s in seen if s == "running"}
+    assert len(percents) >= 2, f"the bar never moved: {seen}"
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    assert page.locator("[data-bind=percent]").inner_text() == "100"
+    # The figures and the chart filled in live; the final statistics arrived.
+    assert not page.locator("[data-section=stats]").is_hidden()
+    assert page.locator("#chart polyline").get_attribute("points").count(",") >= 2
+    page.screenshot(path=str(ARTIFACTS / "migration-page-succeeded.png"), full_page=True)
+    assert lab.where(name) == ["kvm02"]
+
+
+def test_a_live_migration_cancelled_midway_stays_on_the_source(page, stack, lab, lab_guest):
+    name = lab_guest("kvm01", disk="shared", memory_mib=256)
+    log_in(page, stack)
+    open_domain(page, stack, name)
+    start_live_migration(page, "kvm02", bandwidth=4)  # ~64 s: time enough to cancel
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (page.locator("[data-bind=status]").inner_text().lower() == "running"
+                and int(page.locator("[data-bind=percent]").inner_text()) > 0):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the migration never started moving data")
+    page.click("[data-cancel-form] button")  # confirm() accepted
+    seen = watch(page, "cancelled", timeout=90)
+    assert seen[-1][1] == "Cancelled"
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.locator("[data-cancel-form]").is_hidden()
+    assert lab.where(name) == ["kvm01"]
