@@ -66,13 +66,13 @@ def validate(req):
     if domain.host.status != HostStatus.ONLINE:
         raise MigrationRefused(
             f"The source host {domain.host.name} is {domain.host.get_status_display().lower()}: "
-            f"{domain.host.status_reason or 'sync it first'}.",
+            f"{(domain.host.status_reason or 'sync it first').rstrip('.')}.",
             status=409,
         )
     if target.status != HostStatus.ONLINE:
         raise MigrationRefused(
             f"The target host {target.name} is {target.get_status_display().lower()}: "
-            f"{target.status_reason or 'sync it first'}.",
+            f"{(target.status_reason or 'sync it first').rstrip('.')}.",
             status=409,
             field="target_host",
         )

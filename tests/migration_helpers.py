@@ -23,9 +23,10 @@ def sync_all():
         sync_host(host)
 
 
-def domain(name):
+def domain(name, host="kvm01"):
+    """The inventory's row for a guest, after a fresh sync of every host."""
     sync_all()
-    return Domain.objects.select_related("host").get(name=name)
+    return Domain.objects.select_related("host").get(name=name, host__name=host)
 
 
 def request(api, user, dom, target, **fields):

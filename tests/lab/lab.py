@@ -740,6 +740,14 @@ class Lab:
             raise LabError("host %s is not running" % host)
         return pid
 
+    def host_exec(self, host, *argv, timeout=30):
+        """Run a command inside a host's network, mount and UTS namespaces.
+
+        For tests that change one host only: a bridge that exists on one
+        side, a small filesystem under a storage pool."""
+        pid = self._holder_pid(host)
+        return _run(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv], timeout=timeout)
+
     def _control(self, host, command):
         self._holder_pid(host)
         fd = os.open(os.path.join(self.host_dir(host), "control"), os.O_WRONLY | os.O_NONBLOCK)

@@ -1,0 +1,156 @@
+"""Each pre-flight failure, on a lab set up to trigger it, with the sentence that says what to do."""
+
+import contextlib
+import re
+
+import pytest
+
+from hosts.models import Host
+from tests.migration_helpers import domain, register_lab, request
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def hosts(lab):
+    return register_lab(lab)
+
+
+def dry_run(api, operator, name, target, dom=None, **fields):
+    response = request(api, operator, dom or domain(name), target, dry_run=True, **fields)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    return body, {c["name"]: c for c in body["checks"]}
+
+
+def redefine(lab, host, name, edit):
+    """Change a (shut off) guest's definition on one host."""
+    with lab.connection(host) as conn:
+        xml = conn.lookupByName(name).XMLDesc()
+        conn.defineXML(edit(xml))
+
+
+def test_a_healthy_request_passes_every_check_quickly(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="shared")
+    body, checks = dry_run(api, operator, name, hosts["kvm02"])
+    assert body["ok"] is True
+    failed = {k: c["message"] for k, c in checks.items() if c["result"] == "fail"}
+    assert failed == {}
+    assert checks["shared_storage"]["result"] == "pass"
+    assert "appeared on kvm02" in checks["shared_storage"]["message"]
+    for expected in ("cpu_vendor", "cpu_model", "nx_flag", "architecture", "name_clash", "networks",
+                     "memory", "target_hostname", "domain_state"):
+        assert checks[expected]["result"] == "pass", checks[expected]
+
+
+def test_a_name_already_used_on_the_target_fails(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="shared")
+    lab_guest("kvm02", name=name, start=False)
+    body, checks = dry_run(api, operator, name, hosts["kvm02"])
+    assert body["ok"] is False
+    assert checks["name_clash"]["result"] == "fail"
+    assert f"kvm02 already has a different VM named {name}" in checks["name_clash"]["message"]
+
+
+def test_a_bridge_missing_on_the_target_fails(api, operator, lab, lab_guest, hosts):
+    lab.host_exec("kvm01", "ip", "link", "add", "brx", "type", "bridge")
+    lab.host_exec("kvm01", "ip", "link", "set", "brx", "up")
+    try:
+        name = lab_guest("kvm01", disk="shared", start=False)
+        redefine(lab, "kvm01", name, lambda xml: xml.replace("bridge='br0'", "bridge='brx'"))
+        with lab.connection("kvm01") as conn:
+            conn.lookupByName(name).create()
+        body, checks = dry_run(api, operator, name, hosts["kvm02"])
+    finally:
+        with contextlib.suppress(Exception):
+            lab.remove_guest(name)
+        lab.host_exec("kvm01", "ip", "link", "del", "brx")
+    assert checks["networks"]["result"] == "fail"
+    assert "kvm02 lacks bridge brx" in checks["networks"]["message"]
+    assert "virsh iface-bridge" in checks["networks"]["message"]
+
+
+def test_local_disks_are_not_taken_for_shared_storage(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="local")
+    body, checks = dry_run(api, operator, name, hosts["kvm02"])
+    assert checks["shared_storage"]["result"] == "fail"
+    assert "not visible on kvm02" in checks["shared_storage"]["message"]
+
+    # The same path on the target, but another file: the probe tells them apart.
+    with lab.connection("kvm02") as conn:
+        conn.storagePoolLookupByName("local").createXML(
+            f"<volume><name>{name}.qcow2</name><capacity unit='MiB'>64</capacity>"
+            "<target><format type='qcow2'/></target></volume>", 0)
+    try:
+        body, checks = dry_run(api, operator, name, hosts["kvm02"])
+    finally:
+        with lab.connection("kvm02") as conn:
+            conn.storagePoolLookupByName("local").storageVolLookupByName(f"{name}.qcow2").delete(0)
+    assert checks["shared_storage"]["result"] == "fail"
+    assert "they are different files" in checks["shared_storage"]["message"]
+
+
+def test_a_target_pool_without_room_for_the_disks_fails(api, operator, lab, lab_guest, hosts):
+    lab.host_exec("kvm02", "mkdir", "-p", "/var/lib/libvirt/small")
+    lab.host_exec("kvm02", "mount", "-t", "tmpfs", "-o", "size=64k", "kvmweb-small", "/var/lib/libvirt/small")
+    try:
+        with lab.connection("kvm02") as conn:
+            pool = conn.storagePoolCreateXML(
+                "<pool type='dir'><name>small</name><target><path>/var/lib/libvirt/small</path>"
+                "</target></pool>", 0)
+        Host.objects.get(name="kvm02")
+        name = lab_guest("kvm01", disk="local")
+        body, checks = dry_run(api, operator, name, hosts["kvm02"], storage="copy", target_pool="small")
+    finally:
+        with contextlib.suppress(Exception):
+            pool.destroy()
+        lab.host_exec("kvm02", "umount", "/var/lib/libvirt/small")
+    assert checks["free_space"]["result"] == "fail"
+    assert re.search(r"Pool small on kvm02 has [\d.]+ KiB free; the disks hold", checks["free_space"]["message"])
+
+
+def test_a_guest_larger_than_the_free_memory_of_the_target_fails(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="shared", start=False)
+    redefine(lab, "kvm01", name, lambda xml: re.sub(
+        r"<(memory|currentMemory) unit='KiB'>\d+</\1>",
+        lambda m: f"<{m.group(1)} unit='KiB'>{4 * 1024 ** 3}</{m.group(1)}>", xml))
+    body, checks = dry_run(api, operator, name, hosts["kvm02"], mode="cold")
+    assert checks["memory"]["result"] == "fail"
+    assert "Free memory there or choose another host" in checks["memory"]["message"]
+
+
+def test_a_guest_cpu_the_target_cannot_provide_fails_a_live_move(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="shared", start=False)
+    redefine(lab, "kvm01", name, lambda xml: xml.replace(
+        "</model>", "</model><feature policy='require' name='avx512f'/>", 1))
+    body, checks = dry_run(api, operator, name, hosts["kvm02"])
+    assert checks["cpu_model"]["result"] == "fail"
+    assert "cannot provide the guest's CPU model" in checks["cpu_model"]["message"]
+    assert checks["domain_state"]["result"] == "fail"
+    assert "not running, so it cannot be migrated live" in checks["domain_state"]["message"]
+
+
+def test_an_unreachable_target_fails_fast_with_a_reason(api, operator, lab, lab_guest, hosts):
+    import time
+
+    name = lab_guest("kvm01", disk="shared")
+    dom = domain(name)  # while kvm02 still answers: the inventory says it is online
+    lab.cut_link("kvm02")
+    try:
+        started = time.monotonic()
+        body, checks = dry_run(api, operator, name, hosts["kvm02"], dom=dom)
+        took = time.monotonic() - started
+    finally:
+        lab.restore_link("kvm02")
+    assert checks["target_reachable"]["result"] == "fail"
+    assert "kvm02 cannot be reached" in checks["target_reachable"]["message"]
+    assert took < 15
+
+
+def test_an_offline_target_is_refused_before_any_check(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="shared")
+    dom = domain(name)
+    Host.objects.filter(name="kvm02").update(status="offline", status_reason="No route to host.")
+    response = request(api, operator, dom, Host.objects.get(name="kvm02"))
+    assert response.status_code == 409
+    assert "The target host kvm02 is offline: No route to host." in response.json()["detail"]
