@@ -153,7 +153,8 @@ start() {
     cat <<EOF
 
 kvmweb is running:  http://$shown:$PORT/
-  log in as 'admin' with the password printed above (or KVMWEB_ADMIN_PASSWORD)
+  log in as:   admin  (password: printed above when the user was created, or
+               KVMWEB_ADMIN_PASSWORD; to set a new one: .venv/bin/python manage.py changepassword admin)
   web log:     $VAR/web.log     (pid $(pid_of web))
   worker log:  $VAR/worker.log  (pid $(pid_of worker))
   stop:        make stop          (the lab stays up: make lab-down)

@@ -104,7 +104,6 @@ def _describe(kwargs):
 
 def setup_test_driver():
     from django.conf import settings
-    from django.core.management import call_command
 
     from tests import testdriver
 
@@ -114,7 +113,6 @@ def setup_test_driver():
     directory = Path(settings.VAR_DIR) / "demo-hosts"
     directory.mkdir(parents=True, exist_ok=True)
     register("test02", testdriver.write_host(directory, "test02", count=6))
-    call_command("sync_inventory")
 
 
 def main(argv=None):
