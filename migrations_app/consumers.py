@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db.models import Count, Q
 
-from hosts.models import Domain, DomainState, Host
+from hosts.models import DomainState, Host
 from hosts.roles import has_role
 
 from .events import DASHBOARD_GROUP, migration_group
@@ -169,7 +169,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     Messages: ``dashboard.state`` (first: ``migrations`` and ``hosts``),
     ``dashboard.migration`` (one migration's state, coalesced per migration)
     and ``dashboard.hosts`` (the hosts' counts again, after a migration
-    succeeded or the inventory changed, with the moved ``domain`` if any).
+    succeeded, with the VM it ``moved``, or after the inventory changed).
     """
 
     min_interval = 0.2
@@ -196,8 +196,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         state = event.get("migration")
         if state is None:
             # Anything else published to the dashboard is an inventory change.
-            await self.coalescer.offer(
-                "hosts", {"type": "dashboard.hosts", **await self._hosts(None)})
+            await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts()})
             return
         previous = self.last.get(state["id"])
         if _is_stale(previous, state):
@@ -210,7 +209,14 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         await self.coalescer.offer(
             state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
         if urgent and state["status"] == Status.SUCCEEDED:
-            await self.send_json({"type": "dashboard.hosts", **await self._hosts(state.get("domain_id"))})
+            # The counts may not include the move yet: the engine syncs both
+            # hosts afterwards and publishes an inventory change, which sends
+            # them again. Where the VM went is the migration's own word.
+            await self.send_json({
+                "type": "dashboard.hosts",
+                **await self._hosts(),
+                "moved": {"id": state.get("domain_id"), "name": state["domain"], "host": state["target"]},
+            })
 
     @database_sync_to_async
     def _current_state(self):
@@ -223,18 +229,5 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         return {"migrations": migrations, "hosts": host_counts(), "sent_at": time.time()}
 
     @database_sync_to_async
-    def _hosts(self, domain_id):
-        data = {"hosts": host_counts()}
-        if domain_id:
-            domain = (
-                Domain.objects.filter(pk=domain_id).values("id", "name", "host__name", "state").first()
-            )
-            if domain:
-                data["domain"] = {
-                    "id": domain["id"],
-                    "name": domain["name"],
-                    "host": domain["host__name"],
-                    "state": domain["state"],
-                    "state_display": DomainState(domain["state"]).label,
-                }
-        return data
+    def _hosts(self):
+        return {"hosts": host_counts()}

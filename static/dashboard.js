@@ -71,8 +71,7 @@
 
   function moved(d) {
     var ul = panel.querySelector('[data-bind="moved"]');
-    var li = K.el("li");
-    li.appendChild(document.createTextNode(d.name + " is now on " + d.host + " (" + d.state_display.toLowerCase() + ")."));
+    var li = K.el("li", null, d.name + " now runs on " + d.host + ".");
     ul.insertBefore(li, ul.firstChild);
     while (ul.children.length > 5) ul.lastChild.remove();
   }
@@ -93,7 +92,7 @@
         upsert(msg.migration);
       } else if (msg.type === "dashboard.hosts") {
         hosts(msg.hosts);
-        if (msg.domain) moved(msg.domain);
+        if (msg.moved) moved(msg.moved);
       }
     }
   });

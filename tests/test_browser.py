@@ -173,6 +173,8 @@ def start_live_migration(page, target, bandwidth):
     assert form.locator("[data-checks-summary]").inner_text() == "Nothing stands in the way."
     assert checks.count() >= 3
     form.locator("input[name=bandwidth_mib]").fill(str(bandwidth))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "migration-form.png"), full_page=True)
     form.locator("button[data-start]").click()  # confirm() is accepted by the page fixture
     page.wait_for_url(re.compile(r"/migrations/\d+/$"))
     page.evaluate("window.__sameDocument = true")
@@ -199,7 +201,16 @@ def test_a_live_migration_started_from_the_form_shows_progress_until_it_succeeds
     name = lab_guest("kvm01", disk="shared", memory_mib=256)
     log_in(page, stack)
     open_domain(page, stack, name)
+    # The dashboard, open beside it, follows the migration without a reload.
+    dashboard = page.context.new_page()
+    dashboard.goto(stack.url + "/")
+    dashboard.locator("#live-migrations [data-bind=live]:not([hidden])").wait_for()
+    kvm02_vms = dashboard.locator('#hosts tr[data-host="kvm02"] td.vms')
+    kvm02_before = kvm02_vms.inner_text()
+    dashboard.evaluate("window.__sameDocument = true")
+
     start_live_migration(page, "kvm02", bandwidth=16)  # 256 MiB at 16 MiB/s: ~16 s
+    dashboard.locator("#running-migrations tr[data-migration]").first.wait_for()
 
     seen = []
     screenshot_taken = False
@@ -226,6 +237,13 @@ def test_a_live_migration_started_from_the_form_shows_progress_until_it_succeeds
     assert page.locator("#chart polyline").get_attribute("points").count(",") >= 2
     page.screenshot(path=str(ARTIFACTS / "migration-page-succeeded.png"), full_page=True)
     assert lab.where(name) == ["kvm02"]
+
+    dashboard.locator("#live-migrations [data-bind=moved] li", has_text=f"{name} now runs on kvm02").wait_for()
+    dashboard.wait_for_function("([el, before]) => el.textContent !== before",
+                                arg=[kvm02_vms.element_handle(), kvm02_before])
+    assert "Succeeded" in dashboard.locator("#running-migrations").inner_text()
+    assert dashboard.evaluate("window.__sameDocument") is True
+    dashboard.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
 
 def test_a_live_migration_cancelled_midway_stays_on_the_source(page, stack, lab, lab_guest):

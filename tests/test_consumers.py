@@ -221,18 +221,20 @@ def test_the_dashboard_gets_running_migrations_then_their_changes(client, migrat
         assert update["type"] == "dashboard.migration"
         assert update["migration"]["progress"]["percent"] == 40
 
-        # The engine moves the domain's row, then reports success.
+        await publish(migration, status="succeeded", phase="done")
+        got = await drain(ws)
+        moved = next(m for m in got if m["type"] == "dashboard.hosts")
+        assert moved["moved"] == {"id": migration.domain_id, "name": migration.domain_name, "host": "kvm02"}
+
+        # The engine then syncs both hosts and says the inventory changed.
         from hosts.models import Domain
 
         await database_sync_to_async(
             Domain.objects.filter(pk=migration.domain_id).update)(host=migration.target)
-        await publish(migration, status="succeeded", phase="done")
-        got = await drain(ws)
-        kinds = [m["type"] for m in got]
-        assert "dashboard.hosts" in kinds
-        hosts = next(m for m in got if m["type"] == "dashboard.hosts")
+        await database_sync_to_async(events.publish_dashboard)("inventory", {"hosts": ["kvm01", "kvm02"]})
+        hosts = await ws.receive_json_from(timeout=5)
+        assert hosts["type"] == "dashboard.hosts"
         assert {h["name"]: h["domain_count"] for h in hosts["hosts"]} == {"kvm01": 1, "kvm02": 1}
-        assert hosts["domain"]["host"] == "kvm02"
         assert any(m["type"] == "dashboard.migration" and m["migration"]["status"] == "succeeded"
                    for m in got)
         await ws.disconnect()
