@@ -1,0 +1,336 @@
+"""Migration on the lab: kvmweb against plain libvirt, pre-flight checks, cold copy.
+
+    python -m bench.bench_migration [--rounds 5] [--checks 5] [--keep-lab]
+
+Needs root on Linux and the lab's tools (`make demo` or `make test` installs
+them); elsewhere it says why and skips. It starts a lab named `bench`, which
+it takes down at the end.
+
+1. Live migration, shared storage, of one 256 MiB guest, back and forth
+   between kvm01 and kvm02: by kvmweb (services.request_migration, run by an
+   in-process RQ worker; timed from the request to `succeeded`) and by a
+   direct libvirt-python migrateToURI3 with the flags and parameters kvmweb
+   used, alternately, ROUNDS times each. Reports the median of each and the
+   ratio (goal <= 1.05). Which one goes first alternates every round, so each
+   goes both ways equally often.
+2. Pre-flight checks (services.dry_run) for that domain and the two hosts:
+   the median of CHECKS runs (goal <= 1 s).
+3. Cold migration with disk copy of a shut-off guest whose disk is a sparse
+   2 GiB qcow2 holding 200 MiB of random data, from kvm01's local pool to
+   kvm02's: seconds and bytes sent (goal: close to 200 MiB, not 2 GiB).
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+LAB_NAME = "bench"
+LIVE_GUEST = "bench-live"
+COLD_GUEST = "bench-cold"
+MIB = 1024 * 1024
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of the benchmark's own: the queue and the channel layer."""
+
+    def __init__(self, directory):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (make demo installs it)")
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", directory],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit("redis-server did not start")
+                time.sleep(0.05)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def setup_django(directory, redis_url):
+    os.environ["KVMWEB_VAR_DIR"] = directory
+    os.environ["DATABASE_URL"] = f"sqlite:///{directory}/bench.sqlite3"
+    os.environ["REDIS_URL"] = redis_url
+    os.environ["KVMWEB_SYNC_INTERVAL"] = "0"
+    os.environ.setdefault("KVMWEB_LOG_LEVEL", "WARNING")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "kvmweb.settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+class Bench:
+    def __init__(self, lab):
+        from django.contrib.auth.models import User
+
+        from hosts.models import Host
+        from hosts.sync import sync_host
+
+        self.lab = lab
+        self.user = User.objects.create_superuser("bench", "", "x")
+        self.hosts = {}
+        for name in lab.hosts:
+            host = Host.objects.create(name=name, uri=lab.uri(name))
+            result = sync_host(host)
+            if not result.online:
+                raise SystemExit(f"{name} is not reachable: {result.error}")
+            self.hosts[name] = host
+
+    def sync(self):
+        from hosts.sync import sync_host
+
+        for host in self.hosts.values():
+            host.refresh_from_db()
+            sync_host(host)
+
+    def domain(self, name):
+        from hosts.models import Domain
+
+        return Domain.objects.select_related("host").get(name=name)
+
+    def other(self, host_name):
+        return next(h for n, h in self.hosts.items() if n != host_name)
+
+    def request(self, name, **kwargs):
+        from migrations_app.services import Request
+
+        domain = self.domain(name)
+        return Request(domain=domain, target=self.other(domain.host.name), **kwargs)
+
+    # -- 1. live: kvmweb against libvirt ------------------------------------
+
+    def kvmweb_live(self, name):
+        """Request a live migration and run it with an in-process worker; seconds to `succeeded`."""
+        import django_rq
+        from rq import SimpleWorker
+
+        from migrations_app.services import request_migration
+
+        req = self.request(name)
+        queue = django_rq.get_queue("migrations")
+        worker = SimpleWorker([queue], connection=queue.connection)
+        t0 = time.time()
+        migration = request_migration(self.user, req)
+        worker.work(burst=True, logging_level="WARNING")
+        job_seconds = time.time() - t0
+        migration.refresh_from_db()
+        if migration.status != "succeeded":
+            raise SystemExit(f"kvmweb's migration {migration.pk} ended {migration.status}: "
+                             f"{migration.error} {migration.error_detail}")
+        # To the moment the status became `succeeded`; the job goes on to
+        # refresh both hosts' inventory after that.
+        migration.before_start = migration.started_at.timestamp() - t0
+        return migration.finished_at.timestamp() - t0, job_seconds, migration
+
+    def direct_live(self, name, flag_names):
+        """The same move with libvirt-python alone, mirroring the engine's call."""
+        import libvirt
+
+        from hosts.libvirt_client import migration_flags
+        from migrations_app.checks import migration_address
+
+        domain = self.domain(name)
+        target = self.other(domain.host.name)
+        address, _ = migration_address(target)
+        params = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}"}
+        if "auto_converge" in flag_names:
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = 20
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = 10
+        flags = migration_flags(flag_names)
+        t0 = time.perf_counter()
+        conn = libvirt.open(domain.host.uri)
+        try:
+            conn.lookupByUUIDString(str(domain.uuid)).migrateToURI3(target.uri, params, flags)
+        finally:
+            conn.close()
+        elapsed = time.perf_counter() - t0
+        self.sync()  # outside the timing: kvmweb must know where the guest is now
+        return elapsed
+
+    def live(self, rounds):
+        from bench import median, report
+
+        self.lab.make_guest("kvm01", LIVE_GUEST, memory_mib=256, disk="shared")
+        self.sync()
+        # One kvmweb run first, untimed: it tells which flags kvmweb uses, and
+        # warms both hosts (first incoming QEMU on each) for both methods.
+        _, _, first = self.kvmweb_live(LIVE_GUEST)
+        flag_names = list(first.flags)
+        self.direct_live(LIVE_GUEST, flag_names)
+        ours, jobs, before, theirs, downtimes = [], [], [], [], []
+        for i in range(rounds):
+            order = ("kvmweb", "direct") if i % 2 == 0 else ("direct", "kvmweb")
+            for method in order:
+                if method == "kvmweb":
+                    seconds, job_seconds, migration = self.kvmweb_live(LIVE_GUEST)
+                    ours.append(seconds)
+                    jobs.append(job_seconds)
+                    before.append(migration.before_start)
+                    if migration.stats.get("downtime_ms") is not None:
+                        downtimes.append(migration.stats["downtime_ms"])
+                else:
+                    theirs.append(self.direct_live(LIVE_GUEST, flag_names))
+        tick = self.lab.wait_ticking(LIVE_GUEST, timeout=30)
+        report("live.flags", ",".join(flag_names), "as kvmweb recorded them; the direct call used the same")
+        report("live.kvmweb_seconds_median", median(ours),
+               "request to succeeded: " + ", ".join(f"{s:.2f}" for s in ours))
+        report("live.libvirt_seconds_median", median(theirs),
+               "direct migrateToURI3: " + ", ".join(f"{s:.2f}" for s in theirs))
+        report("live.kvmweb_vs_libvirt_ratio", median(ours) / median(theirs), "goal <= 1.05")
+        report("live.kvmweb_request_to_running_seconds_median", median(before),
+               "of the above: the request, the queue, the worker's connections and pre-flight checks")
+        report("live.kvmweb_job_seconds_median", median(jobs),
+               "the whole job, with the inventory refresh of both hosts after success")
+        if downtimes:
+            report("live.kvmweb_downtime_ms_median", float(median(downtimes)))
+        report("live.guest_still_ticking", f"tick {tick[0]} uptime {tick[1]:.0f} s",
+               f"after {2 * rounds + 2} migrations")
+
+    # -- 2. pre-flight checks -----------------------------------------------
+
+    def checks(self, count):
+        from bench import median, report
+        from migrations_app.services import dry_run
+
+        times, outcome = [], None
+        for _ in range(count):
+            req = self.request(LIVE_GUEST)
+            t0 = time.perf_counter()
+            results = dry_run(self.user, req)
+            times.append(time.perf_counter() - t0)
+            outcome = {r.result for r in results}
+        report("checks.dry_run_seconds_median", median(times),
+               f"goal <= 1; {count} runs, {len(results)} checks each, "
+               f"results {'/'.join(sorted(outcome))}")
+
+    # -- 3. cold copy -------------------------------------------------------
+
+    def cold(self):
+        import django_rq
+        from rq import SimpleWorker
+
+        from bench import report
+        from migrations_app.services import request_migration
+
+        # A shut-off guest with an empty 2 GiB qcow2 on kvm01's local pool...
+        self.lab.make_guest("kvm01", COLD_GUEST, memory_mib=128, disk="local", disk_mib=2048,
+                            start=False)
+        inside = f"/var/lib/libvirt/images/{COLD_GUEST}.qcow2"
+        outside = os.path.join(self.lab.host_dir("kvm01"), "lib", "images", f"{COLD_GUEST}.qcow2")
+        if not os.path.exists(outside):
+            raise SystemExit(f"expected {inside} of kvm01 at {outside}")
+        # ...replaced by one that holds 200 MiB of random data at its start.
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(outside)) as tmp:
+            raw = os.path.join(tmp, "data.raw")
+            with open(raw, "wb") as f:
+                for _ in range(200):
+                    f.write(os.urandom(MIB))
+                f.truncate(2048 * MIB)
+            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, outside + ".new"],
+                           check=True)
+            os.replace(outside + ".new", outside)
+        with self.lab.connection("kvm01") as conn:
+            conn.storagePoolLookupByName("local").refresh(0)
+        self.sync()
+        allocated = os.stat(outside).st_blocks * 512
+
+        req = self.request(COLD_GUEST, mode="cold", storage="copy", target_pool="local")
+        queue = django_rq.get_queue("migrations")
+        worker = SimpleWorker([queue], connection=queue.connection)
+        t0 = time.time()
+        migration = request_migration(self.user, req)
+        worker.work(burst=True, logging_level="WARNING")
+        migration.refresh_from_db()
+        if migration.status != "succeeded":
+            raise SystemExit(f"the cold migration ended {migration.status}: "
+                             f"{migration.error} {migration.error_detail}")
+        elapsed = migration.finished_at.timestamp() - t0
+        sent = migration.stats.get("data_transferred") or 0
+        copied = os.path.join(self.lab.host_dir("kvm02"), "lib", "images", f"{COLD_GUEST}.qcow2")
+        same = subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2",
+                               copied, outside], capture_output=True).returncode
+        report("cold.seconds", elapsed,
+               "request to succeeded; shut-off guest, 2 GiB qcow2 holding 200 MiB, local pool to local pool")
+        report("cold.bytes_sent", sent,
+               f"{sent / MIB:.0f} MiB; data 200 MiB, image file {allocated / MIB:.0f} MiB on disk, "
+               "virtual size 2048 MiB")
+        report("cold.bytes_sent_vs_data", sent / (200 * MIB), "goal: close to 1, not 10")
+        report("cold.copy_identical", "yes" if same == 0 else f"no (qemu-img compare exit {same})",
+               "qemu-img compare of the target copy with the source image")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_migration", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--checks", type=int, default=5)
+    parser.add_argument("--keep-lab", action="store_true", help="leave the bench lab up")
+    args = parser.parse_args(argv)
+
+    from tests.lab.conftest_plugin import lab_unavailable_reason
+
+    from bench import report, skip
+
+    reason = lab_unavailable_reason()
+    if reason:
+        skip("bench_migration", reason)
+
+    from tests.lab import Lab
+
+    lab = Lab(name=LAB_NAME)
+    with tempfile.TemporaryDirectory(prefix="kvmweb-bench-") as directory:
+        redis = PrivateRedis(directory)
+        try:
+            setup_django(directory, redis.url)
+            t0 = time.perf_counter()
+            was_up = lab.is_up()
+            lab.up()
+            report("lab.up_seconds", time.perf_counter() - t0,
+                   "already up" if was_up else "two hosts from nothing")
+            for guest in (LIVE_GUEST, COLD_GUEST):
+                lab.remove_guest(guest)
+            bench = Bench(lab)
+            bench.live(args.rounds)
+            bench.checks(args.checks)
+            bench.cold()
+        finally:
+            for guest in (LIVE_GUEST, COLD_GUEST):
+                try:
+                    lab.remove_guest(guest)
+                except Exception as e:  # noqa: BLE001 - the lab goes down next anyway
+                    print(f"# could not remove {guest}: {e}", file=sys.stderr)
+            if not args.keep_lab:
+                lab.down()
+            redis.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
