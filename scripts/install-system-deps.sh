@@ -30,6 +30,10 @@ esac
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     wanted="$wanted python3-venv"
 fi
+# libvirt-python is built from source: it needs Python's headers.
+if ! python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+    wanted="$wanted python3-dev"
+fi
 
 missing=""
 for pkg in $wanted; do
