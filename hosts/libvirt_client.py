@@ -11,6 +11,7 @@ beside it), and hands plain dataclasses to the rest of the code, never
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import xml.etree.ElementTree as ET
@@ -518,6 +519,44 @@ class InventoryOps:
             self._conn.close()
 
 
+_loop_lock = threading.Lock()
+_loop_pid = None
+
+
+def _ensure_event_loop():
+    """Run libvirt's event loop in this process, so keepalive works.
+
+    Without a running event loop libvirt sends no keepalives, and a call on a
+    connection whose host vanished blocks until the kernel gives up on the
+    TCP connection, a quarter of an hour later. RQ forks a work horse per
+    job and threads do not survive a fork, hence the check of the pid.
+    """
+    global _loop_pid
+    if _loop_pid == os.getpid():
+        return
+    with _loop_lock:
+        if _loop_pid == os.getpid():
+            return
+        if _loop_pid is None:
+            libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+        _loop_pid = os.getpid()
+
+
+def _run_event_loop():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+def reachable(uri, timeout=2.0):
+    """Whether a host's libvirtd accepts TCP connections now (True for local URIs)."""
+    try:
+        _probe(uri, timeout)
+        return True
+    except HostUnreachable:
+        return False
+
+
 def _open(uri, timeout):
     """libvirt.open with a deadline.
 
@@ -526,6 +565,7 @@ def _open(uri, timeout):
     (a hung libvirtd). A stalled open is abandoned, not killed: its thread
     finishes or times out on its own.
     """
+    _ensure_event_loop()
     _probe(uri, timeout)
     result = {}
 

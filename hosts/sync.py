@@ -12,6 +12,11 @@ from .models import Domain, Host, Network, StoragePool
 
 log = logging.getLogger(__name__)
 
+HOST_FACTS = (
+    "status", "status_reason", "status_detail", "last_seen", "last_sync", "hostname", "host_uuid",
+    "libvirt_version", "hypervisor_type", "hypervisor_version", "cpu_vendor", "cpu_model",
+    "cpu_arch", "cpu_count", "cpu_xml", "memory_total", "memory_free",
+)
 DOMAIN_FIELDS = ("name", "host_id", "state", "memory", "vcpus", "persistent", "autostart",
                  "disks", "interfaces", "last_seen")
 
@@ -56,7 +61,9 @@ def sync_host(host, timeout=None):
 @transaction.atomic
 def store_inventory(host, inventory):
     host.mark_online(inventory.host)
-    host.save()
+    # update_fields: a host deleted while its inventory was being read must
+    # not be brought back by this save.
+    host.save(update_fields=HOST_FACTS)
     _store_pools(host, inventory.pools)
     _store_networks(host, inventory.networks)
     return _store_domains(host, inventory.domains)

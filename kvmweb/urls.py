@@ -8,10 +8,11 @@ from hosts.api import DomainViewSet, HostViewSet
 from migrations_app.api import AuditViewSet, MigrationViewSet
 
 router = DefaultRouter()
-router.register("hosts", HostViewSet, basename="host")
-router.register("domains", DomainViewSet, basename="domain")
-router.register("migrations", MigrationViewSet, basename="migration")
-router.register("audit", AuditViewSet, basename="audit")
+# "api-" basenames keep the API's URL names apart from the pages' (host-detail...).
+router.register("hosts", HostViewSet, basename="api-host")
+router.register("domains", DomainViewSet, basename="api-domain")
+router.register("migrations", MigrationViewSet, basename="api-migration")
+router.register("audit", AuditViewSet, basename="api-audit")
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

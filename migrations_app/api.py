@@ -102,16 +102,23 @@ def filter_audit(qs, params):
         qs = qs.filter(migration_id=params["migration"])
     for name, lookup in (("since", "at__gte"), ("until", "at__lte")):
         if params.get(name):
-            when = parse_datetime(params[name])
-            if when is None:
-                from datetime import date, datetime, time
-
-                from django.utils import timezone
-
-                try:
-                    day = date.fromisoformat(params[name])
-                except ValueError:
-                    raise ValidationError({name: f"'{params[name]}' is not a date (YYYY-MM-DD)."}) from None
-                when = timezone.make_aware(datetime.combine(day, time.max if name == "until" else time.min))
-            qs = qs.filter(**{lookup: when})
+            qs = qs.filter(**{lookup: _moment(name, params[name])})
     return qs
+
+
+def _moment(name, value):
+    """A date (the whole day: 'until' includes it) or a date and time, made aware."""
+    from datetime import date, datetime, time
+
+    from django.utils import timezone
+
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        when = parse_datetime(value)
+        if when is None:
+            raise ValidationError(
+                {name: f"'{value}' is not a date (YYYY-MM-DD) or a date and time (ISO 8601)."}
+            ) from None
+        return when if timezone.is_aware(when) else timezone.make_aware(when)
+    return timezone.make_aware(datetime.combine(day, time.max if name == "until" else time.min))

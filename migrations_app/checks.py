@@ -16,7 +16,7 @@ from hosts import libvirt_client
 from hosts.libvirt_client import HostError
 
 from .models import Migration, Mode, Status, StorageMode
-from .policies import get_policy
+from .policies import get_policy, outpaced
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 MiB = 1024 * 1024
@@ -449,7 +449,7 @@ def _check_convergence(checks, v, dom, source, target):
     if last and last.stats.get("dirty_rate_bps") and last.stats.get("speed_bps"):
         dirty = last.stats["dirty_rate_bps"]
         speed = min(last.stats["speed_bps"], (bandwidth or 1 << 40) * MiB)
-        if dirty >= speed:
+        if outpaced(dirty, speed):
             checks.add("convergence", WARN,
                        f"When it last moved (migration #{last.pk}) {v['name']} dirtied memory at "
                        f"{_size(dirty)}/s while {_size(last.stats['speed_bps'])}/s could be sent: it may not "

@@ -27,11 +27,14 @@ from hosts.sync import sync_host
 from . import events
 from .checks import migration_address, run_checks
 from .models import ACTIVE, AuditAction, AuditEntry, InvalidTransition, Migration, Mode, Phase, Status, StorageMode
-from .policies import get_policy
+from .policies import get_policy, outpaced
 
 log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 0.5
+# Probe the target every 4 samples (2 s); abort after 3 misses in a row.
+TARGET_PROBE_EVERY = 4
+TARGET_MISSES_TO_ABORT = 3
 # A migration whose worker has not written for this long is orphaned.
 HEARTBEAT_TIMEOUT = 30
 BLOCK = 64 * 1024
@@ -137,9 +140,9 @@ def preflight(migration, src, dst):
     return True
 
 
-def finish_failed(migration, message, detail="", code=""):
+def finish_failed(migration, message, detail="", code="", stats=None):
     try:
-        migration.fail(message, detail, code)
+        migration.fail(message, detail, code, stats)
     except InvalidTransition:
         return
     audit(migration, AuditAction.FAILED, message, outcome="failed", detail=detail, code=code)
@@ -328,9 +331,14 @@ class Governor:
         self.postcopy_started = False
         self.last_stats = None
         self.errors = 0
+        self.steps = 0
+        self.target_misses = 0
 
     def step(self):
         elapsed = time.monotonic() - self.started
+        self.steps += 1
+        if self.steps % TARGET_PROBE_EVERY == 0:
+            self.watch_target()
         try:
             stats = self.src.job_stats(self.uuid)
         except HostError as e:
@@ -356,6 +364,19 @@ class Governor:
             note(self.m, "Cancel requested: aborting the transfer. The VM keeps running on the source.")
             self.src.abort_job(self.uuid)
 
+    def watch_target(self):
+        """Abort when the target stops answering, rather than wait for libvirt's
+        keepalive to notice (half a minute) or for a TCP timeout (longer)."""
+        if self.m.target is None or libvirt_client.reachable(self.m.target.uri, timeout=1.5):
+            self.target_misses = 0
+            return
+        self.target_misses += 1
+        if self.target_misses == TARGET_MISSES_TO_ABORT and self.aborted is None:
+            self.aborted = "target_lost"
+            note(self.m, f"{self.m.target_name} has not answered for several seconds: aborting. The VM "
+                         "keeps running on the source.", AuditAction.POLICY, decision="target_lost")
+            self.src.abort_job(self.uuid)
+
     def apply_policy(self, stats, elapsed):
         m, policy = self.m, self.policy
         wanted = policy.downtime_at(elapsed)
@@ -373,7 +394,7 @@ class Governor:
             note(m, f"Auto-converge slowed the guest's CPUs by {self.throttle}% to let the copy catch up.",
                  AuditAction.POLICY, decision="auto_converge", throttle=self.throttle)
         if stats.iteration >= 2 and stats.memory_bps:
-            behind = stats.dirty_rate_bps >= 0.9 * stats.memory_bps
+            behind = outpaced(stats.dirty_rate_bps, stats.memory_bps)
             if behind and not self.not_converging:
                 suggestion = ("post-copy is next" if "postcopy" in self.flags else
                               "auto-converge is on" if "auto_converge" in self.flags else
@@ -442,10 +463,12 @@ def progress_from(stats, elapsed, downtime_ms, converging=None):
 def settle(migration, src, dst, error=None, aborted=None, last_stats=None, created_volumes=()):
     """Decide a live migration's outcome by asking both hosts where the VM is."""
     uuid = str(migration.domain_uuid)
-    on_source = _state_or_unknown(src, uuid)
-    on_target = _state_or_unknown(dst, uuid)
+    if aborted is None and _cancel_requested(migration):
+        aborted = "cancel"  # the web process aborted it before the governor noticed
+    on_source = _state_or_unknown(src, uuid, migration.source)
+    on_target = _state_or_unknown(dst, uuid, migration.target)
     target_persistent = on_target not in (None, "unknown") and _persistent(dst, uuid)
-    if on_target == "running" and target_persistent and on_source in (None, "shutoff"):
+    if on_target == "running" and target_persistent and on_source in (None, "shutoff", "unknown"):
         if on_source == "shutoff":
             # The domain was copied but the source definition stayed (flag
             # refused?): the VM runs on the target, which is what was asked.
@@ -456,6 +479,15 @@ def settle(migration, src, dst, error=None, aborted=None, last_stats=None, creat
         finish_succeeded(migration, final_stats(migration, dst, src, last_stats))
         return
     where = _where(migration, on_source, on_target)
+    # What the attempt measured, so the next request's checks can warn from it.
+    measured = {}
+    if last_stats is not None:
+        measured = {
+            "data_transferred": last_stats.data_processed,
+            "iterations": last_stats.iteration,
+            "speed_bps": last_stats.memory_bps,
+            "dirty_rate_bps": last_stats.dirty_rate_bps,
+        }
     # Not on the target: clean up what the copy created there.
     for path in created_volumes:
         with contextlib.suppress(HostError):
@@ -469,15 +501,28 @@ def settle(migration, src, dst, error=None, aborted=None, last_stats=None, creat
             f"The migration did not converge within the policy's {policy.deadline_seconds} s and was "
             f"aborted: the guest changes its memory faster than it can be sent. {where} Try the 'Make it "
             "converge' policy, more bandwidth, or a cold migration.",
-            error.detail if error else "", "not_converging",
+            error.detail if error else "", "not_converging", measured,
+        )
+    elif aborted == "target_lost" or on_target == "unknown":
+        finish_failed(
+            migration,
+            f"{migration.target_name} stopped answering during the migration (a network or host "
+            f"failure), so the migration was abandoned. {where} Check {migration.target_name} and "
+            "its network, then try again.",
+            error.detail if error else "", "target_unreachable", measured,
         )
     elif error is not None:
-        finish_failed(migration, f"{error.plain} {where}", error.detail, error.code or "")
+        finish_failed(migration, f"{error.plain} {where}", error.detail, error.code or "", measured)
     else:
-        finish_failed(migration, f"The migration ended without moving the VM. {where}", code="unknown")
+        finish_failed(migration, f"The migration ended without moving the VM. {where}", code="unknown",
+                      stats=measured)
 
 
-def _state_or_unknown(conn, uuid):
+def _state_or_unknown(conn, uuid, host):
+    # Ask only a host that answers: a call on a connection to a vanished
+    # host waits for keepalive to give up on it.
+    if not libvirt_client.reachable(host.uri):
+        return "unknown"
     try:
         return conn.state(uuid)
     except HostError:
@@ -508,10 +553,12 @@ def final_stats(migration, dst, src, last_stats):
     for conn in (dst, src):
         with contextlib.suppress(HostError):
             stats = conn.job_stats(str(migration.domain_uuid), completed=True)
-            if stats.raw:
+            if stats.elapsed_ms:
                 break
     result = {}
-    if stats is not None and stats.raw:
+    # After post-copy libvirt may keep no completed statistics; the last
+    # sample taken while it ran is then the best record.
+    if stats is not None and stats.elapsed_ms:
         result = {
             "time_ms": stats.elapsed_ms,
             "downtime_ms": stats.downtime_ms,
@@ -524,6 +571,8 @@ def final_stats(migration, dst, src, last_stats):
             "setup_ms": stats.setup_ms,
         }
     if last_stats is not None:
+        result.setdefault("data_transferred", last_stats.data_processed)
+        result.setdefault("memory_transferred", last_stats.memory_processed)
         result.setdefault("iterations", last_stats.iteration)
         if last_stats.dirty_rate_bps:
             result["dirty_rate_bps"] = max(result.get("dirty_rate_bps") or 0, last_stats.dirty_rate_bps)

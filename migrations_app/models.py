@@ -189,13 +189,14 @@ class Migration(models.Model):
             finished_at=timezone.now(),
         )
 
-    def fail(self, error, detail="", code=""):
+    def fail(self, error, detail="", code="", stats=None):
         self._transition(
             ACTIVE,
             status=Status.FAILED,
             error=error,
             error_detail=detail,
             error_code=code,
+            stats=stats or self.stats,
             finished_at=timezone.now(),
         )
 
@@ -256,6 +257,7 @@ class Migration(models.Model):
             "progress": self.progress,
             "stats": self.stats,
             "events": self.events[-50:],
+            "checks": self.checks,
             "error": self.error,
             "error_detail": self.error_detail,
             "cancel_requested": self.cancel_requested,

@@ -97,6 +97,14 @@ POLICIES = {
 
 DEFAULT_POLICY = "default"
 
+# Memory dirtied at 90% of the sending rate or more: what is left to send
+# shrinks too slowly to ever fit in the allowed downtime.
+OUTPACED_RATIO = 0.9
+
+
+def outpaced(dirty_rate_bps, send_rate_bps):
+    return bool(send_rate_bps) and dirty_rate_bps >= OUTPACED_RATIO * send_rate_bps
+
 
 def get_policy(name):
     return POLICIES.get(name or DEFAULT_POLICY)

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from hosts.models import Domain, Host
 
 from .models import AuditEntry, Migration, Mode, StorageMode
-from .policies import DEFAULT_POLICY, POLICIES
+from .policies import DEFAULT_POLICY
 
 
 class MigrationRequestSerializer(serializers.Serializer):
@@ -12,7 +12,8 @@ class MigrationRequestSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=Mode.choices)
     storage = serializers.ChoiceField(choices=StorageMode.choices, default=StorageMode.SHARED)
     target_pool = serializers.CharField(required=False, allow_blank=True, default="")
-    policy = serializers.ChoiceField(choices=list(POLICIES), default=DEFAULT_POLICY)
+    # Checked against the policies known when the request arrives (services.validate).
+    policy = serializers.CharField(default=DEFAULT_POLICY, max_length=32)
     bandwidth_mib = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=None)
     shutdown_timeout = serializers.IntegerField(required=False, min_value=5, max_value=3600, default=120)
     force_off = serializers.BooleanField(required=False, default=False)
