@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import xml.etree.ElementTree as ET
@@ -182,8 +183,9 @@ def translate(error, uri=""):
             detail,
             code="uri",
         )
-    if code == libvirt.VIR_ERR_NO_CONNECT or code == libvirt.VIR_ERR_SYSTEM_ERROR and (
+    if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC) and (
         "connect" in lower or "no route to host" in lower or "connection refused" in lower
+        or "unable to connect" in lower
     ):
         return HostUnreachable(
             f"The host{where} cannot be reached: {_reach_hint(lower)}",
@@ -196,7 +198,9 @@ def translate(error, uri=""):
             detail,
             code="auth",
         )
-    if "input/output error" in lower or "no such file or directory" in lower and "/" in detail:
+    if "input/output error" in lower or (
+        ("no such file or directory" in lower or "cannot access storage file" in lower) and "/" in detail
+    ):
         return HostError(
             "A disk image cannot be read on the host. The storage is probably not mounted "
             "there: mount it (and check it is the same share on both hosts), then try again.",
@@ -220,6 +224,18 @@ def translate(error, uri=""):
 
 
 def _reach_hint(lower):
+    if "ssh" in lower:
+        return (
+            "logging in over SSH failed. Check that sshd runs there and that the SSH key of the "
+            "user running kvmweb is installed for that user on the host (the article's "
+            "'secret-free login'); for a migration, the source host needs the same to the target."
+        )
+    if re.search(r":49(1[5-9]\d|2[01]\d)\b", lower):
+        return (
+            "the source could not open the migration data connection to the target (ports "
+            "49152-49215). Open those ports on the target's firewall, and check the route between "
+            "the hosts."
+        )
     if "no route to host" in lower:
         return (
             "there is no route to it. Check the network, and that the host name resolves to "
