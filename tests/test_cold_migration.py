@@ -59,7 +59,7 @@ def test_a_shut_off_guest_on_shared_storage_is_redefined_on_the_target(api, oper
     assert migration.status == "succeeded", (migration.error, migration.error_detail)
     assert defined_on(lab, "kvm02", name) and not defined_on(lab, "kvm01", name)
     assert lab.where(name) == []  # it was off, and stays off
-    assert domain(name).host.name == "kvm02"
+    assert domain(name, host="kvm02").host.name == "kvm02"
 
 
 def test_a_copy_damaged_on_the_target_leaves_the_source_untouched(

