@@ -22,6 +22,28 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 MiB = 1024 * 1024
 
 
+LABELS = {
+    "source_reachable": "Source answers",
+    "target_reachable": "Target answers",
+    "domain_state": "VM state",
+    "target_hostname": "Target host name",
+    "architecture": "Architecture",
+    "cpu_vendor": "CPU vendor",
+    "cpu_model": "Guest CPU on the target",
+    "nx_flag": "NX flag",
+    "name_clash": "Name and UUID free",
+    "networks": "Bridges and networks",
+    "storage": "Disks",
+    "shared_storage": "Shared storage",
+    "target_pool": "Target pool",
+    "free_space": "Free space",
+    "target_volumes": "Target volume names",
+    "removable_media": "Removable media",
+    "memory": "Free memory",
+    "convergence": "Will it converge?",
+}
+
+
 @dataclass
 class CheckResult:
     name: str
@@ -30,7 +52,7 @@ class CheckResult:
     detail: str = ""
 
     def as_dict(self):
-        return asdict(self)
+        return {**asdict(self), "label": LABELS.get(self.name, self.name.replace("_", " ").capitalize())}
 
 
 class Checks:

@@ -52,7 +52,7 @@ def kind_for(key):
         return "ms"
     if key.endswith(("_seconds", "elapsed", "duration")):
         return "seconds"
-    if key.endswith(("_total", "_processed", "_remaining", "_bytes")):
+    if key.endswith(("_total", "_processed", "_remaining", "_bytes", "_transferred")):
         return "bytes"
     return "plain"
 
@@ -88,10 +88,31 @@ def fmt_seconds(seconds):
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+# What the final statistics are called on the page (the same map reaches the
+# page's script through json_script, so both speak alike).
+STAT_LABELS = {
+    "time_ms": "Total time",
+    "downtime_ms": "Downtime (guest paused)",
+    "data_transferred": "Data sent",
+    "memory_transferred": "Memory sent",
+    "disk_transferred": "Disk data sent",
+    "disk_total": "Disk size",
+    "iterations": "Passes over memory",
+    "speed_bps": "Speed",
+    "dirty_rate_bps": "Memory dirtied",
+    "setup_ms": "Setup",
+    "warnings": "Warnings",
+    "reconciled": "Settled by reconciliation",
+}
+
+
+def stat_label(key):
+    return STAT_LABELS.get(key, key.replace("_", " ").capitalize())
+
+
 def stat_rows(stats):
     return [
-        {"key": key, "label": key.replace("_", " ").capitalize(), "kind": kind_for(key),
-         "text": fmt(value, kind_for(key))}
+        {"key": key, "label": stat_label(key), "kind": kind_for(key), "text": fmt(value, kind_for(key))}
         for key, value in (stats or {}).items()
     ]
 
@@ -173,6 +194,7 @@ def migration_detail(request, pk):
                 for key, label, kind in PROGRESS_FIELDS
             ],
             "stat_rows": stat_rows(migration.stats),
+            "stat_labels": STAT_LABELS,
             "state": state,
             "may_cancel": is_operator(request.user) and migration.is_active,
         },

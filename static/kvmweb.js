@@ -33,7 +33,7 @@
     if (/_bps$/.test(key)) return "rate";
     if (/_ms$/.test(key)) return "ms";
     if (/(_seconds|elapsed|duration)$/.test(key)) return "seconds";
-    if (/(_total|_processed|_remaining|_bytes)$/.test(key)) return "bytes";
+    if (/(_total|_processed|_remaining|_bytes|_transferred)$/.test(key)) return "bytes";
     return "plain";
   }
 
@@ -109,7 +109,7 @@
       var li = el("li", { "class": "check " + c.result });
       li.appendChild(el("span", { "class": "status " + (CHECK_COLOURS[c.result] || "grey") }, c.result));
       li.appendChild(document.createTextNode(" "));
-      li.appendChild(el("strong", null, c.name));
+      li.appendChild(el("strong", null, c.label || c.name));
       li.appendChild(document.createTextNode(" "));
       li.appendChild(el("span", { "class": "check-message" }, c.message));
       if (c.detail) {

@@ -58,13 +58,16 @@
     }
   }
 
+  var labelsNode = document.getElementById("stat-labels");
+  var STAT_LABELS = labelsNode ? JSON.parse(labelsNode.textContent) : {};
+
   function renderStats(stats) {
     var keys = Object.keys(stats);
     section("stats").hidden = keys.length === 0;
     var dl = bind("stats");
     dl.replaceChildren();
     keys.forEach(function (key) {
-      var label = key.replace(/_/g, " ");
+      var label = STAT_LABELS[key] || key.replace(/_/g, " ");
       dl.appendChild(K.el("dt", null, label.charAt(0).toUpperCase() + label.slice(1)));
       dl.appendChild(K.el("dd", null, K.fmt(stats[key], K.kindFor(key))));
     });
