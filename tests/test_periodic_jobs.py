@@ -1,0 +1,58 @@
+"""The worker keeps the inventory fresh and looks for orphaned migrations on its own."""
+
+import django_rq
+import pytest
+from rq.registry import ScheduledJobRegistry
+
+from hosts.models import Host
+from kvmweb import worker
+from tests.testdriver import write_host
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_refresh_is_scheduled_once_however_many_workers_start(settings):
+    settings.KVMWEB_SYNC_INTERVAL = 60
+    queue = django_rq.get_queue("default")
+    queue.connection.flushdb()
+
+    first = worker.schedule_refresh(queue)
+    second = worker.schedule_refresh(queue)
+
+    assert first.id == second.id == worker.REFRESH_JOB_ID
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == [worker.REFRESH_JOB_ID]
+
+
+def test_the_refresh_job_syncs_every_host_and_schedules_the_next(settings, tmp_path):
+    settings.KVMWEB_SYNC_INTERVAL = 60
+    queue = django_rq.get_queue("default")
+    queue.connection.flushdb()
+    Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=4))
+    Host.objects.create(name="kvm02", uri="qemu+tcp://127.0.0.1:1/system")
+
+    results = worker.refresh_inventory()
+
+    assert results[0].startswith("kvm01: 4 domains") and results[1].startswith("kvm02: unreachable")
+    assert Host.objects.get(name="kvm01").domains.count() == 4
+    assert Host.objects.get(name="kvm02").status == "offline"
+    assert worker.REFRESH_JOB_ID in ScheduledJobRegistry(queue=queue).get_job_ids()
+
+
+def test_no_refresh_is_scheduled_when_the_interval_is_zero(settings):
+    settings.KVMWEB_SYNC_INTERVAL = 0
+    queue = django_rq.get_queue("default")
+    queue.connection.flushdb()
+    assert worker.schedule_refresh(queue) is None
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == []
+
+
+def test_the_admin_sync_action_reads_the_hosts(client, owner, tmp_path):
+    host = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=2))
+    client.force_login(owner)
+    response = client.post(
+        "/admin/hosts/host/",
+        {"action": "sync_now", "_selected_action": [host.pk], "index": 0, "select_across": 0},
+        follow=True,
+    )
+    assert "kvm01: 2 domains" in response.content.decode()
+    assert host.domains.count() == 2
