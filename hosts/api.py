@@ -5,8 +5,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from . import sync
-from .permissions import HasRole
 from .models import Domain, Host
+from .permissions import HasRole
 from .serializers import DomainSerializer, HostDetailSerializer, HostSerializer
 
 

@@ -74,19 +74,16 @@ def run_checks(req, source=None, target=None):
     (the engine); otherwise they are opened and closed here.
     """
     checks = Checks()
+    values = _request_values(req)
     with contextlib.ExitStack() as stack:
         if source is None:
-            source = _connect(stack, checks, "source_reachable", req.domain.host if hasattr(req, "domain") else req.source)
+            source = _connect(stack, checks, "source_reachable", values["source"])
         if target is None:
-            target = _connect(stack, checks, "target_reachable", _target_host(req))
+            target = _connect(stack, checks, "target_reachable", values["target"])
         if source is None or target is None:
             return checks.results
-        _run_all(checks, req, source, target)
+        _run_all(checks, values, source, target)
     return checks.results
-
-
-def _target_host(req):
-    return req.target
 
 
 def _connect(stack, checks, name, host):
@@ -119,8 +116,7 @@ def _request_values(req):
     }
 
 
-def _run_all(checks, req, source, target):
-    v = _request_values(req)
+def _run_all(checks, v, source, target):
     try:
         dom = source.domain_details(v["uuid"])
     except HostError as e:

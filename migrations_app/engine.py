@@ -11,7 +11,6 @@ reconciliation finds orphaned.
 import contextlib
 import hashlib
 import logging
-import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -26,7 +25,16 @@ from hosts.sync import sync_host
 
 from . import events
 from .checks import migration_address, run_checks
-from .models import ACTIVE, AuditAction, AuditEntry, InvalidTransition, Migration, Mode, Phase, Status, StorageMode
+from .models import (
+    AuditAction,
+    AuditEntry,
+    InvalidTransition,
+    Migration,
+    Mode,
+    Phase,
+    Status,
+    StorageMode,
+)
 from .policies import get_policy, outpaced
 
 log = logging.getLogger(__name__)
@@ -987,4 +995,3 @@ def reconcile_all(force=False):
     return results
 
 
-_ = re  # keep the import list stable for the next editor

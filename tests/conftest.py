@@ -1,3 +1,4 @@
+import importlib.util
 import shutil
 import socket
 import subprocess
@@ -7,8 +8,6 @@ import time
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-
-import importlib.util
 
 if importlib.util.find_spec("tests.lab.conftest_plugin"):
     pytest_plugins = ["tests.lab.conftest_plugin"]

@@ -2,7 +2,7 @@
 
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,12 +23,12 @@ def entry(action, message, at, username="oscar", domain="web1", source="kvm01", 
 @pytest.fixture
 def log():
     return [
-        entry("request", "oscar asked for a live migration of web1.", datetime(2026, 3, 1, 9, tzinfo=timezone.utc)),
-        entry("succeeded", "web1 is now on kvm02.", datetime(2026, 3, 1, 9, 5, tzinfo=timezone.utc),
+        entry("request", "oscar asked for a live migration of web1.", datetime(2026, 3, 1, 9, tzinfo=UTC)),
+        entry("succeeded", "web1 is now on kvm02.", datetime(2026, 3, 1, 9, 5, tzinfo=UTC),
               username="", outcome="succeeded"),
-        entry("check", "Pre-flight checks for db1: fail.", datetime(2026, 3, 2, 8, tzinfo=timezone.utc),
+        entry("check", "Pre-flight checks for db1: fail.", datetime(2026, 3, 2, 8, tzinfo=UTC),
               username="alice", domain="db1", source="kvm03", target="kvm01", outcome="fail"),
-        entry("failed", "=HYPERLINK(\"http://evil.example\",\"click\")", datetime(2026, 3, 3, 8, tzinfo=timezone.utc),
+        entry("failed", "=HYPERLINK(\"http://evil.example\",\"click\")", datetime(2026, 3, 3, 8, tzinfo=UTC),
               username="@mallory", domain="-db2", source="kvm02", target="kvm03", outcome="failed"),
     ]
 
@@ -68,7 +68,7 @@ def test_a_bad_date_is_explained(client, viewer, log):
 
 def test_the_log_is_paginated(client, viewer):
     for i in range(120):
-        entry("check", f"entry number {i:03d}", datetime(2026, 1, 1, 0, i % 60, i // 60, tzinfo=timezone.utc))
+        entry("check", f"entry number {i:03d}", datetime(2026, 1, 1, 0, i % 60, i // 60, tzinfo=UTC))
     client.force_login(viewer)
     first = client.get("/audit/").content.decode()
     assert "Page 1 of 3" in first and "entry number 119" in first and "entry number 000" not in first
@@ -77,7 +77,7 @@ def test_the_log_is_paginated(client, viewer):
 
 
 def test_messages_are_escaped(client, viewer):
-    entry("failed", "<script>alert(1)</script>", datetime(2026, 1, 1, tzinfo=timezone.utc))
+    entry("failed", "<script>alert(1)</script>", datetime(2026, 1, 1, tzinfo=UTC))
     client.force_login(viewer)
     page = client.get("/audit/").content.decode()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
@@ -105,7 +105,7 @@ def test_the_csv_export_streams_the_filtered_log(client, viewer, log):
 def test_the_csv_export_cannot_smuggle_formulas(client, viewer, log):
     client.force_login(viewer)
     table = read_csv(client.get("/audit/export.csv?outcome=failed"))
-    row = dict(zip(table[0], table[1]))
+    row = dict(zip(table[0], table[1], strict=True))
     assert row["message"] == "'=HYPERLINK(\"http://evil.example\",\"click\")"
     assert row["user"] == "'@mallory"
     assert row["domain"] == "'-db2"

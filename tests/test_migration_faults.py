@@ -7,7 +7,14 @@ from migrations_app.engine import reconcile_all
 from migrations_app.models import AuditEntry, Migration
 from migrations_app.policies import DowntimeStep, Policy
 from tests.migration_helpers import (
-    domain, register_lab, request, run, run_in_thread, ticks_carry_on, wait_for, wait_transferring,
+    domain,
+    register_lab,
+    request,
+    run,
+    run_in_thread,
+    ticks_carry_on,
+    wait_for,
+    wait_transferring,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]

@@ -237,8 +237,9 @@ def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, tm
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "The target refused the domain &lt;script&gt;alert(1)&lt;/script&gt;." in page
     # The libvirt text is folded beneath the plain words.
-    assert re.search(r"<details[^>]*>\s*<summary>What libvirt said</summary>\s*<pre[^>]*>internal error: &lt;script&gt;",
-                     page)
+    assert re.search(
+        r"<details[^>]*>\s*<summary>What libvirt said</summary>\s*<pre[^>]*>internal error: &lt;script&gt;", page
+    )
     assert "Final statistics" in page and "90 ms" in page
     # The JSON for the script is escaped too (json_script turns < into \u003C).
     state = re.search(r'<script id="migration-state" type="application/json">(.*?)</script>', page, re.S).group(1)
@@ -263,7 +264,7 @@ def test_an_operator_cancels_through_the_fallback_form(client, operator, hosts, 
     page = client.get(f"/migrations/{migration.pk}/").content.decode()
     assert "Cancel migration" in page and f'action="/migrations/{migration.pk}/cancel/"' in page
     confirm = client.get(f"/migrations/{migration.pk}/cancel/").content.decode()
-    assert "Yes, cancel it" in confirm and f"stays on kvm01" in confirm
+    assert "Yes, cancel it" in confirm and "stays on kvm01" in confirm
     response = client.post(f"/migrations/{migration.pk}/cancel/")
     assert response.status_code == 302
     migration.refresh_from_db()

@@ -126,7 +126,7 @@ def test_viewers_cannot_cancel(api, viewer, two_hosts):
 
 
 def test_a_host_with_its_slots_full_makes_the_next_migration_wait(two_hosts):
-    kvm01, kvm02 = two_hosts["kvm01"], two_hosts["kvm02"]
+    kvm02 = two_hosts["kvm02"]
     Host.objects.filter(pk=kvm02.pk).update(max_incoming=1)
     first, second = (migration_for(Domain.objects.get(name=f"kvm01-vm00{i}"), kvm02) for i in (1, 2))
 

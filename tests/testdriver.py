@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-
 # libvirt's virDomainState numbers, as the test driver's <test:runstate> wants them.
 RUNSTATES = {"running": 1, "paused": 3, "shutoff": 5, "crashed": 6}
 

@@ -2,8 +2,9 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import hosts.validators
 from django.db import migrations, models
+
+import hosts.validators
 
 
 class Migration(migrations.Migration):

@@ -250,7 +250,7 @@ class Lab:
         state = self._load()
         if not state or not _is_mounted(self.shared_dir):
             return False
-        for host, info in state["hosts"].items():
+        for info in state["hosts"].values():
             pid = info.get("pid")
             inode = _ns_inode("/run/netns/%s" % info["netns"])
             if not pid or inode is None or not _alive(pid):
