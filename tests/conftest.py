@@ -65,6 +65,8 @@ def _use_test_redis(redis_url):
         }
     }
     settings.KVMWEB_SYNC_INTERVAL = 0
+    # Hashing test users' passwords properly costs a third of a second each.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _user(username, group=None, **extra):
