@@ -14,8 +14,11 @@ PYTEST_ARGS ?=
 LAB_NAME ?= demo
 export KVMWEB_LAB_NAME := $(LAB_NAME)
 
-.PHONY: demo stop status test test-postgres lab-up lab-down lab-status bench \
+.PHONY: help demo stop status test test-postgres lab-up lab-down lab-status bench \
 	system-deps-demo system-deps-test system-deps-ci
+
+help:
+	@sed -n 's/^#   //p' Makefile
 
 demo: system-deps-demo $(VENV)/.installed-runtime
 	@scripts/demo.sh start
