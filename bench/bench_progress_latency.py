@@ -250,7 +250,7 @@ async def measure_latency(port, migration, session, samples, interval):
     while received < samples and time.monotonic() < deadline:
         try:
             raw = await asyncio.wait_for(ws.recv(), timeout=max(0.1, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         now = time.time()
         state = json.loads(raw)["migration"]
