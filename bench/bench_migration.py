@@ -295,9 +295,8 @@ def main(argv=None):
     parser.add_argument("--keep-lab", action="store_true", help="leave the bench lab up")
     args = parser.parse_args(argv)
 
-    from tests.lab.conftest_plugin import lab_unavailable_reason
-
     from bench import report, skip
+    from tests.lab.conftest_plugin import lab_unavailable_reason
 
     reason = lab_unavailable_reason()
     if reason:
