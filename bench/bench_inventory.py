@@ -72,13 +72,13 @@ def read_seam(uris):
 
 
 def sync_all(hosts):
-    from hosts.sync import sync_host
+    """kvmweb's own sync of every host (what the worker's refresh runs)."""
+    from hosts.sync import sync_hosts
 
     count = 0
-    for host in hosts:
-        result = sync_host(host)
+    for result in sync_hosts([h.name for h in hosts]):
         if not result.online:
-            raise SystemExit(f"{host.name} could not be read: {result.error}")
+            raise SystemExit(f"{result.host} could not be read: {result.error}")
         count += result.domains
     return count
 

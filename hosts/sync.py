@@ -2,6 +2,7 @@
 
 import logging
 import uuid as uuidlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 
 from django.db import transaction
@@ -40,21 +41,30 @@ class SyncResult:
         )
 
 
-def sync_host(host, timeout=None):
-    """Read one host's inventory from libvirt and store it.
-
-    A host that cannot be reached is marked offline with the reason, and what
-    was last known of it is kept, not deleted: an administrator at 3 a.m.
-    wants to see which VMs *were* on the host that just went away.
-    """
+def read_inventory(uri, timeout=None):
+    """What libvirt says of one host: an Inventory, or the HostError that stopped it."""
     try:
-        with libvirt_client.open_host(host.uri, timeout=timeout) as conn:
-            inventory = conn.inventory()
+        with libvirt_client.open_host(uri, timeout=timeout) as conn:
+            return conn.inventory()
     except libvirt_client.HostError as e:
-        host.mark_unreachable(e)
+        return e
+
+
+def sync_host(host, timeout=None):
+    """Read one host's inventory from libvirt and store it."""
+    return store(host, read_inventory(host.uri, timeout))
+
+
+def store(host, inventory):
+    """Store what was read. A host that could not be read is marked offline
+    with the reason, and what was last known of it is kept, not deleted: an
+    administrator at 3 a.m. wants to see which VMs *were* on the host that
+    just went away."""
+    if isinstance(inventory, libvirt_client.HostError):
+        host.mark_unreachable(inventory)
         host.save(update_fields=["status", "status_reason", "status_detail", "last_sync"])
-        log.warning("sync %s: %s (%s)", host.name, e.plain, e.detail)
-        return SyncResult(host=host.name, online=False, error=e.plain)
+        log.warning("sync %s: %s (%s)", host.name, inventory.plain, inventory.detail)
+        return SyncResult(host=host.name, online=False, error=inventory.plain)
     return store_inventory(host, inventory)
 
 
@@ -128,13 +138,16 @@ def _store_domains(host, domains):
         if row.host_id != host.pk:
             moved += 1
             log.info("domain %s moved from host %s to %s", info.name, row.host_id, host.name)
-        for f, v in values.items():
-            setattr(row, f, v)
-        update.append(row)
+        # Most refreshes change nothing: write only the rows that did change.
+        if any(getattr(row, f) != v for f, v in values.items() if f != "last_seen"):
+            for f, v in values.items():
+                setattr(row, f, v)
+            update.append(row)
     Domain.objects.bulk_create(create, batch_size=500)
     if update:
         Domain.objects.bulk_update(update, DOMAIN_FIELDS, batch_size=500)
     removed, _ = Domain.objects.filter(host=host).exclude(uuid__in=seen.keys()).delete()
+    Domain.objects.filter(host=host).update(last_seen=now)
     return SyncResult(
         host=host.name,
         online=True,
@@ -145,11 +158,24 @@ def _store_domains(host, domains):
     )
 
 
-def sync_hosts(names=None, timeout=None):
-    hosts = Host.objects.all()
-    if names:
-        hosts = hosts.filter(name__in=names)
-    return [sync_host(h, timeout=timeout) for h in hosts]
+def sync_hosts(names=None, timeout=None, readers=4):
+    """Sync several hosts: libvirt is read in parallel, the database written in
+    this thread, one transaction per host as each read completes.
+
+    In parallel, one host that does not answer costs its timeout once rather
+    than delaying every host after it, and hosts far away overlap their round
+    trips. libvirt releases the GIL while it waits or parses.
+    """
+    hosts = list(Host.objects.all() if not names else Host.objects.filter(name__in=names))
+    if not hosts:
+        return []
+    results = {}
+    with ThreadPoolExecutor(max_workers=min(readers, len(hosts)), thread_name_prefix="sync") as pool:
+        futures = {pool.submit(read_inventory, host.uri, timeout): host for host in hosts}
+        for future in as_completed(futures):
+            host = futures[future]
+            results[host.pk] = store(host, future.result())
+    return [results[host.pk] for host in hosts]
 
 
 def sync_all_job():

@@ -18,6 +18,12 @@ def domain_uuid(host, index):
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kvmweb-test/{host}/{index}"))
 
 
+def mac_for(uuid_str):
+    """A stable MAC: without one libvirt invents a new one at every read, as no real host does."""
+    raw = uuid.UUID(uuid_str).bytes
+    return "52:54:00:%02x:%02x:%02x" % (raw[0], raw[1], raw[2])
+
+
 def domain_xml(name, uuid_str, state="running", memory_mib=512, vcpus=1, disk=None, bridge="br0"):
     disk = disk or f"/var/lib/libvirt/images/{name}.qcow2"
     return f"""
@@ -35,6 +41,7 @@ def domain_xml(name, uuid_str, state="running", memory_mib=512, vcpus=1, disk=No
         <target dev='vda' bus='virtio'/>
       </disk>
       <interface type='bridge'>
+        <mac address='{mac_for(uuid_str)}'/>
         <source bridge={quoteattr(bridge)}/>
         <model type='virtio'/>
       </interface>
