@@ -12,11 +12,13 @@
   function placeholder() {
     var empty = !Object.keys(rows).length;
     var ph = tbody.querySelector("tr.placeholder");
-    if (empty && !ph) {
+    if (empty) {
+      // Also replaces the server's "waiting for the live feed" row once the
+      // feed has said there is nothing running.
       var tr = K.el("tr", { "class": "placeholder" });
       tr.appendChild(K.el("td", { colspan: "4", "class": "muted" }, "No migration is running."));
-      tbody.appendChild(tr);
-    } else if (!empty && ph) {
+      if (ph) ph.replaceWith(tr); else tbody.appendChild(tr);
+    } else if (ph) {
       ph.remove();
     }
   }

@@ -3,6 +3,8 @@
 import threading
 import time
 
+from django.db import connection
+
 from hosts.models import Domain, Host
 from hosts.sync import sync_host
 from migrations_app import jobs
@@ -42,7 +44,15 @@ def run(pk):
 
 
 def run_in_thread(pk):
-    thread = threading.Thread(target=jobs.run_migration, args=(pk,), daemon=True)
+    def target():
+        try:
+            jobs.run_migration(pk)
+        finally:
+            # A thread's database connection is its own: close it, or the
+            # test database cannot be dropped at the end of the session.
+            connection.close()
+
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
 
