@@ -21,7 +21,7 @@ from django.utils import timezone
 from hosts import libvirt_client
 from hosts.libvirt_client import HostError
 from hosts.models import Host
-from hosts.sync import sync_host
+from hosts.sync import sync_hosts
 
 from . import events
 from .checks import migration_address, run_checks
@@ -189,13 +189,12 @@ def _summary(stats):
 
 
 def refresh_inventory(migration):
-    for host in (migration.source, migration.target):
-        if host is None:
-            continue
-        try:
-            sync_host(host)
-        except Exception:
-            log.warning("inventory refresh of %s failed", host, exc_info=True)
+    """Both hosts' inventory as it is now, read side by side."""
+    names = [h.name for h in (migration.source, migration.target) if h is not None]
+    try:
+        sync_hosts(names)
+    except Exception:
+        log.warning("inventory refresh of %s failed", ", ".join(names), exc_info=True)
     events.publish_dashboard("inventory", {"hosts": [migration.source_name, migration.target_name]})
 
 
