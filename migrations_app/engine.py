@@ -237,7 +237,7 @@ class LiveMigration:
         names = ["live", "peer2peer", "persist_dest", "undefine_source", "abort_on_error"]
         if self.m.storage == StorageMode.COPY:
             names.append("non_shared_disk")
-        if self.policy.auto_converge_iteration is not None:
+        if self.policy.auto_converge:
             names.append("auto_converge")
         if postcopy:
             names.append("postcopy")

@@ -22,8 +22,10 @@ class Policy:
     label: str
     description: str
     downtime_steps: tuple[DowntimeStep, ...] = field(default_factory=tuple)
-    # Turn on auto-converge (CPU throttling) from this iteration on; None: never.
-    auto_converge_iteration: int | None = None
+    # Let QEMU slow the guest's CPUs down when it dirties memory faster than it
+    # can be sent (auto-converge). QEMU takes this only when the migration
+    # starts and then throttles by itself, in steps, as long as it falls behind.
+    auto_converge: bool = False
     # Switch to post-copy from this iteration on, if the hosts support it; None: never.
     postcopy_iteration: int | None = None
     # Abort after this many seconds of transfer; the guest stays on the source.
@@ -47,7 +49,7 @@ class Policy:
             "label": self.label,
             "description": self.description,
             "downtime_steps": [(s.after_seconds, s.downtime_ms) for s in self.downtime_steps],
-            "auto_converge_iteration": self.auto_converge_iteration,
+            "auto_converge": self.auto_converge,
             "postcopy_iteration": self.postcopy_iteration,
             "deadline_seconds": self.deadline_seconds,
         }
@@ -59,15 +61,15 @@ POLICIES = {
         Policy(
             name="default",
             label="Balanced",
-            description="Start at 100 ms of downtime and allow up to 1 s as time passes; slow the "
-            "guest down from the 5th pass; give up after 10 minutes.",
+            description="Start at 100 ms of downtime and allow up to 1 s as time passes; let QEMU "
+            "slow the guest down if it falls behind; give up after 10 minutes.",
             downtime_steps=(
                 DowntimeStep(0, 100),
                 DowntimeStep(10, 300),
                 DowntimeStep(20, 500),
                 DowntimeStep(30, 1000),
             ),
-            auto_converge_iteration=5,
+            auto_converge=True,
             deadline_seconds=600,
         ),
         Policy(
@@ -81,14 +83,14 @@ POLICIES = {
         Policy(
             name="converge",
             label="Make it converge",
-            description="Slow the guest down from the 2nd pass, allow up to 2 s of downtime, try "
+            description="Let QEMU slow the guest down, allow up to 2 s of downtime, switch to "
             "post-copy from the 4th pass where the hosts support it; give up after 15 minutes.",
             downtime_steps=(
                 DowntimeStep(0, 300),
                 DowntimeStep(5, 1000),
                 DowntimeStep(15, 2000),
             ),
-            auto_converge_iteration=2,
+            auto_converge=True,
             postcopy_iteration=4,
             deadline_seconds=900,
         ),
