@@ -1,8 +1,9 @@
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+
+from kvmweb.pagination import paginate
 
 from . import sync
 from .models import Domain, DomainState, Host
@@ -55,20 +56,16 @@ def domain_list(request):
         domains = domains.filter(host__name=host)
     if state:
         domains = domains.filter(state=state)
-    page = Paginator(domains, 100).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     return render(
         request,
         "hosts/domain_list.html",
         {
-            "page": page,
             "q": q,
             "host": host,
             "state": state,
             "states": DomainState.choices,
             "hosts": Host.objects.order_by("name").values_list("name", flat=True),
-            "query": query.urlencode(),
+            **paginate(request, domains, 100),
         },
     )
 

@@ -9,7 +9,6 @@ import json
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -19,6 +18,7 @@ from rest_framework.exceptions import ValidationError
 
 from hosts.models import Domain
 from hosts.roles import is_operator
+from kvmweb.pagination import paginate
 
 from . import services
 from .api import filter_audit
@@ -231,14 +231,11 @@ def migration_list(request):
     domain = request.GET.get("domain", "").strip()
     if domain:
         migrations = migrations.filter(domain_name=domain)
-    page = Paginator(migrations, 50).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     return render(
         request,
         "migrations_app/migration_list.html",
-        {"page": page, "status": status, "domain": domain, "statuses": Status.choices,
-         "query": query.urlencode()},
+        {"status": status, "domain": domain, "statuses": Status.choices,
+         **paginate(request, migrations, 50)},
     )
 
 
@@ -260,11 +257,8 @@ def _audit_entries(request):
 
 def audit_list(request):
     form, entries = _audit_entries(request)
-    page = Paginator(entries.select_related("migration"), 50).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     return render(request, "migrations_app/audit_list.html",
-                  {"form": form, "page": page, "query": query.urlencode()})
+                  {"form": form, **paginate(request, entries.select_related("migration"), 50)})
 
 
 # Characters that make a spreadsheet treat a cell as a formula (OWASP's list).

@@ -73,3 +73,13 @@ def test_the_domain_list_filters_by_host_name_and_state(client, viewer, tmp_path
     assert "kvm02-vm001" not in page and "kvm01-vm000" not in page
     page = client.get("/domains/", {"q": "vm002"}).content.decode()
     assert "kvm01-vm002" in page and "kvm02-vm002" in page and "vm001" not in page
+
+
+def test_the_domain_list_pages_keep_their_filters(client, viewer, tmp_path):
+    sync_host(Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=150)))
+    client.force_login(viewer)
+    first = client.get("/domains/", {"host": "kvm01"}).content.decode()
+    assert "Page 1 of 2" in first
+    assert 'href="?host=kvm01&amp;page=2"' in first
+    second = client.get("/domains/", {"host": "kvm01", "page": 2}).content.decode()
+    assert "kvm01-vm149" in second and "kvm01-vm000" not in second
