@@ -62,8 +62,18 @@
     placeholder();
   }
 
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
   function hosts(list) {
-    (list || []).forEach(function (h) {
+    if (!list) return;
+    var summary = document.querySelector('[data-bind="summary"]');
+    if (summary && list.length) {
+      var total = 0, running = 0;
+      list.forEach(function (h) { total += h.domain_count; running += h.running_count; });
+      summary.textContent = plural(list.length, "host") + " · " + plural(total, "virtual machine") +
+        ", " + running + " running";
+    }
+    list.forEach(function (h) {
       var row = document.querySelector('#hosts tr[data-host="' + CSS.escape(h.name) + '"] td.vms');
       if (!row) return;
       row.replaceChildren(K.el("span", { "class": "count" }, h.running_count),
