@@ -29,14 +29,20 @@ def hosts(lab):
     return register_lab(lab)
 
 
-def test_cancel_mid_migration_leaves_the_guest_running_on_the_source(
-    api, operator, lab, lab_guest, hosts
-):
+def start_slow_migration(api, operator, lab, lab_guest, hosts):
+    """A live migration of a fresh guest, running in a thread, already moving data."""
     name = lab_guest("kvm01", disk="shared", memory_mib=384)
     before = lab.last_tick(name)
     pk = request(api, operator, domain(name), hosts["kvm02"], **SLOW).json()["id"]
     thread = run_in_thread(pk)
     wait_transferring(pk)
+    return name, before, pk, thread
+
+
+def test_cancel_mid_migration_leaves_the_guest_running_on_the_source(
+    api, operator, lab, lab_guest, hosts
+):
+    name, before, pk, thread = start_slow_migration(api, operator, lab, lab_guest, hosts)
 
     response = api.post(f"/api/migrations/{pk}/cancel/")
     assert response.status_code == 202
@@ -83,11 +89,7 @@ def test_a_killed_worker_does_not_stop_the_migration_and_reconcile_settles_it(
 def test_a_target_cut_off_mid_migration_fails_plainly_and_the_guest_stays(
     api, operator, lab, lab_guest, hosts
 ):
-    name = lab_guest("kvm01", disk="shared", memory_mib=384)
-    before = lab.last_tick(name)
-    pk = request(api, operator, domain(name), hosts["kvm02"], **SLOW).json()["id"]
-    thread = run_in_thread(pk)
-    wait_transferring(pk)
+    name, before, pk, thread = start_slow_migration(api, operator, lab, lab_guest, hosts)
 
     lab.cut_link("kvm02")
     try:
