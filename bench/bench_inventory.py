@@ -157,7 +157,7 @@ def bench_pages(n_requests, n_domains):
         if response.status_code != 200:
             raise SystemExit(f"{url} answered {response.status_code}")
         queries = []
-        with connection.execute_wrapper(lambda execute, sql, *a: queries.append(sql) or execute(sql, *a)):
+        with connection.execute_wrapper(lambda execute, sql, *a, q=queries: q.append(sql) or execute(sql, *a)):
             client.get(url)
         times = []
         for _ in range(n_requests):
