@@ -1,36 +1,47 @@
-"""The RQ worker kvmweb runs: it schedules the periodic work when it starts."""
+"""The RQ worker kvmweb runs: it starts the periodic work when it starts."""
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from rq import Worker as RQWorker
+from rq import get_current_job
 
 log = logging.getLogger(__name__)
 
-REFRESH_JOB_ID = "kvmweb-inventory-refresh"
+# Redis key holding the id of the waiting next run of each periodic job.
+PENDING_KEY = "kvmweb:periodic:{}"
+WAITING = ("queued", "scheduled", "deferred", "started")
 
 
-def schedule_refresh(queue, delay=None):
-    """Enqueue the next inventory refresh, once, however many workers ask."""
-    from rq.job import Job
+def schedule_next(queue, name, func, delay=None):
+    """Schedule ``func``'s next run, unless one is already waiting.
 
+    However many workers start, each periodic job keeps one chain of runs.
+    Every run has a job id of its own and a Redis key names the run that is
+    waiting, so a run scheduling its successor does not mistake itself for
+    one already waiting (with one fixed id for all runs, it did, and the
+    chain stopped after its second run).
+    """
     interval = settings.KVMWEB_SYNC_INTERVAL
     if not interval:
         return None
-    try:
-        job = Job.fetch(REFRESH_JOB_ID, connection=queue.connection)
-        if job.get_status(refresh=True) in ("queued", "scheduled", "started", "deferred"):
+    key = PENDING_KEY.format(name)
+    pending = queue.connection.get(key)
+    current = get_current_job()
+    if pending and (current is None or pending.decode() != current.id):
+        job = queue.fetch_job(pending.decode())
+        if job is not None and job.get_status() in WAITING:
             return job
-    except Exception:  # no such job yet
-        pass
-    from datetime import timedelta
-
-    return queue.enqueue_in(
-        timedelta(seconds=interval if delay is None else delay),
-        "kvmweb.worker.refresh_inventory",
-        job_id=REFRESH_JOB_ID,
-        result_ttl=interval * 2,
+    job = queue.enqueue_in(
+        timedelta(seconds=interval if delay is None else delay), func, result_ttl=interval * 2
     )
+    queue.connection.set(key, job.id)
+    return job
+
+
+def schedule_refresh(queue, delay=None):
+    return schedule_next(queue, "refresh", refresh_inventory, delay)
 
 
 def refresh_inventory():
@@ -42,14 +53,11 @@ def refresh_inventory():
     try:
         return sync_all_job()
     finally:
-        schedule_refresh(django_rq.get_queue("default"), delay=None)
-
-
-RECONCILE_JOB_ID = "kvmweb-reconcile"
+        schedule_refresh(django_rq.get_queue("default"))
 
 
 def reconcile_periodically():
-    """Settle migrations whose worker died; runs on the default queue every interval."""
+    """Settle migrations whose worker died, then schedule the next run."""
     import django_rq
 
     from migrations_app.engine import reconcile_all
@@ -57,26 +65,23 @@ def reconcile_periodically():
     try:
         return reconcile_all()
     finally:
-        interval = settings.KVMWEB_SYNC_INTERVAL
-        if interval:
-            from datetime import timedelta
+        schedule_next(django_rq.get_queue("default"), "reconcile", reconcile_periodically)
 
-            django_rq.get_queue("default").enqueue_in(
-                timedelta(seconds=interval), reconcile_periodically, job_id=RECONCILE_JOB_ID
-            )
+
+def start_periodic_jobs(queue):
+    schedule_refresh(queue, delay=0)
+    # On start, look for migrations a dead worker left behind, at once. The
+    # heartbeat rule keeps this from touching ones another live worker is
+    # driving; the run joins the periodic chain only if there is none.
+    queue.enqueue(reconcile_periodically)
 
 
 class Worker(RQWorker):
     def work(self, *args, **kwargs):
         import django_rq
 
-        queue = django_rq.get_queue("default")
         try:
-            schedule_refresh(queue, delay=0)
-            # On start, look for migrations a dead worker left behind. The
-            # heartbeat rule keeps this from touching ones another live
-            # worker is driving.
-            queue.enqueue(reconcile_periodically, job_id=RECONCILE_JOB_ID)
+            start_periodic_jobs(django_rq.get_queue("default"))
         except Exception:
             log.exception("could not schedule the periodic jobs")
         return super().work(*args, **kwargs)
