@@ -55,11 +55,7 @@ class HostAdmin(admin.ModelAdmin):
             },
         ),
     ]
-    readonly_fields = [
-        "status", "status_reason", "status_detail", "last_seen", "last_sync", "hostname",
-        "libvirt_version", "hypervisor_type", "hypervisor_version", "cpu_vendor", "cpu_model",
-        "cpu_arch", "cpu_count", "memory_total", "memory_free",
-    ]
+    readonly_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS]
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -75,6 +75,13 @@ class Host(models.Model):
         default=2, help_text="Migrations out of this host at once; more wait in the queue."
     )
 
+    # What libvirt tells of a host (libvirt_client.HostInfo), copied at each sync.
+    LIBVIRT_FACTS = (
+        "hostname", "host_uuid", "libvirt_version", "hypervisor_type", "hypervisor_version",
+        "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "cpu_xml", "memory_total", "memory_free",
+    )
+    STATUS_FIELDS = ("status", "status_reason", "status_detail", "last_seen", "last_sync")
+
     class Meta:
         ordering = ["name"]
 
@@ -105,11 +112,7 @@ class Host(models.Model):
         self.status_detail = ""
         self.last_seen = now
         self.last_sync = now
-        for name in (
-            "hostname", "host_uuid", "libvirt_version", "hypervisor_type", "hypervisor_version",
-            "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "cpu_xml", "memory_total",
-            "memory_free",
-        ):
+        for name in self.LIBVIRT_FACTS:
             setattr(self, name, getattr(info, name))
 
     def mark_unreachable(self, error):

@@ -15,11 +15,8 @@ class HostSerializer(serializers.ModelSerializer):
             "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "memory_total", "memory_free",
             "max_incoming", "max_outgoing", "domain_count",
         ]
-        read_only_fields = [
-            "status", "status_reason", "status_detail", "last_seen", "last_sync", "hostname",
-            "libvirt_version", "hypervisor_type", "hypervisor_version", "cpu_vendor",
-            "cpu_model", "cpu_arch", "cpu_count", "memory_total", "memory_free",
-        ]
+        # What sync writes; an API client only names the host and its URI.
+        read_only_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS]
         extra_kwargs = {
             "uri": {
                 # validate_uri below does both the form check and the clash

@@ -13,11 +13,6 @@ from .models import Domain, Host, Network, StoragePool
 
 log = logging.getLogger(__name__)
 
-HOST_FACTS = (
-    "status", "status_reason", "status_detail", "last_seen", "last_sync", "hostname", "host_uuid",
-    "libvirt_version", "hypervisor_type", "hypervisor_version", "cpu_vendor", "cpu_model",
-    "cpu_arch", "cpu_count", "cpu_xml", "memory_total", "memory_free",
-)
 DOMAIN_FIELDS = ("name", "host_id", "state", "memory", "vcpus", "persistent", "autostart",
                  "disks", "interfaces", "last_seen")
 
@@ -73,7 +68,7 @@ def store_inventory(host, inventory):
     host.mark_online(inventory.host)
     # update_fields: a host deleted while its inventory was being read must
     # not be brought back by this save.
-    host.save(update_fields=HOST_FACTS)
+    host.save(update_fields=Host.STATUS_FIELDS + Host.LIBVIRT_FACTS)
     _store_pools(host, inventory.pools)
     _store_networks(host, inventory.networks)
     return _store_domains(host, inventory.domains)

@@ -97,23 +97,19 @@ def _connect(stack, checks, name, host):
     return conn
 
 
+# Named alike on a services.Request and on a Migration.
+SHARED_FIELDS = ("mode", "storage", "target_pool", "bandwidth_mib", "policy", "force_off",
+                 "shutdown_timeout", "target")
+
+
 def _request_values(req):
     """The fields the checks need, from a Request or a Migration."""
+    values = {name: getattr(req, name) for name in SHARED_FIELDS}
     if isinstance(req, Migration):
-        return {
-            "uuid": req.domain_uuid, "name": req.domain_name, "mode": req.mode,
-            "storage": req.storage, "target_pool": req.target_pool,
-            "bandwidth_mib": req.bandwidth_mib, "policy": req.policy,
-            "force_off": req.force_off, "shutdown_timeout": req.shutdown_timeout,
-            "source": req.source, "target": req.target,
-        }
-    return {
-        "uuid": req.domain.uuid, "name": req.domain.name, "mode": req.mode,
-        "storage": req.storage, "target_pool": req.target_pool,
-        "bandwidth_mib": req.bandwidth_mib, "policy": req.policy,
-        "force_off": req.force_off, "shutdown_timeout": req.shutdown_timeout,
-        "source": req.domain.host, "target": req.target,
-    }
+        values.update(uuid=req.domain_uuid, name=req.domain_name, source=req.source)
+    else:
+        values.update(uuid=req.domain.uuid, name=req.domain.name, source=req.domain.host)
+    return values
 
 
 def _run_all(checks, v, source, target):

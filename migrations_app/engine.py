@@ -226,11 +226,8 @@ class LiveMigration:
         self.policy = get_policy(migration.policy)
         self.uuid = str(migration.domain_uuid)
         self.created_volumes = []
-        self.aborted = None  # "cancel" or "deadline"
-        self.downtime_ms = None
-        self.throttle = None
-        self.not_converging_since = None
-        self.postcopy_started = False
+        # What the governor of the last transfer saw (see Governor).
+        self.aborted = None
         self.last_stats = None
 
     def flag_names(self, postcopy):
