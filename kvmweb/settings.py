@@ -174,12 +174,19 @@ RQ_QUEUES = {
 }
 RQ = {"WORKER_CLASS": "kvmweb.worker.Worker"}
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+def channel_layers(redis_url):
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis waits on Redis in 5 s blocking reads; redis-py 8
+            # gives up on any read after 5 s by default, which killed every
+            # WebSocket that had been quiet that long. Reads may take longer.
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": 30}]},
+        }
     }
-}
+
+
+CHANNEL_LAYERS = channel_layers(REDIS_URL)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

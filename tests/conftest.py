@@ -1,52 +1,29 @@
 import importlib.util
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 
+from kvmweb import settings as kvmweb_settings
+from tests.localservers import PrivateRedis
+
 if importlib.util.find_spec("tests.lab.conftest_plugin"):
     pytest_plugins = ["tests.lab.conftest_plugin"]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def redis_url():
     """A real redis-server of the test session's own, so tests never touch the demo's."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run `make test`, which installs it.")
-    port = _free_port()
     workdir = tempfile.mkdtemp(prefix="kvmweb-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start within 10 s")
-            time.sleep(0.05)
-    url = f"redis://127.0.0.1:{port}/0"
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        redis = PrivateRedis(workdir)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield redis.url
+    redis.stop()
     shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -58,12 +35,7 @@ def _use_test_redis(redis_url):
     settings.RQ_QUEUES = {
         name: {**conf, "URL": redis_url} for name, conf in settings.RQ_QUEUES.items()
     }
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url]},
-        }
-    }
+    settings.CHANNEL_LAYERS = kvmweb_settings.channel_layers(redis_url)
     settings.KVMWEB_SYNC_INTERVAL = 0
     # Hashing test users' passwords properly costs a third of a second each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

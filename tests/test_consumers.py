@@ -151,6 +151,26 @@ def test_a_viewer_gets_the_full_state_first_then_updates(client, migration, view
     run(scenario)
 
 
+def test_a_socket_that_stays_quiet_for_a_while_still_gets_the_next_update(client, migration, viewer):
+    # A queued migration can wait minutes for its first update; the channel
+    # layer's idle read must not time out meanwhile (it did, after 5 s, with
+    # redis-py 8's default socket timeout).
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator(f"/ws/migrations/{migration.pk}/", cookie)
+        connected, _ = await ws.connect()
+        assert connected
+        assert (await ws.receive_json_from(timeout=5))["type"] == "migration.state"
+        assert await ws.receive_nothing(timeout=7, interval=0.5)
+        await publish(migration, progress=progress(30))
+        update = await ws.receive_json_from(timeout=5)
+        assert update["migration"]["progress"]["percent"] == 30
+        await ws.disconnect()
+
+    run(scenario)
+
+
 def test_a_burst_is_coalesced_but_the_last_state_arrives(client, migration, viewer):
     cookie = cookie_for(client, viewer)
 
