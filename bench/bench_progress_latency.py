@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -36,27 +35,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from tests.localservers import free_port, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("KVMWEB_CHROMIUM", "/usr/bin/chromium")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{what} did not listen on port {port} within {timeout} s")
 
 
 def percentile(values, p):
