@@ -63,19 +63,14 @@ def validate(req):
     if req.bandwidth_mib is not None and req.bandwidth_mib < 1:
         raise MigrationRefused("The bandwidth limit must be at least 1 MiB/s, or empty for none.",
                                field="bandwidth_mib")
-    if domain.host.status != HostStatus.ONLINE:
-        raise MigrationRefused(
-            f"The source host {domain.host.name} is {domain.host.get_status_display().lower()}: "
-            f"{(domain.host.status_reason or 'sync it first').rstrip('.')}.",
-            status=409,
-        )
-    if target.status != HostStatus.ONLINE:
-        raise MigrationRefused(
-            f"The target host {target.name} is {target.get_status_display().lower()}: "
-            f"{(target.status_reason or 'sync it first').rstrip('.')}.",
-            status=409,
-            field="target_host",
-        )
+    for role, host, field in (("source", domain.host, None), ("target", target, "target_host")):
+        if host.status != HostStatus.ONLINE:
+            raise MigrationRefused(
+                f"The {role} host {host.name} is {host.get_status_display().lower()}: "
+                f"{(host.status_reason or 'sync it first').rstrip('.')}.",
+                status=409,
+                field=field,
+            )
 
 
 def dry_run(user, req):
