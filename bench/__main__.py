@@ -26,8 +26,10 @@ def main(argv=None):
         started = time.monotonic()
         # Each in a process of its own: each sets up Django with its own database.
         rc = subprocess.call([sys.executable, "-m", module])
-        print(f"# {module}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in "
-              f"{time.monotonic() - started:.0f} s", flush=True)
+        print(
+            f"# {module}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {time.monotonic() - started:.0f} s",
+            flush=True,
+        )
         if rc:
             failed.append(name)
     if failed:

@@ -109,26 +109,44 @@ def bench_sync(directory, n_hosts, n_domains):
     first_count, first_s = timed(sync_all, hosts)
     again_count, again_s = timed(sync_all, hosts)
     assert raw_count == seam_count == first_count == again_count == total, (
-        raw_count, seam_count, first_count, again_count)
+        raw_count,
+        seam_count,
+        first_count,
+        again_count,
+    )
 
     where = f"{n_hosts} hosts x {n_domains} domains"
-    report("inventory.libvirt_open_ms_per_host", open_s / n_hosts * 1000,
-           "baseline: libvirt.open of one test-driver file; part of every read below")
-    report("inventory.libvirt_read_domains_per_s", total / raw_s,
-           f"baseline: libvirt-python list + XMLDesc + info, {where}, {raw_s:.2f} s")
-    report("inventory.seam_read_domains_per_s", total / seam_s,
-           f"baseline: kvmweb's libvirt seam, no database, {seam_s:.2f} s")
-    report("inventory.first_sync_domains_per_s", total / first_s,
-           f"goal >= 3000; into an empty SQLite database, {first_s:.2f} s")
-    report("inventory.resync_domains_per_s", total / again_s,
-           f"goal >= 3000; nothing changed, {again_s:.2f} s")
-    report("inventory.first_sync_vs_seam_read", first_s / seam_s,
-           "time ratio: what the database adds to reading libvirt")
+    report(
+        "inventory.libvirt_open_ms_per_host",
+        open_s / n_hosts * 1000,
+        "baseline: libvirt.open of one test-driver file; part of every read below",
+    )
+    report(
+        "inventory.libvirt_read_domains_per_s",
+        total / raw_s,
+        f"baseline: libvirt-python list + XMLDesc + info, {where}, {raw_s:.2f} s",
+    )
+    report(
+        "inventory.seam_read_domains_per_s",
+        total / seam_s,
+        f"baseline: kvmweb's libvirt seam, no database, {seam_s:.2f} s",
+    )
+    report(
+        "inventory.first_sync_domains_per_s",
+        total / first_s,
+        f"goal >= 3000; into an empty SQLite database, {first_s:.2f} s",
+    )
+    report("inventory.resync_domains_per_s", total / again_s, f"goal >= 3000; nothing changed, {again_s:.2f} s")
+    report(
+        "inventory.first_sync_vs_seam_read", first_s / seam_s, "time ratio: what the database adds to reading libvirt"
+    )
     report("inventory.resync_vs_seam_read", again_s / seam_s, "time ratio")
-    report("inventory.first_sync_domains_per_s_without_open", total / max(first_s - open_s, 1e-9),
-           "derived: sync time less the connection opens measured above")
-    report("inventory.resync_domains_per_s_without_open", total / max(again_s - open_s, 1e-9),
-           "derived")
+    report(
+        "inventory.first_sync_domains_per_s_without_open",
+        total / max(first_s - open_s, 1e-9),
+        "derived: sync time less the connection opens measured above",
+    )
+    report("inventory.resync_domains_per_s_without_open", total / max(again_s - open_s, 1e-9), "derived")
     return total
 
 
@@ -165,9 +183,12 @@ def bench_pages(n_requests, n_domains):
             response = client.get(url)
             times.append((time.perf_counter() - t0) * 1000)
             assert response.status_code == 200
-        report(name, median(times),
-               f"goal <= 250; median of {n_requests} GET {url} as a viewer, {n_domains} domains, "
-               f"{len(queries)} SQL queries, {len(response.content) // 1024} KiB")
+        report(
+            name,
+            median(times),
+            f"goal <= 250; median of {n_requests} GET {url} as a viewer, {n_domains} domains, "
+            f"{len(queries)} SQL queries, {len(response.content) // 1024} KiB",
+        )
 
 
 def main(argv=None):

@@ -106,8 +106,10 @@ class Bench:
         job_seconds = time.time() - t0
         migration.refresh_from_db()
         if migration.status != "succeeded":
-            raise SystemExit(f"kvmweb's migration {migration.pk} ended {migration.status}: "
-                             f"{migration.error} {migration.error_detail}")
+            raise SystemExit(
+                f"kvmweb's migration {migration.pk} ended {migration.status}: "
+                f"{migration.error} {migration.error_detail}"
+            )
         # To the moment the status became `succeeded`; the job goes on to
         # refresh both hosts' inventory after that.
         migration.before_start = migration.started_at.timestamp() - t0
@@ -163,19 +165,30 @@ class Bench:
                     theirs.append(self.direct_live(LIVE_GUEST, flag_names))
         tick = self.lab.wait_ticking(LIVE_GUEST, timeout=30)
         report("live.flags", ",".join(flag_names), "as kvmweb recorded them; the direct call used the same")
-        report("live.kvmweb_seconds_median", median(ours),
-               "request to succeeded: " + ", ".join(f"{s:.2f}" for s in ours))
-        report("live.libvirt_seconds_median", median(theirs),
-               "direct migrateToURI3: " + ", ".join(f"{s:.2f}" for s in theirs))
+        report(
+            "live.kvmweb_seconds_median", median(ours), "request to succeeded: " + ", ".join(f"{s:.2f}" for s in ours)
+        )
+        report(
+            "live.libvirt_seconds_median",
+            median(theirs),
+            "direct migrateToURI3: " + ", ".join(f"{s:.2f}" for s in theirs),
+        )
         report("live.kvmweb_vs_libvirt_ratio", median(ours) / median(theirs), "goal <= 1.05")
-        report("live.kvmweb_request_to_running_seconds_median", median(before),
-               "of the above: the request, the queue, the worker's connections and pre-flight checks")
-        report("live.kvmweb_job_seconds_median", median(jobs),
-               "the whole job, with the inventory refresh of both hosts after success")
+        report(
+            "live.kvmweb_request_to_running_seconds_median",
+            median(before),
+            "of the above: the request, the queue, the worker's connections and pre-flight checks",
+        )
+        report(
+            "live.kvmweb_job_seconds_median",
+            median(jobs),
+            "the whole job, with the inventory refresh of both hosts after success",
+        )
         if downtimes:
             report("live.kvmweb_downtime_ms_median", float(median(downtimes)))
-        report("live.guest_still_ticking", f"tick {tick[0]} uptime {tick[1]:.0f} s",
-               f"after {2 * rounds + 2} migrations")
+        report(
+            "live.guest_still_ticking", f"tick {tick[0]} uptime {tick[1]:.0f} s", f"after {2 * rounds + 2} migrations"
+        )
 
     # -- 2. pre-flight checks -----------------------------------------------
 
@@ -190,9 +203,11 @@ class Bench:
             results = dry_run(self.user, req)
             times.append(time.perf_counter() - t0)
             outcome = {r.result for r in results}
-        report("checks.dry_run_seconds_median", median(times),
-               f"goal <= 1; {count} runs, {len(results)} checks each, "
-               f"results {'/'.join(sorted(outcome))}")
+        report(
+            "checks.dry_run_seconds_median",
+            median(times),
+            f"goal <= 1; {count} runs, {len(results)} checks each, results {'/'.join(sorted(outcome))}",
+        )
 
     # -- 3. cold copy -------------------------------------------------------
 
@@ -204,8 +219,7 @@ class Bench:
         from migrations_app.services import request_migration
 
         # A shut-off guest with an empty 2 GiB qcow2 on kvm01's local pool...
-        self.lab.make_guest("kvm01", COLD_GUEST, memory_mib=128, disk="local", disk_mib=2048,
-                            start=False)
+        self.lab.make_guest("kvm01", COLD_GUEST, memory_mib=128, disk="local", disk_mib=2048, start=False)
         inside = f"/var/lib/libvirt/images/{COLD_GUEST}.qcow2"
         outside = os.path.join(self.lab.host_dir("kvm01"), "lib", "images", f"{COLD_GUEST}.qcow2")
         if not os.path.exists(outside):
@@ -217,8 +231,7 @@ class Bench:
                 for _ in range(200):
                     f.write(os.urandom(MIB))
                 f.truncate(2048 * MIB)
-            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, outside + ".new"],
-                           check=True)
+            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, outside + ".new"], check=True)
             os.replace(outside + ".new", outside)
         with self.lab.connection("kvm01") as conn:
             conn.storagePoolLookupByName("local").refresh(0)
@@ -233,21 +246,29 @@ class Bench:
         worker.work(burst=True, logging_level="WARNING")
         migration.refresh_from_db()
         if migration.status != "succeeded":
-            raise SystemExit(f"the cold migration ended {migration.status}: "
-                             f"{migration.error} {migration.error_detail}")
+            raise SystemExit(f"the cold migration ended {migration.status}: {migration.error} {migration.error_detail}")
         elapsed = migration.finished_at.timestamp() - t0
         sent = migration.stats.get("data_transferred") or 0
         copied = os.path.join(self.lab.host_dir("kvm02"), "lib", "images", f"{COLD_GUEST}.qcow2")
-        same = subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2",
-                               copied, outside], capture_output=True).returncode
-        report("cold.seconds", elapsed,
-               "request to succeeded; shut-off guest, 2 GiB qcow2 holding 200 MiB, local pool to local pool")
-        report("cold.bytes_sent", sent,
-               f"{sent / MIB:.0f} MiB; data 200 MiB, image file {allocated / MIB:.0f} MiB on disk, "
-               "virtual size 2048 MiB")
+        same = subprocess.run(
+            ["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", copied, outside], capture_output=True
+        ).returncode
+        report(
+            "cold.seconds",
+            elapsed,
+            "request to succeeded; shut-off guest, 2 GiB qcow2 holding 200 MiB, local pool to local pool",
+        )
+        report(
+            "cold.bytes_sent",
+            sent,
+            f"{sent / MIB:.0f} MiB; data 200 MiB, image file {allocated / MIB:.0f} MiB on disk, virtual size 2048 MiB",
+        )
         report("cold.bytes_sent_vs_data", sent / (200 * MIB), "goal: close to 1, not 10")
-        report("cold.copy_identical", "yes" if same == 0 else f"no (qemu-img compare exit {same})",
-               "qemu-img compare of the target copy with the source image")
+        report(
+            "cold.copy_identical",
+            "yes" if same == 0 else f"no (qemu-img compare exit {same})",
+            "qemu-img compare of the target copy with the source image",
+        )
 
 
 def main(argv=None):
@@ -274,8 +295,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             was_up = lab.is_up()
             lab.up()
-            report("lab.up_seconds", time.perf_counter() - t0,
-                   "already up" if was_up else "two hosts from nothing")
+            report("lab.up_seconds", time.perf_counter() - t0, "already up" if was_up else "two hosts from nothing")
             for guest in (LIVE_GUEST, COLD_GUEST):
                 lab.remove_guest(guest)
             bench = Bench(lab)

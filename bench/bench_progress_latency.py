@@ -61,9 +61,17 @@ class WebSocket:
     async def connect(cls, host, port, path, headers):
         reader, writer = await asyncio.open_connection(host, port)
         key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-                 *[f"{k}: {v}" for k, v in headers.items()], "", ""]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            *[f"{k}: {v}" for k, v in headers.items()],
+            "",
+            "",
+        ]
         writer.write("\r\n".join(lines).encode())
         await writer.drain()
         status = await reader.readline()
@@ -123,31 +131,63 @@ class Stack:
         self.procs = []
         if redis_url is None:
             port = free_port()
-            redis = self.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no", "--dir", str(self.dir)])
+            redis = self.spawn(
+                "redis",
+                [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.dir),
+                ],
+            )
             wait_port(port, redis, "redis-server")
             redis_url = f"redis://127.0.0.1:{port}/0"
         self.redis_url = redis_url
         self.port = free_port()
         # Settings read these when Django sets up: before any kvmweb import.
-        os.environ.update({
-            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "kvmweb.settings"),
-            "DATABASE_URL": f"sqlite:///{self.dir / 'db.sqlite3'}",
-            "REDIS_URL": redis_url,
-            "KVMWEB_SYNC_INTERVAL": "0",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        })
+        os.environ.update(
+            {
+                "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "kvmweb.settings"),
+                "DATABASE_URL": f"sqlite:///{self.dir / 'db.sqlite3'}",
+                "REDIS_URL": redis_url,
+                "KVMWEB_SYNC_INTERVAL": "0",
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            }
+        )
 
     def spawn(self, name, cmd):
         log = open(self.dir / f"{name}.log", "w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
         self.procs.append(proc)
         return proc
 
     def start_daphne(self):
-        daphne = self.spawn("daphne", [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1",
-                                       "-p", str(self.port), "kvmweb.asgi:application"])
+        daphne = self.spawn(
+            "daphne",
+            [
+                str(Path(sys.executable).parent / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "kvmweb.asgi:application",
+            ],
+        )
         wait_port(self.port, daphne, "daphne")
 
     def stop(self):
@@ -179,12 +219,19 @@ def prepare():
     user.groups.add(Group.objects.get(name="viewers"))
     source = Host.objects.create(name="kvm01", uri="test:///default", status="online")
     target = Host.objects.create(name="kvm02", uri="test:///kvm02", status="online")
-    domain = Domain.objects.create(uuid=uuid.uuid4(), name="bench-vm", host=source, state="running",
-                                   memory=384 * 2**20)
+    domain = Domain.objects.create(uuid=uuid.uuid4(), name="bench-vm", host=source, state="running", memory=384 * 2**20)
     migration = Migration.objects.create(
-        domain=domain, domain_name=domain.name, domain_uuid=domain.uuid, source=source,
-        source_name=source.name, target=target, target_name=target.name, mode="live",
-        status="running", phase="transferring_memory", bandwidth_mib=8,
+        domain=domain,
+        domain_name=domain.name,
+        domain_uuid=domain.uuid,
+        source=source,
+        source_name=source.name,
+        target=target,
+        target_name=target.name,
+        mode="live",
+        status="running",
+        phase="transferring_memory",
+        bandwidth_mib=8,
         checks=[{"name": f"check_{i}", "result": "pass", "message": "Fine.", "detail": ""} for i in range(11)],
     )
     client = Client()
@@ -195,11 +242,23 @@ def prepare():
 def sample(n, total=384 * 2**20, speed=8 * 2**20):
     done = min(total, n * speed // 2)
     return {
-        "percent": round(100 * done / total, 1), "data_total": total, "data_processed": done,
-        "data_remaining": total - done, "memory_total": total, "memory_processed": done,
-        "memory_remaining": total - done, "disk_total": 0, "disk_processed": 0, "disk_remaining": 0,
-        "speed_bps": speed, "dirty_rate_bps": 2**20, "iteration": 1 + n // 100, "downtime_ms": 300,
-        "eta_seconds": (total - done) / speed, "converging": True, "elapsed": n / 2,
+        "percent": round(100 * done / total, 1),
+        "data_total": total,
+        "data_processed": done,
+        "data_remaining": total - done,
+        "memory_total": total,
+        "memory_processed": done,
+        "memory_remaining": total - done,
+        "disk_total": 0,
+        "disk_processed": 0,
+        "disk_remaining": 0,
+        "speed_bps": speed,
+        "dirty_rate_bps": 2**20,
+        "iteration": 1 + n // 100,
+        "downtime_ms": 300,
+        "eta_seconds": (total - done) / speed,
+        "converging": True,
+        "elapsed": n / 2,
         "sampled_at": time.time(),
     }
 
@@ -218,8 +277,12 @@ def publisher(migration, samples, interval, started):
 
 
 async def measure_latency(port, migration, session, samples, interval):
-    ws = await WebSocket.connect("127.0.0.1", port, f"/ws/migrations/{migration.pk}/", {
-        "Origin": f"http://127.0.0.1:{port}", "Cookie": f"sessionid={session}"})
+    ws = await WebSocket.connect(
+        "127.0.0.1",
+        port,
+        f"/ws/migrations/{migration.pk}/",
+        {"Origin": f"http://127.0.0.1:{port}", "Cookie": f"sessionid={session}"},
+    )
     first = json.loads(await ws.recv())
     assert first["type"] == "migration.state", first
     started = threading.Event()
@@ -255,8 +318,7 @@ def page_timings(port, migration_id, session, loads):
             response.read()
             assert response.status == 200
         server.append((time.perf_counter() - t0) * 1000)
-    results = {"page_server_time_median_ms": statistics.median(server),
-               "page_server_time_max_ms": max(server)}
+    results = {"page_server_time_median_ms": statistics.median(server), "page_server_time_max_ms": max(server)}
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -267,9 +329,20 @@ def page_timings(port, migration_id, session, loads):
         return results
     ttfb, fcp, loaded, ws_open = [], [], [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         context = browser.new_context()
         context.add_cookies([{"name": "sessionid", "value": session, "domain": "127.0.0.1", "path": "/"}])
         page = context.new_page()
@@ -286,24 +359,26 @@ def page_timings(port, migration_id, session, loads):
             page.wait_for_selector("[data-bind=live]:not([hidden])", timeout=10_000)
             ws_open.append(page.evaluate("performance.now()"))
         browser.close()
-    results.update({
-        "page_browser_ttfb_median_ms": statistics.median(ttfb),
-        "page_first_contentful_paint_median_ms": statistics.median(fcp),
-        "page_first_contentful_paint_max_ms": max(fcp),
-        "page_load_event_median_ms": statistics.median(loaded),
-        "page_socket_open_median_ms": statistics.median(ws_open),
-    })
+    results.update(
+        {
+            "page_browser_ttfb_median_ms": statistics.median(ttfb),
+            "page_first_contentful_paint_median_ms": statistics.median(fcp),
+            "page_first_contentful_paint_max_ms": max(fcp),
+            "page_load_event_median_ms": statistics.median(loaded),
+            "page_socket_open_median_ms": statistics.median(ws_open),
+        }
+    )
     return results
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--interval", type=float, default=0.5,
-                        help="seconds between samples (the engine: about 0.5)")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between samples (the engine: about 0.5)")
     parser.add_argument("--loads", type=int, default=10, help="page loads to time")
-    parser.add_argument("--redis-url", default=None,
-                        help="use this Redis instead of starting one (its groups see fake progress)")
+    parser.add_argument(
+        "--redis-url", default=None, help="use this Redis instead of starting one (its groups see fake progress)"
+    )
     args = parser.parse_args()
     if args.interval < 0.2:
         print("note: below 0.2 s the consumer coalesces samples, so latency includes that wait")
@@ -313,7 +388,8 @@ def main():
         migration, session = prepare()
         stack.start_daphne()
         from_publish, from_sample, received = asyncio.run(
-            measure_latency(stack.port, migration, session, args.samples, args.interval))
+            measure_latency(stack.port, migration, session, args.samples, args.interval)
+        )
         print(f"progress_samples_published: {args.samples}")
         print(f"progress_samples_received: {received}")
         print(f"progress_latency_median_ms: {statistics.median(from_publish):.1f}")

@@ -48,8 +48,15 @@ class HostAdmin(admin.ModelAdmin):
             "As libvirt reports it",
             {
                 "fields": [
-                    "hostname", "libvirt_version", "hypervisor_type", "hypervisor_version",
-                    "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "memory_total",
+                    "hostname",
+                    "libvirt_version",
+                    "hypervisor_type",
+                    "hypervisor_version",
+                    "cpu_vendor",
+                    "cpu_model",
+                    "cpu_arch",
+                    "cpu_count",
+                    "memory_total",
                     "memory_free",
                 ]
             },

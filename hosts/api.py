@@ -44,9 +44,14 @@ class HostViewSet(
         result = sync.sync_host(host)
         host = self.get_queryset().get(pk=host.pk)
         data = HostDetailSerializer(host).data
-        data["sync"] = {"online": result.online, "domains": result.domains,
-                        "created": result.created, "moved": result.moved,
-                        "removed": result.removed, "error": result.error}
+        data["sync"] = {
+            "online": result.online,
+            "domains": result.domains,
+            "created": result.created,
+            "moved": result.moved,
+            "removed": result.removed,
+            "error": result.error,
+        }
         return Response(data)
 
 

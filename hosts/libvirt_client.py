@@ -86,9 +86,7 @@ def validate_uri(uri):
             f"(optionally with +ssh, +tcp or +tls). {example}"
         )
     if transport and transport not in KNOWN_TRANSPORTS:
-        raise InvalidURI(
-            f"'{transport}' is not a libvirt transport; use ssh, tcp, tls or unix. {example}"
-        )
+        raise InvalidURI(f"'{transport}' is not a libvirt transport; use ssh, tcp, tls or unix. {example}")
     if transport in DEFAULT_PORTS and not parts.hostname:
         # The article's "Unable to parse URI qemu+ssh://": a remote transport
         # with no host to go to.
@@ -96,9 +94,7 @@ def validate_uri(uri):
     if port is not None and not 0 < port < 65536:
         raise InvalidURI(f"'{uri}' has an impossible port {port}.")
     if driver == "qemu" and parts.path not in ("/system", "/session"):
-        raise InvalidURI(
-            f"A qemu URI ends in /system (or /session), not '{parts.path or '(nothing)'}'. {example}"
-        )
+        raise InvalidURI(f"A qemu URI ends in /system (or /session), not '{parts.path or '(nothing)'}'. {example}")
     if driver == "test" and not parts.path:
         raise InvalidURI("A test URI names a file or /default, as in test:///default.")
     return uri
@@ -133,8 +129,7 @@ def _probe(uri, timeout):
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise HostUnreachable(
-            f"The host name '{host}' does not resolve. Check the URI, DNS or /etc/hosts "
-            "on the machine running kvmweb.",
+            f"The host name '{host}' does not resolve. Check the URI, DNS or /etc/hosts on the machine running kvmweb.",
             str(e),
         ) from None
     last = None
@@ -184,7 +179,9 @@ def translate(error, uri=""):
             code="uri",
         )
     if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC) and (
-        "connect" in lower or "no route to host" in lower or "connection refused" in lower
+        "connect" in lower
+        or "no route to host" in lower
+        or "connection refused" in lower
         or "unable to connect" in lower
     ):
         return HostUnreachable(
@@ -209,8 +206,7 @@ def translate(error, uri=""):
         )
     if code == libvirt.VIR_ERR_OPERATION_INVALID and "not running" in lower:
         return HostError(
-            "The virtual machine is not running, so it cannot be migrated live. Start it, or "
-            "use a cold migration.",
+            "The virtual machine is not running, so it cannot be migrated live. Start it, or use a cold migration.",
             detail,
             code="not_running",
         )
@@ -344,8 +340,20 @@ DOMAIN_STATES = {
 }
 
 POOL_TYPES = {
-    "dir", "fs", "netfs", "logical", "disk", "iscsi", "iscsi-direct", "scsi", "mpath",
-    "rbd", "sheepdog", "gluster", "zfs", "vstorage",
+    "dir",
+    "fs",
+    "netfs",
+    "logical",
+    "disk",
+    "iscsi",
+    "iscsi-direct",
+    "scsi",
+    "mpath",
+    "rbd",
+    "sheepdog",
+    "gluster",
+    "zfs",
+    "vstorage",
 }
 
 
@@ -787,23 +795,16 @@ class MigrationOps:
 
     def cpu_features(self, cpu_xml):
         """Every feature of a host CPU description, its model's included."""
-        expanded = self.call(
-            self._conn.baselineCPU, [cpu_xml], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
-        )
+        expanded = self.call(self._conn.baselineCPU, [cpu_xml], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES)
         root = ET.fromstring(expanded)
-        return {
-            f.get("name")
-            for f in root.iterfind("feature")
-            if f.get("policy", "require") in ("require", "force")
-        }
+        return {f.get("name") for f in root.iterfind("feature") if f.get("policy", "require") in ("require", "force")}
 
     def compare_guest_cpu(self, cpu_xml, arch, machine, virt_type):
         """libvirt's verdict on whether this host's hypervisor can run that guest CPU.
 
         Returns (compatible, detail)."""
         try:
-            result = self._conn.compareHypervisorCPU(None, arch or None, machine or None,
-                                                     virt_type or None, cpu_xml, 0)
+            result = self._conn.compareHypervisorCPU(None, arch or None, machine or None, virt_type or None, cpu_xml, 0)
         except libvirt.libvirtError as e:
             return False, e.get_error_message() or str(e)
         if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
@@ -852,8 +853,12 @@ class MigrationOps:
             vol = self._conn.storageVolLookupByPath(path)
             _t, capacity, allocation = vol.info()
             fmt = ET.fromstring(vol.XMLDesc()).find("target/format")
-            return (vol.storagePoolLookupByVolume().name(), capacity, allocation,
-                    fmt.get("type") if fmt is not None else "raw")
+            return (
+                vol.storagePoolLookupByVolume().name(),
+                capacity,
+                allocation,
+                fmt.get("type") if fmt is not None else "raw",
+            )
         except libvirt.libvirtError as e:
             if e.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
                 return None
@@ -981,8 +986,18 @@ class MigrationOps:
 
     # -- live migration ----------------------------------------------------
 
-    def migrate(self, uuid, dest_uri, flag_names, *, migrate_uri=None, bandwidth_mib=None,
-                disks=None, destination_xml=None, auto_converge=None):
+    def migrate(
+        self,
+        uuid,
+        dest_uri,
+        flag_names,
+        *,
+        migrate_uri=None,
+        bandwidth_mib=None,
+        disks=None,
+        destination_xml=None,
+        auto_converge=None,
+    ):
         """Start a peer-to-peer migration and return when it ends (blocks)."""
         params = {}
         if migrate_uri:

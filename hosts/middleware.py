@@ -22,9 +22,7 @@ class RoleRequiredMiddleware:
         user = request.user
         if user.is_authenticated and not request.path.startswith(ALWAYS_ALLOWED) and not has_role(user):
             if request.path.startswith("/api/"):
-                return HttpResponseForbidden(
-                    '{"detail": "%s"}' % NO_ROLE_MESSAGE, content_type="application/json"
-                )
+                return HttpResponseForbidden('{"detail": "%s"}' % NO_ROLE_MESSAGE, content_type="application/json")
             return HttpResponseForbidden(
                 render_to_string("no_role.html", {"message": NO_ROLE_MESSAGE, "user": user}, request)
             )

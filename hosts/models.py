@@ -77,8 +77,18 @@ class Host(models.Model):
 
     # What libvirt tells of a host (libvirt_client.HostInfo), copied at each sync.
     LIBVIRT_FACTS = (
-        "hostname", "host_uuid", "libvirt_version", "hypervisor_type", "hypervisor_version",
-        "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "cpu_xml", "memory_total", "memory_free",
+        "hostname",
+        "host_uuid",
+        "libvirt_version",
+        "hypervisor_type",
+        "hypervisor_version",
+        "cpu_vendor",
+        "cpu_model",
+        "cpu_arch",
+        "cpu_count",
+        "cpu_xml",
+        "memory_total",
+        "memory_free",
     )
     STATUS_FIELDS = ("status", "status_reason", "status_detail", "last_seen", "last_sync")
 

@@ -10,10 +10,27 @@ class HostSerializer(serializers.ModelSerializer):
     class Meta:
         model = Host
         fields = [
-            "id", "name", "uri", "status", "status_reason", "status_detail", "last_seen",
-            "last_sync", "hostname", "libvirt_version", "hypervisor_type", "hypervisor_version",
-            "cpu_vendor", "cpu_model", "cpu_arch", "cpu_count", "memory_total", "memory_free",
-            "max_incoming", "max_outgoing", "domain_count",
+            "id",
+            "name",
+            "uri",
+            "status",
+            "status_reason",
+            "status_detail",
+            "last_seen",
+            "last_sync",
+            "hostname",
+            "libvirt_version",
+            "hypervisor_type",
+            "hypervisor_version",
+            "cpu_vendor",
+            "cpu_model",
+            "cpu_arch",
+            "cpu_count",
+            "memory_total",
+            "memory_free",
+            "max_incoming",
+            "max_outgoing",
+            "domain_count",
         ]
         # What sync writes; an API client only names the host and its URI.
         read_only_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS]
@@ -22,9 +39,7 @@ class HostSerializer(serializers.ModelSerializer):
                 # validate_uri below does both the form check and the clash
                 # check, naming the host that already has the URI.
                 "validators": [],
-                "error_messages": {
-                    "blank": "The libvirt URI is empty. Use a form like qemu+ssh://root@kvm02/system."
-                },
+                "error_messages": {"blank": "The libvirt URI is empty. Use a form like qemu+ssh://root@kvm02/system."},
             }
         }
 
@@ -37,17 +52,24 @@ class HostSerializer(serializers.ModelSerializer):
         if self.instance is not None:
             clash = clash.exclude(pk=self.instance.pk)
         if clash.exists():
-            raise serializers.ValidationError(
-                f"Host '{clash.first().name}' is already registered with this URI."
-            )
+            raise serializers.ValidationError(f"Host '{clash.first().name}' is already registered with this URI.")
         return value
 
 
 class PoolSerializer(serializers.ModelSerializer):
     class Meta:
         model = StoragePool
-        fields = ["name", "type", "target_path", "capacity", "allocation", "available",
-                  "active", "shared", "marked_shared"]
+        fields = [
+            "name",
+            "type",
+            "target_path",
+            "capacity",
+            "allocation",
+            "available",
+            "active",
+            "shared",
+            "marked_shared",
+        ]
 
 
 class NetworkSerializer(serializers.ModelSerializer):
@@ -70,6 +92,19 @@ class DomainSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Domain
-        fields = ["id", "name", "uuid", "host", "host_id", "state", "memory", "vcpus",
-                  "persistent", "autostart", "disks", "interfaces", "last_seen"]
+        fields = [
+            "id",
+            "name",
+            "uuid",
+            "host",
+            "host_id",
+            "state",
+            "memory",
+            "vcpus",
+            "persistent",
+            "autostart",
+            "disks",
+            "interfaces",
+            "last_seen",
+        ]
         read_only_fields = fields

@@ -13,8 +13,18 @@ from .models import Domain, Host, Network, StoragePool
 
 log = logging.getLogger(__name__)
 
-DOMAIN_FIELDS = ("name", "host_id", "state", "memory", "vcpus", "persistent", "autostart",
-                 "disks", "interfaces", "last_seen")
+DOMAIN_FIELDS = (
+    "name",
+    "host_id",
+    "state",
+    "memory",
+    "vcpus",
+    "persistent",
+    "autostart",
+    "disks",
+    "interfaces",
+    "last_seen",
+)
 
 
 @dataclass
@@ -30,10 +40,7 @@ class SyncResult:
     def __str__(self):
         if not self.online:
             return f"{self.host}: unreachable — {self.error}"
-        return (
-            f"{self.host}: {self.domains} domains ({self.created} new, {self.moved} moved here, "
-            f"{self.removed} gone)"
-        )
+        return f"{self.host}: {self.domains} domains ({self.created} new, {self.moved} moved here, {self.removed} gone)"
 
 
 def read_inventory(uri, timeout=None):
@@ -96,7 +103,9 @@ def _replace_children(model, host, items, fields):
 
 def _store_pools(host, pools):
     _replace_children(
-        StoragePool, host, pools,
+        StoragePool,
+        host,
+        pools,
         ("uuid", "type", "target_path", "capacity", "allocation", "available", "active", "shared"),
     )
 

@@ -14,9 +14,7 @@ def dashboard(request):
         domain_count=Count("domains"),
         running_count=Count("domains", filter=Q(domains__state=DomainState.RUNNING)),
     ).order_by("name")
-    totals = Domain.objects.aggregate(
-        total=Count("id"), running=Count("id", filter=Q(state=DomainState.RUNNING))
-    )
+    totals = Domain.objects.aggregate(total=Count("id"), running=Count("id", filter=Q(state=DomainState.RUNNING)))
     return render(request, "hosts/dashboard.html", {"hosts": hosts, "totals": totals})
 
 

@@ -20,8 +20,6 @@ application = ProtocolTypeRouter(
         # kvmweb is served by daphne alone, so it serves its own few static
         # files rather than requiring a separate web server in front.
         "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

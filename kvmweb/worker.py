@@ -33,9 +33,7 @@ def schedule_next(queue, name, func, delay=None):
         job = queue.fetch_job(pending.decode())
         if job is not None and job.get_status() in WAITING:
             return job
-    job = queue.enqueue_in(
-        timedelta(seconds=interval if delay is None else delay), func, result_ttl=interval * 2
-    )
+    job = queue.enqueue_in(timedelta(seconds=interval if delay is None else delay), func, result_ttl=interval * 2)
     queue.connection.set(key, job.id)
     return job
 

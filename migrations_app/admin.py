@@ -18,8 +18,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Migration)
 class MigrationAdmin(ReadOnlyAdmin):
-    list_display = ["id", "domain_name", "source_name", "target_name", "mode", "status", "created_at",
-                    "requested_by_name"]
+    list_display = [
+        "id",
+        "domain_name",
+        "source_name",
+        "target_name",
+        "mode",
+        "status",
+        "created_at",
+        "requested_by_name",
+    ]
     list_filter = ["status", "mode", "storage"]
     search_fields = ["domain_name", "source_name", "target_name", "requested_by_name"]
 

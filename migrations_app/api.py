@@ -69,8 +69,11 @@ class MigrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
 
 @extend_schema(
     parameters=[
-        OpenApiParameter("domain", str), OpenApiParameter("host", str), OpenApiParameter("user", str),
-        OpenApiParameter("action", str), OpenApiParameter("outcome", str),
+        OpenApiParameter("domain", str),
+        OpenApiParameter("host", str),
+        OpenApiParameter("user", str),
+        OpenApiParameter("action", str),
+        OpenApiParameter("outcome", str),
         OpenApiParameter("since", str, description="ISO 8601"),
         OpenApiParameter("until", str, description="ISO 8601"),
         OpenApiParameter("migration", int),

@@ -98,8 +98,7 @@ def _connect(stack, checks, name, host):
 
 
 # Named alike on a services.Request and on a Migration.
-SHARED_FIELDS = ("mode", "storage", "target_pool", "bandwidth_mib", "policy", "force_off",
-                 "shutdown_timeout", "target")
+SHARED_FIELDS = ("mode", "storage", "target_pool", "bandwidth_mib", "policy", "force_off", "shutdown_timeout", "target")
 
 
 def _request_values(req):
@@ -120,47 +119,69 @@ def _run_all(checks, v, source, target):
         return
     if dom is None:
         checks.add(
-            "domain_state", FAIL,
+            "domain_state",
+            FAIL,
             f"{v['name']} is not on {v['source'].name} any more. Refresh the inventory to see where it is.",
         )
         return
     for check in (
-        _check_state, _check_hostname, _check_arch, _check_cpu_vendor, _check_cpu_model,
-        _check_nx, _check_clash, _check_networks, _check_storage, _check_memory, _check_convergence,
+        _check_state,
+        _check_hostname,
+        _check_arch,
+        _check_cpu_vendor,
+        _check_cpu_model,
+        _check_nx,
+        _check_clash,
+        _check_networks,
+        _check_storage,
+        _check_memory,
+        _check_convergence,
     ):
         try:
             check(checks, v, dom, source, target)
         except HostError as e:
-            checks.add(check.__name__.removeprefix("_check_"), FAIL,
-                       f"kvmweb could not check this: {e.plain}", e.detail)
+            checks.add(
+                check.__name__.removeprefix("_check_"), FAIL, f"kvmweb could not check this: {e.plain}", e.detail
+            )
 
 
 def _check_state(checks, v, dom, source, target):
     state = dom.info.state
     if dom.job_active:
-        checks.add("domain_state", FAIL,
-                   f"{v['name']} already has a job running in libvirt (a migration, backup or save). "
-                   "Wait for it to finish.")
+        checks.add(
+            "domain_state",
+            FAIL,
+            f"{v['name']} already has a job running in libvirt (a migration, backup or save). Wait for it to finish.",
+        )
     elif v["mode"] == Mode.LIVE:
         if dom.active:
             checks.add("domain_state", PASS, f"{v['name']} is {state}: it can move live.")
         else:
-            checks.add("domain_state", FAIL,
-                       f"{v['name']} is {state}, not running, so it cannot be migrated live. "
-                       "Use a cold migration, or start it first.")
+            checks.add(
+                "domain_state",
+                FAIL,
+                f"{v['name']} is {state}, not running, so it cannot be migrated live. "
+                "Use a cold migration, or start it first.",
+            )
     else:
         if not dom.info.persistent:
-            checks.add("domain_state", FAIL,
-                       f"{v['name']} is transient (it has no saved definition): a cold migration would "
-                       "lose it when it shuts down. Define it first, or migrate it live.")
+            checks.add(
+                "domain_state",
+                FAIL,
+                f"{v['name']} is transient (it has no saved definition): a cold migration would "
+                "lose it when it shuts down. Define it first, or migrate it live.",
+            )
         elif dom.active:
-            how = (f"it will be powered off if it has not shut down after {v['shutdown_timeout']} s"
-                   if v["force_off"] else
-                   f"the migration fails, leaving it running, if it has not shut down after "
-                   f"{v['shutdown_timeout']} s")
-            checks.add("domain_state", WARN,
-                       f"{v['name']} is running: it will be shut down for the copy and started again on "
-                       f"the target; {how}.")
+            how = (
+                f"it will be powered off if it has not shut down after {v['shutdown_timeout']} s"
+                if v["force_off"]
+                else f"the migration fails, leaving it running, if it has not shut down after {v['shutdown_timeout']} s"
+            )
+            checks.add(
+                "domain_state",
+                WARN,
+                f"{v['name']} is running: it will be shut down for the copy and started again on the target; {how}.",
+            )
         else:
             checks.add("domain_state", PASS, f"{v['name']} is {state}: ready for a cold migration.")
 
@@ -191,19 +212,28 @@ def _check_hostname(checks, v, dom, source, target):
         return
     address, reported = migration_address(v["target"], target)
     if address:
-        checks.add("target_hostname", PASS,
-                   f"The target calls itself {reported}; the migration data goes straight to "
-                   f"{address}, so that name need not resolve on the source.")
+        checks.add(
+            "target_hostname",
+            PASS,
+            f"The target calls itself {reported}; the migration data goes straight to "
+            f"{address}, so that name need not resolve on the source.",
+        )
         return
     if reported.split(".")[0] in ("localhost", "") or _resolves_to_loopback(reported):
-        checks.add("target_hostname", FAIL,
-                   f"The target's host name '{reported}' resolves to localhost, so the source would "
-                   "try to send the VM to itself. Give the target a real name in /etc/hosts or DNS "
-                   "on both hosts, or register it with its IP address in the URI.")
+        checks.add(
+            "target_hostname",
+            FAIL,
+            f"The target's host name '{reported}' resolves to localhost, so the source would "
+            "try to send the VM to itself. Give the target a real name in /etc/hosts or DNS "
+            "on both hosts, or register it with its IP address in the URI.",
+        )
     else:
-        checks.add("target_hostname", WARN,
-                   f"The target calls itself '{reported}'. The source host must resolve that name to "
-                   "the target's address (check /etc/hosts or DNS there); kvmweb cannot check it.")
+        checks.add(
+            "target_hostname",
+            WARN,
+            f"The target calls itself '{reported}'. The source host must resolve that name to "
+            "the target's address (check /etc/hosts or DNS there); kvmweb cannot check it.",
+        )
 
 
 def _resolves_to_loopback(name):
@@ -217,13 +247,18 @@ def _check_arch(checks, v, dom, source, target):
     src, dst = v["source"], v["target"]
     arches = target.guest_arches(dom.virt_type)
     if dom.arch and dom.arch not in arches:
-        checks.add("architecture", FAIL,
-                   f"{v['name']} is a {dom.arch} guest, and {dst.name} cannot run {dom.arch} guests "
-                   f"({dom.virt_type}); it runs {', '.join(sorted(arches)) or 'none'}.")
+        checks.add(
+            "architecture",
+            FAIL,
+            f"{v['name']} is a {dom.arch} guest, and {dst.name} cannot run {dom.arch} guests "
+            f"({dom.virt_type}); it runs {', '.join(sorted(arches)) or 'none'}.",
+        )
     elif src.cpu_arch and dst.cpu_arch and src.cpu_arch != dst.cpu_arch:
-        checks.add("architecture", WARN,
-                   f"The hosts differ ({src.cpu_arch} and {dst.cpu_arch}); the target can still run "
-                   f"{dom.arch} guests.")
+        checks.add(
+            "architecture",
+            WARN,
+            f"The hosts differ ({src.cpu_arch} and {dst.cpu_arch}); the target can still run {dom.arch} guests.",
+        )
     else:
         checks.add("architecture", PASS, f"Both hosts run {dom.arch or src.cpu_arch} guests.")
 
@@ -233,43 +268,63 @@ def _check_cpu_vendor(checks, v, dom, source, target):
     if src.cpu_vendor == dst.cpu_vendor:
         checks.add("cpu_vendor", PASS, f"Both hosts have {src.cpu_vendor or 'the same'} CPUs.")
     elif dom.cpu_mode == "host-passthrough" and v["mode"] == Mode.LIVE:
-        checks.add("cpu_vendor", FAIL,
-                   f"The hosts' CPUs are from different vendors ({src.cpu_vendor}, {dst.cpu_vendor}) and "
-                   f"{v['name']} sees the host CPU as it is (host-passthrough): it would crash after a "
-                   "live move. Migrate it cold, or give it a named CPU model.")
+        checks.add(
+            "cpu_vendor",
+            FAIL,
+            f"The hosts' CPUs are from different vendors ({src.cpu_vendor}, {dst.cpu_vendor}) and "
+            f"{v['name']} sees the host CPU as it is (host-passthrough): it would crash after a "
+            "live move. Migrate it cold, or give it a named CPU model.",
+        )
     else:
-        checks.add("cpu_vendor", WARN,
-                   f"The hosts' CPUs are from different vendors ({src.cpu_vendor}, {dst.cpu_vendor}). "
-                   "The guest CPU model check below decides whether it can run there.")
+        checks.add(
+            "cpu_vendor",
+            WARN,
+            f"The hosts' CPUs are from different vendors ({src.cpu_vendor}, {dst.cpu_vendor}). "
+            "The guest CPU model check below decides whether it can run there.",
+        )
 
 
 def _check_cpu_model(checks, v, dom, source, target):
     if dom.cpu_mode in ("", None):
-        checks.add("cpu_model", PASS, "The guest uses the hypervisor's default CPU model, which any "
-                                      "host of this kind runs.")
+        checks.add(
+            "cpu_model", PASS, "The guest uses the hypervisor's default CPU model, which any host of this kind runs."
+        )
         return
     if dom.cpu_mode == "host-passthrough":
         ok, detail = target.compare_host_cpu(v["source"].cpu_xml)
         if ok:
-            checks.add("cpu_model", PASS if detail == "1" else WARN,
-                       "The guest sees the source's CPU as it is; the target's CPU "
-                       + ("is the same." if detail == "1" else "has at least its features."), detail)
+            checks.add(
+                "cpu_model",
+                PASS if detail == "1" else WARN,
+                "The guest sees the source's CPU as it is; the target's CPU "
+                + ("is the same." if detail == "1" else "has at least its features."),
+                detail,
+            )
         else:
-            checks.add("cpu_model", FAIL,
-                       "The guest sees the source's CPU as it is (host-passthrough), and the target's "
-                       "CPU lacks some of its features. Migrate it cold.", detail)
+            checks.add(
+                "cpu_model",
+                FAIL,
+                "The guest sees the source's CPU as it is (host-passthrough), and the target's "
+                "CPU lacks some of its features. Migrate it cold.",
+                detail,
+            )
         return
     ok, detail = target.compare_guest_cpu(dom.cpu_xml, dom.arch, dom.machine, dom.virt_type)
     if ok:
-        checks.add("cpu_model", PASS, "libvirt confirms the target can provide the guest's CPU model.",
-                   detail)
+        checks.add("cpu_model", PASS, "libvirt confirms the target can provide the guest's CPU model.", detail)
     else:
-        checks.add("cpu_model", FAIL if v["mode"] == Mode.LIVE else WARN,
-                   "The target cannot provide the guest's CPU model and features"
-                   + (": the guest would not survive a live move. Choose a host with the same CPU "
-                      "generation, or give the guest an older CPU model." if v["mode"] == Mode.LIVE else
-                      "; the guest may not start there."),
-                   detail)
+        checks.add(
+            "cpu_model",
+            FAIL if v["mode"] == Mode.LIVE else WARN,
+            "The target cannot provide the guest's CPU model and features"
+            + (
+                ": the guest would not survive a live move. Choose a host with the same CPU "
+                "generation, or give the guest an older CPU model."
+                if v["mode"] == Mode.LIVE
+                else "; the guest may not start there."
+            ),
+            detail,
+        )
 
 
 def _check_nx(checks, v, dom, source, target):
@@ -282,21 +337,29 @@ def _check_nx(checks, v, dom, source, target):
     if a == b:
         checks.add("nx_flag", PASS, f"The NX flag is {'on' if a else 'off'} on both hosts.")
     else:
-        checks.add("nx_flag", FAIL if v["mode"] == Mode.LIVE else WARN,
-                   f"The NX (no-execute) flag is {'on' if a else 'off'} on {src.name} but "
-                   f"{'on' if b else 'off'} on {dst.name}. Set it the same in both hosts' firmware.")
+        checks.add(
+            "nx_flag",
+            FAIL if v["mode"] == Mode.LIVE else WARN,
+            f"The NX (no-execute) flag is {'on' if a else 'off'} on {src.name} but "
+            f"{'on' if b else 'off'} on {dst.name}. Set it the same in both hosts' firmware.",
+        )
 
 
 def _check_clash(checks, v, dom, source, target):
     by_uuid, by_name = target.find_domain(uuid=v["uuid"], name=v["name"])
     if by_uuid:
-        checks.add("name_clash", FAIL,
-                   f"{v['target'].name} already has a VM with this one's UUID: an earlier copy was "
-                   "left there. Remove it (after checking it is not the one in use) and try again.")
+        checks.add(
+            "name_clash",
+            FAIL,
+            f"{v['target'].name} already has a VM with this one's UUID: an earlier copy was "
+            "left there. Remove it (after checking it is not the one in use) and try again.",
+        )
     elif by_name:
-        checks.add("name_clash", FAIL,
-                   f"{v['target'].name} already has a different VM named {v['name']}. Rename one of "
-                   "them first.")
+        checks.add(
+            "name_clash",
+            FAIL,
+            f"{v['target'].name} already has a different VM named {v['name']}. Rename one of them first.",
+        )
     else:
         checks.add("name_clash", PASS, f"No VM named {v['name']} on {v['target'].name}.")
 
@@ -322,13 +385,19 @@ def _check_networks(checks, v, dom, source, target):
             else:
                 missing.append(f"network {nic.network}")
     if missing:
-        checks.add("networks", FAIL,
-                   f"{tname} lacks {', '.join(missing)} that {v['name']} is connected to. Create it on "
-                   f"{tname} (as the article does with 'virsh iface-bridge ens33 br0') and try again.")
+        checks.add(
+            "networks",
+            FAIL,
+            f"{tname} lacks {', '.join(missing)} that {v['name']} is connected to. Create it on "
+            f"{tname} (as the article does with 'virsh iface-bridge ens33 br0') and try again.",
+        )
     elif unknown:
-        checks.add("networks", WARN,
-                   f"{tname}'s libvirt cannot list host interfaces, so kvmweb cannot see "
-                   f"{', '.join(unknown)}. Make sure it exists there.")
+        checks.add(
+            "networks",
+            WARN,
+            f"{tname}'s libvirt cannot list host interfaces, so kvmweb cannot see "
+            f"{', '.join(unknown)}. Make sure it exists there.",
+        )
     elif ok:
         checks.add("networks", PASS, f"{tname} has {', '.join(ok)}.")
     else:
@@ -351,9 +420,12 @@ def _check_storage(checks, v, dom, source, target):
     for d in dom.info.disks:
         if d.device != "disk" and d.path:
             if target.volume_by_path(d.path, refresh=False) is None:
-                checks.add("removable_media", WARN,
-                           f"The {d.device} {d.path} is not visible on the target; eject it first or "
-                           "the VM may not start there.")
+                checks.add(
+                    "removable_media",
+                    WARN,
+                    f"The {d.device} {d.path} is not visible on the target; eject it first or "
+                    "the VM may not start there.",
+                )
 
 
 def _check_shared_storage(checks, v, disks, source, target):
@@ -361,18 +433,24 @@ def _check_shared_storage(checks, v, disks, source, target):
     for disk in disks:
         seen = target.volume_by_path(disk.path)
         if seen is None:
-            checks.add("shared_storage", FAIL,
-                       f"{disk.path} is not visible on {tname}: the shared storage is not mounted there, "
-                       "or not defined as a storage pool. Mount it at the same path (the article's "
-                       "'Input/output error'), or choose 'copy the disks'.")
+            checks.add(
+                "shared_storage",
+                FAIL,
+                f"{disk.path} is not visible on {tname}: the shared storage is not mounted there, "
+                "or not defined as a storage pool. Mount it at the same path (the article's "
+                "'Input/output error'), or choose 'copy the disks'.",
+            )
             return
     # The same path on both hosts is not proof of sharing: two local disks
     # can have the same path. Write a probe on the source, look on the target.
     probe_pool = next((d.pool for d in disks if d.pool), "")
     if not probe_pool:
-        checks.add("shared_storage", WARN,
-                   f"{tname} sees the same disk paths, but they are not in a storage pool on the "
-                   "source, so kvmweb cannot prove they are the same files. Make sure they are shared.")
+        checks.add(
+            "shared_storage",
+            WARN,
+            f"{tname} sees the same disk paths, but they are not in a storage pool on the "
+            "source, so kvmweb cannot prove they are the same files. Make sure they are shared.",
+        )
         return
     probe = f".kvmweb-probe-{uuidlib.uuid4().hex}"
     path = source.create_volume(probe_pool, probe, 1024, "raw")
@@ -384,14 +462,19 @@ def _check_shared_storage(checks, v, disks, source, target):
         with contextlib.suppress(HostError):
             target.volume_by_path(path)  # refreshes the target's pools after the delete
     if shared:
-        checks.add("shared_storage", PASS,
-                   f"The disks are on shared storage: a file written in pool {probe_pool} on the "
-                   f"source appeared on {tname}.")
+        checks.add(
+            "shared_storage",
+            PASS,
+            f"The disks are on shared storage: a file written in pool {probe_pool} on the source appeared on {tname}.",
+        )
     else:
-        checks.add("shared_storage", FAIL,
-                   f"The disk paths exist on {tname} too, but they are different files (a file "
-                   f"written in pool {probe_pool} on the source did not appear there): the storage is "
-                   "not shared. Choose 'copy the disks', or mount the real share on both hosts.")
+        checks.add(
+            "shared_storage",
+            FAIL,
+            f"The disk paths exist on {tname} too, but they are different files (a file "
+            f"written in pool {probe_pool} on the source did not appear there): the storage is "
+            "not shared. Choose 'copy the disks', or mount the real share on both hosts.",
+        )
 
 
 def _check_copy_storage(checks, v, disks, source, target):
@@ -401,29 +484,45 @@ def _check_copy_storage(checks, v, disks, source, target):
         checks.add("target_pool", FAIL, f"{tname} has no storage pool named {v['target_pool']}.")
         return
     if not pool.active:
-        checks.add("target_pool", FAIL,
-                   f"Pool {pool.name} on {tname} is not active (its storage may not be mounted). Start "
-                   "it first.")
+        checks.add(
+            "target_pool",
+            FAIL,
+            f"Pool {pool.name} on {tname} is not active (its storage may not be mounted). Start it first.",
+        )
         return
     need = sum(d.allocation or d.capacity or 0 for d in disks)
     full = sum(d.capacity or 0 for d in disks)
     if need > pool.available:
-        checks.add("free_space", FAIL,
-                   f"Pool {pool.name} on {tname} has {_size(pool.available)} free; the disks hold "
-                   f"{_size(need)}. Free space there or choose another pool.")
+        checks.add(
+            "free_space",
+            FAIL,
+            f"Pool {pool.name} on {tname} has {_size(pool.available)} free; the disks hold "
+            f"{_size(need)}. Free space there or choose another pool.",
+        )
     elif full > pool.available:
-        checks.add("free_space", WARN,
-                   f"Pool {pool.name} has room for the disks' data ({_size(need)}) but not for them "
-                   f"to grow to their full size ({_size(full)}).")
+        checks.add(
+            "free_space",
+            WARN,
+            f"Pool {pool.name} has room for the disks' data ({_size(need)}) but not for them "
+            f"to grow to their full size ({_size(full)}).",
+        )
     else:
-        checks.add("free_space", PASS,
-                   f"Pool {pool.name} on {tname} has {_size(pool.available)} free for {_size(need)}.")
-    clashes = [d.path for d in disks if target.volume_by_path(
-        f"{pool.target_path.rstrip('/')}/{d.path.rsplit('/', 1)[-1]}", refresh=False) is not None]
+        checks.add(
+            "free_space", PASS, f"Pool {pool.name} on {tname} has {_size(pool.available)} free for {_size(need)}."
+        )
+    clashes = [
+        d.path
+        for d in disks
+        if target.volume_by_path(f"{pool.target_path.rstrip('/')}/{d.path.rsplit('/', 1)[-1]}", refresh=False)
+        is not None
+    ]
     if clashes:
-        checks.add("target_volumes", FAIL,
-                   f"Pool {pool.name} on {tname} already has a volume named like "
-                   f"{', '.join(c.rsplit('/', 1)[-1] for c in clashes)}. Remove or rename it first.")
+        checks.add(
+            "target_volumes",
+            FAIL,
+            f"Pool {pool.name} on {tname} already has a volume named like "
+            f"{', '.join(c.rsplit('/', 1)[-1] for c in clashes)}. Remove or rename it first.",
+        )
 
 
 def _check_memory(checks, v, dom, source, target):
@@ -431,12 +530,16 @@ def _check_memory(checks, v, dom, source, target):
     need = dom.info.memory
     tname = v["target"].name
     if need > free:
-        checks.add("memory", FAIL,
-                   f"{tname} has {_size(free)} of memory free and {v['name']} needs {_size(need)}. Free "
-                   "memory there or choose another host.")
+        checks.add(
+            "memory",
+            FAIL,
+            f"{tname} has {_size(free)} of memory free and {v['name']} needs {_size(need)}. Free "
+            "memory there or choose another host.",
+        )
     elif need * 1.2 > free:
-        checks.add("memory", WARN, f"{tname} has {_size(free)} free; {v['name']} needs {_size(need)}, "
-                                   "leaving little room.")
+        checks.add(
+            "memory", WARN, f"{tname} has {_size(free)} free; {v['name']} needs {_size(need)}, leaving little room."
+        )
     else:
         checks.add("memory", PASS, f"{tname} has {_size(free)} free for {_size(need)}.")
 
@@ -455,25 +558,34 @@ def _check_convergence(checks, v, dom, source, target):
         .first()
     )
     if bandwidth and memory / (bandwidth * MiB) > policy.deadline_seconds:
-        checks.add("convergence", WARN,
-                   f"At {bandwidth} MiB/s the first pass over {_size(memory)} of memory alone takes "
-                   f"{memory / (bandwidth * MiB):.0f} s, longer than the policy's deadline of "
-                   f"{policy.deadline_seconds} s: it will be aborted. Raise the bandwidth limit.")
+        checks.add(
+            "convergence",
+            WARN,
+            f"At {bandwidth} MiB/s the first pass over {_size(memory)} of memory alone takes "
+            f"{memory / (bandwidth * MiB):.0f} s, longer than the policy's deadline of "
+            f"{policy.deadline_seconds} s: it will be aborted. Raise the bandwidth limit.",
+        )
         return
     if last and last.stats.get("dirty_rate_bps") and last.stats.get("speed_bps"):
         dirty = last.stats["dirty_rate_bps"]
         speed = min(last.stats["speed_bps"], (bandwidth or 1 << 40) * MiB)
         if outpaced(dirty, speed):
-            checks.add("convergence", WARN,
-                       f"When it last moved (migration #{last.pk}) {v['name']} dirtied memory at "
-                       f"{_size(dirty)}/s while {_size(last.stats['speed_bps'])}/s could be sent: it may not "
-                       "converge. Choose the 'Make it converge' policy, raise the bandwidth, or, as the "
-                       "article says, migrate it cold.")
+            checks.add(
+                "convergence",
+                WARN,
+                f"When it last moved (migration #{last.pk}) {v['name']} dirtied memory at "
+                f"{_size(dirty)}/s while {_size(last.stats['speed_bps'])}/s could be sent: it may not "
+                "converge. Choose the 'Make it converge' policy, raise the bandwidth, or, as the "
+                "article says, migrate it cold.",
+            )
             return
-    checks.add("convergence", PASS,
-               f"kvmweb watches the dirty rate from the second pass and applies the "
-               f"'{policy.label}' policy; it gives up after {policy.deadline_seconds} s, leaving the VM "
-               "on the source.")
+    checks.add(
+        "convergence",
+        PASS,
+        f"kvmweb watches the dirty rate from the second pass and applies the "
+        f"'{policy.label}' policy; it gives up after {policy.deadline_seconds} s, leaving the VM "
+        "on the source.",
+    )
 
 
 def _size(n):

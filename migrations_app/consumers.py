@@ -129,8 +129,7 @@ class MigrationConsumer(AsyncJsonWebsocketConsumer):
         state = event["migration"]
         if _is_stale(self.last, state):
             return
-        urgent = self.last is None or (state["status"], state["phase"]) != (
-            self.last["status"], self.last["phase"])
+        urgent = self.last is None or (state["status"], state["phase"]) != (self.last["status"], self.last["phase"])
         # Remember what was offered (not only what was sent) so that the next
         # comparison is against the newest state this socket will show.
         self.last = state
@@ -201,22 +200,22 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         previous = self.last.get(state["id"])
         if _is_stale(previous, state):
             return
-        urgent = previous is None or (state["status"], state["phase"]) != (
-            previous["status"], previous["phase"])
+        urgent = previous is None or (state["status"], state["phase"]) != (previous["status"], previous["phase"])
         self.last[state["id"]] = state
         if state["status"] in FINISHED:
             self.last.pop(state["id"], None)
-        await self.coalescer.offer(
-            state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
+        await self.coalescer.offer(state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
         if urgent and state["status"] == Status.SUCCEEDED:
             # The counts may not include the move yet: the engine syncs both
             # hosts afterwards and publishes an inventory change, which sends
             # them again. Where the VM went is the migration's own word.
-            await self.send_json({
-                "type": "dashboard.hosts",
-                **await self._hosts(),
-                "moved": {"id": state.get("domain_id"), "name": state["domain"], "host": state["target"]},
-            })
+            await self.send_json(
+                {
+                    "type": "dashboard.hosts",
+                    **await self._hosts(),
+                    "moved": {"id": state.get("domain_id"), "name": state["domain"], "host": state["target"]},
+                }
+            )
 
     @database_sync_to_async
     def _current_state(self):

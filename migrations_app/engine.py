@@ -87,8 +87,9 @@ def claim(migration):
     a free slot. Returns True if claimed.
     """
     with transaction.atomic():
-        hosts = {h.pk: h for h in Host.objects.select_for_update().filter(
-            pk__in=[migration.source_id, migration.target_id])}
+        hosts = {
+            h.pk: h for h in Host.objects.select_for_update().filter(pk__in=[migration.source_id, migration.target_id])
+        }
         source, target = hosts.get(migration.source_id), hosts.get(migration.target_id)
         busy = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING])
         if source and busy.filter(source=source).count() >= source.max_outgoing:
@@ -106,14 +107,19 @@ def run(migration):
     """Check, then move the domain; always ends in a final state."""
     events.publish_migration(migration)
     try:
-        with libvirt_client.open_host(migration.source.uri) as src, \
-                libvirt_client.open_host(migration.target.uri) as dst:
+        with (
+            libvirt_client.open_host(migration.source.uri) as src,
+            libvirt_client.open_host(migration.target.uri) as dst,
+        ):
             if not preflight(migration, src, dst):
                 return
             migration.start()
-            audit(migration, AuditAction.START,
-                  f"Started the {migration.mode} migration of {migration.domain_name} from "
-                  f"{migration.source_name} to {migration.target_name}.")
+            audit(
+                migration,
+                AuditAction.START,
+                f"Started the {migration.mode} migration of {migration.domain_name} from "
+                f"{migration.source_name} to {migration.target_name}.",
+            )
             events.publish_migration(migration)
             if migration.mode == Mode.LIVE:
                 LiveMigration(migration, src, dst).run()
@@ -123,8 +129,12 @@ def run(migration):
         finish_failed(migration, e.plain, e.detail, e.code or "")
     except Exception as e:  # a bug must still leave a readable record
         log.exception("migration %s crashed", migration.pk)
-        finish_failed(migration, "kvmweb failed unexpectedly; the log of the worker has the details. "
-                                 "The VM was left where it was.", repr(e), "internal")
+        finish_failed(
+            migration,
+            "kvmweb failed unexpectedly; the log of the worker has the details. The VM was left where it was.",
+            repr(e),
+            "internal",
+        )
     finally:
         refresh_inventory(migration)
 
@@ -134,13 +144,15 @@ def preflight(migration, src, dst):
     migration.checks = [r.as_dict() for r in results]
     Migration.objects.filter(pk=migration.pk).update(checks=migration.checks, updated_at=timezone.now())
     failed = [r for r in results if r.result == "fail"]
-    audit(migration, AuditAction.CHECK,
-          f"Pre-flight checks {'failed' if failed else 'passed'}"
-          f"{': ' + failed[0].message if failed else '.'}",
-          outcome="fail" if failed else "pass", checks=migration.checks)
+    audit(
+        migration,
+        AuditAction.CHECK,
+        f"Pre-flight checks {'failed' if failed else 'passed'}{': ' + failed[0].message if failed else '.'}",
+        outcome="fail" if failed else "pass",
+        checks=migration.checks,
+    )
     if failed:
-        finish_failed(migration, "Pre-flight checks failed: " + " ".join(r.message for r in failed),
-                      code="preflight")
+        finish_failed(migration, "Pre-flight checks failed: " + " ".join(r.message for r in failed), code="preflight")
         return False
     if _cancel_requested(migration):
         finish_cancelled(migration, "Cancelled before it started; nothing was changed.")
@@ -171,9 +183,13 @@ def finish_succeeded(migration, stats):
         migration.succeed(stats)
     except InvalidTransition:
         return
-    audit(migration, AuditAction.SUCCEEDED,
-          f"{migration.domain_name} now runs on {migration.target_name}"
-          f" ({_summary(stats)}).", outcome="succeeded", stats=stats)
+    audit(
+        migration,
+        AuditAction.SUCCEEDED,
+        f"{migration.domain_name} now runs on {migration.target_name} ({_summary(stats)}).",
+        outcome="succeeded",
+        stats=stats,
+    )
     events.publish_migration(migration)
 
 
@@ -252,19 +268,33 @@ class LiveMigration:
             flags = self.flag_names(postcopy)
             Migration.objects.filter(pk=self.m.pk).update(flags=flags)
             self.m.flags = flags
-            note(self.m, f"Starting the transfer with libvirt flags {', '.join(flags)}"
-                         + (f", at most {self.m.bandwidth_mib} MiB/s" if self.m.bandwidth_mib else "")
-                         + (f", data to {migrate_uri}" if migrate_uri else "") + ".")
+            note(
+                self.m,
+                f"Starting the transfer with libvirt flags {', '.join(flags)}"
+                + (f", at most {self.m.bandwidth_mib} MiB/s" if self.m.bandwidth_mib else "")
+                + (f", data to {migrate_uri}" if migrate_uri else "")
+                + ".",
+            )
             error = self.transfer(flags, migrate_uri, disks, dest_xml)
             if postcopy and error is not None and "postcopy" in (error.detail or "").lower().replace("-", ""):
                 postcopy = False
-                note(self.m, "Post-copy is not supported on these hosts "
-                             f"(libvirt: {error.detail}); trying again without it.",
-                     AuditAction.POLICY, decision="postcopy_unsupported")
+                note(
+                    self.m,
+                    f"Post-copy is not supported on these hosts (libvirt: {error.detail}); trying again without it.",
+                    AuditAction.POLICY,
+                    decision="postcopy_unsupported",
+                )
                 continue
             break
-        settle(self.m, self.src, self.dst, error=error, aborted=self.aborted,
-               last_stats=self.last_stats, created_volumes=self.created_volumes)
+        settle(
+            self.m,
+            self.src,
+            self.dst,
+            error=error,
+            aborted=self.aborted,
+            last_stats=self.last_stats,
+            created_volumes=self.created_volumes,
+        )
 
     def prepare_copy(self, dom):
         """Create the target volumes the disks will be copied into."""
@@ -277,7 +307,8 @@ class LiveMigration:
             path = self.dst.create_volume(pool.name, name, disk.capacity or 0, disk.format or "raw")
             self.created_volumes.append(path)
             Migration.objects.filter(pk=self.m.pk).update(
-                progress={**self.m.progress, "created_volumes": self.created_volumes})
+                progress={**self.m.progress, "created_volumes": self.created_volumes}
+            )
             disks.append(disk.target)
             paths[disk.path] = path
         note(self.m, f"Created {len(paths)} volume(s) in pool {pool.name} on {self.m.target_name}.")
@@ -292,8 +323,13 @@ class LiveMigration:
             try:
                 with libvirt_client.open_host(self.m.source.uri) as conn:
                     conn.migrate(
-                        self.uuid, self.m.target.uri, flags, migrate_uri=migrate_uri,
-                        bandwidth_mib=self.m.bandwidth_mib, disks=disks, destination_xml=dest_xml,
+                        self.uuid,
+                        self.m.target.uri,
+                        flags,
+                        migrate_uri=migrate_uri,
+                        bandwidth_mib=self.m.bandwidth_mib,
+                        disks=disks,
+                        destination_xml=dest_xml,
                         auto_converge=(20, 10) if "auto_converge" in flags else None,
                     )
             except HostError as e:
@@ -377,8 +413,13 @@ class Governor:
         self.target_misses += 1
         if self.target_misses == TARGET_MISSES_TO_ABORT and self.aborted is None:
             self.aborted = "target_lost"
-            note(self.m, f"{self.m.target_name} has not answered for several seconds: aborting. The VM "
-                         "keeps running on the source.", AuditAction.POLICY, decision="target_lost")
+            note(
+                self.m,
+                f"{self.m.target_name} has not answered for several seconds: aborting. The VM "
+                "keeps running on the source.",
+                AuditAction.POLICY,
+                decision="target_lost",
+            )
             self.src.abort_job(self.uuid)
 
     def apply_policy(self, stats, elapsed):
@@ -387,46 +428,83 @@ class Governor:
         if wanted != self.downtime_ms:
             try:
                 self.src.set_max_downtime(self.uuid, wanted)
-                note(m, f"Allowed downtime set to {wanted} ms ({elapsed:.0f} s in, pass "
-                        f"{stats.iteration}).", AuditAction.POLICY, decision="downtime", downtime_ms=wanted)
+                note(
+                    m,
+                    f"Allowed downtime set to {wanted} ms ({elapsed:.0f} s in, pass {stats.iteration}).",
+                    AuditAction.POLICY,
+                    decision="downtime",
+                    downtime_ms=wanted,
+                )
                 self.downtime_ms = wanted
             except HostError as e:
                 note(m, f"Could not set the allowed downtime to {wanted} ms: {e.plain}")
                 self.downtime_ms = wanted
         if stats.throttle_percent and stats.throttle_percent != self.throttle:
             self.throttle = stats.throttle_percent
-            note(m, f"Auto-converge slowed the guest's CPUs by {self.throttle}% to let the copy catch up.",
-                 AuditAction.POLICY, decision="auto_converge", throttle=self.throttle)
+            note(
+                m,
+                f"Auto-converge slowed the guest's CPUs by {self.throttle}% to let the copy catch up.",
+                AuditAction.POLICY,
+                decision="auto_converge",
+                throttle=self.throttle,
+            )
         if stats.iteration >= 2 and stats.memory_bps:
             behind = outpaced(stats.dirty_rate_bps, stats.memory_bps)
             if behind and not self.not_converging:
-                suggestion = ("post-copy is next" if "postcopy" in self.flags else
-                              "auto-converge is on" if "auto_converge" in self.flags else
-                              "try the 'Make it converge' policy, more bandwidth, or a cold migration")
-                note(m, f"Not converging: the guest dirties {_mib(stats.dirty_rate_bps)}/s while "
-                        f"{_mib(stats.memory_bps)}/s is sent (pass {stats.iteration}); {suggestion}.",
-                     AuditAction.POLICY, decision="not_converging",
-                     dirty_rate_bps=stats.dirty_rate_bps, memory_bps=stats.memory_bps)
+                suggestion = (
+                    "post-copy is next"
+                    if "postcopy" in self.flags
+                    else "auto-converge is on"
+                    if "auto_converge" in self.flags
+                    else "try the 'Make it converge' policy, more bandwidth, or a cold migration"
+                )
+                note(
+                    m,
+                    f"Not converging: the guest dirties {_mib(stats.dirty_rate_bps)}/s while "
+                    f"{_mib(stats.memory_bps)}/s is sent (pass {stats.iteration}); {suggestion}.",
+                    AuditAction.POLICY,
+                    decision="not_converging",
+                    dirty_rate_bps=stats.dirty_rate_bps,
+                    memory_bps=stats.memory_bps,
+                )
             elif not behind and self.not_converging:
                 note(m, "Converging again: memory is now sent faster than the guest dirties it.")
             self.not_converging = behind
-        if ("postcopy" in self.flags and not self.postcopy_started and policy.postcopy_iteration is not None
-                and stats.iteration >= policy.postcopy_iteration):
+        if (
+            "postcopy" in self.flags
+            and not self.postcopy_started
+            and policy.postcopy_iteration is not None
+            and stats.iteration >= policy.postcopy_iteration
+        ):
             try:
                 self.src.start_postcopy(self.uuid)
                 self.postcopy_started = True
-                note(m, f"Switched to post-copy at pass {stats.iteration}: the guest now runs on the "
-                        "target and fetches the rest of its memory on demand.",
-                     AuditAction.POLICY, decision="postcopy")
+                note(
+                    m,
+                    f"Switched to post-copy at pass {stats.iteration}: the guest now runs on the "
+                    "target and fetches the rest of its memory on demand.",
+                    AuditAction.POLICY,
+                    decision="postcopy",
+                )
             except HostError as e:
                 self.postcopy_started = True  # do not try again every half second
-                note(m, f"Post-copy could not start: {e.plain}. Carrying on with pre-copy.",
-                     AuditAction.POLICY, decision="postcopy_failed", detail=e.detail)
+                note(
+                    m,
+                    f"Post-copy could not start: {e.plain}. Carrying on with pre-copy.",
+                    AuditAction.POLICY,
+                    decision="postcopy_failed",
+                    detail=e.detail,
+                )
         if self.aborted is None and elapsed > policy.deadline_seconds and not self.postcopy_started:
             self.aborted = "deadline"
-            note(m, f"Deadline of {policy.deadline_seconds} s reached at pass {stats.iteration} with "
-                    f"{_mib(stats.memory_remaining)} still to send: aborting. The VM keeps running on "
-                    "the source.", AuditAction.POLICY, decision="deadline")
+            note(
+                m,
+                f"Deadline of {policy.deadline_seconds} s reached at pass {stats.iteration} with "
+                f"{_mib(stats.memory_remaining)} still to send: aborting. The VM keeps running on "
+                "the source.",
+                AuditAction.POLICY,
+                decision="deadline",
+            )
             self.src.abort_job(self.uuid)
 
 
@@ -476,8 +554,11 @@ def settle(migration, src, dst, error=None, aborted=None, last_stats=None, creat
         if on_source == "shutoff":
             # The domain was copied but the source definition stayed (flag
             # refused?): the VM runs on the target, which is what was asked.
-            note(migration, f"The source still has a (shut off) definition of {migration.domain_name}; "
-                            "remove it once you have checked the target.")
+            note(
+                migration,
+                f"The source still has a (shut off) definition of {migration.domain_name}; "
+                "remove it once you have checked the target.",
+            )
         with contextlib.suppress(InvalidTransition):
             migration.set_phase(Phase.CLEANING_UP)
         finish_succeeded(migration, final_stats(migration, dst, src, last_stats))
@@ -505,7 +586,9 @@ def settle(migration, src, dst, error=None, aborted=None, last_stats=None, creat
             f"The migration did not converge within the policy's {policy.deadline_seconds} s and was "
             f"aborted: the guest changes its memory faster than it can be sent. {where} Try the 'Make it "
             "converge' policy, more bandwidth, or a cold migration.",
-            error.detail if error else "", "not_converging", measured,
+            error.detail if error else "",
+            "not_converging",
+            measured,
         )
     elif aborted == "target_lost" or on_target == "unknown":
         finish_failed(
@@ -513,13 +596,14 @@ def settle(migration, src, dst, error=None, aborted=None, last_stats=None, creat
             f"{migration.target_name} stopped answering during the migration (a network or host "
             f"failure), so the migration was abandoned. {where} Check {migration.target_name} and "
             "its network, then try again.",
-            error.detail if error else "", "target_unreachable", measured,
+            error.detail if error else "",
+            "target_unreachable",
+            measured,
         )
     elif error is not None:
         finish_failed(migration, f"{error.plain} {where}", error.detail, error.code or "", measured)
     else:
-        finish_failed(migration, f"The migration ended without moving the VM. {where}", code="unknown",
-                      stats=measured)
+        finish_failed(migration, f"The migration ended without moving the VM. {where}", code="unknown", stats=measured)
 
 
 def _state_or_unknown(conn, uuid, host):
@@ -546,10 +630,14 @@ def _where(migration, on_source, on_target):
     if on_source == "unknown":
         return f"{migration.source_name} does not answer, so where {migration.domain_name} runs is unknown."
     if on_target == "running":
-        return (f"{migration.domain_name} runs on {migration.target_name} but is not defined there "
-                "persistently yet: check it.")
-    return (f"{migration.domain_name} is {on_source or 'not defined'} on {migration.source_name} and "
-            f"{on_target or 'not defined'} on {migration.target_name}.")
+        return (
+            f"{migration.domain_name} runs on {migration.target_name} but is not defined there "
+            "persistently yet: check it."
+        )
+    return (
+        f"{migration.domain_name} is {on_source or 'not defined'} on {migration.source_name} and "
+        f"{on_target or 'not defined'} on {migration.target_name}."
+    )
 
 
 def final_stats(migration, dst, src, last_stats):
@@ -702,10 +790,16 @@ class ColdMigration:
         if not self.m.force_off:
             raise Abort(
                 f"{self.m.domain_name} did not shut down within {self.m.shutdown_timeout} s. Nothing was "
-                "copied. Shut it down from inside the guest, allow more time, or choose to force it off."
-            , code="shutdown_timeout")
-        note(self.m, f"{self.m.domain_name} did not shut down within {self.m.shutdown_timeout} s: "
-                     "powering it off, as the request allowed.", AuditAction.POLICY, decision="force_off")
+                "copied. Shut it down from inside the guest, allow more time, or choose to force it off.",
+                code="shutdown_timeout",
+            )
+        note(
+            self.m,
+            f"{self.m.domain_name} did not shut down within {self.m.shutdown_timeout} s: "
+            "powering it off, as the request allowed.",
+            AuditAction.POLICY,
+            decision="force_off",
+        )
         self.src.destroy(self.uuid)
         self.wait_state(self.src, "shutoff", 30, "power off")
 
@@ -720,8 +814,11 @@ class ColdMigration:
     def check_shared(self, dom):
         for disk in dom.info.disks:
             if disk.device == "disk" and disk.path and self.dst.volume_by_path(disk.path) is None:
-                raise Abort(f"{disk.path} is not visible on {self.m.target_name}: the shared storage is not "
-                            "mounted there. Mount it, or copy the disks.", code="storage")
+                raise Abort(
+                    f"{disk.path} is not visible on {self.m.target_name}: the shared storage is not "
+                    "mounted there. Mount it, or copy the disks.",
+                    code="storage",
+                )
 
     def copy_disks(self, dom):
         self.m.set_phase(Phase.COPYING_DISK)
@@ -772,20 +869,22 @@ class ColdMigration:
         elapsed = time.monotonic() - t0
         speed = done / elapsed if elapsed > 0 else 0
         remaining = max(total - done, 0)
-        self.m.save_progress({
-            "percent": round(min(100.0, 100.0 * done / total), 1) if total else 100.0,
-            "data_total": total,
-            "data_processed": done,
-            "data_remaining": remaining,
-            "disk_total": total,
-            "disk_processed": done,
-            "disk_remaining": remaining,
-            "speed_bps": int(speed),
-            "eta_seconds": round(remaining / speed, 1) if speed else None,
-            "elapsed": round(elapsed, 1),
-            "sampled_at": time.time(),
-            "created_volumes": self.created_volumes,
-        })
+        self.m.save_progress(
+            {
+                "percent": round(min(100.0, 100.0 * done / total), 1) if total else 100.0,
+                "data_total": total,
+                "data_processed": done,
+                "data_remaining": remaining,
+                "disk_total": total,
+                "disk_processed": done,
+                "disk_remaining": remaining,
+                "speed_bps": int(speed),
+                "eta_seconds": round(remaining / speed, 1) if speed else None,
+                "elapsed": round(elapsed, 1),
+                "sampled_at": time.time(),
+                "created_volumes": self.created_volumes,
+            }
+        )
         events.publish_migration(self.m, dashboard=False)
 
     def verify(self, paths):
@@ -827,8 +926,10 @@ class ColdMigration:
                 else:
                     restarted = f" {self.m.domain_name} is still running on {self.m.source_name}."
             except HostError as e:
-                restarted = (f" {self.m.domain_name} could not be started again on {self.m.source_name}: "
-                             f"{e.plain} Start it by hand.")
+                restarted = (
+                    f" {self.m.domain_name} could not be started again on {self.m.source_name}: "
+                    f"{e.plain} Start it by hand."
+                )
         else:
             restarted = f" {self.m.domain_name} is still on {self.m.source_name}."
         if isinstance(error, Cancelled):
@@ -860,7 +961,7 @@ class BlockDigest:
         self.buffer += value
         usable = len(self.buffer) - len(self.buffer) % BLOCK
         for start in range(0, usable, BLOCK):
-            self._block(bytes(self.buffer[start:start + BLOCK]))
+            self._block(bytes(self.buffer[start : start + BLOCK]))
         del self.buffer[:usable]
 
     def _flush_zeros(self, length):
@@ -911,13 +1012,16 @@ def reconcile(migration):
     if migration.status == Status.QUEUED:
         return "queued: left to the queue"
     if migration.status == Status.CHECKING:
-        finish_failed(migration, "The worker stopped during the pre-flight checks; nothing was changed.",
-                      code="worker_died")
+        finish_failed(
+            migration, "The worker stopped during the pre-flight checks; nothing was changed.", code="worker_died"
+        )
         audit(migration, AuditAction.RECONCILED, "Reconciled: the worker had stopped during the checks.")
         return "failed (checks interrupted)"
     try:
-        with libvirt_client.open_host(migration.source.uri) as src, \
-                libvirt_client.open_host(migration.target.uri) as dst:
+        with (
+            libvirt_client.open_host(migration.source.uri) as src,
+            libvirt_client.open_host(migration.target.uri) as dst,
+        ):
             if migration.mode == Mode.LIVE:
                 return _reconcile_live(migration, src, dst)
             return _reconcile_cold(migration, src, dst)
@@ -931,16 +1035,23 @@ def _reconcile_live(migration, src, dst):
     uuid = str(migration.domain_uuid)
     if src.job_stats(uuid).active:
         # libvirtd still drives it (peer-to-peer): govern it until it ends.
-        audit(migration, AuditAction.RECONCILED,
-              f"Reconciled: the worker had stopped, but {migration.source_name} is still migrating "
-              f"{migration.domain_name}; a worker took it over.")
+        audit(
+            migration,
+            AuditAction.RECONCILED,
+            f"Reconciled: the worker had stopped, but {migration.source_name} is still migrating "
+            f"{migration.domain_name}; a worker took it over.",
+        )
         note(migration, "A worker took over this migration after the one that started it stopped.")
         adopt(migration, src, dst)
         return "adopted (still migrating)"
     settle(migration, src, dst, created_volumes=(migration.progress or {}).get("created_volumes", []))
     migration.refresh_from_db()
-    audit(migration, AuditAction.RECONCILED,
-          f"Reconciled after the worker stopped: {migration.status}.", outcome=migration.status)
+    audit(
+        migration,
+        AuditAction.RECONCILED,
+        f"Reconciled after the worker stopped: {migration.status}.",
+        outcome=migration.status,
+    )
     return migration.status
 
 
@@ -951,8 +1062,14 @@ def adopt(migration, src, dst):
         governor.step()
         heartbeat(migration)
         time.sleep(SAMPLE_INTERVAL)
-    settle(migration, src, dst, aborted=governor.aborted, last_stats=governor.last_stats,
-           created_volumes=(migration.progress or {}).get("created_volumes", []))
+    settle(
+        migration,
+        src,
+        dst,
+        aborted=governor.aborted,
+        last_stats=governor.last_stats,
+        created_volumes=(migration.progress or {}).get("created_volumes", []),
+    )
 
 
 def _reconcile_cold(migration, src, dst):
@@ -973,11 +1090,18 @@ def _reconcile_cold(migration, src, dst):
             with contextlib.suppress(HostError):
                 src.start(uuid)
                 restarted = f" {migration.domain_name} was started again on {migration.source_name}."
-        finish_failed(migration, "The worker stopped in the middle of the cold migration; the partial copy "
-                                 f"was removed.{restarted}", code="worker_died")
+        finish_failed(
+            migration,
+            f"The worker stopped in the middle of the cold migration; the partial copy was removed.{restarted}",
+            code="worker_died",
+        )
     migration.refresh_from_db()
-    audit(migration, AuditAction.RECONCILED,
-          f"Reconciled after the worker stopped: {migration.status}.", outcome=migration.status)
+    audit(
+        migration,
+        AuditAction.RECONCILED,
+        f"Reconciled after the worker stopped: {migration.status}.",
+        outcome=migration.status,
+    )
     return migration.status
 
 
@@ -989,5 +1113,3 @@ def reconcile_all(force=False):
         if force or is_orphaned(migration):
             results.append((migration.pk, reconcile(migration)))
     return results
-
-

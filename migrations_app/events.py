@@ -34,9 +34,7 @@ def publish_migration(migration, dashboard=True):
             migration_group(migration.pk), {"type": "migration.update", "migration": payload}
         )
         if dashboard:
-            async_to_sync(layer.group_send)(
-                DASHBOARD_GROUP, {"type": "dashboard.update", "migration": payload}
-            )
+            async_to_sync(layer.group_send)(DASHBOARD_GROUP, {"type": "dashboard.update", "migration": payload})
     except Exception as e:
         log.warning("could not publish migration %s: %s", migration.pk, e)
 

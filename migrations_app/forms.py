@@ -32,26 +32,43 @@ class DomainChoiceField(forms.ModelChoiceField):
 
 
 class MigrationForm(forms.Form):
-    domain = DomainChoiceField(queryset=Domain.objects.select_related("host").order_by("name", "id"),
-                               label="Virtual machine")
-    target_host = HostChoiceField(queryset=Host.objects.order_by("name"), label="Target host",
-                                  empty_label="Choose a host…")
+    domain = DomainChoiceField(
+        queryset=Domain.objects.select_related("host").order_by("name", "id"), label="Virtual machine"
+    )
+    target_host = HostChoiceField(
+        queryset=Host.objects.order_by("name"), label="Target host", empty_label="Choose a host…"
+    )
     mode = forms.ChoiceField(choices=Mode.choices, initial=Mode.LIVE, widget=forms.RadioSelect)
-    storage = forms.ChoiceField(choices=StorageMode.choices, initial=StorageMode.SHARED,
-                                widget=forms.RadioSelect)
+    storage = forms.ChoiceField(choices=StorageMode.choices, initial=StorageMode.SHARED, widget=forms.RadioSelect)
     target_pool = forms.ChoiceField(required=False, label="Target pool (to copy the disks into)")
-    policy = forms.ChoiceField(choices=policy_choices, initial=DEFAULT_POLICY, widget=forms.RadioSelect,
-                               label="If memory changes faster than it can be sent")
+    policy = forms.ChoiceField(
+        choices=policy_choices,
+        initial=DEFAULT_POLICY,
+        widget=forms.RadioSelect,
+        label="If memory changes faster than it can be sent",
+    )
     bandwidth_mib = forms.IntegerField(
-        required=False, min_value=1, label="Bandwidth limit (MiB/s)",
-        help_text="Empty for no limit.", widget=forms.NumberInput(attrs={"placeholder": "no limit"}))
+        required=False,
+        min_value=1,
+        label="Bandwidth limit (MiB/s)",
+        help_text="Empty for no limit.",
+        widget=forms.NumberInput(attrs={"placeholder": "no limit"}),
+    )
     shutdown_timeout = forms.IntegerField(
-        min_value=5, max_value=3600, initial=120, label="Wait for a clean shutdown (seconds)")
+        min_value=5, max_value=3600, initial=120, label="Wait for a clean shutdown (seconds)"
+    )
     force_off = forms.TypedChoiceField(
-        choices=FORCE_OFF_CHOICES, coerce=bool, empty_value=False, initial="", required=False,
-        widget=forms.RadioSelect, label="If it does not shut down in time")
+        choices=FORCE_OFF_CHOICES,
+        coerce=bool,
+        empty_value=False,
+        initial="",
+        required=False,
+        widget=forms.RadioSelect,
+        label="If it does not shut down in time",
+    )
     delete_source_volumes = forms.BooleanField(
-        required=False, label="Delete the source disks once the copy is verified")
+        required=False, label="Delete the source disks once the copy is verified"
+    )
 
     def __init__(self, *args, domain=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,9 +80,7 @@ class MigrationForm(forms.Form):
         # Pools grouped by host; the page shows only the chosen target's, and
         # clean() checks the pool really is on the target.
         groups = {}
-        for pool in StoragePool.objects.select_related("host").filter(active=True).order_by(
-            "host__name", "name"
-        ):
+        for pool in StoragePool.objects.select_related("host").filter(active=True).order_by("host__name", "name"):
             groups.setdefault(pool.host.name, []).append((pool.name, f"{pool.name} ({pool.type})"))
         self.fields["target_pool"].choices = [("", "—")] + list(groups.items())
         self.fields["policy"].widget.choices = [
@@ -108,19 +123,22 @@ class MigrationForm(forms.Form):
         data = self.cleaned_data
         domain, target = data["domain"], data["target_host"]
         if data["mode"] == Mode.COLD:
-            text = (f"{domain.name} will be shut down on {domain.host.name}, its disks copied "
-                    f"and its definition moved to {target.name}")
+            text = (
+                f"{domain.name} will be shut down on {domain.host.name}, its disks copied "
+                f"and its definition moved to {target.name}"
+            )
             if domain.is_running:
                 text += ", then started there"
             text += ". It is unavailable until then."
             if data["force_off"]:
-                text += (f" If it has not shut down after {data['shutdown_timeout']} s it will be "
-                         "powered off.")
+                text += f" If it has not shut down after {data['shutdown_timeout']} s it will be powered off."
             if data["delete_source_volumes"]:
                 text += " The source disks are deleted once the copy is verified."
         else:
-            text = (f"{domain.name} will move from {domain.host.name} to {target.name} while it "
-                    "keeps running; it pauses only for the final switch-over.")
+            text = (
+                f"{domain.name} will move from {domain.host.name} to {target.name} while it "
+                "keeps running; it pauses only for the final switch-over."
+            )
         return text
 
 

@@ -25,8 +25,11 @@ def run_migration(pk):
         if migration.phase != Phase.WAITING:
             Migration.objects.filter(pk=pk, status=Status.QUEUED).update(phase=Phase.WAITING)
             migration.phase = Phase.WAITING
-            engine.note(migration, f"Waiting: {migration.source_name} or {migration.target_name} already "
-                                   "runs as many migrations as allowed.")
+            engine.note(
+                migration,
+                f"Waiting: {migration.source_name} or {migration.target_name} already "
+                "runs as many migrations as allowed.",
+            )
         django_rq.get_queue("migrations").enqueue_in(
             timedelta(seconds=SLOT_RETRY_SECONDS), run_migration, pk, job_id=f"migration-{pk}-retry"
         )

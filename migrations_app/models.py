@@ -74,32 +74,20 @@ class Migration(models.Model):
     )
     domain_name = models.CharField(max_length=255)
     domain_uuid = models.UUIDField(db_index=True)
-    source = models.ForeignKey(
-        "hosts.Host", null=True, on_delete=models.SET_NULL, related_name="outgoing_migrations"
-    )
+    source = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="outgoing_migrations")
     source_name = models.CharField(max_length=63)
-    target = models.ForeignKey(
-        "hosts.Host", null=True, on_delete=models.SET_NULL, related_name="incoming_migrations"
-    )
+    target = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="incoming_migrations")
     target_name = models.CharField(max_length=63)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     requested_by_name = models.CharField(max_length=150, blank=True)
 
     mode = models.CharField(max_length=4, choices=Mode.choices)
     storage = models.CharField(max_length=6, choices=StorageMode.choices, default=StorageMode.SHARED)
     target_pool = models.CharField(max_length=255, blank=True, help_text="For copied disks.")
     policy = models.CharField(max_length=32, default="default")
-    bandwidth_mib = models.PositiveIntegerField(
-        null=True, blank=True, help_text="MiB/s; empty for no limit."
-    )
-    shutdown_timeout = models.PositiveIntegerField(
-        default=120, help_text="Cold: seconds to wait for a clean shutdown."
-    )
-    force_off = models.BooleanField(
-        default=False, help_text="Cold: power the VM off if it does not shut down in time."
-    )
+    bandwidth_mib = models.PositiveIntegerField(null=True, blank=True, help_text="MiB/s; empty for no limit.")
+    shutdown_timeout = models.PositiveIntegerField(default=120, help_text="Cold: seconds to wait for a clean shutdown.")
+    force_off = models.BooleanField(default=False, help_text="Cold: power the VM off if it does not shut down in time.")
     delete_source_volumes = models.BooleanField(
         default=False, help_text="Cold and copy: delete the source disks once the copy is verified."
     )
@@ -173,9 +161,7 @@ class Migration(models.Model):
         self._transition([Status.QUEUED], status=Status.CHECKING, phase=Phase.CHECKING)
 
     def start(self):
-        self._transition(
-            [Status.CHECKING], status=Status.RUNNING, phase=Phase.PREPARING, started_at=timezone.now()
-        )
+        self._transition([Status.CHECKING], status=Status.RUNNING, phase=Phase.PREPARING, started_at=timezone.now())
 
     def set_phase(self, phase):
         self._transition([Status.RUNNING], phase=phase)
@@ -296,9 +282,7 @@ class AuditEntry(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     username = models.CharField(max_length=150, blank=True)
     action = models.CharField(max_length=12, choices=AuditAction.choices)
-    migration = models.ForeignKey(
-        Migration, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit"
-    )
+    migration = models.ForeignKey(Migration, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit")
     domain_name = models.CharField(max_length=255, blank=True)
     source_name = models.CharField(max_length=63, blank=True)
     target_name = models.CharField(max_length=63, blank=True)

@@ -30,11 +30,37 @@ class MigrationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Migration
         fields = [
-            "id", "domain", "domain_name", "domain_uuid", "source_host", "source_name",
-            "target_host", "target_name", "requested_by", "mode", "storage", "target_pool",
-            "policy", "bandwidth_mib", "shutdown_timeout", "force_off", "delete_source_volumes",
-            "status", "phase", "was_running", "flags", "checks", "progress", "stats", "events",
-            "error", "error_detail", "error_code", "cancel_requested", "created_at", "started_at",
+            "id",
+            "domain",
+            "domain_name",
+            "domain_uuid",
+            "source_host",
+            "source_name",
+            "target_host",
+            "target_name",
+            "requested_by",
+            "mode",
+            "storage",
+            "target_pool",
+            "policy",
+            "bandwidth_mib",
+            "shutdown_timeout",
+            "force_off",
+            "delete_source_volumes",
+            "status",
+            "phase",
+            "was_running",
+            "flags",
+            "checks",
+            "progress",
+            "stats",
+            "events",
+            "error",
+            "error_detail",
+            "error_code",
+            "cancel_requested",
+            "created_at",
+            "started_at",
             "finished_at",
         ]
         read_only_fields = fields
@@ -43,6 +69,17 @@ class MigrationSerializer(serializers.ModelSerializer):
 class AuditEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEntry
-        fields = ["id", "at", "username", "action", "migration", "domain_name", "source_name",
-                  "target_name", "outcome", "message", "data"]
+        fields = [
+            "id",
+            "at",
+            "username",
+            "action",
+            "migration",
+            "domain_name",
+            "source_name",
+            "target_name",
+            "outcome",
+            "message",
+            "data",
+        ]
         read_only_fields = fields

@@ -61,8 +61,9 @@ def validate(req):
             f"There is no policy {req.policy!r}. Choose one of: {', '.join(POLICIES)}.", field="policy"
         )
     if req.bandwidth_mib is not None and req.bandwidth_mib < 1:
-        raise MigrationRefused("The bandwidth limit must be at least 1 MiB/s, or empty for none.",
-                               field="bandwidth_mib")
+        raise MigrationRefused(
+            "The bandwidth limit must be at least 1 MiB/s, or empty for none.", field="bandwidth_mib"
+        )
     for role, host, field in (("source", domain.host, None), ("target", target, "target_host")):
         if host.status != HostStatus.ONLINE:
             raise MigrationRefused(

@@ -122,8 +122,7 @@ def stat_rows(stats):
 
 def _require_operator(request):
     if not is_operator(request.user):
-        raise PermissionDenied("Only operators may migrate. Ask an administrator to add you to "
-                               "the 'operators' group.")
+        raise PermissionDenied("Only operators may migrate. Ask an administrator to add you to the 'operators' group.")
 
 
 @require_http_methods(["GET", "POST"])
@@ -146,8 +145,9 @@ def migration_new(request):
                     checks = [r.as_dict() for r in services.dry_run(request.user, req)]
                 elif request.POST.get("confirmed") == "1":
                     migration = services.request_migration(request.user, req)
-                    messages.success(request, f"Migration of {migration.domain_name} to "
-                                              f"{migration.target_name} queued.")
+                    messages.success(
+                        request, f"Migration of {migration.domain_name} to {migration.target_name} queued."
+                    )
                     return redirect(migration)
                 else:
                     services.validate(req)
@@ -214,7 +214,8 @@ def migration_cancel(request, pk):
         else:
             messages.success(
                 request,
-                "Cancelled before it started." if outcome == "cancelled"
+                "Cancelled before it started."
+                if outcome == "cancelled"
                 else f"Cancel requested: {migration.domain_name} stays on {migration.source_name}.",
             )
         return redirect(migration)
@@ -234,8 +235,7 @@ def migration_list(request):
     return render(
         request,
         "migrations_app/migration_list.html",
-        {"status": status, "domain": domain, "statuses": Status.choices,
-         **paginate(request, migrations, 50)},
+        {"status": status, "domain": domain, "statuses": Status.choices, **paginate(request, migrations, 50)},
     )
 
 
@@ -257,8 +257,11 @@ def _audit_entries(request):
 
 def audit_list(request):
     form, entries = _audit_entries(request)
-    return render(request, "migrations_app/audit_list.html",
-                  {"form": form, **paginate(request, entries.select_related("migration"), 50)})
+    return render(
+        request,
+        "migrations_app/audit_list.html",
+        {"form": form, **paginate(request, entries.select_related("migration"), 50)},
+    )
 
 
 # Characters that make a spreadsheet treat a cell as a formula (OWASP's list).
@@ -277,8 +280,7 @@ class _Echo:
         return value
 
 
-AUDIT_CSV_COLUMNS = ["at", "user", "action", "outcome", "domain", "source", "target", "migration",
-                     "message"]
+AUDIT_CSV_COLUMNS = ["at", "user", "action", "outcome", "domain", "source", "target", "migration", "message"]
 
 
 def audit_export(request):
@@ -288,12 +290,26 @@ def audit_export(request):
     def rows():
         yield writer.writerow(AUDIT_CSV_COLUMNS)
         for e in entries.iterator(chunk_size=500):
-            yield writer.writerow([csv_safe(v) for v in (
-                e.at.isoformat(), e.username or "system", e.action, e.outcome, e.domain_name,
-                e.source_name, e.target_name, e.migration_id or "", e.message)])
+            yield writer.writerow(
+                [
+                    csv_safe(v)
+                    for v in (
+                        e.at.isoformat(),
+                        e.username or "system",
+                        e.action,
+                        e.outcome,
+                        e.domain_name,
+                        e.source_name,
+                        e.target_name,
+                        e.migration_id or "",
+                        e.message,
+                    )
+                ]
+            )
 
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     return StreamingHttpResponse(
-        rows(), content_type="text/csv; charset=utf-8",
+        rows(),
+        content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="kvmweb-audit-{stamp}.csv"'},
     )

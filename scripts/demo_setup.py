@@ -47,16 +47,20 @@ def ensure_admin():
             say(f"admin user: created '{ADMIN}' with the password from KVMWEB_ADMIN_PASSWORD")
         else:
             say(f"admin user: created '{ADMIN}', password: {password}")
-            say("            (shown only this once; change it with "
-                f"`.venv/bin/python manage.py changepassword {ADMIN}`)")
+            say(
+                "            (shown only this once; change it with "
+                f"`.venv/bin/python manage.py changepassword {ADMIN}`)"
+            )
         return
     if wanted and not user.check_password(wanted):
         user.set_password(wanted)
         user.save(update_fields=["password"])
         say(f"admin user: '{ADMIN}' exists; its password was set from KVMWEB_ADMIN_PASSWORD")
         return
-    say(f"admin user: '{ADMIN}' exists; its password is unchanged "
-        f"(forgotten? `.venv/bin/python manage.py changepassword {ADMIN}`)")
+    say(
+        f"admin user: '{ADMIN}' exists; its password is unchanged "
+        f"(forgotten? `.venv/bin/python manage.py changepassword {ADMIN}`)"
+    )
 
 
 def register(name, uri):

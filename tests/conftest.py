@@ -32,9 +32,7 @@ def _use_test_redis(redis_url):
     # Settings are read when queues and channel layers are created, so the
     # test session's Redis is in place before any of them exist.
     settings.REDIS_URL = redis_url
-    settings.RQ_QUEUES = {
-        name: {**conf, "URL": redis_url} for name, conf in settings.RQ_QUEUES.items()
-    }
+    settings.RQ_QUEUES = {name: {**conf, "URL": redis_url} for name, conf in settings.RQ_QUEUES.items()}
     settings.CHANNEL_LAYERS = kvmweb_settings.channel_layers(redis_url)
     settings.KVMWEB_SYNC_INTERVAL = 0
     # Hashing test users' passwords properly costs a third of a second each.

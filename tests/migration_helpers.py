@@ -80,7 +80,8 @@ def wait_transferring(pk, timeout=60):
 
 def ticks_carry_on(lab, name, before, timeout=30):
     """The guest keeps ticking after the move and its uptime never went back."""
-    after = wait_for(lambda: (t := lab.last_tick(name)) and t[0] > before[0] + 1 and t,
-                     timeout, what=f"{name} to tick again")
+    after = wait_for(
+        lambda: (t := lab.last_tick(name)) and t[0] > before[0] + 1 and t, timeout, what=f"{name} to tick again"
+    )
     assert after[1] > before[1], f"uptime went back: {before} -> {after}"
     return after

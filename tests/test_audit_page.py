@@ -12,10 +12,17 @@ from migrations_app.views import csv_safe
 pytestmark = pytest.mark.django_db
 
 
-def entry(action, message, at, username="oscar", domain="web1", source="kvm01", target="kvm02",
-          outcome=""):
-    e = AuditEntry(action=action, message=message, at=at, username=username, domain_name=domain,
-                   source_name=source, target_name=target, outcome=outcome)
+def entry(action, message, at, username="oscar", domain="web1", source="kvm01", target="kvm02", outcome=""):
+    e = AuditEntry(
+        action=action,
+        message=message,
+        at=at,
+        username=username,
+        domain_name=domain,
+        source_name=source,
+        target_name=target,
+        outcome=outcome,
+    )
     e.save()
     return e
 
@@ -24,12 +31,33 @@ def entry(action, message, at, username="oscar", domain="web1", source="kvm01", 
 def log():
     return [
         entry("request", "oscar asked for a live migration of web1.", datetime(2026, 3, 1, 9, tzinfo=UTC)),
-        entry("succeeded", "web1 is now on kvm02.", datetime(2026, 3, 1, 9, 5, tzinfo=UTC),
-              username="", outcome="succeeded"),
-        entry("check", "Pre-flight checks for db1: fail.", datetime(2026, 3, 2, 8, tzinfo=UTC),
-              username="alice", domain="db1", source="kvm03", target="kvm01", outcome="fail"),
-        entry("failed", "=HYPERLINK(\"http://evil.example\",\"click\")", datetime(2026, 3, 3, 8, tzinfo=UTC),
-              username="@mallory", domain="-db2", source="kvm02", target="kvm03", outcome="failed"),
+        entry(
+            "succeeded",
+            "web1 is now on kvm02.",
+            datetime(2026, 3, 1, 9, 5, tzinfo=UTC),
+            username="",
+            outcome="succeeded",
+        ),
+        entry(
+            "check",
+            "Pre-flight checks for db1: fail.",
+            datetime(2026, 3, 2, 8, tzinfo=UTC),
+            username="alice",
+            domain="db1",
+            source="kvm03",
+            target="kvm01",
+            outcome="fail",
+        ),
+        entry(
+            "failed",
+            '=HYPERLINK("http://evil.example","click")',
+            datetime(2026, 3, 3, 8, tzinfo=UTC),
+            username="@mallory",
+            domain="-db2",
+            source="kvm02",
+            target="kvm03",
+            outcome="failed",
+        ),
     ]
 
 
@@ -42,14 +70,17 @@ def test_the_log_is_newest_first(client, viewer, log):
     assert "system" in page  # the worker's entries have no user
 
 
-@pytest.mark.parametrize("query, shown, hidden", [
-    ("domain=web1", ["web1 is now on kvm02."], ["db1: fail"]),
-    ("host=kvm03", ["db1: fail", "HYPERLINK"], ["web1 is now on kvm02."]),
-    ("user=alice", ["db1: fail"], ["web1 is now on kvm02."]),
-    ("action=request", ["asked for a live migration"], ["web1 is now on kvm02."]),
-    ("outcome=fail", ["db1: fail"], ["HYPERLINK", "web1 is now"]),
-    ("since=2026-03-02&until=2026-03-02", ["db1: fail"], ["web1 is now", "HYPERLINK"]),
-])
+@pytest.mark.parametrize(
+    "query, shown, hidden",
+    [
+        ("domain=web1", ["web1 is now on kvm02."], ["db1: fail"]),
+        ("host=kvm03", ["db1: fail", "HYPERLINK"], ["web1 is now on kvm02."]),
+        ("user=alice", ["db1: fail"], ["web1 is now on kvm02."]),
+        ("action=request", ["asked for a live migration"], ["web1 is now on kvm02."]),
+        ("outcome=fail", ["db1: fail"], ["HYPERLINK", "web1 is now"]),
+        ("since=2026-03-02&until=2026-03-02", ["db1: fail"], ["web1 is now", "HYPERLINK"]),
+    ],
+)
 def test_the_log_filters(client, viewer, log, query, shown, hidden):
     client.force_login(viewer)
     page = client.get("/audit/?" + query).content.decode()
@@ -106,17 +137,28 @@ def test_the_csv_export_cannot_smuggle_formulas(client, viewer, log):
     client.force_login(viewer)
     table = read_csv(client.get("/audit/export.csv?outcome=failed"))
     row = dict(zip(table[0], table[1], strict=True))
-    assert row["message"] == "'=HYPERLINK(\"http://evil.example\",\"click\")"
+    assert row["message"] == '\'=HYPERLINK("http://evil.example","click")'
     assert row["user"] == "'@mallory"
     assert row["domain"] == "'-db2"
     for cell in table[1]:
         assert not cell.startswith(("=", "+", "-", "@")), cell
 
 
-@pytest.mark.parametrize("value, safe", [
-    ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"),
-    ("plain", "plain"), ("a=b", "a=b"), ("", ""), (None, ""), (42, "42"),
-])
+@pytest.mark.parametrize(
+    "value, safe",
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("plain", "plain"),
+        ("a=b", "a=b"),
+        ("", ""),
+        (None, ""),
+        (42, "42"),
+    ],
+)
 def test_csv_cells_that_look_like_formulas_are_quoted(value, safe):
     assert csv_safe(value) == safe
 

@@ -24,8 +24,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.lab]
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("KVMWEB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PASSWORD = "pw-browser-operator"
 
 
@@ -50,29 +58,57 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def manage(self, *args, timeout=120):
-        proc = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if proc.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed: {proc.stderr or proc.stdout}")
         return proc.stdout
 
     def spawn(self, name, cmd):
         log = open(self.dir / f"{name}.log", "w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append((name, proc))
         return proc
 
     def start(self, lab):
         self.manage("migrate", "--noinput")
-        self.manage("shell", "-c", (
-            "from django.contrib.auth.models import Group, User;"
-            f"u = User.objects.create_user('oscar', 'oscar@example.com', '{PASSWORD}');"
-            "u.groups.add(Group.objects.get(name='operators'))"))
+        self.manage(
+            "shell",
+            "-c",
+            (
+                "from django.contrib.auth.models import Group, User;"
+                f"u = User.objects.create_user('oscar', 'oscar@example.com', '{PASSWORD}');"
+                "u.groups.add(Group.objects.get(name='operators'))"
+            ),
+        )
         for host in lab.hosts:
             self.manage("register_host", host, lab.uri(host))
-        daphne = self.spawn("daphne", [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1",
-                                       "-p", str(self.port), "kvmweb.asgi:application"])
+        daphne = self.spawn(
+            "daphne",
+            [
+                str(Path(sys.executable).parent / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "kvmweb.asgi:application",
+            ],
+        )
         self.spawn("worker", [sys.executable, "manage.py", "rqworker", "migrations", "default"])
         wait_port(self.port, daphne, "daphne", timeout=60)
 
@@ -224,8 +260,9 @@ def test_a_live_migration_started_from_the_form_shows_progress_until_it_succeeds
     assert lab.where(name) == ["kvm02"]
 
     dashboard.locator("#live-migrations [data-bind=moved] li", has_text=f"{name} now runs on kvm02").wait_for()
-    dashboard.wait_for_function("([el, before]) => el.textContent !== before",
-                                arg=[kvm02_vms.element_handle(), kvm02_before])
+    dashboard.wait_for_function(
+        "([el, before]) => el.textContent !== before", arg=[kvm02_vms.element_handle(), kvm02_before]
+    )
     assert "Succeeded" in dashboard.locator("#running-migrations").inner_text()
     assert dashboard.evaluate("window.__sameDocument") is True
     dashboard.bring_to_front()
@@ -240,8 +277,10 @@ def test_a_live_migration_cancelled_midway_stays_on_the_source(page, stack, lab,
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if (page.locator("[data-bind=status]").inner_text().lower() == "running"
-                and int(page.locator("[data-bind=percent]").inner_text()) > 0):
+        if (
+            page.locator("[data-bind=status]").inner_text().lower() == "running"
+            and int(page.locator("[data-bind=percent]").inner_text()) > 0
+        ):
             break
         time.sleep(0.2)
     else:

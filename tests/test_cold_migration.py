@@ -25,12 +25,18 @@ def volume_names(lab, host, pool="local"):
         return {v.name() for v in p.listAllVolumes()}
 
 
-def test_a_running_guest_is_shut_down_copied_verified_and_started_on_the_target(
-    api, operator, lab, lab_guest, hosts
-):
+def test_a_running_guest_is_shut_down_copied_verified_and_started_on_the_target(api, operator, lab, lab_guest, hosts):
     name = lab_guest("kvm01", disk="local")
-    response = request(api, operator, domain(name), hosts["kvm02"], mode="cold", storage="copy",
-                       target_pool="local", delete_source_volumes=True)
+    response = request(
+        api,
+        operator,
+        domain(name),
+        hosts["kvm02"],
+        mode="cold",
+        storage="copy",
+        target_pool="local",
+        delete_source_volumes=True,
+    )
     assert response.status_code == 201, response.content
 
     migration = run(response.json()["id"])
@@ -43,8 +49,10 @@ def test_a_running_guest_is_shut_down_copied_verified_and_started_on_the_target(
     assert f"{name}.qcow2" in volume_names(lab, "kvm02")
     assert f"{name}.qcow2" not in volume_names(lab, "kvm01")  # deleted, as asked
     messages = [e["message"] for e in migration.events]
-    order = [next(i for i, m in enumerate(messages) if m.startswith(prefix))
-             for prefix in ("Asking", "Copying", "Verified", "Defined", "Started", "Removed")]
+    order = [
+        next(i for i, m in enumerate(messages) if m.startswith(prefix))
+        for prefix in ("Asking", "Copying", "Verified", "Defined", "Started", "Removed")
+    ]
     assert order == sorted(order), messages
     # A clean ACPI shutdown, not a forced power-off.
     assert not any("powering it off" in m for m in messages)
@@ -62,9 +70,7 @@ def test_a_shut_off_guest_on_shared_storage_is_redefined_on_the_target(api, oper
     assert domain(name, host="kvm02").host.name == "kvm02"
 
 
-def test_a_copy_damaged_on_the_target_leaves_the_source_untouched(
-    api, operator, lab, lab_guest, hosts, monkeypatch
-):
+def test_a_copy_damaged_on_the_target_leaves_the_source_untouched(api, operator, lab, lab_guest, hosts, monkeypatch):
     name = lab_guest("kvm01", disk="local")
 
     def damage(cold):
@@ -77,8 +83,16 @@ def test_a_copy_damaged_on_the_target_leaves_the_source_untouched(
             stream.finish()
 
     monkeypatch.setattr(engine, "after_copy", damage)
-    response = request(api, operator, domain(name), hosts["kvm02"], mode="cold", storage="copy",
-                       target_pool="local", delete_source_volumes=True)
+    response = request(
+        api,
+        operator,
+        domain(name),
+        hosts["kvm02"],
+        mode="cold",
+        storage="copy",
+        target_pool="local",
+        delete_source_volumes=True,
+    )
     migration = run(response.json()["id"])
 
     assert migration.status == "failed"
@@ -96,8 +110,7 @@ def test_a_target_that_dies_during_the_copy_leaves_the_guest_running_on_the_sour
 ):
     name = lab_guest("kvm01", disk="local")
     monkeypatch.setattr(engine, "after_copy", lambda cold: lab.stop_libvirtd("kvm02"))
-    response = request(api, operator, domain(name), hosts["kvm02"], mode="cold", storage="copy",
-                       target_pool="local")
+    response = request(api, operator, domain(name), hosts["kvm02"], mode="cold", storage="copy", target_pool="local")
     try:
         migration = run(response.json()["id"])
     finally:
@@ -126,8 +139,7 @@ def test_a_guest_that_will_not_shut_down_is_left_running_unless_forcing_was_chos
     assert f"{name} is still running on kvm01" in migration.error
     assert lab.where(name) == ["kvm01"]
 
-    response = request(api, operator, domain(name), hosts["kvm02"], mode="cold", shutdown_timeout=5,
-                       force_off=True)
+    response = request(api, operator, domain(name), hosts["kvm02"], mode="cold", shutdown_timeout=5, force_off=True)
     migration = run(response.json()["id"])
     assert migration.status == "succeeded", migration.error
     assert any("powering it off, as the request allowed" in e["message"] for e in migration.events)

@@ -29,9 +29,17 @@ def migration(tmp_path):
     sync_host(target)
     domain = source.domains.order_by("name").first()
     return Migration.objects.create(
-        domain=domain, domain_name=domain.name, domain_uuid=domain.uuid, source=source,
-        source_name=source.name, target=target, target_name=target.name, mode="live",
-        status="running", phase="transferring_memory", started_at=None,
+        domain=domain,
+        domain_name=domain.name,
+        domain_uuid=domain.uuid,
+        source=source,
+        source_name=source.name,
+        target=target,
+        target_name=target.name,
+        mode="live",
+        status="running",
+        phase="transferring_memory",
+        started_at=None,
     )
 
 
@@ -52,8 +60,15 @@ def run(scenario):
 
 def progress(n, total=100 * 2**20):
     done = n * 2**20
-    return {"percent": n, "data_total": total, "data_processed": done, "data_remaining": total - done,
-            "memory_remaining": total - done, "iteration": 1, "sampled_at": time.time()}
+    return {
+        "percent": n,
+        "data_total": total,
+        "data_processed": done,
+        "data_remaining": total - done,
+        "memory_remaining": total - done,
+        "iteration": 1,
+        "sampled_at": time.time(),
+    }
 
 
 async def publish(migration, **changes):
@@ -104,8 +119,9 @@ def test_a_socket_from_a_foreign_origin_is_refused(client, migration, viewer):
     cookie = cookie_for(client, viewer)
 
     async def scenario():
-        ws = WebsocketCommunicator(application, f"/ws/migrations/{migration.pk}/",
-                                   headers=[(b"origin", b"http://evil.example"), cookie])
+        ws = WebsocketCommunicator(
+            application, f"/ws/migrations/{migration.pk}/", headers=[(b"origin", b"http://evil.example"), cookie]
+        )
         connected, _ = await ws.connect()
         assert not connected
 
@@ -250,14 +266,12 @@ def test_the_dashboard_gets_running_migrations_then_their_changes(client, migrat
         # The engine then syncs both hosts and says the inventory changed.
         from hosts.models import Domain
 
-        await database_sync_to_async(
-            Domain.objects.filter(pk=migration.domain_id).update)(host=migration.target)
+        await database_sync_to_async(Domain.objects.filter(pk=migration.domain_id).update)(host=migration.target)
         await database_sync_to_async(events.publish_dashboard)("inventory", {"hosts": ["kvm01", "kvm02"]})
         hosts = await ws.receive_json_from(timeout=5)
         assert hosts["type"] == "dashboard.hosts"
         assert {h["name"]: h["domain_count"] for h in hosts["hosts"]} == {"kvm01": 1, "kvm02": 1}
-        assert any(m["type"] == "dashboard.migration" and m["migration"]["status"] == "succeeded"
-                   for m in got)
+        assert any(m["type"] == "dashboard.migration" and m["migration"]["status"] == "succeeded" for m in got)
         await ws.disconnect()
 
     run(scenario)

@@ -33,8 +33,9 @@ def test_an_unreachable_host_says_what_to_check():  # the article's error 1, at 
 
 
 def test_the_migration_port_blocked_on_the_target():  # the article's error 1, as it printed it
-    error = translate(libvirt_error("unable to connect to server at 'KVM-2:49152': No route to host",
-                                    libvirt.VIR_ERR_SYSTEM_ERROR))
+    error = translate(
+        libvirt_error("unable to connect to server at 'KVM-2:49152': No route to host", libvirt.VIR_ERR_SYSTEM_ERROR)
+    )
     assert isinstance(error, HostUnreachable)
     assert "ports 49152-49215" in error.plain
     assert error.detail == "unable to connect to server at 'KVM-2:49152': No route to host"
@@ -47,17 +48,20 @@ def test_storage_that_is_not_mounted():  # the article's error 2
 
 
 def test_a_target_name_resolving_to_localhost():  # the article's error 3
-    error = translate(libvirt_error(
-        "internal error hostname on destination resolved to localhost, but migration requires an FQDN"))
+    error = translate(
+        libvirt_error("internal error hostname on destination resolved to localhost, but migration requires an FQDN")
+    )
     assert "resolves to localhost" in error.plain
     assert "/etc/hosts or DNS" in error.plain
     assert error.code == "fqdn"
 
 
 def test_ssh_login_failure_points_at_the_key():
-    error = translate(libvirt_error(
-        "Cannot recv data: ssh: connect to host kvm02 port 22: Connection refused",
-        libvirt.VIR_ERR_SYSTEM_ERROR))
+    error = translate(
+        libvirt_error(
+            "Cannot recv data: ssh: connect to host kvm02 port 22: Connection refused", libvirt.VIR_ERR_SYSTEM_ERROR
+        )
+    )
     assert "SSH key" in error.plain and "secret-free login" in error.plain
 
 

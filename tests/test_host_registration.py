@@ -32,9 +32,7 @@ def test_a_malformed_uri_is_refused_with_what_is_wrong(api, operator, uri, says)
 
 def test_a_reachable_host_is_registered_and_read_at_once(api, operator, tmp_path):
     api.force_authenticate(operator)
-    response = api.post(
-        "/api/hosts/", {"name": "kvm01", "uri": write_host(tmp_path, "kvm01", count=2)}, format="json"
-    )
+    response = api.post("/api/hosts/", {"name": "kvm01", "uri": write_host(tmp_path, "kvm01", count=2)}, format="json")
     assert response.status_code == 201, response.content
     host = Host.objects.get(name="kvm01")
     assert host.status == "online"
@@ -43,9 +41,7 @@ def test_a_reachable_host_is_registered_and_read_at_once(api, operator, tmp_path
 
 def test_an_unreachable_host_is_accepted_and_shown_offline_with_both_reasons(api, operator):
     api.force_authenticate(operator)
-    response = api.post(
-        "/api/hosts/", {"name": "kvm09", "uri": "qemu+tcp://127.0.0.1:1/system"}, format="json"
-    )
+    response = api.post("/api/hosts/", {"name": "kvm09", "uri": "qemu+tcp://127.0.0.1:1/system"}, format="json")
     assert response.status_code == 201
     detail = api.get(f"/api/hosts/{response.json()['id']}/").json()
     assert detail["status"] == "offline"
@@ -102,10 +98,18 @@ def test_the_admin_refuses_a_malformed_uri(client, owner):
     client.force_login(owner)
     response = client.post(
         "/admin/hosts/host/add/",
-        {"name": "kvm02", "uri": "qemu+ssh://", "max_incoming": 2, "max_outgoing": 2,
-         "pools-TOTAL_FORMS": 0, "pools-INITIAL_FORMS": 0,
-         "networks-TOTAL_FORMS": 0, "networks-INITIAL_FORMS": 0,
-         "domains-TOTAL_FORMS": 0, "domains-INITIAL_FORMS": 0},
+        {
+            "name": "kvm02",
+            "uri": "qemu+ssh://",
+            "max_incoming": 2,
+            "max_outgoing": 2,
+            "pools-TOTAL_FORMS": 0,
+            "pools-INITIAL_FORMS": 0,
+            "networks-TOTAL_FORMS": 0,
+            "networks-INITIAL_FORMS": 0,
+            "domains-TOTAL_FORMS": 0,
+            "domains-INITIAL_FORMS": 0,
+        },
     )
     assert response.status_code == 200
     assert "names the ssh transport but no host" in response.content.decode()

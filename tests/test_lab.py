@@ -11,8 +11,7 @@ from tests.lab import Lab, LabError, tcp_reachable
 
 pytestmark = pytest.mark.lab
 
-LIVE_P2P = ("VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST",
-            "VIR_MIGRATE_UNDEFINE_SOURCE")
+LIVE_P2P = ("VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST", "VIR_MIGRATE_UNDEFINE_SOURCE")
 
 
 def _flags(names):
@@ -59,8 +58,7 @@ def test_a_guest_boots_and_ticks(lab, lab_guest):
 
 
 def test_the_shared_pool_is_shared_and_the_local_pool_only_looks_alike(lab):
-    vol_xml = ("<volume><name>%s</name><capacity unit='MiB'>1</capacity>"
-               "<target><format type='raw'/></target></volume>")
+    vol_xml = "<volume><name>%s</name><capacity unit='MiB'>1</capacity><target><format type='raw'/></target></volume>"
     name = "probe-%d.img" % os.getpid()
     with lab.connection("kvm01") as one, lab.connection("kvm02") as two:
         for pool_name, seen_on_kvm02 in (("shared", True), ("local", False)):
@@ -100,8 +98,7 @@ def test_a_disk_in_the_local_pool_is_not_taken_for_shared(lab, lab_guest):
     name = lab_guest("kvm01", disk="local", bridge=False)
     with lab.connection("kvm01") as src:
         with pytest.raises(libvirt.libvirtError, match="shared storage"):
-            src.lookupByName(name).migrateToURI3("qemu+tcp://kvm02/system", {},
-                                                 _flags(LIVE_P2P))
+            src.lookupByName(name).migrateToURI3("qemu+tcp://kvm02/system", {}, _flags(LIVE_P2P))
     assert lab.where(name) == ["kvm01"]
 
 
@@ -116,10 +113,19 @@ def test_a_cut_link_makes_the_host_unreachable_until_it_is_restored(lab):
         assert lab.answers("kvm01")
         # Host to host too: kvm01 cannot reach kvm02's libvirtd.
         probe = subprocess.run(
-            ["ip", "netns", "exec", lab.netns("kvm01"), sys.executable, "-c",
-             "import socket,sys; s=socket.socket(); s.settimeout(2);"
-             "sys.exit(s.connect_ex((sys.argv[1], 16509)))", lab.address("kvm02")],
-            capture_output=True, timeout=20)
+            [
+                "ip",
+                "netns",
+                "exec",
+                lab.netns("kvm01"),
+                sys.executable,
+                "-c",
+                "import socket,sys; s=socket.socket(); s.settimeout(2);sys.exit(s.connect_ex((sys.argv[1], 16509)))",
+                lab.address("kvm02"),
+            ],
+            capture_output=True,
+            timeout=20,
+        )
         assert probe.returncode != 0
     finally:
         lab.restore_link("kvm02")
@@ -154,8 +160,7 @@ def test_down_leaves_no_namespace_process_mount_or_link(lab):
         assert len(in_ns) >= 4  # tini, its shell, virtlogd, libvirtd
     finally:
         small.down()
-    assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                       text=True).stdout
+    assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for pid in pids + in_ns:
         assert not os.path.exists("/proc/%d" % pid), "process %d left behind" % pid
     with open("/proc/mounts") as f:
@@ -176,4 +181,3 @@ def _pids_of_netns(netns):
             except OSError:
                 pass
     return found
-

@@ -39,9 +39,7 @@ def start_slow_migration(api, operator, lab, lab_guest, hosts):
     return name, before, pk, thread
 
 
-def test_cancel_mid_migration_leaves_the_guest_running_on_the_source(
-    api, operator, lab, lab_guest, hosts
-):
+def test_cancel_mid_migration_leaves_the_guest_running_on_the_source(api, operator, lab, lab_guest, hosts):
     name, before, pk, thread = start_slow_migration(api, operator, lab, lab_guest, hosts)
 
     response = api.post(f"/api/migrations/{pk}/cancel/")
@@ -57,8 +55,11 @@ def test_cancel_mid_migration_leaves_the_guest_running_on_the_source(
     assert AuditEntry.objects.filter(migration=migration, action="cancel", username=operator.username).exists()
     # The target is left clean, ready for another try.
     with lab.connection("kvm02") as conn:
-        wait_for(lambda: name not in [d.name() for d in conn.listAllDomains()], 30,
-                 what="the incoming guest to be removed from kvm02")
+        wait_for(
+            lambda: name not in [d.name() for d in conn.listAllDomains()],
+            30,
+            what="the incoming guest to be removed from kvm02",
+        )
 
 
 def test_a_killed_worker_does_not_stop_the_migration_and_reconcile_settles_it(
@@ -86,9 +87,7 @@ def test_a_killed_worker_does_not_stop_the_migration_and_reconcile_settles_it(
     assert AuditEntry.objects.filter(migration=migration, action="reconciled").exists()
 
 
-def test_a_target_cut_off_mid_migration_fails_plainly_and_the_guest_stays(
-    api, operator, lab, lab_guest, hosts
-):
+def test_a_target_cut_off_mid_migration_fails_plainly_and_the_guest_stays(api, operator, lab, lab_guest, hosts):
     name, before, pk, thread = start_slow_migration(api, operator, lab, lab_guest, hosts)
 
     lab.cut_link("kvm02")

@@ -42,8 +42,16 @@ def fake_checks(monkeypatch):
 
 
 def form_data(domain, target, **extra):
-    data = {"domain": domain.pk, "target_host": target.pk, "mode": "live", "storage": "shared",
-            "policy": "default", "shutdown_timeout": "120", "force_off": "", "bandwidth_mib": ""}
+    data = {
+        "domain": domain.pk,
+        "target_host": target.pk,
+        "mode": "live",
+        "storage": "shared",
+        "policy": "default",
+        "shutdown_timeout": "120",
+        "force_off": "",
+        "bandwidth_mib": "",
+    }
     data.update(extra)
     return data
 
@@ -54,8 +62,16 @@ def new_url(domain):
 
 def migration_for(domain, target, **fields):
     return Migration.objects.create(
-        domain=domain, domain_name=domain.name, domain_uuid=domain.uuid, source=domain.host,
-        source_name=domain.host.name, target=target, target_name=target.name, mode="live", **fields)
+        domain=domain,
+        domain_name=domain.name,
+        domain_uuid=domain.uuid,
+        source=domain.host,
+        source_name=domain.host.name,
+        target=target,
+        target_name=target.name,
+        mode="live",
+        **fields,
+    )
 
 
 # -- who sees the form -------------------------------------------------------------
@@ -90,10 +106,18 @@ def test_the_form_page_and_its_fragment(client, operator, hosts, domain):
     client.force_login(operator)
     page = client.get(new_url(domain)).content.decode()
     assert "<html" in page and "data-migrate-form" in page
-    for words in ("Target host", "Live (the VM keeps running)", "Cold (shut down, copy, start)",
-                  "Copy the disks to the target", "Bandwidth limit (MiB/s)", "Make it converge",
-                  "Give up and leave it running on the source", "Power it off",
-                  "Delete the source disks once the copy is verified", "Check first"):
+    for words in (
+        "Target host",
+        "Live (the VM keeps running)",
+        "Cold (shut down, copy, start)",
+        "Copy the disks to the target",
+        "Bandwidth limit (MiB/s)",
+        "Make it converge",
+        "Give up and leave it running on the source",
+        "Power it off",
+        "Delete the source disks once the copy is verified",
+        "Check first",
+    ):
         assert words in page, words
     # The policies' descriptions, and the target's pools grouped by host.
     assert "give up after 5 minutes" in page
@@ -103,7 +127,8 @@ def test_the_form_page_and_its_fragment(client, operator, hosts, domain):
     assert "data-migrate-form" in fragment
     # The fragment posts to the full page, so errors come back as a whole page.
     assert 'action="/migrations/new/?domain=' in fragment and "fragment" not in re.search(
-        r'action="([^"]*)"', fragment).group(1)
+        r'action="([^"]*)"', fragment
+    ).group(1)
 
 
 def test_force_off_is_a_clear_choice_and_off_by_default(client, operator, domain):
@@ -136,8 +161,9 @@ def test_a_pool_of_another_host_is_refused(client, operator, hosts, domain, tmp_
     sync_host(kvm03)
     kvm03.pools.update(name="only-on-kvm03")
     client.force_login(operator)
-    page = client.post(new_url(domain), form_data(domain, hosts[1], storage="copy",
-                                                  target_pool="only-on-kvm03")).content.decode()
+    page = client.post(
+        new_url(domain), form_data(domain, hosts[1], storage="copy", target_pool="only-on-kvm03")
+    ).content.decode()
     assert "kvm02 has no storage pool named only-on-kvm03." in page
 
 
@@ -163,8 +189,9 @@ def test_a_live_migration_is_confirmed_before_it_starts(client, operator, hosts,
 
 def test_a_cold_migration_says_it_shuts_the_vm_down(client, operator, hosts, domain):
     client.force_login(operator)
-    page = client.post(new_url(domain), form_data(domain, hosts[1], mode="cold", force_off="1",
-                                                  delete_source_volumes="on")).content.decode()
+    page = client.post(
+        new_url(domain), form_data(domain, hosts[1], mode="cold", force_off="1", delete_source_volumes="on")
+    ).content.decode()
     assert "will be shut down on kvm01" in page
     assert "powered off" in page and "source disks are deleted" in page
     assert "shut it down and migrate" in page
@@ -172,8 +199,7 @@ def test_a_cold_migration_says_it_shuts_the_vm_down(client, operator, hosts, dom
 
 def test_a_confirmed_migration_is_queued_and_opens_its_page(client, operator, hosts, domain):
     client.force_login(operator)
-    response = client.post(new_url(domain), form_data(domain, hosts[1], mode="cold", bandwidth_mib="8",
-                                                      confirmed="1"))
+    response = client.post(new_url(domain), form_data(domain, hosts[1], mode="cold", bandwidth_mib="8", confirmed="1"))
     migration = Migration.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/migrations/{migration.pk}/"
     assert (migration.mode, migration.target_name, migration.bandwidth_mib) == ("cold", "kvm02", 8)
@@ -201,19 +227,49 @@ def test_the_dashboard_form_lets_the_operator_choose_the_vm(client, operator, ho
 
 
 def test_the_migration_page_shows_the_progress_figures(client, viewer, hosts, domain):
-    migration = migration_for(domain, hosts[1], status="running", phase="transferring_memory", progress={
-        "percent": 42.4, "data_total": 400 * 2**20, "data_processed": 168 * 2**20,
-        "data_remaining": 232 * 2**20, "memory_remaining": 232 * 2**20, "speed_bps": 8 * 2**20,
-        "dirty_rate_bps": 2**20, "iteration": 3, "downtime_ms": 300, "eta_seconds": 29,
-        "converging": True, "elapsed": 21.5, "sampled_at": 1.0,
-    }, events=[{"at": "2026-01-01T10:00:05+00:00", "message": "Allowed downtime raised to 300 ms."}],
-        checks=[{"name": "arch", "result": "pass", "message": "Both are x86_64.", "detail": ""}])
+    migration = migration_for(
+        domain,
+        hosts[1],
+        status="running",
+        phase="transferring_memory",
+        progress={
+            "percent": 42.4,
+            "data_total": 400 * 2**20,
+            "data_processed": 168 * 2**20,
+            "data_remaining": 232 * 2**20,
+            "memory_remaining": 232 * 2**20,
+            "speed_bps": 8 * 2**20,
+            "dirty_rate_bps": 2**20,
+            "iteration": 3,
+            "downtime_ms": 300,
+            "eta_seconds": 29,
+            "converging": True,
+            "elapsed": 21.5,
+            "sampled_at": 1.0,
+        },
+        events=[{"at": "2026-01-01T10:00:05+00:00", "message": "Allowed downtime raised to 300 ms."}],
+        checks=[{"name": "arch", "result": "pass", "message": "Both are x86_64.", "detail": ""}],
+    )
     client.force_login(viewer)
     page = client.get(f"/migrations/{migration.pk}/").content.decode()
-    for text in ("Transferring memory", 'aria-valuenow="42"', "width: 42%", "168.0\xa0MB", "232.0\xa0MB",
-                 "400.0\xa0MB", "8.0\xa0MB/s", "1.0\xa0MB/s", ">3<", "300 ms", "29 s", "22 s",
-                 "Allowed downtime raised to 300 ms.", "Both are x86_64.", 'id="migration-state"',
-                 "migration.js"):
+    for text in (
+        "Transferring memory",
+        'aria-valuenow="42"',
+        "width: 42%",
+        "168.0\xa0MB",
+        "232.0\xa0MB",
+        "400.0\xa0MB",
+        "8.0\xa0MB/s",
+        "1.0\xa0MB/s",
+        ">3<",
+        "300 ms",
+        "29 s",
+        "22 s",
+        "Allowed downtime raised to 300 ms.",
+        "Both are x86_64.",
+        'id="migration-state"',
+        "migration.js",
+    ):
         assert text in page, text
     # A viewer may not cancel.
     assert "Cancel migration" not in page
@@ -221,16 +277,19 @@ def test_the_migration_page_shows_the_progress_figures(client, viewer, hosts, do
 
 def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, tmp_path):
     uuid = domain_uuid("kvm01", 9)
-    kvm01 = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01",
-                                                             domains=[domain_xml(EVIL_NAME, uuid)]))
+    kvm01 = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", domains=[domain_xml(EVIL_NAME, uuid)]))
     kvm02 = Host.objects.create(name="kvm02", uri=write_host(tmp_path, "kvm02"))
     sync_host(kvm01), sync_host(kvm02)
     domain = kvm01.domains.get()
-    migration = migration_for(domain, kvm02, status="failed",
-                              error=f"The target refused the domain {EVIL}.",
-                              error_detail=f"internal error: {EVIL} qemu said no",
-                              events=[{"at": "2026-01-01T10:00:00+00:00", "message": f"step {EVIL}"}],
-                              stats={"downtime_ms": 90, "note": EVIL})
+    migration = migration_for(
+        domain,
+        kvm02,
+        status="failed",
+        error=f"The target refused the domain {EVIL}.",
+        error_detail=f"internal error: {EVIL} qemu said no",
+        events=[{"at": "2026-01-01T10:00:00+00:00", "message": f"step {EVIL}"}],
+        stats={"downtime_ms": 90, "note": EVIL},
+    )
     client.force_login(viewer)
     page = client.get(f"/migrations/{migration.pk}/").content.decode()
     assert EVIL not in page and EVIL_NAME not in page
@@ -247,8 +306,13 @@ def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, tm
 
 
 def test_a_finished_migration_shows_no_cancel_button(client, operator, hosts, domain):
-    migration = migration_for(domain, hosts[1], status="succeeded", phase="done",
-                              stats={"downtime_ms": 81, "data_total": 300 * 2**20, "duration": 12.3})
+    migration = migration_for(
+        domain,
+        hosts[1],
+        status="succeeded",
+        phase="done",
+        stats={"downtime_ms": 81, "data_total": 300 * 2**20, "duration": 12.3},
+    )
     client.force_login(operator)
     page = client.get(f"/migrations/{migration.pk}/").content.decode()
     assert "Cancel migration" not in page

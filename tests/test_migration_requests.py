@@ -26,15 +26,23 @@ def two_hosts(tmp_path):
 
 def migration_for(dom, target, **extra):
     return Migration.objects.create(
-        domain=dom, domain_name=dom.name, domain_uuid=dom.uuid, source=dom.host,
-        source_name=dom.host.name, target=target, target_name=target.name, mode="live", **extra,
+        domain=dom,
+        domain_name=dom.name,
+        domain_uuid=dom.uuid,
+        source=dom.host,
+        source_name=dom.host.name,
+        target=target,
+        target_name=target.name,
+        mode="live",
+        **extra,
     )
 
 
 def post(api, user, dom, target, **fields):
     api.force_authenticate(user)
-    return api.post("/api/migrations/", {"domain": dom.pk, "target_host": target.pk, "mode": "live",
-                                         **fields}, format="json")
+    return api.post(
+        "/api/migrations/", {"domain": dom.pk, "target_host": target.pk, "mode": "live", **fields}, format="json"
+    )
 
 
 def test_viewers_cannot_migrate(api, viewer, two_hosts):

@@ -18,7 +18,7 @@ def test_the_dashboard_lists_hosts_with_memory_and_counts(client, viewer, tmp_pa
     client.force_login(viewer)
     page = client.get("/").content.decode()
     assert 'data-host="kvm01"' in page
-    assert "4 running / 6" in page.replace("<span class=\"count\">", "").replace("</span>", "")
+    assert "4 running / 6" in page.replace('<span class="count">', "").replace("</span>", "")
     assert "16.0\xa0GB" in page  # total memory, in the bar's title (filesizeformat uses a no-break space)
 
 
@@ -46,8 +46,11 @@ def test_domain_names_are_escaped(client, viewer, tmp_path):
 
 def test_libvirt_messages_are_escaped(client, viewer):
     Host.objects.create(
-        name="kvm01", uri="test:///default", status="offline",
-        status_reason=f"Cannot reach {EVIL}", status_detail=f"libvirt: {EVIL}",
+        name="kvm01",
+        uri="test:///default",
+        status="offline",
+        status_reason=f"Cannot reach {EVIL}",
+        status_detail=f"libvirt: {EVIL}",
     )
     client.force_login(viewer)
     for url in ["/", "/hosts/kvm01/"]:

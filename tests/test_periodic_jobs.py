@@ -81,4 +81,5 @@ def test_each_periodic_job_keeps_exactly_one_next_run_scheduled(settings, tmp_pa
     scheduled = ScheduledJobRegistry(queue=queue).get_job_ids()
     names = sorted(queue.fetch_job(job_id).func_name for job_id in scheduled)
     assert names == ["kvmweb.worker.reconcile_periodically", "kvmweb.worker.refresh_inventory"], (
-        "a chain of periodic runs broke, or doubled")
+        "a chain of periodic runs broke, or doubled"
+    )

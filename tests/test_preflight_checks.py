@@ -38,8 +38,17 @@ def test_a_healthy_request_passes_every_check_quickly(api, operator, lab, lab_gu
     assert failed == {}
     assert checks["shared_storage"]["result"] == "pass"
     assert "appeared on kvm02" in checks["shared_storage"]["message"]
-    for expected in ("cpu_vendor", "cpu_model", "nx_flag", "architecture", "name_clash", "networks",
-                     "memory", "target_hostname", "domain_state"):
+    for expected in (
+        "cpu_vendor",
+        "cpu_model",
+        "nx_flag",
+        "architecture",
+        "name_clash",
+        "networks",
+        "memory",
+        "target_hostname",
+        "domain_state",
+    ):
         assert checks[expected]["result"] == "pass", checks[expected]
 
 
@@ -80,7 +89,9 @@ def test_local_disks_are_not_taken_for_shared_storage(api, operator, lab, lab_gu
     with lab.connection("kvm02") as conn:
         conn.storagePoolLookupByName("local").createXML(
             f"<volume><name>{name}.qcow2</name><capacity unit='MiB'>64</capacity>"
-            "<target><format type='qcow2'/></target></volume>", 0)
+            "<target><format type='qcow2'/></target></volume>",
+            0,
+        )
     try:
         body, checks = dry_run(api, operator, name, hosts["kvm02"])
     finally:
@@ -96,8 +107,8 @@ def test_a_target_pool_without_room_for_the_disks_fails(api, operator, lab, lab_
     try:
         with lab.connection("kvm02") as conn:
             pool = conn.storagePoolCreateXML(
-                "<pool type='dir'><name>small</name><target><path>/var/lib/libvirt/small</path>"
-                "</target></pool>", 0)
+                "<pool type='dir'><name>small</name><target><path>/var/lib/libvirt/small</path></target></pool>", 0
+            )
         Host.objects.get(name="kvm02")
         name = lab_guest("kvm01", disk="local")
         body, checks = dry_run(api, operator, name, hosts["kvm02"], storage="copy", target_pool="small")
@@ -112,10 +123,17 @@ def test_a_target_pool_without_room_for_the_disks_fails(api, operator, lab, lab_
 def test_a_guest_larger_than_the_free_memory_of_the_target_fails(api, operator, lab, lab_guest, hosts):
     name = lab_guest("kvm01", disk="shared", start=False)
     # 1 GiB more than kvm02 has available, whatever machine this runs on.
-    too_big_kib = Host.objects.get(name="kvm02").memory_free // 1024 + 1024 ** 2
-    redefine(lab, "kvm01", name, lambda xml: re.sub(
-        r"<(memory|currentMemory) unit='KiB'>\d+</\1>",
-        lambda m: f"<{m.group(1)} unit='KiB'>{too_big_kib}</{m.group(1)}>", xml))
+    too_big_kib = Host.objects.get(name="kvm02").memory_free // 1024 + 1024**2
+    redefine(
+        lab,
+        "kvm01",
+        name,
+        lambda xml: re.sub(
+            r"<(memory|currentMemory) unit='KiB'>\d+</\1>",
+            lambda m: f"<{m.group(1)} unit='KiB'>{too_big_kib}</{m.group(1)}>",
+            xml,
+        ),
+    )
     body, checks = dry_run(api, operator, name, hosts["kvm02"], mode="cold")
     assert checks["memory"]["result"] == "fail"
     assert "Free memory there or choose another host" in checks["memory"]["message"]
@@ -123,8 +141,9 @@ def test_a_guest_larger_than_the_free_memory_of_the_target_fails(api, operator, 
 
 def test_a_guest_cpu_the_target_cannot_provide_fails_a_live_move(api, operator, lab, lab_guest, hosts):
     name = lab_guest("kvm01", disk="shared", start=False)
-    redefine(lab, "kvm01", name, lambda xml: xml.replace(
-        "</model>", "</model><feature policy='require' name='avx512f'/>", 1))
+    redefine(
+        lab, "kvm01", name, lambda xml: xml.replace("</model>", "</model><feature policy='require' name='avx512f'/>", 1)
+    )
     body, checks = dry_run(api, operator, name, hosts["kvm02"])
     assert checks["cpu_model"]["result"] == "fail"
     assert "cannot provide the guest's CPU model" in checks["cpu_model"]["message"]

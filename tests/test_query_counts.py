@@ -25,7 +25,9 @@ def test_queries_do_not_grow_with_rows(client, viewer, tmp_path, url):
 
     for i in range(1, 6):
         sync_host(Host.objects.create(name=f"kvm{i:02d}", uri=write_host(tmp_path, f"kvm{i:02d}", count=40)))
-    sync_host(Host.objects.get(name="kvm00"), )
+    sync_host(
+        Host.objects.get(name="kvm00"),
+    )
     write_host(tmp_path, "kvm00", count=150)
     sync_host(Host.objects.get(name="kvm00"))
     large = queries_for(client, url)

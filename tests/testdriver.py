@@ -50,8 +50,7 @@ def domain_xml(name, uuid_str, state="running", memory_mib=512, vcpus=1, disk=No
   </domain>"""
 
 
-def node_xml(host, domains=(), pool_path="/var/lib/libvirt/images", cpu_model="i686",
-             memory_mib=16384):
+def node_xml(host, domains=(), pool_path="/var/lib/libvirt/images", cpu_model="i686", memory_mib=16384):
     """A test-driver host. ``domains``: (name, uuid, state) tuples or domain XML strings."""
     parts = [
         "<node>",
@@ -60,13 +59,13 @@ def node_xml(host, domains=(), pool_path="/var/lib/libvirt/images", cpu_model="i
         f"  <memory>{memory_mib * 1024}</memory>",
         f"""  <network>
     <name>lab-net</name>
-    <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, f'kvmweb-test/{host}/net')}</uuid>
+    <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, f"kvmweb-test/{host}/net")}</uuid>
     <forward mode='bridge'/>
     <bridge name='br0'/>
   </network>""",
         f"""  <pool type='dir'>
     <name>local</name>
-    <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, f'kvmweb-test/{host}/pool')}</uuid>
+    <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, f"kvmweb-test/{host}/pool")}</uuid>
     <capacity unit='GiB'>100</capacity>
     <allocation unit='GiB'>10</allocation>
     <available unit='GiB'>90</available>
@@ -86,8 +85,7 @@ def node_xml(host, domains=(), pool_path="/var/lib/libvirt/images", cpu_model="i
 def write_host(directory, host, count=0, domains=None, **kwargs):
     """Write ``host``'s node file with ``count`` generated domains; return its URI."""
     if domains is None:
-        domains = [(f"{host}-vm{i:03d}", domain_uuid(host, i), "running" if i % 3 else "shutoff")
-                   for i in range(count)]
+        domains = [(f"{host}-vm{i:03d}", domain_uuid(host, i), "running" if i % 3 else "shutoff") for i in range(count)]
     path = Path(directory) / f"{host}.xml"
     path.write_text(node_xml(host, domains, **kwargs))
     return f"test://{path}"

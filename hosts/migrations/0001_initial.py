@@ -8,99 +8,179 @@ import hosts.validators
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Host',
+            name="Host",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(help_text='Short name, as administrators call the host (kvm01).', max_length=63, unique=True)),
-                ('uri', models.CharField(help_text='How kvmweb reaches libvirtd, e.g. qemu+ssh://root@kvm01/system.', max_length=500, unique=True, validators=[hosts.validators.validate_libvirt_uri], verbose_name='libvirt URI')),
-                ('status', models.CharField(choices=[('unknown', 'Not synced yet'), ('online', 'Online'), ('offline', 'Offline'), ('error', 'Error')], default='unknown', max_length=10)),
-                ('status_reason', models.TextField(blank=True, help_text='Why the host is not online, in plain words.')),
-                ('status_detail', models.TextField(blank=True, help_text="libvirt's own message.")),
-                ('last_seen', models.DateTimeField(blank=True, null=True)),
-                ('last_sync', models.DateTimeField(blank=True, null=True)),
-                ('hostname', models.CharField(blank=True, help_text='As libvirt reports it.', max_length=255)),
-                ('host_uuid', models.CharField(blank=True, max_length=36)),
-                ('libvirt_version', models.CharField(blank=True, max_length=20)),
-                ('hypervisor_type', models.CharField(blank=True, max_length=20)),
-                ('hypervisor_version', models.CharField(blank=True, max_length=20)),
-                ('cpu_vendor', models.CharField(blank=True, max_length=50)),
-                ('cpu_model', models.CharField(blank=True, max_length=100)),
-                ('cpu_arch', models.CharField(blank=True, max_length=20)),
-                ('cpu_count', models.PositiveIntegerField(default=0)),
-                ('cpu_xml', models.TextField(blank=True)),
-                ('memory_total', models.BigIntegerField(default=0, help_text='Bytes.')),
-                ('memory_free', models.BigIntegerField(default=0, help_text='Bytes.')),
-                ('max_incoming', models.PositiveSmallIntegerField(default=2, help_text='Migrations into this host at once; more wait in the queue.')),
-                ('max_outgoing', models.PositiveSmallIntegerField(default=2, help_text='Migrations out of this host at once; more wait in the queue.')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.SlugField(
+                        help_text="Short name, as administrators call the host (kvm01).", max_length=63, unique=True
+                    ),
+                ),
+                (
+                    "uri",
+                    models.CharField(
+                        help_text="How kvmweb reaches libvirtd, e.g. qemu+ssh://root@kvm01/system.",
+                        max_length=500,
+                        unique=True,
+                        validators=[hosts.validators.validate_libvirt_uri],
+                        verbose_name="libvirt URI",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "Not synced yet"),
+                            ("online", "Online"),
+                            ("offline", "Offline"),
+                            ("error", "Error"),
+                        ],
+                        default="unknown",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status_reason",
+                    models.TextField(blank=True, help_text="Why the host is not online, in plain words."),
+                ),
+                ("status_detail", models.TextField(blank=True, help_text="libvirt's own message.")),
+                ("last_seen", models.DateTimeField(blank=True, null=True)),
+                ("last_sync", models.DateTimeField(blank=True, null=True)),
+                ("hostname", models.CharField(blank=True, help_text="As libvirt reports it.", max_length=255)),
+                ("host_uuid", models.CharField(blank=True, max_length=36)),
+                ("libvirt_version", models.CharField(blank=True, max_length=20)),
+                ("hypervisor_type", models.CharField(blank=True, max_length=20)),
+                ("hypervisor_version", models.CharField(blank=True, max_length=20)),
+                ("cpu_vendor", models.CharField(blank=True, max_length=50)),
+                ("cpu_model", models.CharField(blank=True, max_length=100)),
+                ("cpu_arch", models.CharField(blank=True, max_length=20)),
+                ("cpu_count", models.PositiveIntegerField(default=0)),
+                ("cpu_xml", models.TextField(blank=True)),
+                ("memory_total", models.BigIntegerField(default=0, help_text="Bytes.")),
+                ("memory_free", models.BigIntegerField(default=0, help_text="Bytes.")),
+                (
+                    "max_incoming",
+                    models.PositiveSmallIntegerField(
+                        default=2, help_text="Migrations into this host at once; more wait in the queue."
+                    ),
+                ),
+                (
+                    "max_outgoing",
+                    models.PositiveSmallIntegerField(
+                        default=2, help_text="Migrations out of this host at once; more wait in the queue."
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Domain',
+            name="Domain",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField(unique=True)),
-                ('name', models.CharField(max_length=255)),
-                ('state', models.CharField(choices=[('running', 'Running'), ('blocked', 'Blocked'), ('paused', 'Paused'), ('shutdown', 'Shutting down'), ('shutoff', 'Shut off'), ('crashed', 'Crashed'), ('pmsuspended', 'Suspended'), ('nostate', 'No state')], default='nostate', max_length=12)),
-                ('memory', models.BigIntegerField(default=0, help_text='Bytes.')),
-                ('vcpus', models.PositiveIntegerField(default=1)),
-                ('persistent', models.BooleanField(default=True)),
-                ('autostart', models.BooleanField(default=False)),
-                ('disks', models.JSONField(blank=True, default=list)),
-                ('interfaces', models.JSONField(blank=True, default=list)),
-                ('last_seen', models.DateTimeField(default=django.utils.timezone.now)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='domains', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uuid", models.UUIDField(unique=True)),
+                ("name", models.CharField(max_length=255)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("blocked", "Blocked"),
+                            ("paused", "Paused"),
+                            ("shutdown", "Shutting down"),
+                            ("shutoff", "Shut off"),
+                            ("crashed", "Crashed"),
+                            ("pmsuspended", "Suspended"),
+                            ("nostate", "No state"),
+                        ],
+                        default="nostate",
+                        max_length=12,
+                    ),
+                ),
+                ("memory", models.BigIntegerField(default=0, help_text="Bytes.")),
+                ("vcpus", models.PositiveIntegerField(default=1)),
+                ("persistent", models.BooleanField(default=True)),
+                ("autostart", models.BooleanField(default=False)),
+                ("disks", models.JSONField(blank=True, default=list)),
+                ("interfaces", models.JSONField(blank=True, default=list)),
+                ("last_seen", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="domains", to="hosts.host"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
-                'indexes': [models.Index(fields=['host', 'name'], name='domain_host_name')],
+                "ordering": ["name"],
+                "indexes": [models.Index(fields=["host", "name"], name="domain_host_name")],
             },
         ),
         migrations.CreateModel(
-            name='Network',
+            name="Network",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('uuid', models.UUIDField()),
-                ('bridge', models.CharField(blank=True, max_length=15)),
-                ('forward_mode', models.CharField(blank=True, max_length=20)),
-                ('active', models.BooleanField(default=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='networks', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=255)),
+                ("uuid", models.UUIDField()),
+                ("bridge", models.CharField(blank=True, max_length=15)),
+                ("forward_mode", models.CharField(blank=True, max_length=20)),
+                ("active", models.BooleanField(default=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="networks", to="hosts.host"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['host', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('host', 'name'), name='network_unique_name_per_host')],
+                "ordering": ["host", "name"],
+                "constraints": [models.UniqueConstraint(fields=("host", "name"), name="network_unique_name_per_host")],
             },
         ),
         migrations.CreateModel(
-            name='StoragePool',
+            name="StoragePool",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('uuid', models.UUIDField()),
-                ('type', models.CharField(max_length=20)),
-                ('target_path', models.CharField(blank=True, max_length=1000)),
-                ('capacity', models.BigIntegerField(default=0)),
-                ('allocation', models.BigIntegerField(default=0)),
-                ('available', models.BigIntegerField(default=0)),
-                ('active', models.BooleanField(default=True)),
-                ('shared', models.BooleanField(default=False, help_text='Network storage (NFS, Gluster, Ceph, iSCSI) reachable from several hosts.')),
-                ('marked_shared', models.BooleanField(default=False, help_text='Set for a directory pool that is really a mounted share (an NFS mount defined as a dir pool). Pre-flight checks still verify it.')),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='pools', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=255)),
+                ("uuid", models.UUIDField()),
+                ("type", models.CharField(max_length=20)),
+                ("target_path", models.CharField(blank=True, max_length=1000)),
+                ("capacity", models.BigIntegerField(default=0)),
+                ("allocation", models.BigIntegerField(default=0)),
+                ("available", models.BigIntegerField(default=0)),
+                ("active", models.BooleanField(default=True)),
+                (
+                    "shared",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Network storage (NFS, Gluster, Ceph, iSCSI) reachable from several hosts.",
+                    ),
+                ),
+                (
+                    "marked_shared",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Set for a directory pool that is really a mounted share (an NFS mount defined as a dir pool). Pre-flight checks still verify it.",
+                    ),
+                ),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="pools", to="hosts.host"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['host', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('host', 'name'), name='pool_unique_name_per_host')],
+                "ordering": ["host", "name"],
+                "constraints": [models.UniqueConstraint(fields=("host", "name"), name="pool_unique_name_per_host")],
             },
         ),
     ]

@@ -24,9 +24,7 @@ def create_groups(apps, schema_editor):
     viewers, _ = Group.objects.get_or_create(name="viewers")
     for app_label, model, actions in OPERATOR_PERMISSIONS:
         for action in actions:
-            perm = Permission.objects.filter(
-                content_type__app_label=app_label, codename=f"{action}_{model}"
-            ).first()
+            perm = Permission.objects.filter(content_type__app_label=app_label, codename=f"{action}_{model}").first()
             if perm:
                 operators.permissions.add(perm)
                 if action == "view":

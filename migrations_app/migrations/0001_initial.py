@@ -7,84 +7,216 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('hosts', '0002_roles'),
+        ("hosts", "0002_roles"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Migration',
+            name="Migration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('domain_name', models.CharField(max_length=255)),
-                ('domain_uuid', models.UUIDField(db_index=True)),
-                ('source_name', models.CharField(max_length=63)),
-                ('target_name', models.CharField(max_length=63)),
-                ('requested_by_name', models.CharField(blank=True, max_length=150)),
-                ('mode', models.CharField(choices=[('live', 'Live (the VM keeps running)'), ('cold', 'Cold (shut down, copy, start)')], max_length=4)),
-                ('storage', models.CharField(choices=[('shared', 'Shared storage (disks stay where they are)'), ('copy', 'Copy the disks to the target')], default='shared', max_length=6)),
-                ('target_pool', models.CharField(blank=True, help_text='For copied disks.', max_length=255)),
-                ('policy', models.CharField(default='default', max_length=32)),
-                ('bandwidth_mib', models.PositiveIntegerField(blank=True, help_text='MiB/s; empty for no limit.', null=True)),
-                ('shutdown_timeout', models.PositiveIntegerField(default=120, help_text='Cold: seconds to wait for a clean shutdown.')),
-                ('force_off', models.BooleanField(default=False, help_text='Cold: power the VM off if it does not shut down in time.')),
-                ('delete_source_volumes', models.BooleanField(default=False, help_text='Cold and copy: delete the source disks once the copy is verified.')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('checking', 'Checking'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=10)),
-                ('phase', models.CharField(blank=True, choices=[('', '—'), ('waiting', 'Waiting for a free slot'), ('checking', 'Pre-flight checks'), ('preparing', 'Preparing the target'), ('shutting_down', 'Shutting down'), ('copying_disk', 'Copying disks'), ('verifying', 'Verifying the copy'), ('transferring_memory', 'Transferring memory'), ('switching_over', 'Switching over'), ('defining', 'Defining on the target'), ('starting_on_target', 'Starting on the target'), ('cleaning_up', 'Cleaning up'), ('done', 'Done')], default='', max_length=24)),
-                ('was_running', models.BooleanField(blank=True, null=True)),
-                ('flags', models.JSONField(blank=True, default=list, help_text='libvirt flags used.')),
-                ('checks', models.JSONField(blank=True, default=list)),
-                ('progress', models.JSONField(blank=True, default=dict)),
-                ('stats', models.JSONField(blank=True, default=dict)),
-                ('events', models.JSONField(blank=True, default=list, help_text='Policy decisions and steps.')),
-                ('error', models.TextField(blank=True)),
-                ('error_detail', models.TextField(blank=True)),
-                ('error_code', models.CharField(blank=True, max_length=32)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('job_id', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('domain', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='migrations', to='hosts.domain')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('source', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='outgoing_migrations', to='hosts.host')),
-                ('target', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='incoming_migrations', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("domain_name", models.CharField(max_length=255)),
+                ("domain_uuid", models.UUIDField(db_index=True)),
+                ("source_name", models.CharField(max_length=63)),
+                ("target_name", models.CharField(max_length=63)),
+                ("requested_by_name", models.CharField(blank=True, max_length=150)),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("live", "Live (the VM keeps running)"), ("cold", "Cold (shut down, copy, start)")],
+                        max_length=4,
+                    ),
+                ),
+                (
+                    "storage",
+                    models.CharField(
+                        choices=[
+                            ("shared", "Shared storage (disks stay where they are)"),
+                            ("copy", "Copy the disks to the target"),
+                        ],
+                        default="shared",
+                        max_length=6,
+                    ),
+                ),
+                ("target_pool", models.CharField(blank=True, help_text="For copied disks.", max_length=255)),
+                ("policy", models.CharField(default="default", max_length=32)),
+                (
+                    "bandwidth_mib",
+                    models.PositiveIntegerField(blank=True, help_text="MiB/s; empty for no limit.", null=True),
+                ),
+                (
+                    "shutdown_timeout",
+                    models.PositiveIntegerField(default=120, help_text="Cold: seconds to wait for a clean shutdown."),
+                ),
+                (
+                    "force_off",
+                    models.BooleanField(
+                        default=False, help_text="Cold: power the VM off if it does not shut down in time."
+                    ),
+                ),
+                (
+                    "delete_source_volumes",
+                    models.BooleanField(
+                        default=False, help_text="Cold and copy: delete the source disks once the copy is verified."
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("checking", "Checking"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "phase",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "—"),
+                            ("waiting", "Waiting for a free slot"),
+                            ("checking", "Pre-flight checks"),
+                            ("preparing", "Preparing the target"),
+                            ("shutting_down", "Shutting down"),
+                            ("copying_disk", "Copying disks"),
+                            ("verifying", "Verifying the copy"),
+                            ("transferring_memory", "Transferring memory"),
+                            ("switching_over", "Switching over"),
+                            ("defining", "Defining on the target"),
+                            ("starting_on_target", "Starting on the target"),
+                            ("cleaning_up", "Cleaning up"),
+                            ("done", "Done"),
+                        ],
+                        default="",
+                        max_length=24,
+                    ),
+                ),
+                ("was_running", models.BooleanField(blank=True, null=True)),
+                ("flags", models.JSONField(blank=True, default=list, help_text="libvirt flags used.")),
+                ("checks", models.JSONField(blank=True, default=list)),
+                ("progress", models.JSONField(blank=True, default=dict)),
+                ("stats", models.JSONField(blank=True, default=dict)),
+                ("events", models.JSONField(blank=True, default=list, help_text="Policy decisions and steps.")),
+                ("error", models.TextField(blank=True)),
+                ("error_detail", models.TextField(blank=True)),
+                ("error_code", models.CharField(blank=True, max_length=32)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("job_id", models.CharField(blank=True, max_length=64)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "domain",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="migrations",
+                        to="hosts.domain",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="outgoing_migrations",
+                        to="hosts.host",
+                    ),
+                ),
+                (
+                    "target",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="incoming_migrations",
+                        to="hosts.host",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('username', models.CharField(blank=True, max_length=150)),
-                ('action', models.CharField(choices=[('request', 'Requested'), ('check', 'Pre-flight check'), ('start', 'Started'), ('policy', 'Policy decision'), ('cancel', 'Cancel requested'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('reconciled', 'Reconciled'), ('host', 'Host changed')], max_length=12)),
-                ('domain_name', models.CharField(blank=True, max_length=255)),
-                ('source_name', models.CharField(blank=True, max_length=63)),
-                ('target_name', models.CharField(blank=True, max_length=63)),
-                ('outcome', models.CharField(blank=True, max_length=10)),
-                ('message', models.TextField()),
-                ('data', models.JSONField(blank=True, default=dict)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('migration', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit', to='migrations_app.migration')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("username", models.CharField(blank=True, max_length=150)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("request", "Requested"),
+                            ("check", "Pre-flight check"),
+                            ("start", "Started"),
+                            ("policy", "Policy decision"),
+                            ("cancel", "Cancel requested"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("reconciled", "Reconciled"),
+                            ("host", "Host changed"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("domain_name", models.CharField(blank=True, max_length=255)),
+                ("source_name", models.CharField(blank=True, max_length=63)),
+                ("target_name", models.CharField(blank=True, max_length=63)),
+                ("outcome", models.CharField(blank=True, max_length=10)),
+                ("message", models.TextField()),
+                ("data", models.JSONField(blank=True, default=dict)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "migration",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit",
+                        to="migrations_app.migration",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', '-id'],
+                "ordering": ["-at", "-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='migration',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['queued', 'checking', 'running'])), fields=('domain_uuid',), name='one_active_migration_per_domain'),
+            model_name="migration",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["queued", "checking", "running"])),
+                fields=("domain_uuid",),
+                name="one_active_migration_per_domain",
+            ),
         ),
         migrations.AddIndex(
-            model_name='auditentry',
-            index=models.Index(fields=['domain_name', '-at'], name='audit_domain_at'),
+            model_name="auditentry",
+            index=models.Index(fields=["domain_name", "-at"], name="audit_domain_at"),
         ),
     ]

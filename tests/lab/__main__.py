@@ -16,20 +16,27 @@ def _print_status(status):
     if not status.get("hosts"):
         print("lab %s: down" % status["name"])
         return
-    print("lab %s: %s  subnet %s  bridge %s  shared %s" % (
-        status["name"], "up" if status["up"] else "broken", status["subnet"],
-        status["bridge"], status["shared_dir"]))
+    print(
+        "lab %s: %s  subnet %s  bridge %s  shared %s"
+        % (status["name"], "up" if status["up"] else "broken", status["subnet"], status["bridge"], status["shared_dir"])
+    )
     for host, info in status["hosts"].items():
-        print("  %-8s %-30s libvirtd %-8s link %-5s br0 %s" % (
-            host, info["uri"], "answers" if info["libvirtd"] else "silent",
-            info["link"], "yes" if info["br0"] else "no"))
+        print(
+            "  %-8s %-30s libvirtd %-8s link %-5s br0 %s"
+            % (
+                host,
+                info["uri"],
+                "answers" if info["libvirtd"] else "silent",
+                info["link"],
+                "yes" if info["br0"] else "no",
+            )
+        )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__)
     parser.add_argument("command", choices=("up", "down", "status"))
-    parser.add_argument("--name", default=None,
-                        help="lab name (default: $KVMWEB_LAB_NAME or %s)" % default_name())
+    parser.add_argument("--name", default=None, help="lab name (default: $KVMWEB_LAB_NAME or %s)" % default_name())
     parser.add_argument("--hosts", default=",".join(DEFAULT_HOSTS))
     parser.add_argument("--no-bridge-on", default="", help="hosts without br0, comma-separated")
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -41,8 +48,10 @@ def main(argv=None):
             started = time.monotonic()
             status = lab.up()
             if not args.json:
-                print("lab %s %s in %.1f s" % (lab.name, "was already up" if was_up else "is up",
-                                               time.monotonic() - started))
+                print(
+                    "lab %s %s in %.1f s"
+                    % (lab.name, "was already up" if was_up else "is up", time.monotonic() - started)
+                )
         elif args.command == "down":
             lab.down()
             status = lab.status()

@@ -20,8 +20,18 @@ import pytest
 
 from .lab import Lab, LabError, state_root
 
-NEEDED_BINARIES = ("ip", "unshare", "tini", "libvirtd", "virtlogd", "qemu-system-x86_64",
-                   "bindfs", "gcc", "apt-get", "dpkg")
+NEEDED_BINARIES = (
+    "ip",
+    "unshare",
+    "tini",
+    "libvirtd",
+    "virtlogd",
+    "qemu-system-x86_64",
+    "bindfs",
+    "gcc",
+    "apt-get",
+    "dpkg",
+)
 
 
 def lab_unavailable_reason():
@@ -30,8 +40,9 @@ def lab_unavailable_reason():
         return "the lab needs Linux (network and mount namespaces)"
     if os.geteuid() != 0:
         return "the lab needs root (namespaces, bridges, libvirtd)"
-    missing = [b for b in NEEDED_BINARIES if shutil.which(b) is None
-               and not os.path.exists(os.path.join("/usr/sbin", b))]
+    missing = [
+        b for b in NEEDED_BINARIES if shutil.which(b) is None and not os.path.exists(os.path.join("/usr/sbin", b))
+    ]
     if missing:
         return "missing for the lab: %s" % ", ".join(missing)
     try:
@@ -65,8 +76,7 @@ def _remove_stale_test_labs():
 
 
 def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "lab: needs the lab of simulated KVM hosts (root, Linux, libvirtd, QEMU)")
+    config.addinivalue_line("markers", "lab: needs the lab of simulated KVM hosts (root, Linux, libvirtd, QEMU)")
 
 
 def pytest_collection_modifyitems(config, items):

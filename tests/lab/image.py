@@ -46,14 +46,12 @@ def _modules_dir(kernel):
 
 
 def _run(cmd, **kw):
-    return subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, **kw)
+    return subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
 
 
 def _kernel(root):
     found = sorted(glob.glob(os.path.join(root, "vmlinuz-*")))
-    if found and all(os.path.exists(os.path.join(_modules_dir(found[-1]), os.path.basename(m)))
-                     for m in MODULES):
+    if found and all(os.path.exists(os.path.join(_modules_dir(found[-1]), os.path.basename(m))) for m in MODULES):
         return found[-1]
     package = _kernel_package()
     with tempfile.TemporaryDirectory(dir=root) as tmp:
@@ -158,8 +156,7 @@ class _Cpio:
     def add(self, name, mode, data=b"", rdev=(0, 0)):
         self.ino += 1
         name_b = name.encode() + b"\0"
-        fields = (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0,
-                  rdev[0], rdev[1], len(name_b), 0)
+        fields = (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0)
         header = b"070701" + b"".join(b"%08X" % v for v in fields)
         self._write(header + name_b)
         self._write(data)

@@ -52,11 +52,9 @@ def default_name():
 
 
 def _run(cmd, check=True, timeout=60):
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode:
-        raise LabError("%s failed (%d): %s" % (" ".join(cmd), proc.returncode,
-                                                proc.stderr.strip()))
+        raise LabError("%s failed (%d): %s" % (" ".join(cmd), proc.returncode, proc.stderr.strip()))
     return proc
 
 
@@ -131,8 +129,7 @@ def _is_mounted(path):
     with open("/proc/self/mounts") as f:
         for line in f:
             fields = line.split()
-            if len(fields) > 1 and re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
-                                          fields[1]) == path:
+            if len(fields) > 1 and re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1]) == path:
                 return True
     return False
 
@@ -409,24 +406,23 @@ class Lab:
         with open(os.path.join(etc, "libvirtd.conf"), "w") as f:
             f.write(
                 "# kvmweb lab host %s of lab %s\n"
-                "listen_tls = 0\nlisten_tcp = 1\nauth_tcp = \"none\"\n"
-                "tcp_port = \"%d\"\n"
-                "host_uuid = \"%s\"\n"
-                "log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n"
-                "keepalive_interval = 5\nkeepalive_count = 5\n"
-                % (host, self.name, LIBVIRT_PORT, info["host_uuid"])
+                'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
+                'tcp_port = "%d"\n'
+                'host_uuid = "%s"\n'
+                'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+                "keepalive_interval = 5\nkeepalive_count = 5\n" % (host, self.name, LIBVIRT_PORT, info["host_uuid"])
             )
         with open(os.path.join(etc, "qemu.conf"), "w") as f:
             # Root, no relabelling and no cgroups: the hosts share one kernel
             # and one filesystem, and a relabel on one host would change
             # files that the other host's guests use.
             f.write(
-                "user = \"root\"\ngroup = \"root\"\n"
+                'user = "root"\ngroup = "root"\n'
                 "dynamic_ownership = 0\nremember_owner = 0\n"
-                "security_driver = \"none\"\n"
+                'security_driver = "none"\n'
                 "cgroup_controllers = [ ]\n"
-                "stdio_handler = \"logd\"\n"
-                "vnc_listen = \"127.0.0.1\"\n"
+                'stdio_handler = "logd"\n'
+                'vnc_listen = "127.0.0.1"\n'
             )
         hosts_lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         for other, oinfo in state["hosts"].items():
@@ -457,18 +453,21 @@ class Lab:
         log = open(os.path.join(self.dir, "share.log"), "ab")
         try:
             proc = subprocess.Popen(
-                ["bindfs", "-f", "-o", "subtype=glusterfs,allow_other",
-                 self.export_dir, self.shared_dir],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                close_fds=True, start_new_session=True, env=DAEMON_ENV)
+                ["bindfs", "-f", "-o", "subtype=glusterfs,allow_other", self.export_dir, self.shared_dir],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                close_fds=True,
+                start_new_session=True,
+                env=DAEMON_ENV,
+            )
         finally:
             log.close()
         self._procs["<share>"] = proc
         end = time.monotonic() + 10
         while not _is_mounted(self.shared_dir):
             if proc.poll() is not None or time.monotonic() > end:
-                raise LabError("could not mount the shared directory; see %s"
-                               % os.path.join(self.dir, "share.log"))
+                raise LabError("could not mount the shared directory; see %s" % os.path.join(self.dir, "share.log"))
             time.sleep(0.05)
         return proc.pid
 
@@ -479,8 +478,7 @@ class Lab:
             if _run(["umount", self.shared_dir], check=False).returncode:
                 _run(["umount", "-l", self.shared_dir], check=False)
         proc = self._procs.get("<share>")
-        if pid and _alive(pid) and _cmdline(pid)[:1] == ["bindfs"] \
-                and self.shared_dir in _cmdline(pid):
+        if pid and _alive(pid) and _cmdline(pid)[:1] == ["bindfs"] and self.shared_dir in _cmdline(pid):
             end = time.monotonic() + 5
             while _alive(pid) and time.monotonic() < end:
                 time.sleep(0.05)
@@ -517,11 +515,28 @@ class Lab:
         log = open(os.path.join(hdir, "holder.log"), "ab")
         try:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", info["netns"],
-                 "unshare", "--mount", "--uts", "--propagation", "private",
-                 "tini", "-s", "--", "sh", os.path.join(hdir, "holder.sh")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                close_fds=True, start_new_session=True, env=DAEMON_ENV,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    info["netns"],
+                    "unshare",
+                    "--mount",
+                    "--uts",
+                    "--propagation",
+                    "private",
+                    "tini",
+                    "-s",
+                    "--",
+                    "sh",
+                    os.path.join(hdir, "holder.sh"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                close_fds=True,
+                start_new_session=True,
+                env=DAEMON_ENV,
             )
         finally:
             log.close()
@@ -534,8 +549,9 @@ class Lab:
                 return
             pid = self._state["hosts"][host]["pid"]
             if pid and not _alive(pid):
-                raise LabError("host %s died while starting; see %s" % (
-                    host, os.path.join(self.host_dir(host), "holder.log")))
+                raise LabError(
+                    "host %s died while starting; see %s" % (host, os.path.join(self.host_dir(host), "holder.log"))
+                )
             time.sleep(0.2)
         raise LabError("libvirtd on %s did not answer at %s:%d" % (host, address, LIBVIRT_PORT))
 
@@ -547,16 +563,16 @@ class Lab:
             self._define_pool(conn, "local", LOCAL_POOL_DIR)
             if state["hosts"][host]["br0"]:
                 net = conn.networkDefineXML(
-                    "<network><name>lab-net</name><forward mode='bridge'/>"
-                    "<bridge name='br0'/></network>")
+                    "<network><name>lab-net</name><forward mode='bridge'/><bridge name='br0'/></network>"
+                )
                 net.setAutostart(1)
                 net.create()
 
     @staticmethod
     def _define_pool(conn, name, path):
         pool = conn.storagePoolDefineXML(
-            "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>"
-            % (name, path), 0)
+            "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>" % (name, path), 0
+        )
         pool.setAutostart(1)
         pool.create(0)
 
@@ -585,8 +601,7 @@ class Lab:
 
     def _teardown(self):
         state = self._load() or {}
-        hosts = state.get("hosts") or {
-            h: {"netns": self.netns(h), "pid": None} for h in self._want_hosts}
+        hosts = state.get("hosts") or {h: {"netns": self.netns(h), "pid": None} for h in self._want_hosts}
         names = self._names(list(hosts))
         for host, info in hosts.items():
             self._stop_host(host, info)
@@ -661,8 +676,8 @@ class Lab:
                     data = f.read()
             except OSError:
                 continue
-            ppid = int(data[data.rindex(")") + 2:].split()[1])
-            if ppid == pid and (comm is None or data[data.index("(") + 1:data.rindex(")")] == comm):
+            ppid = int(data[data.rindex(")") + 2 :].split()[1])
+            if ppid == pid and (comm is None or data[data.index("(") + 1 : data.rindex(")")] == comm):
                 kids.append(int(entry))
         return kids
 
@@ -687,12 +702,16 @@ class Lab:
 
     def status(self):
         state = self._load()
-        result = {"name": self.name, "dir": self.dir, "up": bool(state) and self.is_up(),
-                  "shared_dir": self.shared_dir, "hosts": {}}
+        result = {
+            "name": self.name,
+            "dir": self.dir,
+            "up": bool(state) and self.is_up(),
+            "shared_dir": self.shared_dir,
+            "hosts": {},
+        }
         if not state:
             return result
-        result.update(subnet=state["subnet"], bridge=state["bridge"],
-                      up_seconds=state.get("up_seconds"))
+        result.update(subnet=state["subnet"], bridge=state["bridge"], up_seconds=state.get("up_seconds"))
         hosts = state["hosts"]
 
         def check(host):
@@ -702,8 +721,12 @@ class Lab:
                 with open("/sys/class/net/%s/operstate" % info["veth"]) as f:
                     link = f.read().strip()
             result["hosts"][host] = {
-                "address": info["address"], "uri": self.uri(host), "netns": info["netns"],
-                "pid": info["pid"], "br0": info["br0"], "link": link,
+                "address": info["address"],
+                "uri": self.uri(host),
+                "netns": info["netns"],
+                "pid": info["pid"],
+                "br0": info["br0"],
+                "link": link,
                 "libvirtd": self.answers(host, timeout=5) if result["up"] else False,
             }
 
@@ -807,8 +830,9 @@ class Lab:
         """Where the guest's serial log is, seen from the root namespace."""
         return os.path.join(self.host_dir(host), "log", "qemu", "%s-serial.log" % name)
 
-    def make_guest(self, host, name, memory_mib=256, disk=None, disk_mib=64,
-                   dirty_mib=0, dirty_rate_mib=0, bridge=True, start=True):
+    def make_guest(
+        self, host, name, memory_mib=256, disk=None, disk_mib=64, dirty_mib=0, dirty_rate_mib=0, bridge=True, start=True
+    ):
         """Define a guest persistently on host; start it and wait for it to tick."""
         if disk not in (None, "shared", "local"):
             raise ValueError("disk must be None, 'shared' or 'local'")
@@ -827,18 +851,24 @@ class Lab:
                 pool.refresh(0)
                 vol = pool.createXML(
                     "<volume><name>%s.qcow2</name><capacity unit='MiB'>%d</capacity>"
-                    "<target><format type='qcow2'/></target></volume>" % (name, disk_mib), 0)
+                    "<target><format type='qcow2'/></target></volume>" % (name, disk_mib),
+                    0,
+                )
                 devices.append(
                     "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-                    "<source file='%s'/><target dev='vda' bus='virtio'/></disk>"
-                    % vol.path())
+                    "<source file='%s'/><target dev='vda' bus='virtio'/></disk>" % vol.path()
+                )
             if bridge:
-                devices.append("<interface type='bridge'><source bridge='br0'/>"
-                               "<model type='virtio'/></interface>")
+                devices.append("<interface type='bridge'><source bridge='br0'/><model type='virtio'/></interface>")
             xml = GUEST_XML.format(
-                name=name, memory=memory_mib, kernel=kernel, initrd=initrd, cmdline=cmdline,
+                name=name,
+                memory=memory_mib,
+                kernel=kernel,
+                initrd=initrd,
+                cmdline=cmdline,
                 devices="\n    ".join(devices),
-                log="%s/%s-serial.log" % (SERIAL_LOG_DIR, name))
+                log="%s/%s-serial.log" % (SERIAL_LOG_DIR, name),
+            )
             before = self.last_tick(name)
             dom = conn.defineXML(xml)
             if start:
@@ -919,8 +949,10 @@ class Lab:
                             dom.destroy()
                     with contextlib.suppress(libvirt.libvirtError):
                         if dom.isPersistent():
-                            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+                            dom.undefineFlags(
+                                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                            )
                 for pool in conn.listAllStoragePools(0):
                     if pool.name() not in ("shared", "local") or not pool.isActive():
                         continue
