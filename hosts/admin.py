@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.template.loader import render_to_string
 
 from . import sync
 from .models import Domain, Host, Network, StoragePool
@@ -43,6 +44,14 @@ class HostAdmin(admin.ModelAdmin):
     inlines = [PoolInline, NetworkInline, DomainInline]
     fieldsets = [
         (None, {"fields": ["name", "uri", "max_incoming", "max_outgoing"]}),
+        (
+            "Capacity",
+            {
+                "fields": [*Host.CAPACITY_SETTINGS, "committed"],
+                "description": "What guests may be promised. Empty fields take the defaults from the settings "
+                "(KVMWEB_RESERVED_MEMORY_MIB, KVMWEB_MEMORY_ALLOCATION_RATIO, KVMWEB_CPU_ALLOCATION_RATIO).",
+            },
+        ),
         ("Status", {"fields": ["status", "status_reason", "status_detail", "last_seen", "last_sync"]}),
         (
             "As libvirt reports it",
@@ -58,11 +67,18 @@ class HostAdmin(admin.ModelAdmin):
                     "cpu_count",
                     "memory_total",
                     "memory_free",
+                    "hugepages",
                 ]
             },
         ),
     ]
-    readonly_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS]
+    readonly_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS, "committed"]
+
+    @admin.display(description="Committed now")
+    def committed(self, obj):
+        if obj.pk is None:
+            return "—"
+        return render_to_string("hosts/_capacity.html", {"capacity": obj.capacity})
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -4,7 +4,7 @@ from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from . import sync
+from . import capacity, sync
 from .models import Domain, Host
 from .permissions import HasRole
 from .serializers import DomainSerializer, HostDetailSerializer, HostSerializer
@@ -19,7 +19,7 @@ class HostViewSet(
 ):
     """Hosts kvmweb manages. Registering one reads its inventory at once."""
 
-    queryset = Host.objects.annotate(domain_count=Count("domains")).order_by("name")
+    queryset = capacity.with_committed(Host.objects.annotate(domain_count=Count("domains"))).order_by("name")
 
     def get_serializer_class(self):
         return HostDetailSerializer if self.action == "retrieve" else HostSerializer

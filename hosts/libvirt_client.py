@@ -262,6 +262,8 @@ class HostInfo:
     memory_free: int  # bytes
     host_uuid: str = ""
     cpu_xml: str = ""
+    # Huge pages the host has set aside, by page size: {"2048": pages} (KiB, as text for JSON).
+    hugepages: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -312,12 +314,14 @@ class DomainInfo:
     uuid: str
     state: str
     state_reason: int
-    memory: int  # bytes
+    memory: int  # bytes, what it has now (<currentMemory>)
     vcpus: int
     persistent: bool
     autostart: bool
     disks: list[DiskInfo] = field(default_factory=list)
     interfaces: list[InterfaceInfo] = field(default_factory=list)
+    max_memory: int = 0  # bytes, the most it may use (<memory>): what a host must be able to give it
+    hugepage_kib: int = 0  # the size of the huge pages backing its memory; 0: none
 
 
 @dataclass
@@ -368,6 +372,48 @@ def _text(node, path, default=""):
     return found.text if found is not None and found.text is not None else default
 
 
+_UNIT_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "m": 1024, "mib": 1024, "g": 1024**2, "gib": 1024**2}
+
+
+def _to_kib(value, unit):
+    """A libvirt memory figure in KiB. libvirt writes KiB in the XML it returns;
+    other binary units are understood in case it does not."""
+    return int(int(value) * _UNIT_KIB.get((unit or "KiB").lower(), 1))
+
+
+def _kib(node, default=0):
+    if node is None or not (node.text or "").strip():
+        return default
+    return _to_kib(node.text, node.get("unit"))
+
+
+def _hugepages(caps):
+    """Huge pages per size over all NUMA cells, from the capabilities: {"2048": pages}.
+
+    The smallest page size listed is the normal page, not a huge one."""
+    sizes = [_to_kib(p.get("size", 0), p.get("unit")) for p in caps.iterfind("host/cpu/pages")]
+    normal = min(sizes, default=4)
+    pages = {}
+    for p in caps.iterfind("host/topology/cells/cell/pages"):
+        size = _to_kib(p.get("size", 0), p.get("unit"))
+        if size > normal and (p.text or "").strip():
+            pages[str(size)] = pages.get(str(size), 0) + int(p.text)
+    return {size: count for size, count in pages.items() if count}
+
+
+# Linux's huge page size when a guest asks for huge pages without naming one
+# (x86-64 and arm64 with 4 KiB pages).
+DEFAULT_HUGEPAGE_KIB = 2048
+
+
+def _hugepage_kib(root):
+    backing = root.find("memoryBacking/hugepages")
+    if backing is None:
+        return 0
+    sizes = [_to_kib(p.get("size", 0), p.get("unit")) for p in backing.iterfind("page")]
+    return max(sizes) if sizes else DEFAULT_HUGEPAGE_KIB
+
+
 # ---------------------------------------------------------------------------
 # Connections
 
@@ -405,6 +451,7 @@ class InventoryOps:
                 **self._memory(memory_mib * 1024 * 1024),
                 host_uuid=_text(caps, "host/uuid"),
                 cpu_xml=ET.tostring(cpu, encoding="unicode") if cpu is not None else "",
+                hugepages=_hugepages(caps),
             )
         except libvirt.libvirtError as e:
             raise translate(e, self.uri) from None
@@ -490,7 +537,8 @@ class InventoryOps:
     def _domain_info(self, dom, volumes):
         root = ET.fromstring(dom.XMLDesc())
         state, reason = dom.state()
-        memory_kib = int(_text(root, "currentMemory", _text(root, "memory", "0")))
+        max_kib = _kib(root.find("memory"))
+        memory_kib = _kib(root.find("currentMemory"), max_kib)
         disks = []
         for disk in root.iterfind("devices/disk"):
             source = disk.find("source")
@@ -535,6 +583,8 @@ class InventoryOps:
             state=DOMAIN_STATES.get(state, "nostate"),
             state_reason=reason,
             memory=memory_kib * 1024,
+            max_memory=max(max_kib, memory_kib) * 1024,
+            hugepage_kib=_hugepage_kib(root),
             vcpus=int(_text(root, "vcpu", "1")),
             persistent=bool(dom.isPersistent()),
             autostart=bool(dom.autostart()) if dom.isPersistent() else False,

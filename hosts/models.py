@@ -1,6 +1,8 @@
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from .validators import validate_libvirt_uri
 
@@ -36,6 +38,16 @@ class DomainState(models.TextChoices):
         }.get(self.value, "grey")
 
 
+# The states in which a guest's QEMU process exists and holds its memory.
+HOLDS_MEMORY = (
+    DomainState.RUNNING,
+    DomainState.BLOCKED,
+    DomainState.PAUSED,
+    DomainState.SHUTDOWN,
+    DomainState.PMSUSPENDED,
+)
+
+
 class Host(models.Model):
     name = models.SlugField(
         max_length=63,
@@ -67,12 +79,40 @@ class Host(models.Model):
     cpu_xml = models.TextField(blank=True)
     memory_total = models.BigIntegerField(default=0, help_text="Bytes.")
     memory_free = models.BigIntegerField(default=0, help_text="Bytes.")
+    hugepages = models.JSONField(
+        default=dict, blank=True, help_text='Huge pages set aside, by page size in KiB: {"2048": pages}.'
+    )
 
     max_incoming = models.PositiveSmallIntegerField(
         default=2, help_text="Migrations into this host at once; more wait in the queue."
     )
     max_outgoing = models.PositiveSmallIntegerField(
         default=2, help_text="Migrations out of this host at once; more wait in the queue."
+    )
+
+    # Capacity (hosts/capacity.py). Empty: the default from the settings.
+    memory_reserved_mib = models.PositiveIntegerField(
+        "memory reserved (MiB)",
+        null=True,
+        blank=True,
+        help_text="Memory kept for the host itself, never promised to guests. Empty: the default "
+        "(KVMWEB_RESERVED_MEMORY_MIB).",
+    )
+    memory_ratio = models.FloatField(
+        "memory allocation ratio",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
+        help_text="How many times its memory (less the reserve) the host may promise to guests; above 1.0 "
+        "only if the guests never all use their memory at once. Empty: the default (KVMWEB_MEMORY_ALLOCATION_RATIO).",
+    )
+    cpu_ratio = models.FloatField(
+        "vCPU allocation ratio",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
+        help_text="vCPUs the host may run per CPU before the checks warn. Empty: the default "
+        "(KVMWEB_CPU_ALLOCATION_RATIO).",
     )
 
     # What libvirt tells of a host (libvirt_client.HostInfo), copied at each sync.
@@ -89,7 +129,9 @@ class Host(models.Model):
         "cpu_xml",
         "memory_total",
         "memory_free",
+        "hugepages",
     )
+    CAPACITY_SETTINGS = ("memory_reserved_mib", "memory_ratio", "cpu_ratio")
     STATUS_FIELDS = ("status", "status_reason", "status_detail", "last_seen", "last_sync")
 
     class Meta:
@@ -104,6 +146,14 @@ class Host(models.Model):
     @property
     def status_colour(self):
         return HostStatus(self.status).colour
+
+    @cached_property
+    def capacity(self):
+        """Committed against capacity (hosts/capacity.py), from the annotation when the
+        host was fetched with capacity.with_committed(), else with one query."""
+        from . import capacity  # capacity imports this module
+
+        return capacity.of(self) if hasattr(self, "memory_committed") else capacity.for_host(self)
 
     @property
     def memory_used(self):
@@ -192,7 +242,13 @@ class Domain(models.Model):
     name = models.CharField(max_length=255)
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="domains")
     state = models.CharField(max_length=12, choices=DomainState.choices, default=DomainState.NOSTATE)
-    memory = models.BigIntegerField(default=0, help_text="Bytes.")
+    memory = models.BigIntegerField(default=0, help_text="Bytes it has now (libvirt's currentMemory).")
+    max_memory = models.BigIntegerField(
+        default=0, help_text="Bytes it may use at most (libvirt's memory): what its host has promised it."
+    )
+    hugepage_kib = models.PositiveIntegerField(
+        default=0, help_text="Size of the huge pages backing its memory, in KiB; 0: none."
+    )
     vcpus = models.PositiveIntegerField(default=1)
     persistent = models.BooleanField(default=True)
     autostart = models.BooleanField(default=False)

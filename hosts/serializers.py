@@ -4,8 +4,28 @@ from . import libvirt_client
 from .models import Domain, Host, Network, StoragePool
 
 
+class CapacitySerializer(serializers.Serializer):
+    """Committed against capacity (hosts/capacity.py); bytes, and the effective settings."""
+
+    memory_total = serializers.IntegerField()
+    memory_reserved = serializers.IntegerField()
+    hugepage_pool = serializers.IntegerField()
+    memory_ratio = serializers.FloatField()
+    memory_capacity = serializers.IntegerField()
+    memory_committed = serializers.IntegerField()
+    memory_incoming = serializers.IntegerField(help_text="Of memory_committed, what is on its way in.")
+    memory_room = serializers.IntegerField()
+    memory_percent = serializers.IntegerField()
+    cpu_count = serializers.IntegerField()
+    cpu_ratio = serializers.FloatField()
+    vcpu_capacity = serializers.IntegerField()
+    vcpus_committed = serializers.IntegerField()
+    incoming = serializers.IntegerField(help_text="Guests on their way in, counted in the committed figures.")
+
+
 class HostSerializer(serializers.ModelSerializer):
     domain_count = serializers.IntegerField(read_only=True, required=False)
+    capacity = CapacitySerializer(read_only=True)
 
     class Meta:
         model = Host
@@ -28,8 +48,11 @@ class HostSerializer(serializers.ModelSerializer):
             "cpu_count",
             "memory_total",
             "memory_free",
+            "hugepages",
             "max_incoming",
             "max_outgoing",
+            *Host.CAPACITY_SETTINGS,
+            "capacity",
             "domain_count",
         ]
         # What sync writes; an API client only names the host and its URI.
@@ -100,6 +123,8 @@ class DomainSerializer(serializers.ModelSerializer):
             "host_id",
             "state",
             "memory",
+            "max_memory",
+            "hugepage_kib",
             "vcpus",
             "persistent",
             "autostart",

@@ -5,21 +5,23 @@ from django.views.decorators.http import require_POST
 
 from kvmweb.pagination import paginate
 
-from . import sync
+from . import capacity, sync
 from .models import Domain, DomainState, Host
 
 
 def dashboard(request):
-    hosts = Host.objects.annotate(
-        domain_count=Count("domains"),
-        running_count=Count("domains", filter=Q(domains__state=DomainState.RUNNING)),
+    hosts = capacity.with_committed(
+        Host.objects.annotate(
+            domain_count=Count("domains"),
+            running_count=Count("domains", filter=Q(domains__state=DomainState.RUNNING)),
+        )
     ).order_by("name")
     totals = Domain.objects.aggregate(total=Count("id"), running=Count("id", filter=Q(state=DomainState.RUNNING)))
     return render(request, "hosts/dashboard.html", {"hosts": hosts, "totals": totals})
 
 
 def host_detail(request, name):
-    host = get_object_or_404(Host, name=name)
+    host = get_object_or_404(capacity.with_committed(Host.objects.all()), name=name)
     return render(
         request,
         "hosts/host_detail.html",

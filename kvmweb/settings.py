@@ -39,6 +39,19 @@ def env_int(name, default, minimum=0):
     return number
 
 
+def env_float(name, default, minimum=0.0):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
+    if not number >= minimum:  # also refuses nan
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}.")
+    return number
+
+
 def _secret_key():
     key = os.environ.get("DJANGO_SECRET_KEY")
     if key:
@@ -209,6 +222,13 @@ SPECTACULAR_SETTINGS = {
 KVMWEB_CONNECT_TIMEOUT = env_int("KVMWEB_CONNECT_TIMEOUT", 5, minimum=1)
 # How often the worker refreshes every host's inventory, in seconds (0: never).
 KVMWEB_SYNC_INTERVAL = env_int("KVMWEB_SYNC_INTERVAL", 60)
+
+# Capacity (hosts/capacity.py), for hosts that do not set their own in the admin
+# or the API: memory kept for the host itself, and how far memory and vCPUs may
+# be promised beyond what the host has.
+KVMWEB_RESERVED_MEMORY_MIB = env_int("KVMWEB_RESERVED_MEMORY_MIB", 1024)
+KVMWEB_MEMORY_ALLOCATION_RATIO = env_float("KVMWEB_MEMORY_ALLOCATION_RATIO", 1.0, minimum=0.1)
+KVMWEB_CPU_ALLOCATION_RATIO = env_float("KVMWEB_CPU_ALLOCATION_RATIO", 4.0, minimum=0.1)
 
 LOGGING = {
     "version": 1,

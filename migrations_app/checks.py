@@ -12,7 +12,7 @@ import uuid as uuidlib
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-from hosts import libvirt_client
+from hosts import capacity, libvirt_client
 from hosts.libvirt_client import HostError
 
 from .models import Migration, Mode, Status, StorageMode
@@ -39,7 +39,9 @@ LABELS = {
     "free_space": "Free space",
     "target_volumes": "Target volume names",
     "removable_media": "Removable media",
-    "memory": "Free memory",
+    "memory": "Memory",
+    "hugepages": "Huge pages",
+    "vcpus": "vCPUs",
     "convergence": "Will it converge?",
 }
 
@@ -105,9 +107,9 @@ def _request_values(req):
     """The fields the checks need, from a Request or a Migration."""
     values = {name: getattr(req, name) for name in SHARED_FIELDS}
     if isinstance(req, Migration):
-        values.update(uuid=req.domain_uuid, name=req.domain_name, source=req.source)
+        values.update(uuid=req.domain_uuid, name=req.domain_name, source=req.source, migration=req.pk)
     else:
-        values.update(uuid=req.domain.uuid, name=req.domain.name, source=req.domain.host)
+        values.update(uuid=req.domain.uuid, name=req.domain.name, source=req.domain.host, migration=None)
     return values
 
 
@@ -526,22 +528,106 @@ def _check_copy_storage(checks, v, disks, source, target):
 
 
 def _check_memory(checks, v, dom, source, target):
-    free = target.free_memory()
-    need = dom.info.memory
-    tname = v["target"].name
-    if need > free:
-        checks.add(
+    guest = capacity.Guest.of(dom.info)
+    for result in capacity_results(v["target"], guest, v["migration"], free=target.free_memory()):
+        checks.results.append(result)
+
+
+def capacity_results(host, guest, exclude_migration=None, free=None):
+    """Whether ``host`` can hold ``guest`` on top of what it has promised (hosts/capacity.py):
+    memory (or huge pages) fail when it cannot, vCPUs only warn. ``free``: the host's
+    free memory now, when it was asked. The claim that starts a migration asks this too."""
+    cap = capacity.for_host(host, exclude_migration)
+    if guest.hugepage_kib:
+        memory = _hugepages_result(host, guest, exclude_migration)
+    else:
+        memory = _memory_result(host, guest, cap, free)
+    return [memory, _vcpus_result(host, guest, cap)]
+
+
+def _promised_to(cap):
+    if cap.incoming > 1:
+        return f"the guests it runs and the {cap.incoming} on their way there"
+    return "the guests it runs" + (" and the one on its way there" if cap.incoming else "")
+
+
+def _memory_result(host, guest, cap, free):
+    name, need = guest.name, guest.max_memory
+    if not cap.memory_fits(guest):
+        return CheckResult(
             "memory",
             FAIL,
-            f"{tname} has {_size(free)} of memory free and {v['name']} needs {_size(need)}. Free "
-            "memory there or choose another host.",
+            f"{host.name} cannot hold {name}: {_size(cap.memory_committed)} of the {_size(cap.memory_capacity)} "
+            f"it can give guests is already promised to {_promised_to(cap)}, and {name} may use up to "
+            f"{_size(need)}. Choose another host; or, if {host.name} can really hold more, lower its reserved "
+            "memory or raise its memory allocation ratio.",
         )
-    elif need * 1.2 > free:
-        checks.add(
-            "memory", WARN, f"{tname} has {_size(free)} free; {v['name']} needs {_size(need)}, leaving little room."
+    if free is not None and need > free:
+        return CheckResult(
+            "memory",
+            FAIL,
+            f"{host.name} has {_size(free)} of memory free now and {name} may use up to {_size(need)}. "
+            "Free memory there or choose another host.",
         )
-    else:
-        checks.add("memory", PASS, f"{tname} has {_size(free)} free for {_size(need)}.")
+    room = cap.memory_room - need
+    if room < cap.memory_capacity * 0.1 or (free is not None and need * 1.2 > free):
+        return CheckResult(
+            "memory",
+            WARN,
+            f"{host.name} can hold {name} ({_size(need)}), leaving little room: {_size(max(room, 0))} of its "
+            f"{_size(cap.memory_capacity)} unpromised afterwards"
+            + (f", {_size(free)} free now." if free is not None else "."),
+        )
+    return CheckResult(
+        "memory",
+        PASS,
+        f"{host.name} has {_size(cap.memory_room)} of its {_size(cap.memory_capacity)} for guests unpromised "
+        f"for {name}'s {_size(need)}" + (f" ({_size(free)} free now)." if free is not None else "."),
+    )
+
+
+def _hugepages_result(host, guest, exclude_migration):
+    pages = capacity.hugepages_for(host, guest.hugepage_kib, exclude_migration)
+    size = _size(guest.hugepage_kib * 1024)
+    need = capacity.pages_for(guest)
+    if not pages.pool:
+        return CheckResult(
+            "hugepages",
+            FAIL,
+            f"{guest.name}'s memory is backed by huge pages of {size}, and {host.name} has none of that size. "
+            f"Set some aside on {host.name} (vm.nr_hugepages, or hugepages= at boot) or choose another host.",
+        )
+    if not pages.fits(guest):
+        return CheckResult(
+            "hugepages",
+            FAIL,
+            f"{host.name} cannot hold {guest.name}: {pages.committed} of its {pages.pool} huge pages of {size} "
+            f"are already promised to the guests it runs or that are on their way there, and {guest.name} "
+            f"needs {need}. Choose another host, or set more huge pages aside there.",
+        )
+    return CheckResult(
+        "hugepages",
+        PASS,
+        f"{host.name} has {pages.pool - pages.committed} of its {pages.pool} huge pages of {size} unpromised; "
+        f"{guest.name} needs {need}.",
+    )
+
+
+def _vcpus_result(host, guest, cap):
+    after = cap.vcpus_committed + guest.vcpus
+    if not cap.vcpus_fit(guest):
+        return CheckResult(
+            "vcpus",
+            WARN,
+            f"{host.name} would run {after} vCPUs on its {cap.cpu_count} CPUs, more than its vCPU "
+            f"allocation ratio of {cap.cpu_ratio:g} allows ({cap.vcpu_capacity}): its guests will be slower. "
+            "Choose a host with fewer vCPUs promised if they need their speed.",
+        )
+    return CheckResult(
+        "vcpus",
+        PASS,
+        f"{host.name} would run {after} vCPUs on its {cap.cpu_count} CPUs (at most {cap.vcpu_capacity}).",
+    )
 
 
 def _check_convergence(checks, v, dom, source, target):

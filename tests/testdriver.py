@@ -24,14 +24,31 @@ def mac_for(uuid_str):
     return "52:54:00:%02x:%02x:%02x" % (raw[0], raw[1], raw[2])
 
 
-def domain_xml(name, uuid_str, state="running", memory_mib=512, vcpus=1, disk=None, bridge="br0"):
+def domain_xml(
+    name,
+    uuid_str,
+    state="running",
+    memory_mib=512,
+    vcpus=1,
+    disk=None,
+    bridge="br0",
+    current_mib=None,
+    hugepage_kib=0,
+):
+    """A test-driver domain; ``current_mib``: what the balloon left it, below ``memory_mib``."""
     disk = disk or f"/var/lib/libvirt/images/{name}.qcow2"
+    backing = (
+        f"<memoryBacking><hugepages><page size='{hugepage_kib}' unit='KiB'/></hugepages></memoryBacking>"
+        if hugepage_kib
+        else ""
+    )
     return f"""
   <domain type='test'>
     <name>{escape(name)}</name>
     <uuid>{uuid_str}</uuid>
     <memory unit='MiB'>{memory_mib}</memory>
-    <currentMemory unit='MiB'>{memory_mib}</currentMemory>
+    <currentMemory unit='MiB'>{current_mib or memory_mib}</currentMemory>
+    {backing}
     <vcpu>{vcpus}</vcpu>
     <os><type arch='x86_64'>hvm</type></os>
     <devices>

@@ -1,0 +1,232 @@
+"""Capacity: what a host has promised its guests, against what it can hold.
+
+The one place kvmweb computes it; the pre-flight checks, the claim a migration
+makes when it starts, the pages and the API all ask here.
+
+- **Committed memory** is the maximum memory (libvirt's ``<memory>``, not what
+  the balloon shows now) of every guest the host runs (its Domain rows in a
+  state that holds memory), plus that of every guest on its way in (a migration
+  into the host that has been claimed and has not finished), each guest once.
+  QEMU allocates a guest's memory lazily, so the host's free memory stays high
+  until the guests touch theirs: free memory now says nothing of what is promised.
+- **Memory capacity** is ``(total − reserved − huge page pool) × allocation ratio``.
+  Guests backed by huge pages take their memory from the pool of their page size
+  instead, and are counted there, in pages.
+- **vCPUs** alike: committed vCPUs against ``CPUs × vCPU allocation ratio``; too
+  many only slows the guests down, so the checks warn and never refuse.
+
+The reserve and the ratios are set per host (admin, API); a host that leaves
+them empty gets the defaults from the settings.
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from .models import HOLDS_MEMORY, Domain, Host
+
+MiB = 1024 * 1024
+
+# Migrations that are on their way into their target: claimed (under the
+# per-host lock in migrations_app's engine) and not finished. The values of
+# migrations_app.models.Status, named here because hosts never imports
+# migrations_app (a test keeps the two in step).
+IN_FLIGHT = ("checking", "running")
+
+
+@dataclass(frozen=True)
+class Guest:
+    """What a guest needs of the host that runs it."""
+
+    name: str
+    max_memory: int  # bytes
+    vcpus: int = 1
+    hugepage_kib: int = 0
+
+    @classmethod
+    def of(cls, domain):
+        """From a Domain row, or a libvirt DomainInfo."""
+        return cls(domain.name, domain.max_memory or domain.memory, domain.vcpus, domain.hugepage_kib)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """One host's figures; the pure part of the model (no database, no libvirt)."""
+
+    memory_total: int  # bytes, as the host's kernel counts them
+    memory_reserved: int  # bytes kept for the host itself
+    hugepage_pool: int  # bytes set aside as huge pages (part of memory_total)
+    memory_ratio: float
+    memory_committed: int  # bytes promised to guests not backed by huge pages
+    cpu_count: int
+    cpu_ratio: float
+    vcpus_committed: int
+    incoming: int = 0  # guests on their way in, counted in the committed figures
+    memory_incoming: int = 0  # bytes of memory_committed that are on their way in
+
+    @property
+    def memory_capacity(self):
+        return max(0, int((self.memory_total - self.memory_reserved - self.hugepage_pool) * self.memory_ratio))
+
+    @property
+    def memory_room(self):
+        """What can still be promised; negative when the host is over-committed."""
+        return self.memory_capacity - self.memory_committed
+
+    @property
+    def memory_over(self):
+        """By how much the host is over-committed; 0 when it is not."""
+        return max(0, -self.memory_room)
+
+    @property
+    def memory_percent(self):
+        """Committed against capacity, in percent (may exceed 100)."""
+        if not self.memory_capacity:
+            return 100 if self.memory_committed else 0
+        return round(100 * self.memory_committed / self.memory_capacity)
+
+    @property
+    def bar(self):
+        """Widths for a bar of the capacity: what runs here and what is on its way, in percent."""
+        full = self.memory_capacity or 1
+        running = min(100, round(100 * (self.memory_committed - self.memory_incoming) / full))
+        return {"running": running, "incoming": min(100 - running, round(100 * self.memory_incoming / full))}
+
+    @property
+    def level(self):
+        """The bar's colour: full (nothing more fits), filling, or fine."""
+        return "red" if self.memory_room <= 0 else "orange" if self.memory_percent >= 90 else ""
+
+    @property
+    def vcpu_capacity(self):
+        return int(self.cpu_count * self.cpu_ratio)
+
+    def memory_fits(self, guest):
+        if guest.hugepage_kib:
+            return True  # its memory comes from the huge page pool: see HugePages
+        return self.memory_committed + guest.max_memory <= self.memory_capacity
+
+    def vcpus_fit(self, guest):
+        return self.vcpus_committed + guest.vcpus <= self.vcpu_capacity
+
+
+def memory_reserved(host):
+    mib = host.memory_reserved_mib
+    return (settings.KVMWEB_RESERVED_MEMORY_MIB if mib is None else mib) * MiB
+
+
+def memory_ratio(host):
+    return settings.KVMWEB_MEMORY_ALLOCATION_RATIO if host.memory_ratio is None else host.memory_ratio
+
+
+def cpu_ratio(host):
+    return settings.KVMWEB_CPU_ALLOCATION_RATIO if host.cpu_ratio is None else host.cpu_ratio
+
+
+def hugepage_pool(host):
+    """Bytes the host has set aside as huge pages, all sizes."""
+    return sum(int(size) * 1024 * pages for size, pages in (host.hugepages or {}).items())
+
+
+def of(host):
+    """The capacity of a host fetched with ``with_committed()``."""
+    return Capacity(
+        memory_total=host.memory_total,
+        memory_reserved=memory_reserved(host),
+        hugepage_pool=hugepage_pool(host),
+        memory_ratio=memory_ratio(host),
+        memory_committed=host.memory_committed,
+        cpu_count=host.cpu_count,
+        cpu_ratio=cpu_ratio(host),
+        vcpus_committed=host.vcpus_committed,
+        incoming=host.incoming_count,
+        memory_incoming=host.memory_incoming,
+    )
+
+
+def for_host(host, exclude_migration=None):
+    """A host's capacity as the database says it is now (one query).
+
+    ``exclude_migration``: a migration's own claim does not count against it."""
+    return of(with_committed(Host.objects.filter(pk=host.pk), exclude_migration).get())
+
+
+# -- the database side: one annotation, so a list of hosts costs one query ----
+
+
+def _migrations():
+    # The Migration model, reached through Host's reverse relation: hosts does
+    # not import migrations_app.
+    return Host._meta.get_field("incoming_migrations").related_model
+
+
+def _running_here(host_ref):
+    return Domain.objects.filter(host=host_ref, state__in=HOLDS_MEMORY)
+
+
+def _on_their_way(host_ref, exclude_migration):
+    """Migrations into the host whose guest it does not run yet (a sync during a
+    live migration may already show the guest, paused, on the target)."""
+    qs = _migrations().objects.filter(target=host_ref, status__in=IN_FLIGHT)
+    if exclude_migration is not None:
+        qs = qs.exclude(pk=exclude_migration)
+    return qs.exclude(Exists(_running_here(OuterRef("target")).filter(uuid=OuterRef("domain_uuid"))))
+
+
+def _guest_figure(field, hugepage_kib=None):
+    """One figure of a migration's guest, from the inventory (its largest row)."""
+    rows = Domain.objects.filter(uuid=OuterRef("domain_uuid"))
+    if hugepage_kib is not None:
+        rows = rows.filter(hugepage_kib=hugepage_kib)
+    return Subquery(rows.order_by(f"-{field}").values(field)[:1])
+
+
+def _total(qs, group_by, expression):
+    return Coalesce(
+        Subquery(qs.order_by().values(group_by).annotate(total=Sum(expression)).values("total")[:1]),
+        Value(0),
+        output_field=IntegerField(),
+    )
+
+
+def with_committed(queryset, exclude_migration=None):
+    """Annotate hosts with ``memory_committed`` (bytes; ``memory_incoming`` of it on
+    its way in), ``vcpus_committed`` and ``incoming_count``: one query for any number."""
+    host = OuterRef("pk")
+    incoming = _on_their_way(host, exclude_migration)
+    return queryset.annotate(
+        memory_incoming=_total(incoming.annotate(need=_guest_figure("max_memory", 0)), "target", "need"),
+        memory_committed=_total(_running_here(host).filter(hugepage_kib=0), "host", "max_memory")
+        + F("memory_incoming"),
+        vcpus_committed=_total(_running_here(host), "host", "vcpus")
+        + _total(incoming.annotate(need=_guest_figure("vcpus")), "target", "need"),
+        incoming_count=_total(incoming.annotate(one=Value(1)), "target", "one"),
+    )
+
+
+@dataclass(frozen=True)
+class HugePages:
+    size_kib: int
+    pool: int  # pages of this size on the host
+    committed: int  # pages promised to guests
+
+    def fits(self, guest):
+        return self.committed + pages_for(guest) <= self.pool
+
+
+def pages_for(guest):
+    return -(-guest.max_memory // (guest.hugepage_kib * 1024))
+
+
+def hugepages_for(host, size_kib, exclude_migration=None):
+    """The host's pool of one huge page size and the pages its guests are promised."""
+    incoming = _on_their_way(host.pk, exclude_migration).values("domain_uuid")
+    rows = Domain.objects.filter(Q(host=host, state__in=HOLDS_MEMORY) | Q(uuid__in=incoming), hugepage_kib=size_kib)
+    guests = {d.uuid: Guest.of(d) for d in rows}  # each guest once
+    return HugePages(
+        size_kib=size_kib,
+        pool=int((host.hugepages or {}).get(str(size_kib), 0)),
+        committed=sum(pages_for(g) for g in guests.values()),
+    )

@@ -1,0 +1,246 @@
+"""Capacity: what a host has promised its guests (their maximum memory, and the
+guests on their way in) against what it can hold, read through the test driver."""
+
+import pytest
+
+from hosts import capacity
+from hosts.capacity import Guest
+from hosts.models import Domain, Host
+from hosts.sync import sync_host
+from migrations_app.checks import capacity_results
+from migrations_app.models import Migration, Status
+from tests.testdriver import domain_uuid, domain_xml, write_host
+
+pytestmark = pytest.mark.django_db
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def make_host(tmp_path, name, guests, memory_mib=16384, **fields):
+    """A test-driver host running ``guests``: (name, state, memory MiB, current MiB, vCPUs[, huge page KiB])."""
+    xml = [
+        domain_xml(g[0], domain_uuid(name, i), g[1], g[2], g[4], current_mib=g[3], hugepage_kib=(g[5:] or [0])[0])
+        for i, g in enumerate(guests)
+    ]
+    host = Host.objects.create(name=name, uri=write_host(tmp_path, name, domains=xml, memory_mib=memory_mib), **fields)
+    assert sync_host(host).online
+    return Host.objects.get(pk=host.pk)
+
+
+def incoming(dom, target, status=Status.RUNNING):
+    return Migration.objects.create(
+        domain=dom,
+        domain_name=dom.name,
+        domain_uuid=dom.uuid,
+        source=dom.host,
+        source_name=dom.host.name,
+        target=target,
+        target_name=target.name,
+        mode="live",
+        status=status,
+    )
+
+
+def page_text(client, url):
+    response = client.get(url)
+    assert response.status_code == 200
+    return response.content.decode().replace("\xa0", " ")  # filesizeformat's non-breaking spaces
+
+
+@pytest.fixture
+def hosts(tmp_path, settings):
+    settings.KVMWEB_RESERVED_MEMORY_MIB = 1024
+    settings.KVMWEB_MEMORY_ALLOCATION_RATIO = 1.0
+    settings.KVMWEB_CPU_ALLOCATION_RATIO = 4.0
+    kvm01 = make_host(
+        tmp_path,
+        "kvm01",
+        [
+            ("big1", "running", 6144, 2048, 2),
+            ("big2", "running", 6144, 6144, 2),
+            ("off1", "shutoff", 4096, 4096, 1),
+        ],
+    )
+    kvm02 = make_host(tmp_path, "kvm02", [("web", "running", 2048, 1024, 1), ("old", "shutoff", 8192, 8192, 4)])
+    return kvm01, kvm02
+
+
+def test_sync_stores_the_maximum_memory_not_what_the_balloon_left(hosts):
+    big1 = Domain.objects.get(name="big1")
+    assert big1.memory == 2 * GiB
+    assert big1.max_memory == 6 * GiB
+
+
+def test_committed_memory_is_the_maximum_memory_of_the_guests_the_host_runs(hosts):
+    kvm01, kvm02 = hosts
+    cap = capacity.for_host(kvm01)
+    # Both running guests at their <memory>, not their balloon; the shut-off one holds nothing.
+    assert cap.memory_committed == 12 * GiB
+    assert cap.vcpus_committed == 4
+    assert cap.memory_capacity == 15 * GiB  # 16 GiB less the default 1 GiB reserve, ratio 1.0
+    assert cap.memory_room == 3 * GiB
+    assert cap.vcpu_capacity == 4 * 4
+    assert capacity.for_host(kvm02).memory_committed == 2 * GiB
+
+
+def test_a_guest_on_its_way_in_counts_against_the_target_until_it_has_landed(hosts):
+    kvm01, kvm02 = hosts
+    big1 = Domain.objects.get(name="big1")
+    migration = incoming(big1, kvm02, Status.QUEUED)
+    assert capacity.for_host(kvm02).memory_committed == 2 * GiB, "queued: not claimed yet"
+    Migration.objects.filter(pk=migration.pk).update(status=Status.CHECKING)
+    cap = capacity.for_host(kvm02)
+    assert (cap.memory_committed, cap.memory_incoming, cap.incoming) == (8 * GiB, 6 * GiB, 1)
+    assert cap.vcpus_committed == 3
+    # Its own claim does not count against it when its checks run again.
+    assert capacity.for_host(kvm02, exclude_migration=migration.pk).memory_committed == 2 * GiB
+    Migration.objects.filter(pk=migration.pk).update(status=Status.RUNNING)
+    assert capacity.for_host(kvm02).memory_committed == 8 * GiB
+    # A sync in the middle of the move shows the guest (paused) on the target:
+    # it is counted there once, not twice.
+    Domain.objects.filter(pk=big1.pk).update(host=kvm02, state="paused")
+    assert capacity.for_host(kvm02).memory_committed == 8 * GiB
+    Migration.objects.filter(pk=migration.pk).update(status=Status.SUCCEEDED)
+    Domain.objects.filter(pk=big1.pk).update(state="running")
+    assert capacity.for_host(kvm02).memory_committed == 8 * GiB
+    assert capacity.for_host(kvm01).memory_committed == 6 * GiB
+
+
+def test_failed_and_cancelled_migrations_hold_nothing(hosts):
+    kvm01, kvm02 = hosts
+    for status in (Status.FAILED, Status.CANCELLED):
+        m = incoming(Domain.objects.get(name="big1"), kvm02, status)
+        assert capacity.for_host(kvm02).memory_committed == 2 * GiB
+        m.delete()
+
+
+def test_the_reserve_and_ratios_come_from_the_host_or_else_the_settings(hosts, settings):
+    kvm01, _ = hosts
+    settings.KVMWEB_RESERVED_MEMORY_MIB = 4096
+    settings.KVMWEB_MEMORY_ALLOCATION_RATIO = 1.5
+    assert capacity.for_host(kvm01).memory_capacity == int(12 * GiB * 1.5)
+    Host.objects.filter(pk=kvm01.pk).update(memory_reserved_mib=0, memory_ratio=1.0, cpu_ratio=0.5)
+    cap = capacity.for_host(Host.objects.get(pk=kvm01.pk))
+    assert cap.memory_capacity == 16 * GiB
+    assert cap.vcpu_capacity == 2
+
+
+def test_huge_pages_come_out_of_the_memory_capacity(hosts):
+    kvm01, _ = hosts
+    Host.objects.filter(pk=kvm01.pk).update(hugepages={"2048": 1024, "1048576": 2})
+    assert capacity.for_host(Host.objects.get(pk=kvm01.pk)).memory_capacity == 15 * GiB - 2 * GiB - 2 * GiB
+
+
+def test_a_guest_that_does_not_fit_fails_in_plain_words(hosts):
+    kvm01, kvm02 = hosts
+    memory, vcpus = capacity_results(kvm01, Guest("new", 4 * GiB, vcpus=1))
+    assert memory.result == "fail"
+    assert memory.message.startswith("kvm01 cannot hold new: 12.0 GiB of the 15.0 GiB it can give guests")
+    assert "may use up to 4.0 GiB" in memory.message
+    assert vcpus.result == "pass"
+    memory, _ = capacity_results(kvm01, Guest("new", 3 * GiB))
+    assert memory.result == "warn", "it fits exactly, leaving nothing"
+    memory, _ = capacity_results(kvm01, Guest("new", 1 * GiB))
+    assert memory.result == "pass" and "3.0 GiB of its 15.0 GiB for guests unpromised" in memory.message
+
+
+def test_a_second_guest_does_not_fit_where_the_first_is_on_its_way(hosts):
+    kvm01, kvm02 = hosts
+    Host.objects.filter(pk=kvm02.pk).update(memory_reserved_mib=16384 - 9 * 1024)  # room for 9 GiB
+    kvm02 = Host.objects.get(pk=kvm02.pk)
+    big1, big2 = Domain.objects.get(name="big1"), Domain.objects.get(name="big2")
+    assert capacity_results(kvm02, Guest.of(big2))[0].result == "pass"
+    incoming(big1, kvm02)
+    memory, _ = capacity_results(kvm02, Guest.of(big2))
+    assert memory.result == "fail"
+    assert "already promised to the guests it runs and the one on its way there" in memory.message
+
+
+def test_free_memory_now_still_matters(hosts):
+    kvm01, _ = hosts
+    memory, _ = capacity_results(kvm01, Guest("new", 1 * GiB), free=512 * MiB)
+    assert memory.result == "fail" and "512.0 MiB of memory free now" in memory.message
+
+
+def test_too_many_vcpus_only_warn(hosts):
+    kvm01, _ = hosts
+    Host.objects.filter(pk=kvm01.pk).update(cpu_ratio=1.0)  # 4 CPUs, 4 vCPUs promised
+    memory, vcpus = capacity_results(Host.objects.get(pk=kvm01.pk), Guest("new", 1 * GiB, vcpus=2))
+    assert memory.result == "pass"
+    assert vcpus.result == "warn"
+    assert "would run 6 vCPUs on its 4 CPUs, more than its vCPU allocation ratio of 1 allows (4)" in vcpus.message
+
+
+def test_a_guest_on_huge_pages_needs_pages_of_its_size(tmp_path, hosts):
+    kvm01, _ = hosts
+    hp = make_host(tmp_path, "kvm03", [("pinned", "running", 1024, 1024, 1, 2048)])
+    assert Domain.objects.get(name="pinned").hugepage_kib == 2048
+    assert capacity.for_host(hp).memory_committed == 0, "its memory comes from the pool"
+    guest = Guest("db", 1 * GiB, hugepage_kib=2048)
+    (pages, _) = capacity_results(hp, guest)
+    assert pages.name == "hugepages" and pages.result == "fail"
+    assert "kvm03 has none of that size" in pages.message
+    Host.objects.filter(pk=hp.pk).update(hugepages={"2048": 1024})  # 2 GiB, 1 GiB promised to "pinned"
+    hp = Host.objects.get(pk=hp.pk)
+    assert capacity_results(hp, guest)[0].result == "pass"
+    Host.objects.filter(pk=hp.pk).update(hugepages={"2048": 1000})
+    pages, _ = capacity_results(Host.objects.get(pk=hp.pk), guest)
+    assert pages.result == "fail"
+    assert "512 of its 1000 huge pages of 2.0 MiB are already promised" in pages.message
+    assert "db needs 512" in pages.message
+
+
+def test_in_flight_names_the_migration_states_that_hold_a_claim():
+    assert set(capacity.IN_FLIGHT) == {Status.CHECKING, Status.RUNNING}
+
+
+def test_the_api_shows_committed_against_capacity_and_operators_set_the_reserve(api, operator, viewer, hosts):
+    kvm01, kvm02 = hosts
+    incoming(Domain.objects.get(name="big1"), kvm02)
+    api.force_authenticate(viewer)
+    listed = {h["name"]: h for h in api.get("/api/hosts/").json()["results"]}
+    cap = listed["kvm02"]["capacity"]
+    assert (cap["memory_committed"], cap["memory_incoming"]) == (8 * GiB, 6 * GiB)
+    assert (cap["memory_capacity"], cap["incoming"], cap["vcpus_committed"]) == (15 * GiB, 1, 3)
+    assert listed["kvm02"]["memory_reserved_mib"] is None, "empty: the default"
+    assert api.patch(f"/api/hosts/{kvm02.pk}/", {"memory_reserved_mib": 4096}, format="json").status_code == 403
+
+    api.force_authenticate(operator)
+    response = api.patch(f"/api/hosts/{kvm02.pk}/", {"memory_reserved_mib": 4096, "memory_ratio": 1.5}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["capacity"]["memory_capacity"] == int(12 * GiB * 1.5)
+    assert Host.objects.get(pk=kvm02.pk).memory_reserved_mib == 4096
+    response = api.patch(f"/api/hosts/{kvm02.pk}/", {"memory_ratio": 0}, format="json")
+    assert response.status_code == 400 and "memory_ratio" in response.json()
+
+
+def test_the_host_page_and_the_dashboard_show_committed_against_capacity(client, viewer, hosts):
+    kvm01, kvm02 = hosts
+    incoming(Domain.objects.get(name="big2"), kvm02)
+    client.force_login(viewer)
+    page = page_text(client, "/hosts/kvm02/")
+    assert "8.0 GB</strong> committed of 15.0 GB (53 %)" in page
+    assert "6.0 GB on 1 migration on the way in" in page
+    assert 'class="running" style="width: 13%"' in page and 'class="incoming" style="width: 40%"' in page
+    assert "1.0 GB reserved for the host" in page
+    dashboard = page_text(client, "/")
+    assert "12.0 GB</strong> committed of 15.0 GB (80 %)" in dashboard  # kvm01
+    assert "8.0 GB</strong> committed of 15.0 GB (53 %)" in dashboard
+
+
+def test_an_over_committed_host_says_by_how_much(client, viewer, hosts):
+    kvm01, _ = hosts
+    Host.objects.filter(pk=kvm01.pk).update(memory_reserved_mib=8192)  # 8 GiB for guests, 12 promised
+    client.force_login(viewer)
+    page = page_text(client, "/hosts/kvm01/")
+    assert 'bar stacked red"' in page and "over by 4.0 GB" in page
+
+
+def test_the_admin_edits_the_capacity_settings(client, owner, hosts):
+    kvm01, _ = hosts
+    client.force_login(owner)
+    page = page_text(client, f"/admin/hosts/host/{kvm01.pk}/change/")
+    for field in ("memory_reserved_mib", "memory_ratio", "cpu_ratio"):
+        assert f'name="{field}"' in page
+    assert "committed of 15.0 GB" in page
