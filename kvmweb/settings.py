@@ -26,30 +26,22 @@ def env_bool(name, default):
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}.")
 
 
-def env_int(name, default, minimum=0):
+def env_number(name, default, minimum=0, kind=int):
     value = os.environ.get(name)
     if value is None or value == "":
         return default
     try:
-        number = int(value)
+        number = kind(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
-    if number < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
-    return number
-
-
-def env_float(name, default, minimum=0.0):
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ImproperlyConfigured(f"{name} must be {what}, not {value!r}.") from None
     if not number >= minimum:  # also refuses nan
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}.")
     return number
+
+
+def env_int(name, default, minimum=0):
+    return env_number(name, default, minimum)
 
 
 def _secret_key():
@@ -227,8 +219,8 @@ KVMWEB_SYNC_INTERVAL = env_int("KVMWEB_SYNC_INTERVAL", 60)
 # or the API: memory kept for the host itself, and how far memory and vCPUs may
 # be promised beyond what the host has.
 KVMWEB_RESERVED_MEMORY_MIB = env_int("KVMWEB_RESERVED_MEMORY_MIB", 1024)
-KVMWEB_MEMORY_ALLOCATION_RATIO = env_float("KVMWEB_MEMORY_ALLOCATION_RATIO", 1.0, minimum=0.1)
-KVMWEB_CPU_ALLOCATION_RATIO = env_float("KVMWEB_CPU_ALLOCATION_RATIO", 4.0, minimum=0.1)
+KVMWEB_MEMORY_ALLOCATION_RATIO = env_number("KVMWEB_MEMORY_ALLOCATION_RATIO", 1.0, 0.1, float)
+KVMWEB_CPU_ALLOCATION_RATIO = env_number("KVMWEB_CPU_ALLOCATION_RATIO", 4.0, 0.1, float)
 
 LOGGING = {
     "version": 1,

@@ -37,6 +37,21 @@ def request(api, user, dom, target, **fields):
     return api.post("/api/migrations/", body, format="json")
 
 
+def migration_for(dom, target, **fields):
+    """A migration row of ``dom`` to ``target``, as a request makes it (queued unless ``status``)."""
+    return Migration.objects.create(
+        domain=dom,
+        domain_name=dom.name,
+        domain_uuid=dom.uuid,
+        source=dom.host,
+        source_name=dom.host.name,
+        target=target,
+        target_name=target.name,
+        mode="live",
+        **fields,
+    )
+
+
 def run(pk):
     """Run the queued migration's job here, as a worker would."""
     jobs.run_migration(pk)

@@ -9,6 +9,7 @@ from hosts.models import Domain, Host
 from hosts.sync import sync_host
 from migrations_app.checks import capacity_results
 from migrations_app.models import Migration, Status
+from tests.migration_helpers import migration_for
 from tests.testdriver import domain_uuid, domain_xml, write_host
 
 pytestmark = pytest.mark.django_db
@@ -29,17 +30,7 @@ def make_host(tmp_path, name, guests, memory_mib=16384, **fields):
 
 
 def incoming(dom, target, status=Status.RUNNING):
-    return Migration.objects.create(
-        domain=dom,
-        domain_name=dom.name,
-        domain_uuid=dom.uuid,
-        source=dom.host,
-        source_name=dom.host.name,
-        target=target,
-        target_name=target.name,
-        mode="live",
-        status=status,
-    )
+    return migration_for(dom, target, status=status)
 
 
 def page_text(client, url):
@@ -244,3 +235,22 @@ def test_the_admin_edits_the_capacity_settings(client, owner, hosts):
     for field in ("memory_reserved_mib", "memory_ratio", "cpu_ratio"):
         assert f'name="{field}"' in page
     assert "committed of 15.0 GB" in page
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [("lots", "KVMWEB_MEMORY_ALLOCATION_RATIO must be a number, not 'lots'."), ("0", "must be at least 0.1, not 0")],
+)
+def test_a_malformed_default_ratio_stops_the_program_with_what_is_wrong(value, says):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import kvmweb.settings"],
+        env={**os.environ, "KVMWEB_MEMORY_ALLOCATION_RATIO": value},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert says in result.stderr

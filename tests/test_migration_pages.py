@@ -8,6 +8,7 @@ from hosts.models import Host
 from hosts.sync import sync_host
 from migrations_app import checks
 from migrations_app.models import AuditEntry, Migration
+from tests.migration_helpers import migration_for
 from tests.testdriver import domain_uuid, domain_xml, write_host
 
 pytestmark = pytest.mark.django_db
@@ -58,20 +59,6 @@ def form_data(domain, target, **extra):
 
 def new_url(domain):
     return f"/migrations/new/?domain={domain.uuid}"
-
-
-def migration_for(domain, target, **fields):
-    return Migration.objects.create(
-        domain=domain,
-        domain_name=domain.name,
-        domain_uuid=domain.uuid,
-        source=domain.host,
-        source_name=domain.host.name,
-        target=target,
-        target_name=target.name,
-        mode="live",
-        **fields,
-    )
 
 
 # -- who sees the form -------------------------------------------------------------

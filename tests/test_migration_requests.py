@@ -10,6 +10,7 @@ from hosts.models import Domain, Host
 from hosts.sync import sync_host
 from migrations_app import engine
 from migrations_app.models import AuditEntry, InvalidTransition, Migration
+from tests.migration_helpers import migration_for
 from tests.testdriver import write_host
 
 pytestmark = pytest.mark.django_db
@@ -22,20 +23,6 @@ def two_hosts(tmp_path):
         hosts[name] = Host.objects.create(name=name, uri=write_host(tmp_path, name, count=3))
         sync_host(hosts[name])
     return hosts
-
-
-def migration_for(dom, target, **extra):
-    return Migration.objects.create(
-        domain=dom,
-        domain_name=dom.name,
-        domain_uuid=dom.uuid,
-        source=dom.host,
-        source_name=dom.host.name,
-        target=target,
-        target_name=target.name,
-        mode="live",
-        **extra,
-    )
 
 
 def post(api, user, dom, target, **fields):
