@@ -230,3 +230,24 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("KVMWEB_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+
+def env_networks(name):
+    """Comma-separated addresses or CIDRs, e.g. ``127.0.0.1,10.0.0.0/24``."""
+    import ipaddress
+
+    networks = []
+    for item in os.environ.get(name, "").split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ImproperlyConfigured(f"{name} must list addresses or CIDRs, not {item.strip()!r}.") from None
+    return networks
+
+
+# /metrics (Prometheus) answers a scrape carrying this bearer token, or one
+# from these addresses; with neither set, nobody. Behind a reverse proxy every
+# request comes from the proxy's address: use the token there.
+KVMWEB_METRICS_TOKEN = os.environ.get("KVMWEB_METRICS_TOKEN", "")
+KVMWEB_METRICS_ALLOW = env_networks("KVMWEB_METRICS_ALLOW")

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from hosts.api import DomainViewSet, HostViewSet
+from kvmweb.metrics import metrics
 from migrations_app.api import AuditViewSet, MigrationViewSet
 
 router = DefaultRouter()
@@ -20,6 +21,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/", include(router.urls)),
+    path("metrics", metrics, name="metrics"),
     path("", include("migrations_app.urls")),
     path("", include("hosts.urls")),
 ]

@@ -1,0 +1,132 @@
+"""/metrics: refused without the token or an allowed address; figures follow the database and the queues."""
+
+import django_rq
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from prometheus_client.parser import text_string_to_metric_families
+
+from hosts.models import Host
+from hosts.sync import sync_host
+from kvmweb.settings import env_networks
+from tests.migration_helpers import domain, register_lab, request, run
+from tests.testdriver import write_host
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "s3cret-metrics-token"
+
+
+@pytest.fixture
+def open_to_token(settings):
+    settings.KVMWEB_METRICS_TOKEN = TOKEN
+    settings.KVMWEB_METRICS_ALLOW = []
+
+
+def scrape(client):
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def test_nobody_gets_the_metrics_when_neither_token_nor_addresses_are_configured(client, owner, settings):
+    settings.KVMWEB_METRICS_TOKEN = ""
+    settings.KVMWEB_METRICS_ALLOW = []
+    assert client.get("/metrics").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 403
+    # Not even a logged-in superuser: the endpoint is for the monitoring system.
+    client.force_login(owner)
+    assert client.get("/metrics").status_code == 403
+
+
+def test_a_scrape_needs_the_exact_bearer_token(client, open_to_token):
+    assert client.get("/metrics").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}x").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Token {TOKEN}").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+
+
+def test_an_allowed_address_needs_no_token_and_others_are_refused(client, settings, monkeypatch):
+    monkeypatch.setenv("KVMWEB_METRICS_ALLOW", "10.1.2.0/24,::1")
+    settings.KVMWEB_METRICS_TOKEN = ""
+    settings.KVMWEB_METRICS_ALLOW = env_networks("KVMWEB_METRICS_ALLOW")
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.77").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="10.1.3.1").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+    assert client.post("/metrics", REMOTE_ADDR="10.1.2.77").status_code == 405
+
+
+def test_a_malformed_allowlist_stops_the_program_with_a_message(monkeypatch):
+    monkeypatch.setenv("KVMWEB_METRICS_ALLOW", "10.0.0.0/24,not-an-address")
+    with pytest.raises(ImproperlyConfigured, match="KVMWEB_METRICS_ALLOW must list addresses or CIDRs"):
+        env_networks("KVMWEB_METRICS_ALLOW")
+
+
+def test_hosts_online_and_offline_follow_a_sync(client, open_to_token, tmp_path):
+    uri = write_host(tmp_path, "kvm01", count=2)
+    host = Host.objects.create(name="kvm01", uri=uri)
+    before = scrape(client)
+    assert value(before, "kvmweb_hosts", status="online") == 0
+    assert value(before, "kvmweb_host_online", host="kvm01") == 0
+
+    assert sync_host(host).online
+    online = scrape(client)
+    assert value(online, "kvmweb_hosts", status="online") == 1
+    assert value(online, "kvmweb_host_online", host="kvm01") == 1
+
+    (tmp_path / "kvm01.xml").unlink()  # the host's definition is gone: it cannot be reached
+    assert not sync_host(host).online
+    gone = scrape(client)
+    assert value(gone, "kvmweb_hosts", status="online") == 0
+    assert value(gone, "kvmweb_host_online", host="kvm01") == 0
+
+
+def test_queue_depth_counts_jobs_waiting_for_a_worker(client, open_to_token):
+    # At once, not at the end of the test's transaction.
+    queue = django_rq.get_queue("migrations", commit_mode="auto")
+    queue.empty()
+    assert value(scrape(client), "kvmweb_queue_jobs", queue="migrations", state="queued") == 0
+    jobs = [queue.enqueue("migrations_app.jobs.run_migration", 10**9 + i) for i in range(3)]
+    try:
+        samples = scrape(client)
+        assert value(samples, "kvmweb_queue_jobs", queue="migrations", state="queued") == 3
+        assert value(samples, "kvmweb_redis_up") == 1
+    finally:
+        for job in jobs:
+            job.delete()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_live_migration_shows_in_the_counts_durations_downtime_and_bytes(
+    client, api, operator, open_to_token, lab, lab_guest
+):
+    hosts = register_lab(lab)
+    name = lab_guest("kvm01", disk="shared")
+    before = scrape(client)
+    assert value(before, "kvmweb_migrations", status="succeeded", mode="live") == 0
+
+    response = request(api, operator, domain(name), hosts["kvm02"])
+    assert response.status_code == 201, response.content
+    migration = run(response.json()["id"])
+    assert migration.status == "succeeded", migration.error
+
+    after = scrape(client)
+    assert value(after, "kvmweb_migrations", status="succeeded", mode="live") == 1
+    assert value(after, "kvmweb_migrations", status="queued", mode="live") == 0
+    assert value(after, "kvmweb_migration_duration_seconds_count", mode="live") == 1
+    seconds = (migration.finished_at - migration.started_at).total_seconds()
+    assert value(after, "kvmweb_migration_duration_seconds_sum", mode="live") == pytest.approx(seconds, abs=0.01)
+    assert value(after, "kvmweb_migration_duration_seconds_bucket", mode="live", le="+Inf") == 1
+    assert value(after, "kvmweb_migration_downtime_milliseconds_count", mode="live") == 1
+    assert value(after, "kvmweb_migration_downtime_milliseconds_sum", mode="live") == migration.stats["downtime_ms"]
+    assert value(after, "kvmweb_migration_bytes_moved", mode="live") == migration.stats["data_transferred"] > 0
+    assert value(after, "kvmweb_hosts", status="online") == 2
