@@ -45,7 +45,7 @@ lab-down: $(VENV)/.installed-runtime
 lab-status: $(VENV)/.installed-runtime
 	$(PY) -m tests.lab status --name $(LAB_NAME)
 
-bench: system-deps-demo $(VENV)/.installed-runtime
+bench: system-deps-demo $(VENV)/.installed-dev
 	$(PY) -m bench
 
 system-deps-demo:

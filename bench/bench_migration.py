@@ -6,15 +6,20 @@ Needs root on Linux and the lab's tools (`make demo` or `make test` installs
 them); elsewhere it says why and skips. It starts a lab named `bench`, which
 it takes down at the end.
 
+kvmweb runs as it does in production: daphne and an RQ worker started from
+the Procfile's lines (bench/stack.py), a private redis-server, a SQLite file.
+
 1. Live migration, shared storage, of one 256 MiB guest, back and forth
-   between kvm01 and kvm02: by kvmweb (services.request_migration, run by an
-   in-process RQ worker; timed from the request to `succeeded`) and by a
-   direct libvirt-python migrateToURI3 with the flags and parameters kvmweb
-   used, alternately, ROUNDS times each. Reports the median of each and the
-   ratio (goal <= 1.05). Which one goes first alternates every round, so each
-   goes both ways equally often.
-2. Pre-flight checks (services.dry_run) for that domain and the two hosts:
-   the median of CHECKS runs (goal <= 1 s).
+   between kvm01 and kvm02: by kvmweb, as a user waits (POST /api/migrations/
+   with a token, then the migration's WebSocket until it says `succeeded`) and
+   by a direct libvirt-python migrateToURI3 with the flags and parameters
+   kvmweb used, alternately, ROUNDS times each. Reports the median of each and
+   the ratio (goal <= 1.05), then where kvmweb's time goes, step by step, from
+   the record's own timestamps, the RQ job's and libvirt's job statistics.
+   Which one goes first alternates every round, so each goes both ways equally
+   often.
+2. Pre-flight checks (services.dry_run, in this process) for that domain and
+   the two hosts: the median of CHECKS runs (goal <= 1 s).
 3. Cold migration with disk copy of a shut-off guest whose disk is a sparse
    2 GiB qcow2 holding 200 MiB of random data, from kvm01's local pool to
    kvm02's: seconds and bytes sent (goal: close to 200 MiB, not 2 GiB).
@@ -26,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 
-from tests.localservers import PrivateRedis
+from bench.stack import Stack
 
 LAB_NAME = "bench"
 LIVE_GUEST = "bench-live"
@@ -35,30 +41,34 @@ COLD_GUEST = "bench-cold"
 MIB = 1024 * 1024
 
 
-def setup_django(directory, redis_url):
-    os.environ["KVMWEB_VAR_DIR"] = directory
-    os.environ["DATABASE_URL"] = f"sqlite:///{directory}/bench.sqlite3"
-    os.environ["REDIS_URL"] = redis_url
-    os.environ["KVMWEB_SYNC_INTERVAL"] = "0"
-    os.environ.setdefault("KVMWEB_LOG_LEVEL", "WARNING")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "kvmweb.settings"
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+# Steps of kvmweb's live migration, in order, as (name, what it covers).
+STEPS = [
+    ("request", "POST /api/migrations/ until the row exists"),
+    ("queue_pickup_fork", "enqueue after commit, the worker's pickup and fork, to the job's start"),
+    ("connect_checks", "claim, libvirt connections, pre-flight checks, to `running`"),
+    ("to_transfer", "`running` to the transfer's start (flags, note)"),
+    ("transfer", "libvirt's own job time (completed job statistics)"),
+    ("settle", "libvirt done to `succeeded` recorded (sampling, settle, final stats)"),
+    ("notify", "`succeeded` recorded to the WebSocket message"),
+]
 
 
 class Bench:
-    def __init__(self, lab):
+    def __init__(self, lab, stack):
         from django.contrib.auth.models import User
+        from rest_framework.authtoken.models import Token
 
+        from bench.stack import session_cookie
         from hosts.models import Host
         from hosts.sync import sync_host
 
         self.lab = lab
+        self.stack = stack
+        self.port = stack.start_web()
+        stack.start_worker()
         self.user = User.objects.create_superuser("bench", "", "x")
+        self.token = Token.objects.create(user=self.user).key
+        self.session = session_cookie(self.user)
         self.hosts = {}
         for name in lab.hosts:
             host = Host.objects.create(name=name, uri=lab.uri(name))
@@ -90,30 +100,83 @@ class Bench:
 
     # -- 1. live: kvmweb against libvirt ------------------------------------
 
-    def kvmweb_live(self, name):
-        """Request a live migration and run it with an in-process worker; seconds to `succeeded`."""
-        import django_rq
-        from rq import SimpleWorker
+    def through_kvmweb(self, name, **fields):
+        """Ask for a migration through the API and watch it on its WebSocket, as a user does.
 
-        from migrations_app.services import request_migration
+        Returns the migration (with ``timeline``: seconds from the request to
+        each step) once its job has ended, inventory refresh included.
+        """
+        import json
+        import urllib.request
 
-        req = self.request(name)
-        queue = django_rq.get_queue("migrations")
-        worker = SimpleWorker([queue], connection=queue.connection)
+        import websocket
+        from django_rq import get_queue
+        from rq.job import Job
+
+        from migrations_app.models import FINISHED, Migration
+
+        domain = self.domain(name)
+        body = {"domain": domain.pk, "target_host": self.other(domain.host.name).pk, "mode": "live", **fields}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/migrations/",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+        )
         t0 = time.time()
-        migration = request_migration(self.user, req)
-        worker.work(burst=True, logging_level="WARNING")
-        job_seconds = time.time() - t0
-        migration.refresh_from_db()
+        with urllib.request.urlopen(request) as response:
+            pk = json.load(response)["id"]
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{self.port}/ws/migrations/{pk}/",
+            cookie=f"sessionid={self.session}",
+            origin=f"http://127.0.0.1:{self.port}",
+            timeout=600,
+        )
+        try:
+            while json.loads(ws.recv())["migration"]["status"] not in FINISHED:
+                pass
+            seen = time.time()
+        finally:
+            ws.close()
+        connection = get_queue("migrations").connection
+        deadline = time.monotonic() + 120
+        while (job := Job.fetch(f"migration-{pk}", connection=connection)).ended_at is None:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the job of migration {pk} did not end")
+            time.sleep(0.02)
+        migration = Migration.objects.get(pk=pk)
         if migration.status != "succeeded":
             raise SystemExit(
-                f"kvmweb's migration {migration.pk} ended {migration.status}: "
-                f"{migration.error} {migration.error_detail}"
+                f"kvmweb's migration {pk} ended {migration.status}: {migration.error} {migration.error_detail}"
             )
-        # To the moment the status became `succeeded`; the job goes on to
-        # refresh both hosts' inventory after that.
-        migration.before_start = migration.started_at.timestamp() - t0
-        return migration.finished_at.timestamp() - t0, job_seconds, migration
+        migration.seconds = seen - t0
+        migration.after_success = job.ended_at.timestamp() - migration.finished_at.timestamp()
+        if migration.mode == "live":
+            migration.timeline = self.timeline(migration, job, t0, seen)
+        return migration
+
+    @staticmethod
+    def timeline(migration, job, t0, seen):
+        """Seconds each step of STEPS took, from the request at ``t0`` to the message ``seen``."""
+        transfer_at = next(
+            datetime.fromisoformat(e["at"]).timestamp()
+            for e in migration.events
+            if e["message"].startswith("Starting the transfer")
+        )
+        libvirt_done = transfer_at + migration.stats["time_ms"] / 1000
+        stamps = [
+            ("request", migration.created_at.timestamp()),
+            ("queue_pickup_fork", job.started_at.timestamp()),
+            ("connect_checks", migration.started_at.timestamp()),
+            ("to_transfer", transfer_at),
+            ("transfer", libvirt_done),
+            ("settle", migration.finished_at.timestamp()),
+            ("notify", seen),
+        ]
+        timeline, previous = {}, t0
+        for step, at in stamps:
+            timeline[step] = at - previous
+            previous = at
+        return timeline
 
     def direct_live(self, name, flag_names):
         """The same move with libvirt-python alone, mirroring the engine's call."""
@@ -147,18 +210,20 @@ class Bench:
         self.sync()
         # One kvmweb run first, untimed: it tells which flags kvmweb uses, and
         # warms both hosts (first incoming QEMU on each) for both methods.
-        _, _, first = self.kvmweb_live(LIVE_GUEST)
+        first = self.through_kvmweb(LIVE_GUEST)
         flag_names = list(first.flags)
         self.direct_live(LIVE_GUEST, flag_names)
-        ours, jobs, before, theirs, downtimes = [], [], [], [], []
+        ours, theirs, downtimes, after = [], [], [], []
+        steps = {step: [] for step, _ in STEPS}
         for i in range(rounds):
             order = ("kvmweb", "direct") if i % 2 == 0 else ("direct", "kvmweb")
             for method in order:
                 if method == "kvmweb":
-                    seconds, job_seconds, migration = self.kvmweb_live(LIVE_GUEST)
-                    ours.append(seconds)
-                    jobs.append(job_seconds)
-                    before.append(migration.before_start)
+                    migration = self.through_kvmweb(LIVE_GUEST)
+                    ours.append(migration.seconds)
+                    after.append(migration.after_success)
+                    for step, seconds in migration.timeline.items():
+                        steps[step].append(seconds)
                     if migration.stats.get("downtime_ms") is not None:
                         downtimes.append(migration.stats["downtime_ms"])
                 else:
@@ -166,7 +231,10 @@ class Bench:
         tick = self.lab.wait_ticking(LIVE_GUEST, timeout=30)
         report("live.flags", ",".join(flag_names), "as kvmweb recorded them; the direct call used the same")
         report(
-            "live.kvmweb_seconds_median", median(ours), "request to succeeded: " + ", ".join(f"{s:.2f}" for s in ours)
+            "live.kvmweb_seconds_median",
+            median(ours),
+            "POST to `succeeded` on the WebSocket, through daphne and the worker: "
+            + ", ".join(f"{s:.2f}" for s in ours),
         )
         report(
             "live.libvirt_seconds_median",
@@ -174,15 +242,17 @@ class Bench:
             "direct migrateToURI3: " + ", ".join(f"{s:.2f}" for s in theirs),
         )
         report("live.kvmweb_vs_libvirt_ratio", median(ours) / median(theirs), "goal <= 1.05")
+        for step, what in STEPS:
+            report(f"live.step.{step}_ms", median(steps[step]) * 1000, what)
         report(
-            "live.kvmweb_request_to_running_seconds_median",
-            median(before),
-            "of the above: the request, the queue, the worker's connections and pre-flight checks",
+            "live.step.overhead_ms",
+            (median(ours) - median(steps["transfer"])) * 1000,
+            "all but libvirt's own job time",
         )
         report(
-            "live.kvmweb_job_seconds_median",
-            median(jobs),
-            "the whole job, with the inventory refresh of both hosts after success",
+            "live.after_success_ms",
+            median(after) * 1000,
+            "`succeeded` to the job's end (inventory refresh): not waited for by the user",
         )
         if downtimes:
             report("live.kvmweb_downtime_ms_median", float(median(downtimes)))
@@ -212,11 +282,7 @@ class Bench:
     # -- 3. cold copy -------------------------------------------------------
 
     def cold(self):
-        import django_rq
-        from rq import SimpleWorker
-
         from bench import report
-        from migrations_app.services import request_migration
 
         # A shut-off guest with an empty 2 GiB qcow2 on kvm01's local pool...
         self.lab.make_guest("kvm01", COLD_GUEST, memory_mib=128, disk="local", disk_mib=2048, start=False)
@@ -238,16 +304,8 @@ class Bench:
         self.sync()
         allocated = os.stat(outside).st_blocks * 512
 
-        req = self.request(COLD_GUEST, mode="cold", storage="copy", target_pool="local")
-        queue = django_rq.get_queue("migrations")
-        worker = SimpleWorker([queue], connection=queue.connection)
-        t0 = time.time()
-        migration = request_migration(self.user, req)
-        worker.work(burst=True, logging_level="WARNING")
-        migration.refresh_from_db()
-        if migration.status != "succeeded":
-            raise SystemExit(f"the cold migration ended {migration.status}: {migration.error} {migration.error_detail}")
-        elapsed = migration.finished_at.timestamp() - t0
+        migration = self.through_kvmweb(COLD_GUEST, mode="cold", storage="copy", target_pool="local")
+        elapsed = migration.seconds
         sent = migration.stats.get("data_transferred") or 0
         copied = os.path.join(self.lab.host_dir("kvm02"), "lib", "images", f"{COLD_GUEST}.qcow2")
         same = subprocess.run(
@@ -288,29 +346,28 @@ def main(argv=None):
     from tests.lab import Lab
 
     lab = Lab(name=LAB_NAME)
-    with tempfile.TemporaryDirectory(prefix="kvmweb-bench-") as directory:
-        redis = PrivateRedis(directory)
-        try:
-            setup_django(directory, redis.url)
-            t0 = time.perf_counter()
-            was_up = lab.is_up()
-            lab.up()
-            report("lab.up_seconds", time.perf_counter() - t0, "already up" if was_up else "two hosts from nothing")
-            for guest in (LIVE_GUEST, COLD_GUEST):
+    stack = Stack()
+    try:
+        stack.setup_django()
+        t0 = time.perf_counter()
+        was_up = lab.is_up()
+        lab.up()
+        report("lab.up_seconds", time.perf_counter() - t0, "already up" if was_up else "two hosts from nothing")
+        for guest in (LIVE_GUEST, COLD_GUEST):
+            lab.remove_guest(guest)
+        bench = Bench(lab, stack)
+        bench.live(args.rounds)
+        bench.checks(args.checks)
+        bench.cold()
+    finally:
+        for guest in (LIVE_GUEST, COLD_GUEST):
+            try:
                 lab.remove_guest(guest)
-            bench = Bench(lab)
-            bench.live(args.rounds)
-            bench.checks(args.checks)
-            bench.cold()
-        finally:
-            for guest in (LIVE_GUEST, COLD_GUEST):
-                try:
-                    lab.remove_guest(guest)
-                except Exception as e:  # noqa: BLE001 - the lab goes down next anyway
-                    print(f"# could not remove {guest}: {e}", file=sys.stderr)
-            if not args.keep_lab:
-                lab.down()
-            redis.stop()
+            except Exception as e:  # noqa: BLE001 - the lab goes down next anyway
+                print(f"# could not remove {guest}: {e}", file=sys.stderr)
+        if not args.keep_lab:
+            lab.down()
+        stack.stop()
 
 
 if __name__ == "__main__":

@@ -22,20 +22,15 @@ import asyncio
 import base64
 import json
 import os
-import shutil
-import signal
 import statistics
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-from tests.localservers import free_port, wait_port
+from bench.stack import Stack, session_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("KVMWEB_CHROMIUM", "/usr/bin/chromium")
@@ -122,99 +117,13 @@ class WebSocket:
             self.writer.close()
 
 
-# -- the stack -------------------------------------------------------------------------
-
-
-class Stack:
-    def __init__(self, redis_url=None):
-        self.dir = Path(tempfile.mkdtemp(prefix="kvmweb-bench-"))
-        self.procs = []
-        if redis_url is None:
-            port = free_port()
-            redis = self.spawn(
-                "redis",
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.dir),
-                ],
-            )
-            wait_port(port, redis, "redis-server")
-            redis_url = f"redis://127.0.0.1:{port}/0"
-        self.redis_url = redis_url
-        self.port = free_port()
-        # Settings read these when Django sets up: before any kvmweb import.
-        os.environ.update(
-            {
-                "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "kvmweb.settings"),
-                "DATABASE_URL": f"sqlite:///{self.dir / 'db.sqlite3'}",
-                "REDIS_URL": redis_url,
-                "KVMWEB_SYNC_INTERVAL": "0",
-                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            }
-        )
-
-    def spawn(self, name, cmd):
-        log = open(self.dir / f"{name}.log", "w")
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=os.environ.copy(),
-        )
-        self.procs.append(proc)
-        return proc
-
-    def start_daphne(self):
-        daphne = self.spawn(
-            "daphne",
-            [
-                str(Path(sys.executable).parent / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "kvmweb.asgi:application",
-            ],
-        )
-        wait_port(self.port, daphne, "daphne")
-
-    def stop(self):
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def prepare():
     """A database with a viewer and one running migration; returns (migration, session id)."""
-    import django
-
-    django.setup()
     from django.contrib.auth.models import Group, User
-    from django.core.management import call_command
-    from django.test import Client
 
     from hosts.models import Domain, Host
     from migrations_app.models import Migration
 
-    call_command("migrate", verbosity=0)
     user = User.objects.create_user("bench", password="bench-password-1")
     user.groups.add(Group.objects.get(name="viewers"))
     source = Host.objects.create(name="kvm01", uri="test:///default", status="online")
@@ -234,9 +143,7 @@ def prepare():
         bandwidth_mib=8,
         checks=[{"name": f"check_{i}", "result": "pass", "message": "Fine.", "detail": ""} for i in range(11)],
     )
-    client = Client()
-    client.force_login(user)
-    return migration, client.cookies["sessionid"].value
+    return migration, session_cookie(user)
 
 
 def sample(n, total=384 * 2**20, speed=8 * 2**20):
@@ -385,10 +292,11 @@ def main():
 
     stack = Stack(args.redis_url)
     try:
+        stack.setup_django()
         migration, session = prepare()
-        stack.start_daphne()
+        port = stack.start_web()
         from_publish, from_sample, received = asyncio.run(
-            measure_latency(stack.port, migration, session, args.samples, args.interval)
+            measure_latency(port, migration, session, args.samples, args.interval)
         )
         print(f"progress_samples_published: {args.samples}")
         print(f"progress_samples_received: {received}")
@@ -398,7 +306,7 @@ def main():
         print(f"progress_latency_from_sample_median_ms: {statistics.median(from_sample):.1f}")
         print(f"progress_latency_from_sample_p95_ms: {percentile(from_sample, 95):.1f}")
         print(f"progress_latency_goal_met: {percentile(from_publish, 95) <= 500}")
-        for name, value in page_timings(stack.port, migration.pk, session, args.loads).items():
+        for name, value in page_timings(port, migration.pk, session, args.loads).items():
             print(f"{name}: {value:.1f}" if isinstance(value, (int, float)) else f"{name}: {value}")
     finally:
         stack.stop()

@@ -1,0 +1,150 @@
+"""kvmweb's processes, started for a benchmark the way the Procfile starts them.
+
+``Stack`` owns a temporary directory (SQLite file, logs), a private
+redis-server unless given a Redis URL, and any number of processes spawned
+from the Procfile's lines (``web``: daphne on a free port; ``worker``: the RQ
+worker), each in its own session so that a benchmark can SIGKILL one.
+Settings come from the environment, which is set here before Django sets up.
+"""
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.localservers import PrivateRedis, free_port, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def procfile():
+    """``{name: argv}`` from the Procfile."""
+    lines = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and not line.lstrip().startswith("#"):
+            lines[name.strip()] = shlex.split(command)
+    return lines
+
+
+def procfile_argv(name, port=None):
+    """The Procfile's command for ``name`` with this virtualenv's programs and, for web, ``port``."""
+    argv = list(procfile()[name])
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    elif (BIN / argv[0]).exists():
+        argv[0] = str(BIN / argv[0])
+    if port is not None and "-p" in argv:
+        argv[argv.index("-p") + 1] = str(port)
+    return argv
+
+
+class Stack:
+    def __init__(self, redis_url=None, database_url=None, env=None):
+        self.dir = Path(tempfile.mkdtemp(prefix="kvmweb-bench-"))
+        self.procs = {}
+        self.redis = None
+        if redis_url is None:
+            self.redis = PrivateRedis(self.dir)
+            redis_url = self.redis.url
+        self.redis_url = redis_url
+        # Settings read these when Django sets up: before any kvmweb import.
+        os.environ.update(
+            {
+                "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "kvmweb.settings"),
+                "KVMWEB_VAR_DIR": str(self.dir),
+                "DATABASE_URL": database_url or f"sqlite:///{self.dir / 'db.sqlite3'}",
+                "REDIS_URL": redis_url,
+                "KVMWEB_SYNC_INTERVAL": "0",
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "KVMWEB_LOG_LEVEL": os.environ.get("KVMWEB_LOG_LEVEL", "WARNING"),
+                **(env or {}),
+            }
+        )
+
+    def setup_django(self):
+        """Django in this process, on the stack's database, migrated."""
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+
+    def spawn(self, name, argv):
+        log = open(self.dir / f"{name}.log", "w")
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start_web(self, name="web"):
+        """One daphne as the Procfile starts it, on a free port; returns the port."""
+        port = free_port()
+        proc = self.spawn(name, procfile_argv("web", port))
+        wait_port(port, proc, "daphne")
+        return port
+
+    def start_worker(self, name="worker"):
+        """One RQ worker as the Procfile starts it; waits until it has registered in Redis."""
+        import time
+
+        from redis import Redis
+        from rq import Worker
+
+        connection = Redis.from_url(self.redis_url)
+        before = {w.name for w in Worker.all(connection=connection)}
+        proc = self.spawn(name, procfile_argv("worker"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited with {proc.returncode}: {self.log(name)[-2000:]}")
+            if {w.name for w in Worker.all(connection=connection)} - before:
+                return proc
+            time.sleep(0.1)
+        raise RuntimeError("the worker did not register within 60 s")
+
+    def kill(self, name, sig=signal.SIGKILL):
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def log(self, name):
+        return (self.dir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, keep_dir=False):
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if self.redis is not None:
+            self.redis.stop()
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def session_cookie(user):
+    """A logged-in session for ``user``: the cookie a browser would send to pages and sockets."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
