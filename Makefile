@@ -7,6 +7,7 @@
 #   make test-postgres  the whole suite on a local PostgreSQL it installs and starts
 #   make lab-up / lab-down / lab-status   the demo's lab of simulated KVM hosts
 #   make bench          the benchmarks, as `name: value` lines
+#   make load           locust: 200 users for 60 s on pages, API and dashboard socket while migrations run
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ PYTEST_ARGS ?=
 LAB_NAME ?= demo
 export KVMWEB_LAB_NAME := $(LAB_NAME)
 
-.PHONY: help demo stop status test test-postgres lab-up lab-down lab-status bench \
+.PHONY: help demo stop status test test-postgres lab-up lab-down lab-status bench load \
 	system-deps-demo system-deps-test system-deps-ci
 
 help:
@@ -47,6 +48,10 @@ lab-status: $(VENV)/.installed-runtime
 
 bench: system-deps-demo $(VENV)/.installed-dev
 	$(PY) -m bench
+
+LOAD_ARGS ?=
+load: system-deps-demo $(VENV)/.installed-dev
+	$(PY) -m bench.load $(LOAD_ARGS)
 
 system-deps-demo:
 	@scripts/install-system-deps.sh demo
