@@ -62,11 +62,11 @@ def open_only(uris):
 
 def read_seam(uris):
     """Baseline 2: the same inventory kvmweb reads, through its libvirt seam, no database."""
-    from hosts import libvirt_client
+    from hosts.libvirt import open_host
 
     count = 0
     for uri in uris:
-        with libvirt_client.open_host(uri) as conn:
+        with open_host(uri) as conn:
             count += len(conn.inventory().domains)
     return count
 

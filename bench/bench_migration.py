@@ -182,7 +182,7 @@ class Bench:
         """The same move with libvirt-python alone, mirroring the engine's call."""
         import libvirt
 
-        from hosts.libvirt_client import migration_flags
+        from hosts.libvirt import migration_flags
         from migrations_app.checks import migration_address
 
         domain = self.domain(name)

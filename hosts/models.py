@@ -115,7 +115,7 @@ class Host(models.Model):
         "(KVMWEB_CPU_ALLOCATION_RATIO).",
     )
 
-    # What libvirt tells of a host (libvirt_client.HostInfo), copied at each sync.
+    # What libvirt tells of a host (hosts.libvirt.HostInfo), copied at each sync.
     LIBVIRT_FACTS = (
         "hostname",
         "host_uuid",

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from . import libvirt_client
+from .libvirt import InvalidURI
+from .libvirt import validate_uri as check_uri_form
 from .models import Domain, Host, Network, StoragePool
 
 
@@ -68,8 +69,8 @@ class HostSerializer(serializers.ModelSerializer):
 
     def validate_uri(self, value):
         try:
-            value = libvirt_client.validate_uri(value)
-        except libvirt_client.InvalidURI as e:
+            value = check_uri_form(value)
+        except InvalidURI as e:
             raise serializers.ValidationError(str(e)) from None
         clash = Host.objects.filter(uri=value)
         if self.instance is not None:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from . import libvirt_client
+from .libvirt import HostError, open_host
 from .models import Domain, Host, Network, StoragePool
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,9 @@ class SyncResult:
 def read_inventory(uri, timeout=None):
     """What libvirt says of one host: an Inventory, or the HostError that stopped it."""
     try:
-        with libvirt_client.open_host(uri, timeout=timeout) as conn:
+        with open_host(uri, timeout=timeout) as conn:
             return conn.inventory()
-    except libvirt_client.HostError as e:
+    except HostError as e:
         return e
 
 
@@ -64,7 +64,7 @@ def store(host, inventory):
     with the reason, and what was last known of it is kept, not deleted: an
     administrator at 3 a.m. wants to see which VMs *were* on the host that
     just went away."""
-    if isinstance(inventory, libvirt_client.HostError):
+    if isinstance(inventory, HostError):
         host.mark_unreachable(inventory)
         host.save(update_fields=["status", "status_reason", "status_detail", "last_sync"])
         log.warning("sync %s: %s (%s)", host.name, inventory.plain, inventory.detail)

@@ -1,9 +1,9 @@
 from django.core.exceptions import ValidationError
 
+from .libvirt import InvalidURI, validate_uri
+
 
 def validate_libvirt_uri(value):
-    from .libvirt_client import InvalidURI, validate_uri
-
     try:
         validate_uri(value)
     except InvalidURI as e:

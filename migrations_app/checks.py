@@ -12,8 +12,8 @@ import uuid as uuidlib
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-from hosts import capacity, libvirt_client
-from hosts.libvirt_client import HostError
+from hosts import capacity
+from hosts.libvirt import CpuComparison, HostError, open_host
 
 from .models import Migration, Mode, Status, StorageMode
 from .policies import get_policy, outpaced
@@ -91,7 +91,7 @@ def run_checks(req, source=None, target=None):
 def _connect(stack, checks, name, host):
     role = "source" if name.startswith("source") else "target"
     try:
-        conn = stack.enter_context(libvirt_client.open_host(host.uri))
+        conn = stack.enter_context(open_host(host.uri))
     except HostError as e:
         checks.add(name, FAIL, f"The {role} host {host.name} cannot be reached: {e.plain}", e.detail)
         return None
@@ -293,13 +293,14 @@ def _check_cpu_model(checks, v, dom, source, target):
         )
         return
     if dom.cpu_mode == "host-passthrough":
-        ok, detail = target.compare_host_cpu(v["source"].cpu_xml)
-        if ok:
+        verdict, detail = target.compare_host_cpu(v["source"].cpu_xml)
+        if verdict in (CpuComparison.IDENTICAL, CpuComparison.SUPERSET):
+            same = verdict == CpuComparison.IDENTICAL
             checks.add(
                 "cpu_model",
-                PASS if detail == "1" else WARN,
+                PASS if same else WARN,
                 "The guest sees the source's CPU as it is; the target's CPU "
-                + ("is the same." if detail == "1" else "has at least its features."),
+                + ("is the same." if same else "has at least its features."),
                 detail,
             )
         else:
@@ -311,8 +312,8 @@ def _check_cpu_model(checks, v, dom, source, target):
                 detail,
             )
         return
-    ok, detail = target.compare_guest_cpu(dom.cpu_xml, dom.arch, dom.machine, dom.virt_type)
-    if ok:
+    verdict, detail = target.compare_guest_cpu(dom.cpu_xml, dom.arch, dom.machine, dom.virt_type)
+    if verdict in (CpuComparison.IDENTICAL, CpuComparison.SUPERSET):
         checks.add("cpu_model", PASS, "libvirt confirms the target can provide the guest's CPU model.", detail)
     else:
         checks.add(
@@ -406,12 +407,8 @@ def _check_networks(checks, v, dom, source, target):
         checks.add("networks", PASS, f"{v['name']} has no network interfaces to match.")
 
 
-def _disks(dom):
-    return [d for d in dom.info.disks if d.device == "disk" and d.path]
-
-
 def _check_storage(checks, v, dom, source, target):
-    disks = _disks(dom)
+    disks = dom.info.movable_disks()
     if not disks:
         checks.add("storage", PASS, f"{v['name']} has no disks to move.")
         return

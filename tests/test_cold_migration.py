@@ -2,7 +2,7 @@
 
 import pytest
 
-from migrations_app import engine
+from migrations_app.engine.cold import ColdMigration
 from tests.migration_helpers import domain, register_lab, request, run, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
@@ -73,16 +73,20 @@ def test_a_shut_off_guest_on_shared_storage_is_redefined_on_the_target(api, oper
 def test_a_copy_damaged_on_the_target_leaves_the_source_untouched(api, operator, lab, lab_guest, hosts, monkeypatch):
     name = lab_guest("kvm01", disk="local")
 
-    def damage(cold):
-        # Overwrite the start of the fresh copy on the target's storage.
+    verify = ColdMigration.verify
+
+    def damage_then_verify(cold):
+        # Overwrite the start of the fresh copy on the target's storage,
+        # between the copy and its verification.
         with lab.connection("kvm02") as conn:
             vol = conn.storageVolLookupByPath(cold.created_volumes[0])
             stream = conn.newStream(0)
             vol.upload(stream, 0, 4096, 0)
             stream.send(b"\xff" * 4096)
             stream.finish()
+        verify(cold)
 
-    monkeypatch.setattr(engine, "after_copy", damage)
+    monkeypatch.setattr(ColdMigration, "verify", damage_then_verify)
     response = request(
         api,
         operator,
@@ -109,7 +113,13 @@ def test_a_target_that_dies_during_the_copy_leaves_the_guest_running_on_the_sour
     api, operator, lab, lab_guest, hosts, monkeypatch
 ):
     name = lab_guest("kvm01", disk="local")
-    monkeypatch.setattr(engine, "after_copy", lambda cold: lab.stop_libvirtd("kvm02"))
+    verify = ColdMigration.verify
+
+    def lose_target_then_verify(cold):
+        lab.stop_libvirtd("kvm02")  # after the copy, before its verification
+        verify(cold)
+
+    monkeypatch.setattr(ColdMigration, "verify", lose_target_then_verify)
     response = request(api, operator, domain(name), hosts["kvm02"], mode="cold", storage="copy", target_pool="local")
     try:
         migration = run(response.json()["id"])
@@ -127,7 +137,7 @@ def test_a_guest_that_will_not_shut_down_is_left_running_unless_forcing_was_chos
 ):
     name = lab_guest("kvm01", disk="shared")
     # A guest that ignores the power button, as a hung one would.
-    from hosts.libvirt_client import Connection
+    from hosts.libvirt import Connection
 
     monkeypatch.setattr(Connection, "shutdown", lambda self, uuid: None)
     response = request(api, operator, domain(name), hosts["kvm02"], mode="cold", shutdown_timeout=5)

@@ -3,7 +3,7 @@
 import libvirt
 import pytest
 
-from hosts.libvirt_client import HostError, HostUnreachable, open_host, translate
+from hosts.libvirt import HostError, HostUnreachable, open_host, translate
 
 
 def libvirt_error(message, code=libvirt.VIR_ERR_INTERNAL_ERROR):

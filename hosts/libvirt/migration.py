@@ -1,0 +1,107 @@
+"""The part of a Connection that moves a running domain: peer-to-peer
+migration, its job statistics, its steering and its abort."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import libvirt
+
+from .base import Ops
+from .errors import translated
+from .types import JobStats
+
+# The flags a migration record keeps, by name.
+FLAG_NAMES = {
+    "live": libvirt.VIR_MIGRATE_LIVE,
+    "peer2peer": libvirt.VIR_MIGRATE_PEER2PEER,
+    "persist_dest": libvirt.VIR_MIGRATE_PERSIST_DEST,
+    "undefine_source": libvirt.VIR_MIGRATE_UNDEFINE_SOURCE,
+    "non_shared_disk": libvirt.VIR_MIGRATE_NON_SHARED_DISK,
+    "auto_converge": libvirt.VIR_MIGRATE_AUTO_CONVERGE,
+    "postcopy": libvirt.VIR_MIGRATE_POSTCOPY,
+    "abort_on_error": libvirt.VIR_MIGRATE_ABORT_ON_ERROR,
+}
+
+# The errors that mean "no job to speak of": the domain is gone, or not running.
+_NO_JOB = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
+
+
+def migration_flags(names: Iterable[str]) -> int:
+    """The libvirt flag word for a list of flag names (kept as names in the record)."""
+    value = 0
+    for name in names:
+        value |= FLAG_NAMES[name]
+    return value
+
+
+def rewrite_disk_paths(xml: str, paths: Mapping[str, str]) -> str:
+    """The domain XML with disk sources moved to their new paths."""
+    if not paths:
+        return xml
+    root = ET.fromstring(xml)
+    for source in root.iterfind("devices/disk/source"):
+        old = source.get("file")
+        if old in paths:
+            source.set("file", paths[old])
+    return ET.tostring(root, encoding="unicode")
+
+
+class MigrationOps(Ops):
+    def migrate(
+        self,
+        uuid: object,
+        dest_uri: str,
+        flag_names: Iterable[str],
+        *,
+        migrate_uri: str | None = None,
+        bandwidth_mib: int | None = None,
+        disks: list[str] | None = None,
+        destination_xml: str | None = None,
+        auto_converge: tuple[int, int] | None = None,
+    ) -> None:
+        """Start a peer-to-peer migration and return when it ends (blocks)."""
+        params: dict[str, Any] = {}
+        if migrate_uri:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
+        if bandwidth_mib:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth_mib)
+        if disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(disks)
+        if destination_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = destination_xml
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = destination_xml
+        if auto_converge:
+            initial, increment = auto_converge
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = initial
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = increment
+        dom = self._dom(uuid)
+        self.call(dom.migrateToURI3, dest_uri, params, migration_flags(flag_names))
+
+    def job_stats(self, uuid: object, completed: bool = False) -> JobStats:
+        """The running job's statistics, or with completed those of the last
+        finished one; inactive stats when there is no job (or no domain)."""
+        raw = self._raw_job_stats(uuid, completed)
+        if raw is None:
+            return JobStats(active=False)
+        active = not completed and raw.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE
+        return JobStats.from_libvirt(raw, active)
+
+    @translated(absent=_NO_JOB, default=None)
+    def _raw_job_stats(self, uuid: object, completed: bool) -> dict[str, Any] | None:
+        dom = self._conn.lookupByUUIDString(str(uuid))
+        return dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0)
+
+    @translated(absent=_NO_JOB, default=False)
+    def abort_job(self, uuid: object) -> bool:
+        """Abort the domain's running job (a migration); False if it had none."""
+        self._conn.lookupByUUIDString(str(uuid)).abortJob()
+        return True
+
+    def set_max_downtime(self, uuid: object, ms: int) -> None:
+        self.call(self._dom(uuid).migrateSetMaxDowntime, int(ms), 0)
+
+    def start_postcopy(self, uuid: object) -> None:
+        self.call(self._dom(uuid).migrateStartPostCopy, 0)

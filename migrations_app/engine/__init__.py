@@ -1,0 +1,140 @@
+"""The migration engine: runs in an RQ worker, talks to libvirt through the seam.
+
+Where to look:
+
+- ``claim``, ``run`` and ``abort_running`` (here): take a queued migration,
+  check it, hand it to the live or cold path; the web process's abort
+- ``live``: ``LiveMigration`` and its ``Governor`` (policy, cancel, lost target)
+- ``settle``: a live migration's outcome, from where the VM is on both hosts
+- ``cold``: ``ColdMigration``: shut down, copy, verify, define, start, undo
+- ``outcome``: notes, audit entries and the three endings
+- ``progress``: the progress sample and the statistics record
+- ``digest``: the block digest that proves a copy
+- ``reconcile``: migrations whose worker died
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from hosts.libvirt import Connection, HostError, open_host
+from hosts.models import Host
+
+from .. import events
+from ..checks import run_checks
+from ..models import AuditAction, InvalidTransition, Migration, Mode, Status
+from .cold import ColdMigration
+from .live import LiveMigration
+from .outcome import (
+    audit,
+    cancel_requested,
+    finish_cancelled,
+    finish_failed,
+    note,
+    refresh_inventory,
+)
+from .reconcile import reconcile, reconcile_all
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "abort_running",
+    "claim",
+    "finish_failed",
+    "note",
+    "reconcile",
+    "reconcile_all",
+    "run",
+]
+
+
+def claim(migration: Migration) -> bool:
+    """Take a queued migration for this worker if both hosts have a free slot.
+
+    Locks both host rows so that two workers counting at once cannot both see
+    a free slot. Returns True if claimed.
+    """
+    with transaction.atomic():
+        hosts = {
+            h.pk: h for h in Host.objects.select_for_update().filter(pk__in=[migration.source_id, migration.target_id])
+        }
+        source, target = hosts.get(migration.source_id), hosts.get(migration.target_id)
+        busy = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING])
+        if source and busy.filter(source=source).count() >= source.max_outgoing:
+            return False
+        if target and busy.filter(target=target).count() >= target.max_incoming:
+            return False
+        try:
+            migration.start_checking()
+        except InvalidTransition:
+            return False
+    return True
+
+
+def run(migration: Migration) -> None:
+    """Check, then move the domain; always ends in a final state."""
+    events.publish_migration(migration)
+    try:
+        with open_host(migration.source.uri) as src, open_host(migration.target.uri) as dst:
+            if not preflight(migration, src, dst):
+                return
+            migration.start()
+            audit(
+                migration,
+                AuditAction.START,
+                f"Started the {migration.mode} migration of {migration.domain_name} from "
+                f"{migration.source_name} to {migration.target_name}.",
+            )
+            events.publish_migration(migration)
+            if migration.mode == Mode.LIVE:
+                LiveMigration(migration, src, dst).run()
+            else:
+                ColdMigration(migration, src, dst).run()
+    except HostError as e:
+        finish_failed(migration, e.plain, e.detail, e.code or "")
+    except Exception as e:  # a bug must still leave a readable record
+        log.exception("migration %s crashed", migration.pk)
+        finish_failed(
+            migration,
+            "kvmweb failed unexpectedly; the log of the worker has the details. The VM was left where it was.",
+            repr(e),
+            "internal",
+        )
+    finally:
+        refresh_inventory(migration)
+
+
+def preflight(migration: Migration, src: Connection, dst: Connection) -> bool:
+    results = run_checks(migration, src, dst)
+    migration.checks = [r.as_dict() for r in results]
+    Migration.objects.filter(pk=migration.pk).update(checks=migration.checks, updated_at=timezone.now())
+    failed = [r for r in results if r.result == "fail"]
+    audit(
+        migration,
+        AuditAction.CHECK,
+        f"Pre-flight checks {'failed' if failed else 'passed'}{': ' + failed[0].message if failed else '.'}",
+        outcome="fail" if failed else "pass",
+        checks=migration.checks,
+    )
+    if failed:
+        finish_failed(migration, "Pre-flight checks failed: " + " ".join(r.message for r in failed), code="preflight")
+        return False
+    if cancel_requested(migration):
+        finish_cancelled(migration, "Cancelled before it started; nothing was changed.")
+        return False
+    return True
+
+
+def abort_running(migration: Migration) -> bool:
+    """Called by the web process on cancel: abort the libvirt job at once."""
+    if migration.status != Status.RUNNING or migration.mode != Mode.LIVE or migration.source is None:
+        return False
+    try:
+        with open_host(migration.source.uri) as src:
+            return src.abort_job(migration.domain_uuid)
+    except HostError:
+        log.warning("could not abort migration %s from the web process", migration.pk, exc_info=True)
+        return False

@@ -1,0 +1,338 @@
+"""Live migration: the VM keeps running while libvirt copies it over.
+
+``LiveMigration`` starts a peer-to-peer transfer in a thread and the
+``Governor`` watches it twice a second: it applies the policy (downtime,
+post-copy, deadline), notices a target that stops answering, and aborts the
+transfer when the operator cancels. ``settle`` then decides the outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, open_host, reachable, rewrite_disk_paths
+
+from .. import events
+from ..checks import migration_address
+from ..models import AuditAction, InvalidTransition, Migration, Phase, StorageMode
+from ..policies import Policy, get_policy, outpaced
+from .outcome import cancel_requested, note
+from .progress import live_sample
+from .settle import ABORT_CANCEL, ABORT_DEADLINE, ABORT_TARGET_LOST, settle
+
+SAMPLE_INTERVAL = 0.5
+# Probe the target every 4 samples (2 s); abort after 3 misses in a row.
+TARGET_PROBE_EVERY = 4
+TARGET_MISSES_TO_ABORT = 3
+
+
+def _mib(n: int | None) -> str:
+    return f"{(n or 0) / 1048576:.1f} MiB"
+
+
+class LiveMigration:
+    def __init__(self, migration: Migration, src: Connection, dst: Connection) -> None:
+        self.m = migration
+        self.src = src
+        self.dst = dst
+        self.policy = get_policy(migration.policy)
+        self.uuid = str(migration.domain_uuid)
+        self.created_volumes: list[str] = []
+        # What the governor of the last transfer saw (see Governor).
+        self.aborted: str | None = None
+        self.last_stats: JobStats | None = None
+
+    def flag_names(self, postcopy: bool) -> list[str]:
+        names = ["live", "peer2peer", "persist_dest", "undefine_source", "abort_on_error"]
+        if self.m.storage == StorageMode.COPY:
+            names.append("non_shared_disk")
+        if self.policy.auto_converge:
+            names.append("auto_converge")
+        if postcopy:
+            names.append("postcopy")
+        return names
+
+    def run(self) -> None:
+        dom = self.src.domain_details(self.uuid)
+        if dom is None:
+            raise HostError(
+                f"{self.m.domain_name} is no longer defined on {self.m.source_name}. Refresh the inventory.",
+                code="no_domain",
+            )
+        disks: list[str] = []
+        dest_xml = None
+        if self.m.storage == StorageMode.COPY:
+            disks, dest_xml = self.prepare_copy(dom)
+        address, _ = migration_address(self.m.target, self.dst)
+        migrate_uri = f"tcp://{address}" if address else None
+        postcopy = self.policy.postcopy_iteration is not None
+        while True:
+            flags = self.flag_names(postcopy)
+            Migration.objects.filter(pk=self.m.pk).update(flags=flags)
+            self.m.flags = flags
+            note(
+                self.m,
+                f"Starting the transfer with libvirt flags {', '.join(flags)}"
+                + (f", at most {self.m.bandwidth_mib} MiB/s" if self.m.bandwidth_mib else "")
+                + (f", data to {migrate_uri}" if migrate_uri else "")
+                + ".",
+            )
+            error = self.transfer(flags, migrate_uri, disks, dest_xml)
+            if postcopy and error is not None and "postcopy" in (error.detail or "").lower().replace("-", ""):
+                postcopy = False
+                note(
+                    self.m,
+                    f"Post-copy is not supported on these hosts (libvirt: {error.detail}); trying again without it.",
+                    AuditAction.POLICY,
+                    decision="postcopy_unsupported",
+                )
+                continue
+            break
+        settle(
+            self.m,
+            self.src,
+            self.dst,
+            error=error,
+            aborted=self.aborted,
+            last_stats=self.last_stats,
+            created_volumes=self.created_volumes,
+        )
+
+    def prepare_copy(self, dom: DomainDetails) -> tuple[list[str], str]:
+        """Create the target volumes the disks will be copied into."""
+        pool = self.dst.pool(self.m.target_pool)
+        if pool is None:
+            raise HostError(f"The pool {self.m.target_pool} does not exist on {self.m.target_name}.", code="storage")
+        disks, paths = [], {}
+        for disk in dom.info.movable_disks():
+            name = disk.path.rsplit("/", 1)[-1]
+            path = self.dst.create_volume(pool.name, name, disk.capacity or 0, disk.format or "raw")
+            self.created_volumes.append(path)
+            Migration.objects.filter(pk=self.m.pk).update(
+                progress={**self.m.progress, "created_volumes": self.created_volumes}
+            )
+            disks.append(disk.target)
+            paths[disk.path] = path
+        note(self.m, f"Created {len(paths)} volume(s) in pool {pool.name} on {self.m.target_name}.")
+        dest_xml = rewrite_disk_paths(self.src.domain_xml(self.uuid, inactive=False), paths)
+        return disks, dest_xml
+
+    def transfer(
+        self, flags: list[str], migrate_uri: str | None, disks: list[str], dest_xml: str | None
+    ) -> HostError | None:
+        """Run migrateToURI3 in a thread on its own connection; govern it from here."""
+        outcome: dict[str, HostError] = {}
+        source_uri, target_uri = self.m.source.uri, self.m.target.uri
+
+        def target() -> None:
+            try:
+                with open_host(source_uri) as conn:
+                    conn.migrate(
+                        self.uuid,
+                        target_uri,
+                        flags,
+                        migrate_uri=migrate_uri,
+                        bandwidth_mib=self.m.bandwidth_mib,
+                        disks=disks,
+                        destination_xml=dest_xml,
+                        auto_converge=(20, 10) if "auto_converge" in flags else None,
+                    )
+            except HostError as e:
+                outcome["error"] = e
+            except Exception as e:  # noqa: BLE001 - reported, not swallowed
+                outcome["error"] = HostError("The migration call failed unexpectedly.", repr(e))
+
+        self.m.set_phase(Phase.TRANSFERRING_MEMORY if not disks else Phase.COPYING_DISK)
+        events.publish_migration(self.m)
+        thread = threading.Thread(target=target, name=f"migrate-{self.m.pk}", daemon=True)
+        thread.start()
+        governor = Governor(self.m, self.src, self.policy, flags)
+        while thread.is_alive():
+            thread.join(SAMPLE_INTERVAL)
+            if thread.is_alive():
+                governor.step()
+        self.aborted = governor.aborted
+        self.last_stats = governor.last_stats
+        return outcome.get("error")
+
+
+class Governor:
+    """Samples a running migration and applies its policy, twice a second.
+
+    Used by the worker that started the migration and by one that adopted it.
+    """
+
+    def __init__(self, migration: Migration, src: Connection, policy: Policy, flags: list[str]) -> None:
+        self.m = migration
+        self.src = src
+        self.policy = policy
+        self.flags = flags
+        self.uuid = str(migration.domain_uuid)
+        progress: dict[str, Any] = migration.progress or {}
+        self.started = time.monotonic() - (progress.get("elapsed") or 0)
+        self.aborted: str | None = None
+        self.downtime_ms: int | None = progress.get("downtime_ms")
+        self.throttle: int | None = None
+        self.not_converging = False
+        self.postcopy_started = False
+        self.last_stats: JobStats | None = None
+        self.errors = 0
+        self.steps = 0
+        self.target_misses = 0
+
+    def step(self) -> None:
+        elapsed = time.monotonic() - self.started
+        self.steps += 1
+        if self.steps % TARGET_PROBE_EVERY == 0:
+            self.watch_target()
+        try:
+            stats = self.src.job_stats(self.uuid)
+        except HostError as e:
+            self.errors += 1
+            if self.errors == 3:
+                note(self.m, f"Cannot read the migration's progress from {self.m.source_name}: {e.plain}")
+            return
+        self.errors = 0
+        if not stats.active:
+            return
+        self.last_stats = stats
+        self.apply_policy(stats, elapsed)
+        progress = live_sample(
+            stats,
+            elapsed,
+            self.downtime_ms,
+            created_volumes=(self.m.progress or {}).get("created_volumes", []),
+            converging=not self.not_converging,
+        )
+        if self.m.storage == StorageMode.COPY and stats.disk_remaining == 0 and stats.memory_processed:
+            if self.m.phase == Phase.COPYING_DISK:
+                with contextlib.suppress(InvalidTransition):
+                    self.m.set_phase(Phase.TRANSFERRING_MEMORY)
+        self.m.save_progress(progress)
+        events.publish_migration(self.m, dashboard=False)
+        if self.aborted is None and cancel_requested(self.m):
+            self.abort(ABORT_CANCEL, "Cancel requested: aborting the transfer. The VM keeps running on the source.")
+
+    def abort(self, why: str, message: str, audited: bool = False) -> None:
+        """Abort the transfer: say why, then ask libvirt to stop the job."""
+        self.aborted = why
+        if audited:
+            note(self.m, message, AuditAction.POLICY, decision=why)
+        else:
+            note(self.m, message)
+        self.src.abort_job(self.uuid)
+
+    def watch_target(self) -> None:
+        """Abort when the target stops answering, rather than wait for libvirt's
+        keepalive to notice (half a minute) or for a TCP timeout (longer)."""
+        if self.m.target is None or reachable(self.m.target.uri, timeout=1.5):
+            self.target_misses = 0
+            return
+        self.target_misses += 1
+        if self.target_misses == TARGET_MISSES_TO_ABORT and self.aborted is None:
+            self.abort(
+                ABORT_TARGET_LOST,
+                f"{self.m.target_name} has not answered for several seconds: aborting. The VM "
+                "keeps running on the source.",
+                audited=True,
+            )
+
+    def apply_policy(self, stats: JobStats, elapsed: float) -> None:
+        self._steer_downtime(stats, elapsed)
+        self._report_throttle(stats)
+        self._watch_convergence(stats)
+        self._maybe_postcopy(stats)
+        policy = self.policy
+        if self.aborted is None and elapsed > policy.deadline_seconds and not self.postcopy_started:
+            self.abort(
+                ABORT_DEADLINE,
+                f"Deadline of {policy.deadline_seconds} s reached at pass {stats.iteration} with "
+                f"{_mib(stats.memory_remaining)} still to send: aborting. The VM keeps running on "
+                "the source.",
+                audited=True,
+            )
+
+    def _steer_downtime(self, stats: JobStats, elapsed: float) -> None:
+        wanted = self.policy.downtime_at(elapsed)
+        if wanted == self.downtime_ms:
+            return
+        try:
+            self.src.set_max_downtime(self.uuid, wanted)
+            note(
+                self.m,
+                f"Allowed downtime set to {wanted} ms ({elapsed:.0f} s in, pass {stats.iteration}).",
+                AuditAction.POLICY,
+                decision="downtime",
+                downtime_ms=wanted,
+            )
+        except HostError as e:
+            note(self.m, f"Could not set the allowed downtime to {wanted} ms: {e.plain}")
+        self.downtime_ms = wanted
+
+    def _report_throttle(self, stats: JobStats) -> None:
+        if stats.throttle_percent and stats.throttle_percent != self.throttle:
+            self.throttle = stats.throttle_percent
+            note(
+                self.m,
+                f"Auto-converge slowed the guest's CPUs by {self.throttle}% to let the copy catch up.",
+                AuditAction.POLICY,
+                decision="auto_converge",
+                throttle=self.throttle,
+            )
+
+    def _watch_convergence(self, stats: JobStats) -> None:
+        if stats.iteration < 2 or not stats.memory_bps:
+            return
+        behind = outpaced(stats.dirty_rate_bps, stats.memory_bps)
+        if behind and not self.not_converging:
+            suggestion = (
+                "post-copy is next"
+                if "postcopy" in self.flags
+                else "auto-converge is on"
+                if "auto_converge" in self.flags
+                else "try the 'Make it converge' policy, more bandwidth, or a cold migration"
+            )
+            note(
+                self.m,
+                f"Not converging: the guest dirties {_mib(stats.dirty_rate_bps)}/s while "
+                f"{_mib(stats.memory_bps)}/s is sent (pass {stats.iteration}); {suggestion}.",
+                AuditAction.POLICY,
+                decision="not_converging",
+                dirty_rate_bps=stats.dirty_rate_bps,
+                memory_bps=stats.memory_bps,
+            )
+        elif not behind and self.not_converging:
+            note(self.m, "Converging again: memory is now sent faster than the guest dirties it.")
+        self.not_converging = behind
+
+    def _maybe_postcopy(self, stats: JobStats) -> None:
+        policy = self.policy
+        if (
+            "postcopy" not in self.flags
+            or self.postcopy_started
+            or policy.postcopy_iteration is None
+            or stats.iteration < policy.postcopy_iteration
+        ):
+            return
+        try:
+            self.src.start_postcopy(self.uuid)
+            self.postcopy_started = True
+            note(
+                self.m,
+                f"Switched to post-copy at pass {stats.iteration}: the guest now runs on the "
+                "target and fetches the rest of its memory on demand.",
+                AuditAction.POLICY,
+                decision="postcopy",
+            )
+        except HostError as e:
+            self.postcopy_started = True  # do not try again every half second
+            note(
+                self.m,
+                f"Post-copy could not start: {e.plain}. Carrying on with pre-copy.",
+                AuditAction.POLICY,
+                decision="postcopy_failed",
+                detail=e.detail,
+            )
