@@ -22,6 +22,8 @@ def run_migration(pk):
         engine.finish_failed(migration, "A host of this migration was removed from kvmweb.", code="host_gone")
         return "failed"
     if not engine.claim(migration):
+        if migration.status != Status.QUEUED:
+            return migration.status  # the target cannot hold the guest: failed, and why
         if migration.phase != Phase.WAITING:
             Migration.objects.filter(pk=pk, status=Status.QUEUED).update(phase=Phase.WAITING)
             migration.phase = Phase.WAITING

@@ -20,11 +20,12 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from hosts.capacity import Guest
 from hosts.libvirt import Connection, HostError, open_host
-from hosts.models import Host
+from hosts.models import HOLDS_MEMORY, Domain, Host
 
 from .. import events
-from ..checks import run_checks
+from ..checks import CheckResult, capacity_results, run_checks
 from ..models import AuditAction, InvalidTransition, Migration, Mode, Status
 from .cold import ColdMigration
 from .live import LiveMigration
@@ -52,10 +53,14 @@ __all__ = [
 
 
 def claim(migration: Migration) -> bool:
-    """Take a queued migration for this worker if both hosts have a free slot.
+    """Take a queued migration for this worker if both hosts have a free slot
+    and the target can hold the guest. Returns True if claimed.
 
-    Locks both host rows so that two workers counting at once cannot both see
-    a free slot. Returns True if claimed.
+    Locks both host rows, so that two workers counting at once can neither
+    both see a free slot nor both fit a guest into the last room: the second
+    counts the first's claim (a migration being checked or running is on its
+    way in, hosts/capacity.py). A migration the target cannot hold is failed
+    here, with its memory check saying why, and nothing is started.
     """
     with transaction.atomic():
         hosts = {
@@ -67,11 +72,26 @@ def claim(migration: Migration) -> bool:
             return False
         if target and busy.filter(target=target).count() >= target.max_incoming:
             return False
-        try:
-            migration.start_checking()
-        except InvalidTransition:
-            return False
-    return True
+        no_room = _no_room(migration, target)
+        if not no_room:
+            try:
+                migration.start_checking()
+            except InvalidTransition:
+                return False
+            return True
+    record_checks(migration, no_room)
+    return False
+
+
+def _no_room(migration: Migration, target: Host | None) -> list[CheckResult]:
+    """The capacity checks' results if the target cannot hold the guest, else []."""
+    guest = Domain.objects.filter(uuid=migration.domain_uuid).order_by("-max_memory").first()
+    if target is None or guest is None:
+        return []  # the checks that run next say what is missing
+    if migration.mode == Mode.COLD and guest.state not in HOLDS_MEMORY:
+        return []  # shut off, it stays so on the target
+    results = capacity_results(target, Guest.of(guest), exclude_migration=migration.pk)
+    return results if any(r.result == "fail" for r in results) else []
 
 
 def run(migration: Migration) -> None:
@@ -108,7 +128,17 @@ def run(migration: Migration) -> None:
 
 
 def preflight(migration: Migration, src: Connection, dst: Connection) -> bool:
-    results = run_checks(migration, src, dst)
+    if not record_checks(migration, run_checks(migration, src, dst)):
+        return False
+    if cancel_requested(migration):
+        finish_cancelled(migration, "Cancelled before it started; nothing was changed.")
+        return False
+    return True
+
+
+def record_checks(migration: Migration, results: list[CheckResult]) -> bool:
+    """Keep the checks with the migration and in the audit log; fail it if one
+    failed. Returns whether they passed."""
     migration.checks = [r.as_dict() for r in results]
     Migration.objects.filter(pk=migration.pk).update(checks=migration.checks, updated_at=timezone.now())
     failed = [r for r in results if r.result == "fail"]
@@ -121,11 +151,7 @@ def preflight(migration: Migration, src: Connection, dst: Connection) -> bool:
     )
     if failed:
         finish_failed(migration, "Pre-flight checks failed: " + " ".join(r.message for r in failed), code="preflight")
-        return False
-    if cancel_requested(migration):
-        finish_cancelled(migration, "Cancelled before it started; nothing was changed.")
-        return False
-    return True
+    return not failed
 
 
 def abort_running(migration: Migration) -> bool:
