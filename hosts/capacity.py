@@ -168,8 +168,9 @@ def _running_here(host_ref):
 
 def _on_their_way(host_ref, exclude_migration):
     """Migrations into the host whose guest it does not run yet (a sync during a
-    live migration may already show the guest, paused, on the target)."""
-    qs = _migrations().objects.filter(target=host_ref, status__in=IN_FLIGHT)
+    live migration may already show the guest, paused, on the target), less
+    cold migrations of a guest that was shut off: it stays so on the target."""
+    qs = _migrations().objects.filter(target=host_ref, status__in=IN_FLIGHT).exclude(was_running=False)
     if exclude_migration is not None:
         qs = qs.exclude(pk=exclude_migration)
     return qs.exclude(Exists(_running_here(OuterRef("target")).filter(uuid=OuterRef("domain_uuid"))))

@@ -526,8 +526,18 @@ def _check_copy_storage(checks, v, disks, source, target):
 
 def _check_memory(checks, v, dom, source, target):
     guest = capacity.Guest.of(dom.info)
-    for result in capacity_results(v["target"], guest, v["migration"], free=target.free_memory()):
-        checks.results.append(result)
+    if v["mode"] == Mode.COLD and not dom.active:
+        # It stays shut off on the target: nothing is promised, but say whether it could start there.
+        stays = f"{v['name']} is shut off and stays so on {v['target'].name}"
+        for r in capacity_results(v["target"], guest, v["migration"]):
+            if r.result == PASS:
+                checks.add(r.name, PASS, f"{stays}; it could start there: {r.message}")
+            else:
+                checks.add(
+                    r.name, WARN, f"{stays}, so it needs nothing there now, but it could not start there: {r.message}"
+                )
+        return
+    checks.results.extend(capacity_results(v["target"], guest, v["migration"], free=target.free_memory()))
 
 
 def capacity_results(host, guest, exclude_migration=None, free=None):

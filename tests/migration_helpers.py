@@ -47,8 +47,7 @@ def migration_for(dom, target, **fields):
         source_name=dom.host.name,
         target=target,
         target_name=target.name,
-        mode="live",
-        **fields,
+        **{"mode": "live", **fields},
     )
 
 

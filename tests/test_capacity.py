@@ -106,6 +106,36 @@ def test_failed_and_cancelled_migrations_hold_nothing(hosts):
         m.delete()
 
 
+def test_a_cold_migration_of_a_shut_off_guest_promises_nothing_on_the_target(hosts):
+    kvm01, kvm02 = hosts
+    off = Domain.objects.get(name="off1")
+    migration = migration_for(off, kvm02, mode="cold", status=Status.CHECKING)
+    assert capacity.for_host(kvm02).memory_committed == 6 * GiB, "not known yet: counted"
+    Migration.objects.filter(pk=migration.pk).update(was_running=False)
+    assert capacity.for_host(kvm02).memory_committed == 2 * GiB
+
+
+def test_the_check_of_a_shut_off_guest_going_cold_only_warns_that_it_could_not_start(hosts):
+    from hosts import libvirt_client
+    from migrations_app.checks import Checks, _check_memory
+
+    kvm01, kvm02 = hosts
+    Host.objects.filter(pk=kvm02.pk).update(memory_reserved_mib=14 * 1024)  # 2 GiB for guests, all promised
+    kvm02 = Host.objects.get(pk=kvm02.pk)
+    off = Domain.objects.get(name="off1")
+    checks = Checks()
+    values = {"mode": "cold", "name": "off1", "target": kvm02, "migration": None}
+    with libvirt_client.open_host(kvm01.uri) as source, libvirt_client.open_host(kvm02.uri) as target:
+        _check_memory(checks, values, source.domain_details(off.uuid), source, target)
+        memory = checks.results[0]
+        assert memory.result == "warn"
+        assert memory.message.startswith("off1 is shut off and stays so on kvm02, so it needs nothing there now")
+        assert "could not start there: kvm02 cannot hold off1" in memory.message
+        checks = Checks()
+        _check_memory(checks, {**values, "mode": "live"}, source.domain_details(off.uuid), source, target)
+        assert checks.results[0].result == "fail"
+
+
 def test_the_reserve_and_ratios_come_from_the_host_or_else_the_settings(hosts, settings):
     kvm01, _ = hosts
     settings.KVMWEB_RESERVED_MEMORY_MIB = 4096

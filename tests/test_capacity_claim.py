@@ -48,6 +48,16 @@ def test_a_migration_that_does_not_fit_when_its_turn_comes_fails_in_plain_words(
     assert capacity.for_host(second.target, exclude_migration=first.pk).memory_committed == 6 * GiB
 
 
+def test_a_shut_off_guest_going_cold_is_claimed_however_full_the_target(room_for_one, tmp_path):
+    first, _ = room_for_one
+    assert engine.claim(first) is True
+    Domain.objects.filter(name="big2").update(state="shutoff")
+    cold = Migration.objects.get(domain_name="big2")
+    Migration.objects.filter(pk=cold.pk).update(mode="cold")
+    cold.refresh_from_db()
+    assert engine.claim(cold) is True
+
+
 def test_two_workers_claiming_the_last_room_at_once_admit_one(room_for_one, monkeypatch):
     # Each claimer pauses after reading what kvm02 has promised, so without the
     # lock both would read before either had written its claim.
