@@ -73,8 +73,39 @@ class KvmwebCollector:
         for name, status in Host.objects.order_by("name").values_list("name", "status"):
             up.add_metric([name], 1 if status == HostStatus.ONLINE else 0)
         yield up
+        yield from self._capacity()
 
         yield from self._queues()
+
+    @staticmethod
+    def _capacity():
+        from hosts import capacity
+        from hosts.models import Host
+
+        families = {
+            "memory_committed": GaugeMetricFamily(
+                "kvmweb_host_memory_committed_bytes",
+                "Maximum memory of the guests a host runs and of those on their way in.",
+                labels=["host"],
+            ),
+            "memory_capacity": GaugeMetricFamily(
+                "kvmweb_host_memory_capacity_bytes",
+                "Memory a host can promise guests: (total - reserved - huge pages) x allocation ratio.",
+                labels=["host"],
+            ),
+            "vcpus_committed": GaugeMetricFamily(
+                "kvmweb_host_vcpus_committed",
+                "vCPUs of the guests a host runs and of those on their way in.",
+                labels=["host"],
+            ),
+            "vcpu_capacity": GaugeMetricFamily(
+                "kvmweb_host_vcpu_capacity", "vCPUs a host may run: CPUs x vCPU allocation ratio.", labels=["host"]
+            ),
+        }
+        for host in capacity.with_committed(Host.objects.order_by("name")):
+            for figure, family in families.items():
+                family.add_metric([host.name], getattr(host.capacity, figure))
+        yield from families.values()
 
     def _durations(self, succeeded):
         family = HistogramMetricFamily(

@@ -284,3 +284,17 @@ def test_a_malformed_default_ratio_stops_the_program_with_what_is_wrong(value, s
     )
     assert result.returncode != 0
     assert says in result.stderr
+
+
+def test_prometheus_gets_each_hosts_committed_memory_and_capacity(client, hosts, settings):
+    from tests.test_metrics import TOKEN, scrape, value
+
+    settings.KVMWEB_METRICS_TOKEN = TOKEN
+    kvm01, kvm02 = hosts
+    incoming(Domain.objects.get(name="big1"), kvm02)
+    samples = scrape(client)
+    assert value(samples, "kvmweb_host_memory_committed_bytes", host="kvm02") == 8 * GiB
+    assert value(samples, "kvmweb_host_memory_capacity_bytes", host="kvm02") == 15 * GiB
+    assert value(samples, "kvmweb_host_memory_committed_bytes", host="kvm01") == 12 * GiB
+    assert value(samples, "kvmweb_host_vcpus_committed", host="kvm02") == 3
+    assert value(samples, "kvmweb_host_vcpu_capacity", host="kvm02") == 16
