@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.template.defaultfilters import filesizeformat
 
 from .models import HOLDS_MEMORY, Domain, Host
 
@@ -93,6 +94,24 @@ class Capacity:
         full = self.memory_capacity or 1
         running = min(100, round(100 * (self.memory_committed - self.memory_incoming) / full))
         return {"running": running, "incoming": min(100 - running, round(100 * self.memory_incoming / full))}
+
+    @property
+    def summary(self):
+        """The bar's words, the same on the page and in the dashboard's live updates."""
+        words = (
+            f"{filesizeformat(self.memory_committed)} committed of {filesizeformat(self.memory_capacity)} "
+            f"({self.memory_percent} %)"
+        )
+        if self.incoming:
+            many = "s" if self.incoming > 1 else ""
+            words += f" · {filesizeformat(self.memory_incoming)} on {self.incoming} migration{many} on the way in"
+        if self.memory_over:
+            words += f" · over by {filesizeformat(self.memory_over)}"
+        return words
+
+    def as_bar(self):
+        """What the dashboard's script needs to redraw the bar: widths, colour, words."""
+        return {**self.bar, "level": self.level, "summary": self.summary}
 
     @property
     def level(self):

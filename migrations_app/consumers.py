@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db.models import Count, Q
 
+from hosts import capacity
 from hosts.models import DomainState, Host
 from hosts.roles import has_role
 
@@ -151,15 +152,23 @@ class MigrationConsumer(AsyncJsonWebsocketConsumer):
 
 
 def host_counts():
-    """Every host's domain counts, as the dashboard shows them: one query."""
-    return list(
+    """Every host's domain counts and committed memory, as the dashboard shows them: one query."""
+    hosts = capacity.with_committed(
         Host.objects.annotate(
             domain_count=Count("domains"),
             running_count=Count("domains", filter=Q(domains__state=DomainState.RUNNING)),
         )
-        .order_by("name")
-        .values("name", "status", "domain_count", "running_count")
-    )
+    ).order_by("name")
+    return [
+        {
+            "name": h.name,
+            "status": h.status,
+            "domain_count": h.domain_count,
+            "running_count": h.running_count,
+            "capacity": h.capacity.as_bar(),
+        }
+        for h in hosts
+    ]
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
@@ -201,10 +210,14 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if _is_stale(previous, state):
             return
         urgent = previous is None or (state["status"], state["phase"]) != (previous["status"], previous["phase"])
+        new_status = previous is None or previous["status"] != state["status"]
         self.last[state["id"]] = state
         if state["status"] in FINISHED:
             self.last.pop(state["id"], None)
         await self.coalescer.offer(state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
+        if new_status and state["status"] != Status.SUCCEEDED:
+            # Claimed (checking) or ended: what the target has promised changed.
+            await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts()})
         if urgent and state["status"] == Status.SUCCEEDED:
             # The counts may not include the move yet: the engine syncs both
             # hosts afterwards and publishes an inventory change, which sends

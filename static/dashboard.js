@@ -74,11 +74,23 @@
         ", " + running + " running";
     }
     list.forEach(function (h) {
-      var row = document.querySelector('#hosts tr[data-host="' + CSS.escape(h.name) + '"] td.vms');
-      if (!row) return;
-      row.replaceChildren(K.el("span", { "class": "count" }, h.running_count),
-                          document.createTextNode(" running / " + h.domain_count));
+      var tr = document.querySelector('#hosts tr[data-host="' + CSS.escape(h.name) + '"]');
+      if (!tr) return;
+      tr.querySelector("td.vms").replaceChildren(K.el("span", { "class": "count" }, h.running_count),
+                                                 document.createTextNode(" running / " + h.domain_count));
+      if (h.capacity) capacity(tr.querySelector(".capacity"), h.capacity);
     });
+  }
+
+  // The committed-memory bar (templates/hosts/_capacity.html), from Capacity.as_bar():
+  // the server computes the widths, colour and words; this only places them.
+  function capacity(box, c) {
+    if (!box) return;
+    var bar = box.querySelector(".bar");
+    bar.className = "bar stacked" + (c.level ? " " + c.level : "");
+    bar.querySelector(".running").style.width = c.running + "%";
+    bar.querySelector(".incoming").style.width = c.incoming + "%";
+    box.querySelector('[data-bind="capacity"]').textContent = c.summary;
   }
 
   function moved(d) {

@@ -229,6 +229,9 @@ def test_a_live_migration_started_from_the_form_shows_progress_until_it_succeeds
 
     start_live_migration(page, "kvm02", bandwidth=16)  # 256 MiB at 16 MiB/s: ~16 s
     dashboard.locator("#running-migrations tr[data-migration]").first.wait_for()
+    # kvm02's committed-memory bar counts the guest on its way in, without a reload.
+    kvm02_capacity = dashboard.locator('#hosts tr[data-host="kvm02"] [data-bind=capacity]')
+    kvm02_capacity.filter(has_text="on 1 migration on the way in").wait_for(timeout=15000)
 
     seen = []
     screenshot_taken = False

@@ -241,13 +241,13 @@ def test_the_host_page_and_the_dashboard_show_committed_against_capacity(client,
     incoming(Domain.objects.get(name="big2"), kvm02)
     client.force_login(viewer)
     page = page_text(client, "/hosts/kvm02/")
-    assert "8.0 GB</strong> committed of 15.0 GB (53 %)" in page
+    assert "8.0 GB committed of 15.0 GB (53 %)" in page
     assert "6.0 GB on 1 migration on the way in" in page
     assert 'class="running" style="width: 13%"' in page and 'class="incoming" style="width: 40%"' in page
     assert "1.0 GB reserved for the host" in page
     dashboard = page_text(client, "/")
-    assert "12.0 GB</strong> committed of 15.0 GB (80 %)" in dashboard  # kvm01
-    assert "8.0 GB</strong> committed of 15.0 GB (53 %)" in dashboard
+    assert "12.0 GB committed of 15.0 GB (80 %)" in dashboard  # kvm01
+    assert "8.0 GB committed of 15.0 GB (53 %)" in dashboard
 
 
 def test_an_over_committed_host_says_by_how_much(client, viewer, hosts):

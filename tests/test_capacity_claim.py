@@ -89,3 +89,33 @@ def test_two_workers_claiming_the_last_room_at_once_admit_one(room_for_one, monk
     assert statuses == ["checking", "failed"]
     refused = Migration.objects.get(status="failed")
     assert "kvm02 cannot hold" in refused.error
+
+
+def test_the_dashboard_redraws_the_targets_bar_when_a_migration_is_claimed(room_for_one, client, viewer):
+    from asgiref.sync import async_to_sync
+    from channels.db import database_sync_to_async
+
+    from tests.test_consumers import communicator, cookie_for, drain, publish
+
+    first, _ = room_for_one
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator("/ws/dashboard/", cookie)
+        assert (await ws.connect())[0]
+        state = await ws.receive_json_from(timeout=5)
+        bars = {h["name"]: h["capacity"] for h in state["hosts"]}
+        assert bars["kvm02"]["incoming"] == 0
+        assert bars["kvm02"]["summary"] == "6.0\xa0GB committed of 15.0\xa0GB (40 %)"
+
+        assert await database_sync_to_async(engine.claim)(first)
+        await publish(first, status="checking")
+        got = await drain(ws)
+        hosts = [m for m in got if m["type"] == "dashboard.hosts"]
+        assert hosts, got
+        bar = {h["name"]: h["capacity"] for h in hosts[-1]["hosts"]}["kvm02"]
+        assert (bar["running"], bar["incoming"], bar["level"]) == (40, 40, "")
+        assert bar["summary"].endswith("6.0\xa0GB on 1 migration on the way in")
+        await ws.disconnect()
+
+    async_to_sync(scenario)()
