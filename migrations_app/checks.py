@@ -529,7 +529,7 @@ def _check_memory(checks, v, dom, source, target):
     if v["mode"] == Mode.COLD and not dom.active:
         # It stays shut off on the target: nothing is promised, but say whether it could start there.
         stays = f"{v['name']} is shut off and stays so on {v['target'].name}"
-        for r in capacity_results(v["target"], guest, v["migration"]):
+        for r in capacity_results(v["target"], guest, v["migration"], free=target.free_memory()):
             if r.result == PASS:
                 checks.add(r.name, PASS, f"{stays}; it could start there: {r.message}")
             else:
