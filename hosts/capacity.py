@@ -116,7 +116,9 @@ class Capacity:
     @property
     def level(self):
         """The bar's colour: full (nothing more fits), filling, or fine."""
-        return "red" if self.memory_room <= 0 else "orange" if self.memory_percent >= 90 else ""
+        if self.memory_committed and self.memory_room <= 0:
+            return "red"
+        return "orange" if self.memory_percent >= 90 else ""
 
     @property
     def vcpu_capacity(self):

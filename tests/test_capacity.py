@@ -298,3 +298,26 @@ def test_prometheus_gets_each_hosts_committed_memory_and_capacity(client, hosts,
     assert value(samples, "kvmweb_host_memory_committed_bytes", host="kvm01") == 12 * GiB
     assert value(samples, "kvmweb_host_vcpus_committed", host="kvm02") == 3
     assert value(samples, "kvmweb_host_vcpu_capacity", host="kvm02") == 16
+
+
+@pytest.mark.parametrize(
+    "committed_gib, level",
+    [(0, ""), (12, ""), (14, "orange"), (15, "red"), (16, "red")],
+)
+def test_the_bar_turns_orange_when_filling_and_red_when_full(committed_gib, level):
+    figures = capacity.Capacity(
+        memory_total=16 * GiB,
+        memory_reserved=1 * GiB,
+        hugepage_pool=0,
+        memory_ratio=1.0,
+        memory_committed=committed_gib * GiB,
+        cpu_count=4,
+        cpu_ratio=4.0,
+        vcpus_committed=0,
+    )
+    assert figures.level == level
+
+
+def test_a_host_never_read_has_an_empty_grey_bar():
+    empty = capacity.Capacity(0, 1 * GiB, 0, 1.0, 0, 0, 4.0, 0)
+    assert (empty.memory_capacity, empty.level, empty.bar) == (0, "", {"running": 0, "incoming": 0})
