@@ -116,7 +116,7 @@ def test_a_cold_migration_of_a_shut_off_guest_promises_nothing_on_the_target(hos
 
 
 def test_the_check_of_a_shut_off_guest_going_cold_only_warns_that_it_could_not_start(hosts):
-    from hosts import libvirt_client
+    from hosts.libvirt import open_host
     from migrations_app.checks import Checks, _check_memory
 
     kvm01, kvm02 = hosts
@@ -125,7 +125,7 @@ def test_the_check_of_a_shut_off_guest_going_cold_only_warns_that_it_could_not_s
     off = Domain.objects.get(name="off1")
     checks = Checks()
     values = {"mode": "cold", "name": "off1", "target": kvm02, "migration": None}
-    with libvirt_client.open_host(kvm01.uri) as source, libvirt_client.open_host(kvm02.uri) as target:
+    with open_host(kvm01.uri) as source, open_host(kvm02.uri) as target:
         _check_memory(checks, values, source.domain_details(off.uuid), source, target)
         memory = checks.results[0]
         assert memory.result == "warn"
