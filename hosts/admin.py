@@ -37,8 +37,8 @@ class DomainInline(ReadOnlyInline):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "uri", "status", "status_reason", "hostname", "last_sync"]
-    list_filter = ["status"]
+    list_display = ["name", "uri", "status", "maintenance", "status_reason", "hostname", "last_sync"]
+    list_filter = ["status", "maintenance"]
     search_fields = ["name", "uri", "hostname"]
     actions = ["sync_now"]
     inlines = [PoolInline, NetworkInline, DomainInline]
@@ -52,7 +52,20 @@ class HostAdmin(admin.ModelAdmin):
                 "(KVMWEB_RESERVED_MEMORY_MIB, KVMWEB_MEMORY_ALLOCATION_RATIO, KVMWEB_CPU_ALLOCATION_RATIO).",
             },
         ),
-        ("Status", {"fields": ["status", "status_reason", "status_detail", "last_seen", "last_sync"]}),
+        (
+            "Status",
+            {
+                "fields": [
+                    "status",
+                    "status_reason",
+                    "status_detail",
+                    "last_seen",
+                    "last_sync",
+                    "maintenance",
+                    "maintenance_since",
+                ]
+            },
+        ),
         (
             "As libvirt reports it",
             {
@@ -72,7 +85,9 @@ class HostAdmin(admin.ModelAdmin):
             },
         ),
     ]
-    readonly_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS, "committed"]
+    # Maintenance is entered and left on the host's page or through the API,
+    # which audit who did it; the admin only shows it.
+    readonly_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS, "committed", "maintenance", "maintenance_since"]
 
     @admin.display(description="Committed now")
     def committed(self, obj):

@@ -89,6 +89,10 @@ class Host(models.Model):
     max_outgoing = models.PositiveSmallIntegerField(
         default=2, help_text="Migrations out of this host at once; more wait in the queue."
     )
+    # Set and cleared by the maintenance app (it audits who did it); no
+    # migration may target a host while it is set.
+    maintenance = models.BooleanField(default=False, help_text="In maintenance: no VM may move onto it.")
+    maintenance_since = models.DateTimeField(null=True, blank=True)
 
     # Capacity (hosts/capacity.py). Empty: the default from the settings.
     memory_reserved_mib = models.PositiveIntegerField(

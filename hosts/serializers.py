@@ -54,10 +54,14 @@ class HostSerializer(serializers.ModelSerializer):
             "max_outgoing",
             *Host.CAPACITY_SETTINGS,
             "capacity",
+            "maintenance",
+            "maintenance_since",
             "domain_count",
         ]
-        # What sync writes; an API client only names the host and its URI.
-        read_only_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS]
+        # What sync writes, and maintenance (changed only through
+        # /api/hosts/{id}/maintenance/ and /activate/, which audit it); an API
+        # client only names the host and its URI.
+        read_only_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS, "maintenance", "maintenance_since"]
         extra_kwargs = {
             "uri": {
                 # validate_uri below does both the form check and the clash

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "channels",
     "hosts",
     "migrations_app",
+    "maintenance",
 ]
 
 MIDDLEWARE = [

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from hosts import capacity
 from hosts.libvirt import CpuComparison, HostError, open_host
+from hosts.models import Host
 
 from .models import Migration, Mode, Status, StorageMode
 from .policies import get_policy, outpaced
@@ -42,6 +43,7 @@ LABELS = {
     "memory": "Memory",
     "hugepages": "Huge pages",
     "vcpus": "vCPUs",
+    "maintenance": "Target not in maintenance",
     "convergence": "Will it converge?",
 }
 
@@ -127,6 +129,7 @@ def _run_all(checks, v, source, target):
         )
         return
     for check in (
+        _check_maintenance,
         _check_state,
         _check_hostname,
         _check_arch,
@@ -145,6 +148,19 @@ def _run_all(checks, v, source, target):
             checks.add(
                 check.__name__.removeprefix("_check_"), FAIL, f"kvmweb could not check this: {e.plain}", e.detail
             )
+
+
+def _check_maintenance(checks, v, dom, source, target):
+    # Asked again here, in the worker: maintenance may have begun after the
+    # migration was queued.
+    host = Host.objects.filter(pk=v["target"].pk).only("maintenance").first()
+    if host is not None and host.maintenance:
+        checks.add(
+            "maintenance",
+            FAIL,
+            f"{v['target'].name} went into maintenance after this migration was requested: no VM may "
+            "move onto it now. Choose another target host.",
+        )
 
 
 def _check_state(checks, v, dom, source, target):

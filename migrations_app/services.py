@@ -72,6 +72,13 @@ def validate(req):
                 status=409,
                 field=field,
             )
+    if target.maintenance:
+        raise MigrationRefused(
+            f"{target.name} is in maintenance: no VM may move onto it until an operator takes it out "
+            "of maintenance. Choose another target host.",
+            status=409,
+            field="target_host",
+        )
 
 
 def dry_run(user, req):
@@ -98,8 +105,10 @@ def _worst(results):
     return "fail" if "fail" in outcomes else "warn" if "warn" in outcomes else "pass"
 
 
-def request_migration(user, req):
-    """Create the migration and queue it; the checks run again in the worker."""
+def request_migration(user, req, queue=True):
+    """Create the migration and queue it; the checks run again in the worker.
+
+    ``queue=False``: the caller runs it (an evacuation runs its moves itself)."""
     validate(req)
     domain = req.domain
     try:
@@ -135,7 +144,8 @@ def request_migration(user, req):
                 policy=req.policy,
                 bandwidth_mib=req.bandwidth_mib,
             )
-            transaction.on_commit(lambda: enqueue(migration))
+            if queue:
+                transaction.on_commit(lambda: enqueue(migration))
     except IntegrityError:
         running = Migration.objects.filter(domain_uuid=domain.uuid, status__in=ACTIVE).first()
         which = f" (#{running.pk}, {running.status})" if running else ""

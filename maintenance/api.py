@@ -1,0 +1,107 @@
+"""The maintenance API: plan, evacuate, return, follow, cancel."""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.response import Response
+
+from hosts.models import Host
+from hosts.permissions import IsOperatorOrReadOnly
+
+from . import services
+from .models import Evacuation, Kind, Status
+
+
+class MaintenanceRequest(serializers.Serializer):
+    dry_run = serializers.BooleanField(required=False, default=False)
+    allow_partial = serializers.BooleanField(required=False, default=False)
+
+
+class ActivateRequest(serializers.Serializer):
+    return_vms = serializers.BooleanField(required=False, default=False)
+
+
+def refused(e):
+    return Response({"detail": e.message, **e.extra}, status=e.status)
+
+
+@extend_schema(request=MaintenanceRequest, responses={200: dict, 202: dict})
+@api_view(["POST"])
+@permission_classes([IsOperatorOrReadOnly])
+def maintenance(request, pk):
+    """``{"dry_run": true}``: the plan, nothing changes. Otherwise the host goes into
+    maintenance and an evacuation starts (202 with its id)."""
+    host = get_object_or_404(Host, pk=pk)
+    form = MaintenanceRequest(data=request.data)
+    form.is_valid(raise_exception=True)
+    if form.validated_data["dry_run"]:
+        return Response(services.dry_run(host))
+    try:
+        evacuation = services.enter_maintenance(request.user, host, allow_partial=form.validated_data["allow_partial"])
+    except services.Refused as e:
+        return refused(e)
+    return Response(
+        {"id": evacuation.pk, "url": evacuation.get_absolute_url(), **services.state(evacuation)},
+        status=status.HTTP_202_ACCEPTED,
+    )
+
+
+@extend_schema(request=ActivateRequest, responses={200: dict, 202: dict})
+@api_view(["POST"])
+@permission_classes([IsOperatorOrReadOnly])
+def activate(request, pk):
+    """End maintenance; with ``return_vms``, 202 with the id of a return evacuation."""
+    host = get_object_or_404(Host, pk=pk)
+    form = ActivateRequest(data=request.data)
+    form.is_valid(raise_exception=True)
+    try:
+        evacuation = services.activate(request.user, host, return_vms=form.validated_data["return_vms"])
+    except services.Refused as e:
+        return refused(e)
+    if evacuation is None:
+        return Response({"maintenance": False})
+    return Response(
+        {"id": evacuation.pk, "maintenance": False, **services.state(evacuation)}, status=status.HTTP_202_ACCEPTED
+    )
+
+
+class EvacuationSerializer(serializers.Serializer):
+    """An evacuation's full state, as its live page gets it (Evacuation.as_event);
+    the fields below describe it for the schema."""
+
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Kind.choices)
+    status = serializers.ChoiceField(choices=Status.choices)
+    host = serializers.CharField()
+    host_id = serializers.IntegerField(allow_null=True)
+    plan = serializers.JSONField(help_text="The moves, each with its state, migrations and error.")
+    unplaced = serializers.JSONField(help_text="Running VMs that fit nowhere, with the reason.")
+    staying = serializers.JSONField(help_text="VMs that do not run and stay, with the reason.")
+    left = serializers.JSONField(help_text="Once finished: every VM not moved, with the reason.")
+    migrations = serializers.ListField(child=serializers.IntegerField())
+    progress = serializers.JSONField(help_text="done, moved and total moves.")
+    cancel_requested = serializers.BooleanField()
+    error = serializers.CharField()
+
+    def to_representation(self, instance):
+        return services.state(instance)
+
+
+class EvacuationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Evacuations and returns: follow one, or cancel it."""
+
+    queryset = Evacuation.objects.prefetch_related("migrations")
+    serializer_class = EvacuationSerializer
+
+    @extend_schema(request=None, responses={202: EvacuationSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Start no more moves and cancel the running ones; each VM stays where it is."""
+        evacuation = self.get_object()
+        try:
+            services.cancel(request.user, evacuation)
+        except services.Refused as e:
+            return refused(e)
+        evacuation.refresh_from_db()
+        return Response(services.state(evacuation), status=status.HTTP_202_ACCEPTED)

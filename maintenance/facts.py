@@ -1,0 +1,108 @@
+"""The planner's facts, read from the inventory: hosts, their pools, networks
+and VMs, and the memory the capacity model says each host has committed."""
+
+from django.db.models import Sum
+
+from hosts.models import Domain, Host
+from migrations_app.models import Migration, Mode, Status
+
+from . import planner
+
+HOLDS_MEMORY = ("running", "blocked", "paused")
+
+
+def hosts():
+    """HostFacts for every registered host, by id."""
+    rows = list(Host.objects.prefetch_related("pools", "networks"))
+    committed = _committed({h.pk for h in rows})
+    names, uuids = {}, {}
+    for host_id, name, uuid in Domain.objects.values_list("host_id", "name", "uuid"):
+        names.setdefault(host_id, set()).add(name)
+        uuids.setdefault(host_id, set()).add(str(uuid))
+    facts = {}
+    for h in rows:
+        facts[h.pk] = planner.HostFacts(
+            id=h.pk,
+            name=h.name,
+            online=h.status == "online",
+            maintenance=h.maintenance,
+            status=h.get_status_display().lower(),
+            cpu_arch=h.cpu_arch,
+            cpu_vendor=h.cpu_vendor,
+            memory_capacity=h.memory_total,
+            memory_committed=committed.get(h.pk, 0),
+            max_incoming=h.max_incoming,
+            max_outgoing=h.max_outgoing,
+            pools={
+                p.name: planner.Pool(p.name, p.target_path, p.available, p.active, p.is_shared) for p in h.pools.all()
+            },
+            bridges=frozenset(n.bridge for n in h.networks.all() if n.bridge and n.active),
+            networks=frozenset(n.name for n in h.networks.all() if n.active),
+            domain_names=frozenset(names.get(h.pk, ())),
+            domain_uuids=frozenset(uuids.get(h.pk, ())),
+        )
+    return facts
+
+
+def _committed(host_ids):
+    """Memory of the guests each host runs, plus the guests on their way in."""
+    running = dict(
+        Domain.objects.filter(host_id__in=host_ids, state__in=HOLDS_MEMORY)
+        .values_list("host_id")
+        .annotate(total=Sum("memory"))
+    )
+    incoming = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING], target_id__in=host_ids)
+    for target_id, uuid in incoming.values_list("target_id", "domain_uuid"):
+        dom = Domain.objects.filter(uuid=uuid).exclude(host_id=target_id).first()
+        if dom is not None:
+            running[target_id] = running.get(target_id, 0) + dom.memory
+    return running
+
+
+def guest(domain):
+    disks = tuple(
+        planner.Disk(d.get("path", ""), d.get("pool") or "", d.get("allocation") or d.get("capacity") or 0)
+        for d in domain.disks
+        if d.get("device") == "disk" and d.get("path")
+    )
+    return planner.Guest(
+        id=domain.pk,
+        name=domain.name,
+        uuid=str(domain.uuid),
+        host_id=domain.host_id,
+        state=domain.state,
+        memory=domain.memory,
+        persistent=domain.persistent,
+        disks=disks,
+        bridges=frozenset(i["bridge"] for i in domain.interfaces if i.get("type") == "bridge" and i.get("bridge")),
+        networks=frozenset(i["network"] for i in domain.interfaces if i.get("type") == "network" and i.get("network")),
+    )
+
+
+def guests(queryset):
+    return [guest(d) for d in queryset]
+
+
+def speed_bps():
+    """The sending speed recent live migrations measured (the median), or the planner's default."""
+    speeds = sorted(
+        s
+        for s in Migration.objects.filter(status=Status.SUCCEEDED, mode=Mode.LIVE)
+        .exclude(stats={})
+        .order_by("-finished_at")
+        .values_list("stats__speed_bps", flat=True)[:20]
+        if s
+    )
+    return speeds[len(speeds) // 2] if speeds else planner.DEFAULT_SPEED_BPS
+
+
+def plan_evacuation(host):
+    """Where every VM of ``host`` would go now."""
+    return planner.plan(guests(Domain.objects.filter(host=host)), hosts().values(), speed_bps=speed_bps())
+
+
+def plan_return(items, home):
+    """Bring these VMs (Domain rows) back to ``home``, and only there."""
+    facts = hosts()
+    others = [pk for pk in facts if pk != home.pk]
+    return planner.plan(guests(items), facts.values(), exclude=others, speed_bps=speed_bps())

@@ -1,0 +1,190 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Kind(models.TextChoices):
+    EVACUATE = "evacuate", "Evacuation"
+    RETURN = "return", "Return"
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+    @property
+    def colour(self):
+        return {"queued": "grey", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange"}[
+            self.value
+        ]
+
+
+ACTIVE = (Status.QUEUED, Status.RUNNING)
+FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+
+class Item(models.TextChoices):
+    """Where one VM of the plan is."""
+
+    PENDING = "pending", "Waiting for a slot"
+    MOVING = "moving", "Moving"
+    MOVED = "moved", "Moved"
+    FAILED = "failed", "Not moved"
+    CANCELLED = "cancelled", "Not moved (cancelled)"
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+class Evacuation(models.Model):
+    """Moving every VM off a host (``evacuate``), or back onto it (``return``).
+
+    Each VM moves as an ordinary Migration; this row keeps the plan, which
+    migrations carried it out, and how far it got. Only the runner
+    (maintenance.runner) writes the plan's items once it has started.
+    """
+
+    host = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="evacuations")
+    host_name = models.CharField(max_length=63)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVACUATE)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    requested_by_name = models.CharField(max_length=150, blank=True)
+    allow_partial = models.BooleanField(default=False)
+    # The planner's moves, each with its progress: state (Item), migrations
+    # (ids, one per attempt), tried (target ids) and error.
+    plan = models.JSONField(default=list, blank=True)
+    unplaced = models.JSONField(default=list, blank=True)
+    staying = models.JSONField(default=list, blank=True)
+    predicted_seconds = models.PositiveIntegerField(default=0)
+    migrations = models.ManyToManyField("migrations_app.Migration", blank=True, related_name="evacuations")
+    returns = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, help_text="The evacuation a return undoes."
+    )
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host"], condition=Q(status__in=["queued", "running"]), name="one_active_evacuation_per_host"
+            ),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.get_kind_display().lower()} of {self.host_name}"
+
+    def get_absolute_url(self):
+        return reverse("evacuation-detail", args=[self.pk])
+
+    @property
+    def status_colour(self):
+        return Status(self.status).colour
+
+    @property
+    def is_active(self):
+        return self.status in ACTIVE
+
+    @property
+    def progress(self):
+        done = sum(1 for item in self.plan if item.get("state") in (Item.MOVED, Item.FAILED, Item.CANCELLED))
+        return {
+            "done": done,
+            "moved": sum(1 for i in self.plan if i.get("state") == Item.MOVED),
+            "total": len(self.plan),
+        }
+
+    @property
+    def left(self):
+        """The VMs still on the host (or, for a return, not back), each with why."""
+        left = [
+            {"domain_name": i["domain_name"], "reason": i.get("error") or "It was not moved."}
+            for i in self.plan
+            if i.get("state") in (Item.FAILED, Item.CANCELLED)
+        ]
+        return left + list(self.unplaced) + list(self.staying)
+
+    # -- state changes, each a conditional UPDATE naming the state it leaves --
+
+    def _transition(self, allowed_from, **changes):
+        changes["updated_at"] = timezone.now()
+        if not Evacuation.objects.filter(pk=self.pk, status__in=allowed_from).update(**changes):
+            self.refresh_from_db()
+            raise InvalidTransition(f"Evacuation #{self.pk} is {self.status}.")
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    def start(self):
+        self._transition([Status.QUEUED], status=Status.RUNNING, started_at=timezone.now())
+
+    start.alters_data = True
+
+    def finish(self, status, error=""):
+        self._transition(ACTIVE, status=status, error=error, finished_at=timezone.now())
+
+    finish.alters_data = True
+
+    def request_cancel(self):
+        self._transition(ACTIVE, cancel_requested=True)
+
+    request_cancel.alters_data = True
+
+    def save_plan(self):
+        Evacuation.objects.filter(pk=self.pk).update(plan=self.plan, updated_at=timezone.now())
+
+    save_plan.alters_data = True
+
+    def as_event(self, migrations=None):
+        """The full state as the API and the live page show it. ``migrations``:
+        {id: Migration} of this evacuation, for each VM's progress."""
+        migrations = migrations or {}
+        items = []
+        for item in self.plan:
+            current = migrations.get((item.get("migrations") or [None])[-1])
+            items.append(
+                {
+                    **item,
+                    "migration": current.pk if current else None,
+                    "migration_status": current.status if current else "",
+                    "phase": current.get_phase_display() if current and current.phase else "",
+                    "percent": (current.progress or {}).get("percent") if current else None,
+                    "state_display": Item(item.get("state", Item.PENDING)).label,
+                }
+            )
+        return {
+            "id": self.pk,
+            "kind": self.kind,
+            "kind_display": self.get_kind_display(),
+            "host": self.host_name,
+            "host_id": self.host_id,
+            "status": self.status,
+            "status_display": self.get_status_display(),
+            "status_colour": self.status_colour,
+            "plan": items,
+            "unplaced": self.unplaced,
+            "staying": self.staying,
+            "left": self.left if self.status in FINISHED else [],
+            "migrations": sorted(m for i in self.plan for m in i.get("migrations") or []),
+            "progress": self.progress,
+            "predicted_seconds": self.predicted_seconds,
+            "allow_partial": self.allow_partial,
+            "cancel_requested": self.cancel_requested,
+            "error": self.error,
+            "requested_by": self.requested_by_name,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "url": self.get_absolute_url(),
+        }

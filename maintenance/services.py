@@ -1,0 +1,208 @@
+"""Maintenance mode, evacuations and returns: the one path the API and the pages go through."""
+
+import logging
+
+import django_rq
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from hosts.models import Domain, Host, HostStatus
+from migrations_app import events as migration_events
+from migrations_app import services as migration_services
+from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
+from migrations_app.models import AuditAction, AuditEntry
+
+from . import facts
+from .models import ACTIVE, Evacuation, InvalidTransition, Item, Kind
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """A request that cannot be accepted; ``status`` is the HTTP status, ``extra`` more of the answer."""
+
+    def __init__(self, message, status=409, **extra):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.extra = extra
+
+
+def audit(user, host_name, message, outcome="", **data):
+    """A maintenance decision in the audit log, found under the host's name."""
+    known = user is not None and user.is_authenticated
+    AuditEntry(
+        action=AuditAction.HOST,
+        message=message,
+        outcome=outcome,
+        user=user if known else None,
+        username=user.get_username() if known else "",
+        source_name=host_name,
+        data=data,
+    ).save()
+
+
+def dry_run(host):
+    """The plan for evacuating ``host`` now; changes nothing."""
+    return facts.plan_evacuation(host).as_dict()
+
+
+def enter_maintenance(user, host, allow_partial=False):
+    """Put ``host`` in maintenance and start moving its VMs away; returns the Evacuation."""
+    if host.status != HostStatus.ONLINE:
+        raise Refused(
+            f"{host.name} is {host.get_status_display().lower()}: kvmweb cannot move its VMs away. "
+            "Bring it back online (or sync it) first."
+        )
+    plan = facts.plan_evacuation(host)
+    if plan.unplaced and not allow_partial:
+        names = ", ".join(u["domain_name"] for u in plan.unplaced)
+        raise Refused(
+            f"{len(plan.unplaced)} running VM(s) fit on no other host ({names}): they would stay on "
+            f"{host.name}. Accept a partial evacuation (allow_partial) or make room first.",
+            unplaced=plan.unplaced,
+        )
+    try:
+        with transaction.atomic():
+            Host.objects.filter(pk=host.pk).update(maintenance=True, maintenance_since=timezone.now())
+            evacuation = Evacuation.objects.create(
+                host=host,
+                host_name=host.name,
+                kind=Kind.EVACUATE,
+                requested_by=user if user.is_authenticated else None,
+                requested_by_name=user.get_username(),
+                allow_partial=allow_partial,
+                plan=[_item(move) for move in plan.moves],
+                unplaced=plan.unplaced,
+                staying=plan.staying,
+                predicted_seconds=plan.predicted_seconds,
+            )
+            audit(
+                user,
+                host.name,
+                f"{user.get_username()} put {host.name} into maintenance; evacuation #{evacuation.pk} moves "
+                f"{len(plan.moves)} VM(s) away"
+                + (f", {len(plan.unplaced)} fit nowhere and stay" if plan.unplaced else "")
+                + ".",
+                maintenance=True,
+                evacuation=evacuation.pk,
+                plan=plan.moves,
+                unplaced=plan.unplaced,
+            )
+            transaction.on_commit(lambda: enqueue(evacuation))
+    except IntegrityError:
+        running = Evacuation.objects.filter(host=host, status__in=ACTIVE).first()
+        raise Refused(
+            f"{host.name} already has an evacuation under way (#{running.pk if running else '?'}). "
+            "Wait for it to finish or cancel it."
+        ) from None
+    host.maintenance = True
+    migration_events.publish_dashboard("inventory", {"hosts": [host.name]})
+    return evacuation
+
+
+def activate(user, host, return_vms=False):
+    """End maintenance; with ``return_vms``, start bringing back what the last evacuation moved."""
+    if not host.maintenance:
+        raise Refused(f"{host.name} is not in maintenance.")
+    running = Evacuation.objects.filter(host=host, status__in=ACTIVE).first()
+    if running is not None:
+        raise Refused(
+            f"Evacuation #{running.pk} of {host.name} is still under way. Wait for it to finish or cancel it first."
+        )
+    evacuation = None
+    with transaction.atomic():
+        Host.objects.filter(pk=host.pk).update(maintenance=False, maintenance_since=None)
+        host.maintenance = False
+        if return_vms:
+            evacuation = _return(user, host)
+        audit(
+            user,
+            host.name,
+            f"{user.get_username()} took {host.name} out of maintenance"
+            + (f"; return #{evacuation.pk} brings back {len(evacuation.plan)} VM(s)." if evacuation else "."),
+            maintenance=False,
+            evacuation=evacuation.pk if evacuation else None,
+        )
+        if evacuation is not None:
+            transaction.on_commit(lambda: enqueue(evacuation))
+    migration_events.publish_dashboard("inventory", {"hosts": [host.name]})
+    return evacuation
+
+
+def _return(user, host):
+    last = Evacuation.objects.filter(host=host, kind=Kind.EVACUATE).first()
+    # Only the VMs still where the evacuation put them.
+    placed = {item["domain"]: item["target"] for item in (last.plan if last else []) if item["state"] == Item.MOVED}
+    domains = [d for d in Domain.objects.filter(pk__in=placed) if d.host_id == placed[d.pk]]
+    plan = facts.plan_return(domains, host)
+    return Evacuation.objects.create(
+        host=host,
+        host_name=host.name,
+        kind=Kind.RETURN,
+        returns=last,
+        requested_by=user if user.is_authenticated else None,
+        requested_by_name=user.get_username(),
+        allow_partial=True,
+        plan=[_item(move) for move in plan.moves],
+        unplaced=plan.unplaced,
+        staying=plan.staying,
+        predicted_seconds=plan.predicted_seconds,
+    )
+
+
+def _item(move):
+    return {**move, "state": Item.PENDING, "migrations": [], "tried": [move["target"]], "error": ""}
+
+
+def enqueue(evacuation):
+    from .runner import run_evacuation
+
+    django_rq.get_queue("migrations").enqueue(
+        run_evacuation, evacuation.pk, job_id=f"evacuation-{evacuation.pk}", result_ttl=86400
+    )
+
+
+def cancel(user, evacuation):
+    """Start no more moves; ask the running ones to stop (each VM stays where it is)."""
+    try:
+        evacuation.request_cancel()
+    except InvalidTransition as e:
+        raise Refused(str(e)) from None
+    audit(
+        user,
+        evacuation.host_name,
+        f"{user.get_username()} asked to cancel {evacuation.get_kind_display().lower()} #{evacuation.pk} "
+        f"of {evacuation.host_name}.",
+        evacuation=evacuation.pk,
+    )
+    for migration in evacuation.migrations.filter(status__in=MIGRATION_ACTIVE):
+        try:
+            migration_services.cancel(user, migration)
+        except migration_services.MigrationRefused:
+            pass  # it finished meanwhile
+    publish(evacuation)
+
+
+def group(pk):
+    return f"evacuation-{pk}"
+
+
+def state(evacuation):
+    migrations = {m.pk: m for m in evacuation.migrations.all()}
+    return evacuation.as_event(migrations)
+
+
+def publish(evacuation):
+    """Send the evacuation's full state to its page. Never raises."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(
+            group(evacuation.pk), {"type": "evacuation.update", "evacuation": state(evacuation)}
+        )
+    except Exception as e:
+        log.warning("could not publish evacuation %s: %s", evacuation.pk, e)

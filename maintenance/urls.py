@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("hosts/<slug:name>/maintenance/", views.host_maintenance, name="host-maintenance"),
+    path("hosts/<slug:name>/activate/", views.host_activate, name="host-activate"),
+    path("evacuations/<int:pk>/", views.evacuation_detail, name="evacuation-detail"),
+    path("evacuations/<int:pk>/cancel/", views.evacuation_cancel, name="evacuation-cancel"),
+]

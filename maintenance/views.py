@@ -1,0 +1,81 @@
+"""Pages: the plan before maintenance, an evacuation's live page, leaving maintenance.
+
+Each page renders the whole current state on the server; static/evacuation.js
+only keeps the evacuation page current from /ws/evacuations/<id>/.
+"""
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from hosts.models import Host
+from hosts.roles import is_operator
+
+from . import services
+from .models import Evacuation
+
+OPERATORS_ONLY = "Only operators may change maintenance. Ask an administrator to add you to the 'operators' group."
+
+
+def _operator(request):
+    if not is_operator(request.user):
+        raise PermissionDenied(OPERATORS_ONLY)
+
+
+@require_http_methods(["GET", "POST"])
+def host_maintenance(request, name):
+    """GET: the plan (nothing changes). POST: confirm, enter maintenance, evacuate."""
+    host = get_object_or_404(Host, name=name)
+    _operator(request)
+    if request.method == "POST":
+        try:
+            evacuation = services.enter_maintenance(
+                request.user, host, allow_partial=request.POST.get("allow_partial") == "on"
+            )
+        except services.Refused as e:
+            messages.error(request, e.message)
+        else:
+            return redirect(evacuation)
+    plan = services.dry_run(host)
+    return render(request, "maintenance/plan.html", {"host": host, **plan})
+
+
+@require_POST
+def host_activate(request, name):
+    host = get_object_or_404(Host, name=name)
+    _operator(request)
+    try:
+        evacuation = services.activate(request.user, host, return_vms=request.POST.get("return_vms") == "on")
+    except services.Refused as e:
+        messages.error(request, e.message)
+        return redirect(host)
+    if evacuation is None:
+        messages.success(request, f"{host.name} is out of maintenance.")
+        return redirect(host)
+    return redirect(evacuation)
+
+
+def evacuation_detail(request, pk):
+    evacuation = get_object_or_404(Evacuation, pk=pk)
+    state = services.state(evacuation)
+    return render(
+        request,
+        "maintenance/evacuation_detail.html",
+        {
+            "evacuation": evacuation,
+            "state": state,
+            "may_cancel": is_operator(request.user) and evacuation.is_active,
+        },
+    )
+
+
+@require_POST
+def evacuation_cancel(request, pk):
+    evacuation = get_object_or_404(Evacuation, pk=pk)
+    _operator(request)
+    try:
+        services.cancel(request.user, evacuation)
+    except services.Refused as e:
+        messages.error(request, e.message)
+    return redirect(evacuation)
