@@ -1,6 +1,6 @@
 """The placement planner, over facts built by hand: where each VM goes and why."""
 
-from maintenance.planner import DEFAULT_SPEED_BPS, GiB, MiB, Disk, Guest, HostFacts, Pool, plan
+from maintenance.planner import DEFAULT_SPEED_BPS, Disk, GiB, Guest, HostFacts, MiB, Pool, plan
 
 SHARED = Pool("shared", "/srv/share", 500 * GiB, shared=True)
 
