@@ -1,26 +1,25 @@
 """The planner's facts, read from the inventory: hosts, their pools, networks
-and VMs, and the memory the capacity model says each host has committed."""
+and VMs, and the capacity model's figures (hosts/capacity.py, the same the
+memory check and the claim use): each host's memory capacity and what it has
+committed, the guests it runs and those on their way in."""
 
-from django.db.models import Sum
-
+from hosts import capacity
 from hosts.models import Domain, Host
 from migrations_app.models import Migration, Mode, Status
 
 from . import planner
 
-HOLDS_MEMORY = ("running", "blocked", "paused")
-
 
 def hosts():
     """HostFacts for every registered host, by id."""
-    rows = list(Host.objects.prefetch_related("pools", "networks"))
-    committed = _committed({h.pk for h in rows})
+    rows = list(capacity.with_committed(Host.objects.prefetch_related("pools", "networks")))
     names, uuids = {}, {}
     for host_id, name, uuid in Domain.objects.values_list("host_id", "name", "uuid"):
         names.setdefault(host_id, set()).add(name)
         uuids.setdefault(host_id, set()).add(str(uuid))
     facts = {}
     for h in rows:
+        figures = capacity.of(h)
         facts[h.pk] = planner.HostFacts(
             id=h.pk,
             name=h.name,
@@ -29,8 +28,8 @@ def hosts():
             status=h.get_status_display().lower(),
             cpu_arch=h.cpu_arch,
             cpu_vendor=h.cpu_vendor,
-            memory_capacity=h.memory_total,
-            memory_committed=committed.get(h.pk, 0),
+            memory_capacity=figures.memory_capacity,
+            memory_committed=figures.memory_committed,
             max_incoming=h.max_incoming,
             max_outgoing=h.max_outgoing,
             pools={
@@ -44,22 +43,8 @@ def hosts():
     return facts
 
 
-def _committed(host_ids):
-    """Memory of the guests each host runs, plus the guests on their way in."""
-    running = dict(
-        Domain.objects.filter(host_id__in=host_ids, state__in=HOLDS_MEMORY)
-        .values_list("host_id")
-        .annotate(total=Sum("memory"))
-    )
-    incoming = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING], target_id__in=host_ids)
-    for target_id, uuid in incoming.values_list("target_id", "domain_uuid"):
-        dom = Domain.objects.filter(uuid=uuid).exclude(host_id=target_id).first()
-        if dom is not None:
-            running[target_id] = running.get(target_id, 0) + dom.memory
-    return running
-
-
 def guest(domain):
+    needs = capacity.Guest.of(domain)
     disks = tuple(
         planner.Disk(d.get("path", ""), d.get("pool") or "", d.get("allocation") or d.get("capacity") or 0)
         for d in domain.disks
@@ -71,7 +56,9 @@ def guest(domain):
         uuid=str(domain.uuid),
         host_id=domain.host_id,
         state=domain.state,
-        memory=domain.memory,
+        # What the capacity model counts: the maximum, not what the balloon shows now.
+        memory=needs.max_memory,
+        hugepages=bool(needs.hugepage_kib),
         persistent=domain.persistent,
         disks=disks,
         bridges=frozenset(i["bridge"] for i in domain.interfaces if i.get("type") == "bridge" and i.get("bridge")),

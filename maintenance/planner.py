@@ -77,6 +77,9 @@ class Guest:
     state: str
     memory: int  # bytes, as the capacity model counts the guest
     persistent: bool = True
+    # Backed by huge pages: the capacity model counts it in the target's huge
+    # page pool, which the pre-flight check weighs, not in committed memory.
+    hugepages: bool = False
     disks: tuple = ()
     bridges: frozenset = frozenset()
     networks: frozenset = frozenset()
@@ -140,7 +143,7 @@ def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS):
                 refusals[host.name] = storage
                 continue
             mode, pool, copied = storage
-            if guest.live:
+            if guest.live and not guest.hugepages:
                 committed[host.id] += guest.memory
             if copied:
                 copy_room[host.id, pool] = copy_room.get((host.id, pool), 0) + copied
@@ -185,7 +188,7 @@ def _refusal(guest, source, host, committed):
     missing += [f"network {n}" for n in sorted(guest.networks) if n not in host.networks]
     if missing:
         return f"it has no {', '.join(missing)}"
-    if guest.live and committed + guest.memory > host.memory_capacity:
+    if guest.live and not guest.hugepages and committed + guest.memory > host.memory_capacity:
         room = max(0, host.memory_capacity - committed)
         return f"it has {size(room)} of memory room and {guest.name} needs {size(guest.memory)}"
     return ""

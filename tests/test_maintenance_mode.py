@@ -15,8 +15,15 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def hosts(tmp_path):
     made = {}
-    for name, extra in (("kvm01", {"count": 3}), ("kvm02", {"memory_mib": 600}), ("kvm03", {})):
-        made[name] = Host.objects.create(name=name, uri=write_host(tmp_path, name, **extra))
+    # kvm02 keeps all but 600 MiB of its 2 GiB for itself (the capacity model's reserve): room for one 512 MiB VM.
+    for name, extra, reserved in (
+        ("kvm01", {"count": 3}, None),
+        ("kvm02", {"memory_mib": 2048}, 2048 - 600),
+        ("kvm03", {}, None),
+    ):
+        made[name] = Host.objects.create(
+            name=name, uri=write_host(tmp_path, name, **extra), memory_reserved_mib=reserved
+        )
         assert sync_host(made[name]).online
     return made
 
