@@ -16,6 +16,9 @@ from .models import Evacuation, Kind, Status
 class MaintenanceRequest(serializers.Serializer):
     dry_run = serializers.BooleanField(required=False, default=False)
     allow_partial = serializers.BooleanField(required=False, default=False)
+    bandwidth_mib = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, default=None, help_text="MiB/s each move may use."
+    )
 
 
 class ActivateRequest(serializers.Serializer):
@@ -38,7 +41,12 @@ def maintenance(request, pk):
     if form.validated_data["dry_run"]:
         return Response(services.dry_run(host))
     try:
-        evacuation = services.enter_maintenance(request.user, host, allow_partial=form.validated_data["allow_partial"])
+        evacuation = services.enter_maintenance(
+            request.user,
+            host,
+            allow_partial=form.validated_data["allow_partial"],
+            bandwidth_mib=form.validated_data["bandwidth_mib"],
+        )
     except services.Refused as e:
         return refused(e)
     return Response(

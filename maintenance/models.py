@@ -57,6 +57,9 @@ class Evacuation(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     requested_by_name = models.CharField(max_length=150, blank=True)
     allow_partial = models.BooleanField(default=False)
+    bandwidth_mib = models.PositiveIntegerField(
+        null=True, blank=True, help_text="MiB/s each move may use; empty for no limit."
+    )
     # The planner's moves, each with its progress: state (Item), migrations
     # (ids, one per attempt), tried (target ids) and error.
     plan = models.JSONField(default=list, blank=True)
@@ -180,6 +183,7 @@ class Evacuation(models.Model):
             "progress": self.progress,
             "predicted_seconds": self.predicted_seconds,
             "allow_partial": self.allow_partial,
+            "bandwidth_mib": self.bandwidth_mib,
             "cancel_requested": self.cancel_requested,
             "error": self.error,
             "requested_by": self.requested_by_name,

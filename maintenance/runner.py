@@ -18,6 +18,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 
 from hosts.models import Domain, Host
+from hosts.sync import sync_hosts
 from migrations_app import engine
 from migrations_app import services as migration_services
 from migrations_app.models import Migration
@@ -114,7 +115,12 @@ class Runner:
             item.update(state=Item.MOVED)
             return False
         req = migration_services.Request(
-            domain=domain, target=target, mode=item["mode"], storage=item["storage"], target_pool=item["target_pool"]
+            domain=domain,
+            target=target,
+            mode=item["mode"],
+            storage=item["storage"],
+            target_pool=item["target_pool"],
+            bandwidth_mib=self.evacuation.bandwidth_mib,
         )
         try:
             migration = migration_services.request_migration(self.user, req, queue=False)
@@ -185,6 +191,7 @@ class Runner:
 
     def _finish(self, error=""):
         evacuation = self.evacuation
+        self._refresh_inventory()
         cancelled = Evacuation.objects.filter(pk=evacuation.pk, cancel_requested=True).exists()
         not_moved = [i for i in self.plan if i["state"] != Item.MOVED]
         status = Status.CANCELLED if cancelled else Status.FAILED if (error or not_moved) else Status.SUCCEEDED
@@ -209,6 +216,18 @@ class Runner:
             outcome=str(status),
         )
         services.publish(evacuation)
+
+
+    def _refresh_inventory(self):
+        """Every host a move touched, read again now that none is moving: a refresh
+        after one move can fail while another move's VM is half-way between hosts."""
+        names = {self.evacuation.host_name}
+        for item in self.plan:
+            names.update({item["source_name"], item["target_name"]})
+        try:
+            sync_hosts(sorted(names))
+        except Exception:
+            log.warning("inventory refresh after evacuation %s failed", self.evacuation.pk, exc_info=True)
 
 
 def _move(pk):

@@ -49,7 +49,7 @@ def dry_run(host):
     return facts.plan_evacuation(host).as_dict()
 
 
-def enter_maintenance(user, host, allow_partial=False):
+def enter_maintenance(user, host, allow_partial=False, bandwidth_mib=None):
     """Put ``host`` in maintenance and start moving its VMs away; returns the Evacuation."""
     if host.status != HostStatus.ONLINE:
         raise Refused(
@@ -74,6 +74,7 @@ def enter_maintenance(user, host, allow_partial=False):
                 requested_by=user if user.is_authenticated else None,
                 requested_by_name=user.get_username(),
                 allow_partial=allow_partial,
+                bandwidth_mib=bandwidth_mib,
                 plan=[_item(move) for move in plan.moves],
                 unplaced=plan.unplaced,
                 staying=plan.staying,

@@ -126,7 +126,7 @@ EOF
 
 start() {
     if lab_possible; then
-        echo "lab: $LAB (simulated hosts kvm01 and kvm02)"
+        echo "lab: $LAB (simulated hosts kvm01, kvm02 and kvm03)"
         "$PY" -m tests.lab up --name "$LAB"
         mode="--lab $LAB"
     else

@@ -1,6 +1,6 @@
 """Fill a kvmweb database for the demo: admin user, hosts, guests, inventory.
 
-    python scripts/demo_setup.py --lab NAME      # the lab's kvm01 and kvm02, three guests
+    python scripts/demo_setup.py --lab NAME      # the lab's kvm01, kvm02 and kvm03, three guests
     python scripts/demo_setup.py --test-driver   # no lab here: libvirt's test driver
 
 Run from the project directory after `manage.py migrate` (scripts/demo.sh does
@@ -87,6 +87,16 @@ def setup_lab(name):
         say(f"guest {guest}: starting on {host} ({_describe(kwargs)})")
         lab.make_guest(host, guest, **kwargs)
     call_command("sync_inventory")
+    mark_lab_share(lab)
+
+
+def mark_lab_share(lab):
+    """The lab's share is a FUSE mount in a directory pool: say it is shared, as an
+    administrator does for an NFS mount defined as a dir pool, so that evacuation
+    plans leave its disks where they are (the pre-flight checks still prove it)."""
+    from hosts.models import StoragePool
+
+    StoragePool.objects.filter(name="shared", host__name__in=lab.hosts).update(marked_shared=True)
 
 
 def _find(lab, guest):

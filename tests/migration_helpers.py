@@ -5,7 +5,7 @@ import time
 
 from django.db import connection
 
-from hosts.models import Domain, Host
+from hosts.models import Domain, Host, StoragePool
 from hosts.sync import sync_host
 from migrations_app import jobs
 from migrations_app.models import Migration
@@ -17,6 +17,9 @@ def register_lab(lab):
         host, _ = Host.objects.update_or_create(name=name, defaults={"uri": lab.uri(name)})
         assert sync_host(host).online, host.status_reason
         hosts[name] = host
+    # The lab's share is a FUSE mount in a dir pool: marked shared, as
+    # scripts/demo_setup.py does, so that evacuation plans keep its disks.
+    StoragePool.objects.filter(name="shared", host__in=hosts.values()).update(marked_shared=True)
     return hosts
 
 

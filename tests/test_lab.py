@@ -24,7 +24,7 @@ def _flags(names):
 
 
 def test_every_host_answers_over_tcp_under_its_own_name(lab):
-    assert lab.hosts == ["kvm01", "kvm02"]
+    assert lab.hosts == ["kvm01", "kvm02", "kvm03"]
     uuids = set()
     for host in lab.hosts:
         assert lab.uri(host) == "qemu+tcp://%s/system" % lab.address(host)
@@ -33,13 +33,13 @@ def test_every_host_answers_over_tcp_under_its_own_name(lab):
             assert sorted(conn.listStoragePools()) == ["local", "shared"]
             assert conn.listNetworks() == ["lab-net"]
             uuids.add(conn.getCapabilities().split("<uuid>")[1].split("<")[0])
-    assert len(uuids) == 2, "hosts must have distinct host UUIDs or libvirt refuses to migrate"
+    assert len(uuids) == 3, "hosts must have distinct host UUIDs or libvirt refuses to migrate"
 
 
 def test_status_reports_every_host_answering(lab):
     status = lab.status()
     assert status["up"]
-    assert {h: s["libvirtd"] for h, s in status["hosts"].items()} == {"kvm01": True, "kvm02": True}
+    assert {h: s["libvirtd"] for h, s in status["hosts"].items()} == {"kvm01": True, "kvm02": True, "kvm03": True}
 
 
 def test_up_again_on_a_running_lab_changes_nothing(lab):

@@ -159,7 +159,12 @@ class InventoryOps(Ops):
             )
             if with_volumes and active:
                 for vol in pool.listAllVolumes():
-                    _t, vcap, valloc = vol.info()
+                    try:
+                        _t, vcap, valloc = vol.info()
+                    except libvirt.libvirtError as e:
+                        if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                            continue  # deleted while being read (a pre-flight probe)
+                        raise
                     volumes[vol.path()] = (pool.name(), vcap, valloc)
         return pools, volumes
 
@@ -201,7 +206,16 @@ class InventoryOps(Ops):
 
     @translated
     def domains(self, volumes: Volumes | None = None) -> list[DomainInfo]:
-        return [self._domain_info(dom, volumes or {}) for dom in self._conn.listAllDomains()]
+        result = []
+        for dom in self._conn.listAllDomains():
+            try:
+                result.append(self._domain_info(dom, volumes or {}))
+            except libvirt.libvirtError as e:
+                # Gone between the listing and the reading: it migrated away or
+                # was undefined meanwhile. Not a reason to call the host down.
+                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return result
 
     def _domain_info(self, dom: libvirt.virDomain, volumes: Volumes) -> DomainInfo:
         root = ET.fromstring(dom.XMLDesc())

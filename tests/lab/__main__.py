@@ -1,4 +1,4 @@
-"""python -m tests.lab up|down|status [--name NAME] [--hosts kvm01,kvm02] [--no-bridge-on kvm02]"""
+"""python -m tests.lab up|down|status [--name NAME] [--hosts kvm01,kvm02,kvm03] [--no-bridge-on kvm02]"""
 
 import argparse
 import json

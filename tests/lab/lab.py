@@ -29,7 +29,8 @@ import uuid
 
 from . import image
 
-DEFAULT_HOSTS = ("kvm01", "kvm02")
+# Three, so that an evacuation plan has a choice of target.
+DEFAULT_HOSTS = ("kvm01", "kvm02", "kvm03")
 LIBVIRT_PORT = 16509
 SUBNET_BASE = ipaddress.ip_network("10.213.0.0/16")
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # inside a host; a private bind mount

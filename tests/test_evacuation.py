@@ -1,0 +1,159 @@
+"""Evacuating a lab host and bringing its guests home: real guests, real moves."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from hosts.models import Host
+from maintenance import runner
+from maintenance.models import Evacuation
+from migrations_app.models import AuditEntry, Migration
+from tests.migration_helpers import register_lab, sync_all, ticks_carry_on, wait_for, wait_transferring
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def hosts(lab):
+    return register_lab(lab)
+
+
+def post(api, user, url, **body):
+    api.force_authenticate(user)
+    return api.post(url, body, format="json")
+
+
+def evacuate(api, user, host, **body):
+    sync_all()
+    response = post(api, user, f"/api/hosts/{host.pk}/maintenance/", **body)
+    assert response.status_code == 202, response.content
+    return response.json()["id"]
+
+
+def run(pk):
+    """Run the evacuation's job here, as a worker would."""
+    runner.run_evacuation(pk)
+    return Evacuation.objects.get(pk=pk)
+
+
+def run_in_thread(pk):
+    def target():
+        try:
+            runner.run_evacuation(pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_evacuation_moves_every_guest_live_at_once_and_the_return_brings_them_home(
+    api, operator, lab, lab_guest, hosts
+):
+    guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
+    before = {name: lab.last_tick(name) for name in guests}
+    sync_all()
+    plan = post(api, operator, f"/api/hosts/{hosts['kvm01'].pk}/maintenance/", dry_run=True).json()
+    targets = {m["domain_name"]: m["target_name"] for m in plan["plan"]}
+    # Spread: each of the two idle hosts takes one.
+    assert sorted(targets.values()) == ["kvm02", "kvm03"]
+    assert all(m["storage"] == "shared" and m["mode"] == "live" for m in plan["plan"])
+
+    evacuation = run(evacuate(api, operator, hosts["kvm01"]))
+
+    assert evacuation.status == "succeeded", evacuation.error
+    for name in guests:
+        assert lab.where(name) == [targets[name]]
+        ticks_carry_on(lab, name, before[name])
+    moves = list(Migration.objects.filter(evacuations=evacuation).order_by("started_at"))
+    assert [m.status for m in moves] == ["succeeded", "succeeded"]
+    # Ordinary migrations: checked, audited; and the two ran at the same time.
+    assert all(m.checks and AuditEntry.objects.filter(migration=m, action="succeeded").exists() for m in moves)
+    assert moves[1].started_at < moves[0].finished_at
+    assert Host.objects.get(name="kvm01").maintenance
+
+    response = post(api, operator, f"/api/hosts/{hosts['kvm01'].pk}/activate/", return_vms=True)
+    assert response.status_code == 202, response.content
+    back = run(response.json()["id"])
+
+    assert (back.kind, back.status) == ("return", "succeeded"), back.error
+    for name in guests:
+        assert lab.where(name) == ["kvm01"]
+        ticks_carry_on(lab, name, before[name])
+    assert not Host.objects.get(name="kvm01").maintenance
+    body = api.get(f"/api/evacuations/{back.pk}/").json()
+    assert body["progress"] == {"done": 2, "moved": 2, "total": 2}
+    assert len(body["migrations"]) == 2
+
+
+def test_a_refused_arrival_is_tried_once_on_another_host(api, operator, lab, lab_guest, hosts):
+    name = lab_guest("kvm01", disk="shared")
+    pk = evacuate(api, operator, hosts["kvm01"])
+    planned = Evacuation.objects.get(pk=pk).plan[0]["target_name"]
+    # Behind kvmweb's back, the planned target gets a different VM of that name.
+    lab.make_guest(planned, name, bridge=False, start=False)
+
+    evacuation = run(pk)
+
+    assert evacuation.status == "succeeded", evacuation.error
+    [item] = evacuation.plan
+    other = {"kvm02", "kvm03"} - {planned}
+    assert lab.where(name) == list(other)
+    assert item["target_name"] in other and len(item["tried"]) == 2
+    first, second = (Migration.objects.get(pk=m) for m in item["migrations"])
+    assert (first.status, first.target_name, first.error_code) == ("failed", planned, "preflight")
+    assert f"already has a different VM named {name}" in first.error
+    assert second.status == "succeeded"
+    assert f"{planned} refused it" in item["error"]
+
+
+def test_a_cancelled_evacuation_leaves_each_guest_where_it_was(api, operator, lab, lab_guest, hosts):
+    guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
+    before = {name: lab.last_tick(name) for name in guests}
+    Host.objects.filter(name="kvm01").update(max_outgoing=1)  # one at a time
+    # 8 MiB/s: ~30 s per guest, long enough to cancel the first mid-way.
+    pk = evacuate(api, operator, hosts["kvm01"], bandwidth_mib=8)
+    thread = run_in_thread(pk)
+    first = wait_for(lambda: Evacuation.objects.get(pk=pk).migrations.first(), what="the first move")
+    wait_transferring(first.pk)
+
+    response = post(api, operator, f"/api/evacuations/{pk}/cancel/")
+    thread.join(120)
+
+    assert response.status_code == 202
+    evacuation = Evacuation.objects.get(pk=pk)
+    assert evacuation.status == "cancelled"
+    assert Migration.objects.get(pk=first.pk).status == "cancelled"
+    assert evacuation.migrations.count() == 1  # the second never started
+    assert sorted(i["state"] for i in evacuation.plan) == ["cancelled", "cancelled"]
+    for name in guests:
+        assert lab.where(name) == ["kvm01"]
+        ticks_carry_on(lab, name, before[name])
+    assert {e["domain_name"] for e in evacuation.left} == set(guests)
+
+
+def test_a_guest_that_fits_nowhere_stays_and_the_others_leave(api, operator, lab, lab_guest, hosts):
+    small = lab_guest("kvm01", disk="shared", memory_mib=256)
+    big = lab_guest("kvm01", disk="shared", memory_mib=384)
+    # kvm02 and kvm03 may promise guests 300 MiB each (the capacity model's reserve).
+    for host in Host.objects.filter(name__in=["kvm02", "kvm03"]):
+        host.memory_reserved_mib = host.memory_total // MiB - 300
+        host.save(update_fields=["memory_reserved_mib"])
+    sync_all()
+
+    refused = post(api, operator, f"/api/hosts/{hosts['kvm01'].pk}/maintenance/")
+    assert refused.status_code == 409
+    [unplaced] = refused.json()["unplaced"]
+    assert unplaced["domain_name"] == big
+    assert f"of memory room and {big} needs 384 MiB" in unplaced["reason"]
+    assert not Host.objects.get(name="kvm01").maintenance
+
+    evacuation = run(evacuate(api, operator, hosts["kvm01"], allow_partial=True))
+
+    assert evacuation.status == "succeeded", evacuation.error
+    assert lab.where(small) in (["kvm02"], ["kvm03"])
+    assert lab.where(big) == ["kvm01"]
+    assert [(e["domain_name"], "memory room" in e["reason"]) for e in evacuation.left] == [(big, True)]
