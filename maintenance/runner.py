@@ -107,7 +107,7 @@ class Runner:
         return busy_out, busy_in
 
     def _start(self, index, item, target):
-        domain = Domain.objects.select_related("host").filter(pk=item["domain"]).first()
+        domain = Domain.objects.select_related("host").filter(uuid=item["domain_uuid"]).first()
         if domain is None:
             item.update(state=Item.FAILED, error=f"{item['domain_name']} is no longer in the inventory.")
             return False
@@ -150,7 +150,7 @@ class Runner:
             item = self.plan[index]
             migration = Migration.objects.get(pk=item["migrations"][-1])
             if migration.status == MigrationStatus.SUCCEEDED:
-                item.update(state=Item.MOVED, error="")
+                item["state"] = Item.MOVED  # any error kept: why it went elsewhere
             elif migration.status == MigrationStatus.CANCELLED:
                 item.update(state=Item.CANCELLED, error=f"Cancelled; it stayed on {migration.source_name}.")
             else:
@@ -175,7 +175,7 @@ class Runner:
         item["tried"].append(other["target"])
 
     def _elsewhere(self, item):
-        domain = Domain.objects.filter(pk=item["domain"]).first()
+        domain = Domain.objects.filter(uuid=item["domain_uuid"]).first()
         if domain is None:
             return f"{item['domain_name']} is no longer in the inventory."
         hosts = facts.hosts()
@@ -216,7 +216,6 @@ class Runner:
             outcome=str(status),
         )
         services.publish(evacuation)
-
 
     def _refresh_inventory(self):
         """Every host a move touched, read again now that none is moving: a refresh

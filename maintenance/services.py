@@ -135,9 +135,12 @@ def activate(user, host, return_vms=False):
 
 def _return(user, host):
     last = Evacuation.objects.filter(host=host, kind=Kind.EVACUATE).first()
-    # Only the VMs still where the evacuation put them.
-    placed = {item["domain"]: item["target"] for item in (last.plan if last else []) if item["state"] == Item.MOVED}
-    domains = [d for d in Domain.objects.filter(pk__in=placed) if d.host_id == placed[d.pk]]
+    # Only the VMs still where the evacuation put them. By UUID: a VM's row
+    # may have been made anew while it moved.
+    placed = {
+        item["domain_uuid"]: item["target"] for item in (last.plan if last else []) if item["state"] == Item.MOVED
+    }
+    domains = [d for d in Domain.objects.filter(uuid__in=placed) if d.host_id == placed[str(d.uuid)]]
     plan = facts.plan_return(domains, host)
     return Evacuation.objects.create(
         host=host,

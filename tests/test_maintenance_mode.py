@@ -137,7 +137,10 @@ def test_coming_home_brings_back_only_what_is_still_where_the_evacuation_put_it(
         host=kvm01,
         host_name="kvm01",
         status="succeeded",
-        plan=[{**item, "domain": stayed.pk, "domain_name": stayed.name}, {**item, "domain": moved_on.pk}],
+        plan=[
+            {**item, "domain": stayed.pk, "domain_uuid": str(stayed.uuid), "domain_name": stayed.name},
+            {**item, "domain": moved_on.pk, "domain_uuid": str(moved_on.uuid), "domain_name": moved_on.name},
+        ],
     )
     api.force_authenticate(operator)
 
