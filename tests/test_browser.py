@@ -294,3 +294,45 @@ def test_a_live_migration_cancelled_midway_stays_on_the_source(page, stack, lab,
     assert page.evaluate("window.__sameDocument") is True
     assert page.locator("[data-cancel-form]").is_hidden()
     assert lab.where(name) == ["kvm01"]
+
+
+def test_maintenance_from_the_host_page_evacuates_and_brings_the_guest_back(page, stack, lab, lab_guest):
+    name = lab_guest("kvm01", disk="shared", memory_mib=256)
+    stack.sync()
+    # The lab's share is a FUSE mount in a dir pool: marked shared, as make demo does.
+    stack.manage(
+        "shell",
+        "-c",
+        "from hosts.models import StoragePool as P; P.objects.filter(name='shared').update(marked_shared=True)",
+    )
+    log_in(page, stack)
+    page.goto(stack.url + "/hosts/kvm01/")
+    page.click("#enter-maintenance")
+    page.wait_for_url(stack.url + "/hosts/kvm01/maintenance/")
+    row = page.locator(f'#plan tr[data-domain="{name}"]')
+    assert re.search(r"kvm0[23]", row.inner_text()), row.inner_text()
+    assert "shared storage" in row.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "maintenance-plan.png"), full_page=True)
+
+    page.click("#confirm button[type=submit]")
+    page.wait_for_url(re.compile(r"/evacuations/\d+/$"))
+    page.evaluate("window.__sameDocument = true")
+    page.locator("[data-bind=status]", has_text="Succeeded").wait_for(timeout=120_000)
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    assert "Moved" in page.locator(f'#moves tr[data-domain="{name}"]').inner_text()
+    assert page.locator("[data-bind=progress]").inner_text() == "1 of 1"
+    page.screenshot(path=str(ARTIFACTS / "evacuation-page.png"), full_page=True)
+    [where] = lab.where(name)
+    assert where in ("kvm02", "kvm03")
+
+    page.goto(stack.url + "/hosts/kvm01/")
+    assert page.locator("#maintenance-badge").is_visible()
+    assert page.locator("#leave-maintenance input[name=return_vms]").is_checked()
+    page.click("#leave-maintenance button[type=submit]")
+    page.wait_for_url(re.compile(r"/evacuations/\d+/$"))
+    assert "Return" in page.locator("h1").inner_text()
+    page.locator("[data-bind=status]", has_text="Succeeded").wait_for(timeout=120_000)
+    assert lab.where(name) == ["kvm01"]
+    page.goto(stack.url + "/hosts/kvm01/")
+    assert page.locator("#maintenance-badge").count() == 0

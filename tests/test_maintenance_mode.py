@@ -151,3 +151,15 @@ def test_coming_home_brings_back_only_what_is_still_where_the_evacuation_put_it(
     assert back.kind == Kind.RETURN
     assert [(m["domain_name"], m["target_name"]) for m in back.plan] == [(stayed.name, "kvm01")]
     assert not Host.objects.get(pk=kvm01.pk).maintenance
+
+
+def test_the_plan_page_is_for_operators_and_shows_every_vm(client, operator, viewer, hosts):
+    client.force_login(viewer)
+    assert client.get("/hosts/kvm01/maintenance/").status_code == 403
+    assert client.post("/hosts/kvm01/activate/").status_code == 403
+
+    client.force_login(operator)
+    page = client.get("/hosts/kvm01/maintenance/").content.decode()
+    assert 'data-domain="kvm01-vm001"' in page and 'data-domain="kvm01-vm002"' in page
+    assert "kvm01-vm000" in page  # staying, with its reason
+    assert not Host.objects.get(pk=hosts["kvm01"].pk).maintenance

@@ -1,0 +1,65 @@
+"""/ws/evacuations/<id>/: who may watch, the full state first, then every change."""
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+
+from maintenance import services
+from maintenance.models import Evacuation, Item
+from tests.test_consumers import communicator, cookie_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def evacuation():
+    item = {"domain": 1, "domain_name": "web01", "target": 2, "target_name": "kvm02", "state": Item.PENDING}
+    return Evacuation.objects.create(host_name="kvm01", plan=[{**item, "migrations": [], "error": ""}])
+
+
+def test_anonymous_users_and_users_without_a_role_are_refused(client, outsider, evacuation):
+    cookie = cookie_for(client, outsider)
+
+    async def scenario():
+        for headers in ((), (cookie,)):
+            ws = communicator(f"/ws/evacuations/{evacuation.pk}/", *headers)
+            connected, code = await ws.connect()
+            assert not connected and code == 4403
+
+    async_to_sync(scenario)()
+
+
+def test_the_full_state_comes_first_then_each_change(client, viewer, evacuation):
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator(f"/ws/evacuations/{evacuation.pk}/", cookie)
+        connected, _ = await ws.connect()
+        assert connected
+        first = await ws.receive_json_from(timeout=5)
+        assert first["type"] == "evacuation.state"
+        assert first["evacuation"]["status"] == "queued"
+        assert first["evacuation"]["plan"][0]["state_display"] == "Waiting for a slot"
+
+        evacuation.plan[0]["state"] = Item.MOVED
+        await database_sync_to_async(evacuation.save_plan)()
+        await database_sync_to_async(evacuation.start)()
+        await database_sync_to_async(services.publish)(evacuation)
+        update = await ws.receive_json_from(timeout=5)
+        assert update["type"] == "evacuation.update"
+        assert update["evacuation"]["status"] == "running"
+        assert update["evacuation"]["progress"] == {"done": 1, "moved": 1, "total": 1}
+        await ws.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_an_unknown_evacuation_closes_the_socket(client, viewer):
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator("/ws/evacuations/999/", cookie)
+        connected, code = await ws.connect()
+        assert not connected and code == 4404
+
+    async_to_sync(scenario)()
