@@ -352,7 +352,11 @@ def main(argv=None):
         t0 = time.perf_counter()
         was_up = lab.is_up()
         lab.up()
-        report("lab.up_seconds", time.perf_counter() - t0, "already up" if was_up else "two hosts from nothing")
+        report(
+            "lab.up_seconds",
+            time.perf_counter() - t0,
+            "already up" if was_up else f"{len(lab.hosts)} hosts from nothing",
+        )
         for guest in (LIVE_GUEST, COLD_GUEST):
             lab.remove_guest(guest)
         bench = Bench(lab, stack)
