@@ -29,7 +29,8 @@ from .models import Evacuation, Item, Kind, Status
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5
+# How often the runner looks for moves that ended and slots that freed.
+POLL_SECONDS = 0.2
 ATTEMPTS = 2  # the planned target, then once on another
 
 
@@ -191,7 +192,6 @@ class Runner:
 
     def _finish(self, error=""):
         evacuation = self.evacuation
-        self._refresh_inventory()
         cancelled = Evacuation.objects.filter(pk=evacuation.pk, cancel_requested=True).exists()
         not_moved = [i for i in self.plan if i["state"] != Item.MOVED]
         status = Status.CANCELLED if cancelled else Status.FAILED if (error or not_moved) else Status.SUCCEEDED
@@ -216,10 +216,12 @@ class Runner:
             outcome=str(status),
         )
         services.publish(evacuation)
+        self._refresh_inventory()
 
     def _refresh_inventory(self):
-        """Every host a move touched, read again now that none is moving: a refresh
-        after one move can fail while another move's VM is half-way between hosts."""
+        """Every host a move touched, read again now that none is moving. Each move
+        already refreshed its two hosts; this is the net for a refresh that failed
+        while another move's VM was half-way between hosts."""
         names = {self.evacuation.host_name}
         for item in self.plan:
             names.update({item["source_name"], item["target_name"]})

@@ -60,10 +60,12 @@ def run(pk):
     return Migration.objects.get(pk=pk)
 
 
-def run_in_thread(pk):
+def run_in_thread(pk, job=None):
+    """Run a queued job (the migration's, or ``job``) in a thread, as a worker would."""
+
     def target():
         try:
-            jobs.run_migration(pk)
+            (job or jobs.run_migration)(pk)
         finally:
             # A thread's database connection is its own: close it, or the
             # test database cannot be dropped at the end of the session.

@@ -1,15 +1,19 @@
 """Evacuating a lab host and bringing its guests home: real guests, real moves."""
 
-import threading
-
 import pytest
-from django.db import connection
 
 from hosts.models import Host
 from maintenance import runner
 from maintenance.models import Evacuation
 from migrations_app.models import AuditEntry, Migration
-from tests.migration_helpers import register_lab, sync_all, ticks_carry_on, wait_for, wait_transferring
+from tests.migration_helpers import (
+    register_lab,
+    run_in_thread,
+    sync_all,
+    ticks_carry_on,
+    wait_for,
+    wait_transferring,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 MiB = 1024 * 1024
@@ -36,18 +40,6 @@ def run(pk):
     """Run the evacuation's job here, as a worker would."""
     runner.run_evacuation(pk)
     return Evacuation.objects.get(pk=pk)
-
-
-def run_in_thread(pk):
-    def target():
-        try:
-            runner.run_evacuation(pk)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_an_evacuation_moves_every_guest_live_at_once_and_the_return_brings_them_home(
@@ -116,7 +108,7 @@ def test_a_cancelled_evacuation_leaves_each_guest_where_it_was(api, operator, la
     Host.objects.filter(name="kvm01").update(max_outgoing=1)  # one at a time
     # 8 MiB/s: ~30 s per guest, long enough to cancel the first mid-way.
     pk = evacuate(api, operator, hosts["kvm01"], bandwidth_mib=8)
-    thread = run_in_thread(pk)
+    thread = run_in_thread(pk, runner.run_evacuation)
     first = wait_for(lambda: Evacuation.objects.get(pk=pk).migrations.first(), what="the first move")
     wait_transferring(first.pk)
 
