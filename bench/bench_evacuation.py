@@ -8,8 +8,8 @@
    from the database, then the plan) with the 2,000 VMs on one host and 99
    others to take them. Medians of 5 runs; goal <= 1 s.
 2. On the lab (root on Linux; skipped elsewhere): four 256 MiB guests with
-   shared disks on kvm01, evacuated by kvmweb (request to `succeeded`, the
-   runner in this process as a worker runs it) to kvm02 and kvm03, against
+   shared disks on kvm01, evacuated by kvmweb (request to `succeeded`, run by
+   an RQ worker started as the Procfile starts it) to kvm02 and kvm03, against
    the same four moved one by one with `virsh migrate --live --p2p
    --persistent --undefinesource` to the same targets, alternately, ROUNDS
    times each. Goal ratio <= 0.7 (two moves at once, the hosts' default limit).
@@ -19,13 +19,10 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
-from tests.localservers import PrivateRedis
-
-from .bench_migration import setup_django
+from .stack import Stack
 
 # A lab of its own: bench_migration's may be in use by another run.
 LAB_NAME = "bench-evac"
@@ -166,31 +163,36 @@ class LabBench:
         sync_hosts()
 
     def kvmweb(self):
-        """Evacuate kvm01, as the API does, and run the job here; seconds to `succeeded`."""
-        from maintenance import runner, services
+        """Evacuate kvm01 as the API does; the worker runs it. Seconds to `succeeded`."""
+        from maintenance import services
 
         self.sync()
         host = self.hosts["kvm01"]
         host.refresh_from_db()
         t0 = time.time()
         evacuation = services.enter_maintenance(self.user, host)
-        runner.run_evacuation(evacuation.pk)
-        evacuation.refresh_from_db()
+        self.wait(evacuation)
         if evacuation.status != "succeeded":
             raise SystemExit(f"evacuation {evacuation.pk} ended {evacuation.status}: {evacuation.error}")
         seconds = evacuation.finished_at.timestamp() - t0
         targets = {i["domain_name"]: i["target_name"] for i in evacuation.plan}
         return seconds, targets, evacuation
 
+    @staticmethod
+    def wait(evacuation, timeout=300):
+        deadline = time.monotonic() + timeout
+        while evacuation.is_active and time.monotonic() < deadline:
+            time.sleep(0.05)
+            evacuation.refresh_from_db()
+
     def bring_back(self):
         """Leave maintenance and return the guests (untimed; it proves the return too)."""
-        from maintenance import runner, services
+        from maintenance import services
 
         host = self.hosts["kvm01"]
         host.refresh_from_db()
         evacuation = services.activate(self.user, host, return_vms=True)
-        runner.run_evacuation(evacuation.pk)
-        evacuation.refresh_from_db()
+        self.wait(evacuation)
         if evacuation.status != "succeeded" or len(evacuation.plan) != len(GUESTS):
             raise SystemExit(f"the return {evacuation.pk} ended {evacuation.status}: {evacuation.error}")
 
@@ -276,34 +278,34 @@ def main(argv=None):
 
     from tests.lab.conftest_plugin import lab_unavailable_reason
 
-    with tempfile.TemporaryDirectory(prefix="kvmweb-bench-") as directory:
-        redis = PrivateRedis(directory)
-        try:
-            setup_django(directory, redis.url)
-            planning()
-            planning_from_the_database()
-            reason = "--no-lab" if args.no_lab else lab_unavailable_reason()
-            if reason:
-                print(f"evacuate: skipped ({reason})", flush=True)
-                return 0
-            from tests.lab import Lab
+    stack = Stack()
+    try:
+        stack.setup_django()
+        planning()
+        planning_from_the_database()
+        reason = "--no-lab" if args.no_lab else lab_unavailable_reason()
+        if reason:
+            print(f"evacuate: skipped ({reason})", flush=True)
+            return 0
+        from tests.lab import Lab
 
-            lab = Lab(name=LAB_NAME)
-            lab.up()
-            try:
-                for name in GUESTS:
-                    lab.remove_guest(name)
-                LabBench(lab).run(args.rounds)
-            finally:
-                for name in GUESTS:
-                    try:
-                        lab.remove_guest(name)
-                    except Exception as e:  # noqa: BLE001 - the lab goes down next anyway
-                        print(f"# could not remove {name}: {e}", file=sys.stderr)
-                if not args.keep_lab:
-                    lab.down()
+        lab = Lab(name=LAB_NAME)
+        lab.up()
+        stack.start_worker()
+        try:
+            for name in GUESTS:
+                lab.remove_guest(name)
+            LabBench(lab).run(args.rounds)
         finally:
-            redis.stop()
+            for name in GUESTS:
+                try:
+                    lab.remove_guest(name)
+                except Exception as e:  # noqa: BLE001 - the lab goes down next anyway
+                    print(f"# could not remove {name}: {e}", file=sys.stderr)
+            if not args.keep_lab:
+                lab.down()
+    finally:
+        stack.stop()
     return 0
 
 
