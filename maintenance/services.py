@@ -1,6 +1,8 @@
 """Maintenance mode, evacuations and returns: the one path the API and the pages go through."""
 
+import contextlib
 import logging
+from datetime import timedelta
 
 import django_rq
 from asgiref.sync import async_to_sync
@@ -15,7 +17,7 @@ from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
 from migrations_app.models import AuditAction, AuditEntry
 
 from . import facts
-from .models import ACTIVE, Evacuation, InvalidTransition, Item, Kind
+from .models import ACTIVE, Evacuation, InvalidTransition, Item, Kind, Status
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +171,34 @@ def enqueue(evacuation):
     )
 
 
+# The runner writes its evacuation's row several times a second; one silent
+# for this long has no runner any more (its worker died).
+ORPHANED_AFTER = timedelta(seconds=30)
+
+
 def cancel(user, evacuation):
     """Start no more moves; ask the running ones to stop (each VM stays where it is)."""
+    unattended = evacuation.status == Status.QUEUED or evacuation.updated_at < timezone.now() - ORPHANED_AFTER
     try:
         evacuation.request_cancel()
     except InvalidTransition as e:
         raise Refused(str(e)) from None
+    if unattended:
+        # No runner will see the request: a queued one never started, and one
+        # whose worker died is not resumed. Moves under way still finish, and
+        # reconciliation settles them.
+        for item in evacuation.plan:
+            if item["state"] in (Item.PENDING, Item.MOVING):
+                item["state"] = Item.CANCELLED
+                item["error"] = item["error"] or "The evacuation was cancelled before it moved."
+        evacuation.save_plan()
+        with contextlib.suppress(InvalidTransition):
+            evacuation.finish(
+                Status.CANCELLED,
+                "Cancelled before it started."
+                if evacuation.status == Status.QUEUED
+                else "Cancelled; the worker that ran it had stopped.",
+            )
     audit(
         user,
         evacuation.host_name,

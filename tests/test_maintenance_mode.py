@@ -1,10 +1,14 @@
 """Maintenance mode through the API, on test-driver hosts: the plan, the 409s,
 the audit, and coming home (the moves themselves run on the lab)."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from hosts.models import Domain, Host
 from hosts.sync import sync_host
+from maintenance import runner
 from maintenance.models import Evacuation, Item, Kind
 from migrations_app.models import AuditEntry, Migration
 from tests.testdriver import write_host
@@ -108,7 +112,25 @@ def test_the_evacuation_can_be_read_and_cancelled_before_it_starts(api, operator
 
     cancelled = api.post(f"/api/evacuations/{pk}/cancel/")
     assert cancelled.status_code == 202
-    assert cancelled.json()["cancel_requested"] is True
+    # Nothing had started: it ends at once, and a worker picking it up later does nothing.
+    assert (cancelled.json()["status"], cancelled.json()["cancel_requested"]) == ("cancelled", True)
+    assert [i["state"] for i in cancelled.json()["plan"]] == ["cancelled", "cancelled"]
+    runner.run_evacuation(pk)
+    assert not Migration.objects.exists()
+    # The host stays in maintenance until an operator takes it out.
+    assert Host.objects.get(pk=hosts["kvm01"].pk).maintenance
+
+
+def test_an_evacuation_whose_worker_died_can_still_be_cancelled(api, operator, hosts):
+    pk = maintenance(api, operator, hosts["kvm01"]).json()["id"]
+    Evacuation.objects.filter(pk=pk).update(status="running", updated_at=timezone.now() - timedelta(minutes=5))
+
+    response = api.post(f"/api/evacuations/{pk}/cancel/")
+
+    assert response.json()["status"] == "cancelled"
+    assert "worker that ran it had stopped" in response.json()["error"]
+    # The host can leave maintenance and be evacuated again.
+    assert api.post(f"/api/hosts/{hosts['kvm01'].pk}/activate/", {}, format="json").status_code == 200
 
 
 def test_leaving_maintenance_without_return_only_ends_it(api, operator, hosts):
