@@ -48,6 +48,7 @@ class Runner:
         self.evacuation = evacuation
         self.user = evacuation.requested_by or AnonymousUser()
         self.moving = {}  # plan index -> thread
+        self.sent = None  # the state last published
 
     @property
     def plan(self):
@@ -65,7 +66,8 @@ class Runner:
                 else:
                     self._start_what_fits()
                 self.evacuation.save_plan()
-                services.publish(self.evacuation)
+                # Several times a second, but only what changed goes out.
+                self.sent = services.publish(self.evacuation, unless=self.sent)
                 if not self.moving and all(i["state"] != Item.PENDING for i in self.plan):
                     break
                 time.sleep(POLL_SECONDS)

@@ -223,14 +223,15 @@ def state(evacuation):
     return evacuation.as_event(migrations)
 
 
-def publish(evacuation):
-    """Send the evacuation's full state to its page. Never raises."""
+def publish(evacuation, unless=None):
+    """Send the evacuation's full state to its page, unless it is ``unless`` (what
+    was sent last); returns the state. Never raises."""
+    current = state(evacuation)
     layer = get_channel_layer()
-    if layer is None:
-        return
+    if layer is None or current == unless:
+        return current
     try:
-        async_to_sync(layer.group_send)(
-            group(evacuation.pk), {"type": "evacuation.update", "evacuation": state(evacuation)}
-        )
+        async_to_sync(layer.group_send)(group(evacuation.pk), {"type": "evacuation.update", "evacuation": current})
     except Exception as e:
         log.warning("could not publish evacuation %s: %s", evacuation.pk, e)
+    return current
