@@ -74,7 +74,25 @@ def start_periodic_jobs(queue):
     queue.enqueue(reconcile_periodically)
 
 
+# Every worker runs with --with-scheduler, and one of them at a time holds the
+# scheduler's lock and moves scheduled jobs (slot retries, the periodic sync
+# and reconcile) to their queues. When that worker dies, RQ lets the lock
+# expire after about a minute, but another worker only tries to take it over
+# in its maintenance, every 10 minutes, and an idle worker gets there only
+# between waits of 405 s on the queue: migrations waiting for a slot and
+# orphans waiting for reconcile stalled that long. Check this often instead.
+SCHEDULER_TAKEOVER_SECONDS = 15
+
+
 class Worker(RQWorker):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("maintenance_interval", SCHEDULER_TAKEOVER_SECONDS)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def dequeue_timeout(self):
+        return SCHEDULER_TAKEOVER_SECONDS
+
     def work(self, *args, **kwargs):
         import django_rq
 
