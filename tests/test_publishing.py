@@ -1,0 +1,50 @@
+"""Publishing from synchronous code (the worker's engine) reaches the groups over one Redis connection."""
+
+import time
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from migrations_app import events
+
+
+def connections_received(url):
+    return redis.Redis.from_url(url).info("stats")["total_connections_received"]
+
+
+def test_a_published_change_reaches_the_dashboard_group():
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events.DASHBOARD_GROUP, channel)
+    try:
+        events.publish_dashboard("inventory", {"hosts": ["kvm01"]})
+        message = async_to_sync(layer.receive)(channel)
+    finally:
+        async_to_sync(layer.group_discard)(events.DASHBOARD_GROUP, channel)
+    assert message == {"type": "dashboard.update", "inventory": {"hosts": ["kvm01"]}}
+
+
+def test_many_publishes_share_one_connection(redis_url):
+    events.publish_dashboard("inventory", {"hosts": []})  # the process's publishing loop and pool exist
+    before = connections_received(redis_url)
+    for _ in range(20):
+        events.publish_dashboard("inventory", {"hosts": []})
+    # Before, every publish made an event loop of its own and channels-redis a
+    # new connection for it: 20 or more here.
+    assert connections_received(redis_url) - before <= 2
+
+
+def test_a_publish_to_a_redis_that_is_gone_gives_up_without_raising(settings):
+    from channels.layers import channel_layers
+
+    from kvmweb.settings import channel_layers as layers_for
+
+    settings.CHANNEL_LAYERS = layers_for("redis://127.0.0.1:1/0")  # nothing listens there
+    channel_layers.backends.pop("default", None)
+    try:
+        started = time.monotonic()
+        events.publish_dashboard("inventory", {"hosts": []})
+        assert time.monotonic() - started < 3
+    finally:
+        channel_layers.backends.pop("default", None)
