@@ -40,12 +40,13 @@ from .types import (
 from .uri import reachable, validate_uri
 
 if TYPE_CHECKING:
-    from .connection import Connection, open_host
+    from .connection import Connection, open_host, open_hosts
     from .migration import FLAG_NAMES, migration_flags, rewrite_disk_paths
 
 _LAZY = {
     "Connection": "connection",
     "open_host": "connection",
+    "open_hosts": "connection",
     "FLAG_NAMES": "migration",
     "migration_flags": "migration",
     "rewrite_disk_paths": "migration",
@@ -71,6 +72,7 @@ __all__ = [
     "VolumeStreamError",
     "migration_flags",
     "open_host",
+    "open_hosts",
     "reachable",
     "rewrite_disk_paths",
     "translate",

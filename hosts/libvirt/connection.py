@@ -11,6 +11,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import libvirt
 
@@ -117,3 +118,30 @@ def open_host(uri: str, timeout: float | None = None) -> Iterator[Connection]:
         yield connection
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def open_hosts(*uris: str, timeout: float | None = None) -> Iterator[list[Connection]]:
+    """Open connections to several hosts side by side, for a ``with`` block.
+
+    Each open waits on the network (and, over SSH, on a handshake), so a
+    migration's two hosts are opened at once rather than one after the other.
+    If one fails, the others are closed and the first failure, in the order
+    given, is raised.
+    """
+    if timeout is None:
+        from django.conf import settings
+
+        timeout = float(settings.KVMWEB_CONNECT_TIMEOUT)
+    with ThreadPoolExecutor(len(uris), thread_name_prefix="libvirt-open") as pool:
+        futures = [pool.submit(_open, uri, timeout) for uri in uris]
+    opened = [f.result() if f.exception() is None else None for f in futures]
+    connections = [Connection(uri, conn) for uri, conn in zip(uris, opened, strict=True) if conn is not None]
+    try:
+        for future in futures:
+            if future.exception() is not None:
+                raise future.exception()
+        yield connections
+    finally:
+        for connection in connections:
+            connection.close()

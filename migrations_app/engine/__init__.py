@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts.capacity import Guest
-from hosts.libvirt import Connection, HostError, open_host
+from hosts.libvirt import Connection, HostError, open_host, open_hosts
 from hosts.models import HOLDS_MEMORY, Domain, Host
 
 from .. import events
@@ -98,7 +98,7 @@ def run(migration: Migration) -> None:
     """Check, then move the domain; always ends in a final state."""
     events.publish_migration(migration)
     try:
-        with open_host(migration.source.uri) as src, open_host(migration.target.uri) as dst:
+        with open_hosts(migration.source.uri, migration.target.uri) as (src, dst):
             if not preflight(migration, src, dst):
                 return
             migration.start()

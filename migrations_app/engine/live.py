@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, open_host, reachable, rewrite_disk_paths
+from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
 
 from .. import events
 from ..checks import migration_address
@@ -56,17 +56,23 @@ class LiveMigration:
         return names
 
     def run(self) -> None:
-        dom = self.src.domain_details(self.uuid)
-        if dom is None:
+        disks: list[str] = []
+        dest_xml = None
+        # The full details (every pool's volumes listed) only where the disks
+        # are copied; elsewhere it is enough that the domain is still there.
+        if self.m.storage == StorageMode.COPY:
+            dom = self.src.domain_details(self.uuid)
+            present = dom is not None
+        else:
+            dom, present = None, self.src.state(self.uuid) is not None
+        if not present:
             raise HostError(
                 f"{self.m.domain_name} is no longer defined on {self.m.source_name}. Refresh the inventory.",
                 code="no_domain",
             )
-        disks: list[str] = []
-        dest_xml = None
-        if self.m.storage == StorageMode.COPY:
+        if dom is not None:
             disks, dest_xml = self.prepare_copy(dom)
-        address, _ = migration_address(self.m.target, self.dst)
+        address, _ = migration_address(self.m.target)
         migrate_uri = f"tcp://{address}" if address else None
         postcopy = self.policy.postcopy_iteration is not None
         while True:
@@ -123,23 +129,27 @@ class LiveMigration:
     def transfer(
         self, flags: list[str], migrate_uri: str | None, disks: list[str], dest_xml: str | None
     ) -> HostError | None:
-        """Run migrateToURI3 in a thread on its own connection; govern it from here."""
+        """Run migrateToURI3 in a thread; govern it from here.
+
+        The call shares the source connection with the governor: libvirt
+        connections take calls from several threads at once, and opening
+        another (an SSH handshake, on most hosts) would delay the start.
+        """
         outcome: dict[str, HostError] = {}
-        source_uri, target_uri = self.m.source.uri, self.m.target.uri
+        target_uri = self.m.target.uri
 
         def target() -> None:
             try:
-                with open_host(source_uri) as conn:
-                    conn.migrate(
-                        self.uuid,
-                        target_uri,
-                        flags,
-                        migrate_uri=migrate_uri,
-                        bandwidth_mib=self.m.bandwidth_mib,
-                        disks=disks,
-                        destination_xml=dest_xml,
-                        auto_converge=(20, 10) if "auto_converge" in flags else None,
-                    )
+                self.src.migrate(
+                    self.uuid,
+                    target_uri,
+                    flags,
+                    migrate_uri=migrate_uri,
+                    bandwidth_mib=self.m.bandwidth_mib,
+                    disks=disks,
+                    destination_xml=dest_xml,
+                    auto_converge=(20, 10) if "auto_converge" in flags else None,
+                )
             except HostError as e:
                 outcome["error"] = e
             except Exception as e:  # noqa: BLE001 - reported, not swallowed

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from hosts.libvirt import Connection, DomainState, HostError, open_host
+from hosts.libvirt import Connection, DomainState, HostError, open_hosts
 
 from ..models import AuditAction, Migration, Mode, Status
 from ..policies import get_policy
@@ -53,7 +53,7 @@ def reconcile(migration: Migration) -> str:
         audit(migration, AuditAction.RECONCILED, "Reconciled: the worker had stopped during the checks.")
         return "failed (checks interrupted)"
     try:
-        with open_host(migration.source.uri) as src, open_host(migration.target.uri) as dst:
+        with open_hosts(migration.source.uri, migration.target.uri) as (src, dst):
             if migration.mode == Mode.LIVE:
                 return _reconcile_live(migration, src, dst)
             return _reconcile_cold(migration, src, dst)
