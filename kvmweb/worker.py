@@ -55,13 +55,15 @@ def refresh_inventory():
 
 
 def reconcile_periodically():
-    """Settle migrations whose worker died, then schedule the next run."""
+    """Settle migrations whose worker died, queue again those whose job Redis
+    lost, then schedule the next run."""
     import django_rq
 
     from migrations_app.engine import reconcile_all
+    from migrations_app.services import requeue_lost
 
     try:
-        return reconcile_all()
+        return reconcile_all() + [(pk, "queued again") for pk in requeue_lost()]
     finally:
         schedule_next(django_rq.get_queue("default"), "reconcile", reconcile_periodically)
 
@@ -92,6 +94,19 @@ class Worker(RQWorker):
     @property
     def dequeue_timeout(self):
         return SCHEDULER_TAKEOVER_SECONDS
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        # A Redis restarted without its data lost the waiting next runs of the
+        # periodic jobs, and nothing else would schedule them again.
+        import django_rq
+
+        try:
+            queue = django_rq.get_queue("default")
+            schedule_refresh(queue)
+            schedule_next(queue, "reconcile", reconcile_periodically)
+        except Exception:
+            log.exception("could not schedule the periodic jobs")
 
     def work(self, *args, **kwargs):
         import django_rq

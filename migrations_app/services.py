@@ -3,6 +3,7 @@ command line all go through."""
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import django_rq
 from django.db import IntegrityError, transaction
@@ -10,7 +11,7 @@ from django.db import IntegrityError, transaction
 from hosts.models import HostStatus
 
 from . import events
-from .models import ACTIVE, AuditAction, AuditEntry, InvalidTransition, Migration, Mode, StorageMode
+from .models import ACTIVE, AuditAction, AuditEntry, InvalidTransition, Migration, Mode, Status, StorageMode
 from .policies import POLICIES, get_policy
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,32 @@ def enqueue(migration):
         run_migration, migration.pk, job_id=f"migration-{migration.pk}", result_ttl=86400
     )
     Migration.objects.filter(pk=migration.pk).update(job_id=job.id)
+
+
+def requeue_lost(grace_seconds=30):
+    """Queue again every queued migration whose job Redis no longer has.
+
+    A Redis restarted without persistence (or flushed) loses the queue: the
+    migrations stay `queued` in the database and no worker would ever take
+    them. ``grace_seconds`` leaves alone a migration just created, whose job
+    the request's commit is about to queue. Returns the ids queued again.
+    """
+    from rq.job import Job
+    from rq.utils import now
+
+    from kvmweb.worker import WAITING
+
+    connection = django_rq.get_queue("migrations").connection
+    requeued = []
+    stale = Migration.objects.filter(status=Status.QUEUED, created_at__lt=now() - timedelta(seconds=grace_seconds))
+    for migration in stale:
+        jobs = Job.fetch_many([f"migration-{migration.pk}", f"migration-{migration.pk}-retry"], connection)
+        if any(job is not None and job.get_status(refresh=False) in WAITING for job in jobs):
+            continue
+        log.warning("migration %s was queued but its job is gone (Redis restarted?): queueing it again", migration.pk)
+        enqueue(migration)
+        requeued.append(migration.pk)
+    return requeued
 
 
 def cancel(user, migration):
