@@ -180,11 +180,17 @@ def requeue_lost(grace_seconds=30):
 
     from kvmweb.worker import WAITING
 
-    connection = django_rq.get_queue("migrations").connection
+    queue = django_rq.get_queue("migrations")
+    scheduled = set(queue.scheduled_job_registry.get_job_ids())
     requeued = []
     stale = Migration.objects.filter(status=Status.QUEUED, created_at__lt=now() - timedelta(seconds=grace_seconds))
     for migration in stale:
-        jobs = Job.fetch_many([f"migration-{migration.pk}", f"migration-{migration.pk}-retry"], connection)
+        ids = [f"migration-{migration.pk}", f"migration-{migration.pk}-retry"]
+        if scheduled.intersection(ids):
+            # Waiting for a slot. (A retry schedules its successor under its
+            # own id, so the job's status may say finished while it waits.)
+            continue
+        jobs = Job.fetch_many(ids, queue.connection)
         if any(job is not None and job.get_status(refresh=False) in WAITING for job in jobs):
             continue
         log.warning("migration %s was queued but its job is gone (Redis restarted?): queueing it again", migration.pk)

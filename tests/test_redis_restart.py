@@ -39,12 +39,20 @@ def test_a_queued_migration_whose_job_redis_lost_is_queued_again(hosts):
     just_asked = migration_for(domain(kvm01, "new"), kvm02)  # its commit is about to queue it
     running = migration_for(domain(kvm01, "busy"), kvm02, created_at=an_hour_ago, status="running")
     queue.enqueue("migrations_app.jobs.run_migration", still_queued.pk, job_id=f"migration-{still_queued.pk}")
+    # Waiting for a slot: its retry is scheduled, though the retry that
+    # scheduled it under the same id has marked that id finished.
+    waiting = migration_for(domain(kvm01, "slot"), kvm02, created_at=an_hour_ago, phase="waiting")
+    retry = queue.enqueue_in(
+        timedelta(seconds=60), "migrations_app.jobs.run_migration", waiting.pk, job_id=f"migration-{waiting.pk}-retry"
+    )
+    retry.set_status("finished")
 
     assert requeue_lost() == [lost.pk]
 
     job = queue.fetch_job(f"migration-{lost.pk}")
     assert job is not None and job.get_status() == "queued" and job.args == (lost.pk,)
     assert queue.fetch_job(f"migration-{just_asked.pk}") is None
+    assert queue.fetch_job(f"migration-{waiting.pk}") is None
     assert queue.fetch_job(f"migration-{running.pk}") is None
     assert requeue_lost() == []  # now it has its job
 
