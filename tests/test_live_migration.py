@@ -35,6 +35,8 @@ def test_a_guest_on_shared_storage_moves_live_and_keeps_running(api, operator, l
     assert [c["result"] for c in migration.checks if c["result"] == "fail"] == []
     actions = list(AuditEntry.objects.filter(migration=migration).values_list("action", flat=True))
     assert {"request", "check", "start", "succeeded"} <= set(actions)
+    # The start names the worker that ran it (here, this process: no RQ worker).
+    assert AuditEntry.objects.get(migration=migration, action="start").data["worker"]
 
 
 def test_a_guest_with_a_local_disk_moves_live_with_its_disk_copied(api, operator, lab, lab_guest, hosts):

@@ -16,6 +16,8 @@ Where to look:
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 from django.db import transaction
 from django.utils import timezone
@@ -107,6 +109,7 @@ def run(migration: Migration) -> None:
                 AuditAction.START,
                 f"Started the {migration.mode} migration of {migration.domain_name} from "
                 f"{migration.source_name} to {migration.target_name}.",
+                worker=worker_name(),
             )
             events.publish_migration(migration)
             if migration.mode == Mode.LIVE:
@@ -125,6 +128,11 @@ def run(migration: Migration) -> None:
         )
     finally:
         refresh_inventory(migration)
+
+
+def worker_name() -> str:
+    """Which worker runs this: RQ's name for it (set in its work horses), else this process."""
+    return os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def preflight(migration: Migration, src: Connection, dst: Connection) -> bool:
