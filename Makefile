@@ -8,6 +8,7 @@
 #   make lab-up / lab-down / lab-status   the demo's lab of simulated KVM hosts
 #   make bench          the benchmarks, as `name: value` lines
 #   make load           locust: 200 users for 60 s on pages, API and dashboard socket while migrations run
+#   make scale-test     2 daphne, 3 workers, PostgreSQL, Redis, 4 lab hosts, 12 migrations at once, with faults
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ PYTEST_ARGS ?=
 LAB_NAME ?= demo
 export KVMWEB_LAB_NAME := $(LAB_NAME)
 
-.PHONY: help demo stop status test test-postgres lab-up lab-down lab-status bench load \
+.PHONY: help demo stop status test test-postgres lab-up lab-down lab-status bench load scale-test \
 	system-deps-demo system-deps-test system-deps-ci
 
 help:
@@ -52,6 +53,10 @@ bench: system-deps-demo $(VENV)/.installed-dev
 LOAD_ARGS ?=
 load: system-deps-demo $(VENV)/.installed-dev
 	$(PY) -m bench.load $(LOAD_ARGS)
+
+SCALE_ARGS ?=
+scale-test: system-deps-ci $(VENV)/.installed-dev
+	$(PY) -m bench.scale $(SCALE_ARGS)
 
 system-deps-demo:
 	@scripts/install-system-deps.sh demo

@@ -77,7 +77,7 @@ class Stack:
         call_command("migrate", verbosity=0)
 
     def spawn(self, name, argv):
-        log = open(self.dir / f"{name}.log", "w")
+        log = open(self.dir / f"{name}.log", "a")  # a process started again adds to its log
         proc = subprocess.Popen(
             argv,
             cwd=ROOT,

@@ -1,9 +1,12 @@
 """Servers that tests and benchmarks start on loopback for themselves."""
 
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 
 def free_port():
@@ -30,13 +33,17 @@ class PrivateRedis:
     """A redis-server of the caller's own, never the demo's: nothing saved to disk."""
 
     def __init__(self, directory):
-        binary = shutil.which("redis-server")
-        if binary is None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
             raise RuntimeError("redis-server is not installed: `make test` (or `make demo`) installs it.")
+        self.directory = directory
         self.port = free_port()
+        self.start()
+
+    def start(self):
         self.proc = subprocess.Popen(
             [
-                binary,
+                self.binary,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -46,7 +53,7 @@ class PrivateRedis:
                 "--appendonly",
                 "no",
                 "--dir",
-                str(directory),
+                str(self.directory),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -66,3 +73,58 @@ class PrivateRedis:
         if self.proc.poll() is None:
             self.proc.terminate()
         self.proc.wait(timeout=10)
+
+    def restart(self):
+        """Stop and start again on the same port: everything it held is gone."""
+        self.stop()
+        self.start()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the caller's own (Debian's binaries, run as ``postgres``), on a free port.
+
+    Needs root. Not the system's cluster, so a caller may stop and restart it
+    without disturbing anyone. ``url`` names database ``kvmweb``, trust auth on loopback.
+    """
+
+    def __init__(self):
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+        if not versions or os.geteuid() != 0:
+            raise RuntimeError("a private PostgreSQL needs root and Debian's postgresql (install-system-deps.sh ci)")
+        self.bin = versions[-1].parent
+        # Not under a 0700 directory of root's: the server runs as postgres.
+        self.dir = Path(tempfile.mkdtemp(prefix="kvmweb-pg-"))
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.port = free_port()
+        self._as_postgres("initdb", "-D", self.dir / "data", "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        self.start()
+        self._as_postgres("createdb", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "kvmweb")
+
+    def _as_postgres(self, program, *args):
+        argv = ["runuser", "-u", "postgres", "--", str(self.bin / program), *map(str, args)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        if done.returncode:
+            raise RuntimeError(f"{program} failed: {done.stderr or done.stdout}")
+
+    @property
+    def url(self):
+        return f"postgres://postgres@127.0.0.1:{self.port}/kvmweb"
+
+    def start(self):
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        self._as_postgres("pg_ctl", "-D", self.dir / "data", "-l", self.dir / "log", "-o", options, "-w", "start")
+
+    def stop(self, mode="fast"):
+        self._as_postgres("pg_ctl", "-D", self.dir / "data", "-m", mode, "-w", "stop")
+
+    def restart(self):
+        """A fast restart: every open connection is cut, as when the server restarts for real."""
+        self.stop()
+        self.start()
+
+    def remove(self):
+        try:
+            self.stop("immediate")
+        except RuntimeError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
