@@ -321,3 +321,21 @@ def test_the_bar_turns_orange_when_filling_and_red_when_full(committed_gib, leve
 def test_a_host_never_read_has_an_empty_grey_bar():
     empty = capacity.Capacity(0, 1 * GiB, 0, 1.0, 0, 0, 4.0, 0)
     assert (empty.memory_capacity, empty.level, empty.bar) == (0, "", {"running": 0, "incoming": 0})
+
+
+def test_the_huge_page_pool_is_read_from_each_numa_cell_past_its_normal_pages():
+    import xml.etree.ElementTree as ET
+
+    import libvirt
+
+    from hosts.libvirt.inventory import _hugepages
+
+    # libvirt's own test host: cell 0 has 4 KiB normal pages, cell 1 has 8 KiB ones.
+    conn = libvirt.open("test:///default")
+    caps = ET.fromstring(conn.getCapabilities())
+    conn.close()
+    assert _hugepages(caps) == {}, "normal pages are not huge ones"
+    cells = caps.findall("host/topology/cells/cell")
+    for cell, size, count in ((cells[0], "2048", "512"), (cells[1], "2048", "256"), (cells[1], "1048576", "2")):
+        next(p for p in cell.iterfind("pages") if p.get("size") == size).text = count
+    assert _hugepages(caps) == {"2048": 768, "1048576": 2}

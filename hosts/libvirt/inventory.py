@@ -61,15 +61,15 @@ def _kib(node: ET.Element | None, default: int = 0) -> int:
 def _hugepages(caps: ET.Element) -> dict[str, int]:
     """Huge pages per size over all NUMA cells, from the capabilities: {"2048": pages}.
 
-    The smallest page size listed is the normal page, not a huge one."""
-    sizes = [_to_kib(p.get("size", 0), p.get("unit")) for p in caps.iterfind("host/cpu/pages")]
-    normal = min(sizes, default=4)
+    Each cell lists its normal pages first, as its smallest size: not huge ones."""
     pages: dict[str, int] = {}
-    for p in caps.iterfind("host/topology/cells/cell/pages"):
-        size = _to_kib(p.get("size", 0), p.get("unit"))
-        if size > normal and (p.text or "").strip():
-            pages[str(size)] = pages.get(str(size), 0) + int(p.text or 0)
-    return {size: count for size, count in pages.items() if count}
+    for cell in caps.iterfind("host/topology/cells/cell"):
+        sizes = [(_to_kib(p.get("size", 0), p.get("unit")), int(p.text or 0)) for p in cell.iterfind("pages")]
+        normal = min((size for size, _ in sizes), default=0)
+        for size, count in sizes:
+            if size > normal and count:
+                pages[str(size)] = pages.get(str(size), 0) + count
+    return pages
 
 
 def _hugepage_kib(root: ET.Element) -> int:
