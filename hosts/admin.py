@@ -1,8 +1,10 @@
 from django.contrib import admin, messages
+from django.db import transaction
 from django.template.loader import render_to_string
 
 from . import sync
 from .models import Domain, Host, Network, StoragePool
+from .roles import is_operator
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -97,10 +99,16 @@ class HostAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        if not change or "uri" in form.changed_data:
-            self._sync(request, [obj])
+        if (not change or "uri" in form.changed_data) and self.has_sync_permission(request):
+            # After the admin's transaction commits: a sync waits seconds for
+            # libvirt, and must not hold the database's write lock meanwhile.
+            transaction.on_commit(lambda: self._sync(request, [obj]))
 
-    @admin.action(description="Sync inventory now")
+    def has_sync_permission(self, request):
+        # Staff who are not operators may look at hosts in the admin, not make kvmweb connect to them.
+        return is_operator(request.user)
+
+    @admin.action(description="Sync inventory now", permissions=["sync"])
     def sync_now(self, request, queryset):
         self._sync(request, queryset)
 

@@ -1,4 +1,5 @@
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -7,6 +8,7 @@ from kvmweb.pagination import paginate
 
 from . import capacity, sync
 from .models import Domain, DomainState, Host
+from .roles import is_operator
 
 
 def dashboard(request):
@@ -36,6 +38,10 @@ def host_detail(request, name):
 
 @require_POST
 def host_sync(request, name):
+    if not is_operator(request.user):
+        raise PermissionDenied(
+            "Only operators may sync a host. Ask an administrator to add you to the 'operators' group."
+        )
     host = get_object_or_404(Host, name=name)
     result = sync.sync_host(host)
     if result.online:

@@ -3,9 +3,11 @@
 import logging
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from rq import Worker as RQWorker
 from rq import get_current_job
+from rq.serializers import resolve_serializer
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,17 @@ SCHEDULER_TAKEOVER_SECONDS = 15
 
 
 class Worker(RQWorker):
+    """RQ's worker, made to read only JSON and to outlive a malformed queue entry.
+
+    ``rqworker`` passes RQ's pickle serializer unless told otherwise; whatever
+    it passes, this worker (and the scheduler it starts, which takes the
+    worker's serializer) speaks only the serializer the queues are configured
+    with, so a pickle someone wrote into Redis is never unpickled.
+    """
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", SCHEDULER_TAKEOVER_SECONDS)
+        kwargs["serializer"] = resolve_serializer(settings.RQ_SERIALIZER)
         super().__init__(*args, **kwargs)
 
     @property
@@ -107,6 +118,21 @@ class Worker(RQWorker):
             schedule_next(queue, "reconcile", reconcile_periodically)
         except Exception:
             log.exception("could not schedule the periodic jobs")
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        # RQ stops the whole worker ("unhandled exception, quitting") when a
+        # job it dequeues cannot be read. Such an entry did not come from
+        # kvmweb: log it, drop it, and go on with the next one.
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except redis.exceptions.RedisError:
+                raise
+            except Exception as e:
+                job_id = getattr(e, "job_id", None)
+                log.error("dropped a malformed queue entry %r: %s", job_id, e.__class__.__name__)
+                if job_id is not None:
+                    self.connection.delete(self.job_class.key_for(job_id))
 
     def work(self, *args, **kwargs):
         import django_rq

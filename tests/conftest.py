@@ -1,14 +1,20 @@
 import importlib.util
+import os
 import shutil
 import subprocess
 import tempfile
 
-import pytest
-from django.conf import settings
-from django.contrib.auth.models import Group, User
+# Static files from the source tree, never from an old collectstatic copy, in
+# the servers tests start (they inherit this environment; this process is set
+# in _use_test_redis, its settings being read before this file).
+os.environ.setdefault("KVMWEB_STATIC_FROM_SOURCE", "true")
 
-from kvmweb import settings as kvmweb_settings
-from tests.localservers import PrivateRedis
+import pytest  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.auth.models import Group, User  # noqa: E402
+
+from kvmweb import settings as kvmweb_settings  # noqa: E402
+from tests.localservers import PrivateRedis  # noqa: E402
 
 if importlib.util.find_spec("tests.lab.conftest_plugin"):
     pytest_plugins = ["tests.lab.conftest_plugin"]
@@ -34,9 +40,20 @@ def _use_test_redis(redis_url):
     settings.REDIS_URL = redis_url
     settings.RQ_QUEUES = {name: {**conf, "URL": redis_url} for name, conf in settings.RQ_QUEUES.items()}
     settings.CHANNEL_LAYERS = kvmweb_settings.channel_layers(redis_url)
+    # Throttle counts in this process's memory, emptied before each test
+    # (_fresh_throttles), so one test's requests never count against the next.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.KVMWEB_SYNC_INTERVAL = 0
+    settings.WHITENOISE_USE_FINDERS = True
     # Hashing test users' passwords properly costs a third of a second each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 def _user(username, group=None, **extra):

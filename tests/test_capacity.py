@@ -243,7 +243,7 @@ def test_the_host_page_and_the_dashboard_show_committed_against_capacity(client,
     page = page_text(client, "/hosts/kvm02/")
     assert "8.0 GB committed of 15.0 GB (53 %)" in page
     assert "6.0 GB on 1 migration on the way in" in page
-    assert 'class="running" style="width: 13%"' in page and 'class="incoming" style="width: 40%"' in page
+    assert 'class="running" data-percent="13"' in page and 'class="incoming" data-percent="40"' in page
     assert "1.0 GB reserved for the host" in page
     dashboard = page_text(client, "/")
     assert "12.0 GB committed of 15.0 GB (80 %)" in dashboard  # kvm01

@@ -242,7 +242,7 @@ def test_the_migration_page_shows_the_progress_figures(client, viewer, hosts, do
     for text in (
         "Transferring memory",
         'aria-valuenow="42"',
-        "width: 42%",
+        'data-percent="42"',
         "168.0\xa0MB",
         "232.0\xa0MB",
         "400.0\xa0MB",

@@ -59,9 +59,9 @@ def test_libvirt_messages_are_escaped(client, viewer):
         assert "Cannot reach &lt;script&gt;" in page, url
 
 
-def test_the_sync_button_refreshes_the_host(client, viewer, tmp_path):
+def test_the_sync_button_refreshes_the_host(client, operator, tmp_path):
     host = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=2))
-    client.force_login(viewer)
+    client.force_login(operator)
     response = client.post("/hosts/kvm01/sync/", follow=True)
     assert "Inventory of kvm01 refreshed" in response.content.decode()
     assert host.domains.count() == 2

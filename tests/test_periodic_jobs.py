@@ -64,7 +64,8 @@ def test_each_periodic_job_keeps_exactly_one_next_run_scheduled(settings, tmp_pa
 
     settings.KVMWEB_SYNC_INTERVAL = 60
     # Plain rq: django-rq's queue would wait for the test's transaction to commit.
-    queue = Queue("default", connection=django_rq.get_queue("default").connection)
+    configured = django_rq.get_queue("default")
+    queue = Queue("default", connection=configured.connection, serializer=configured.serializer)
     queue.connection.flushdb()
     Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=1))
     # As the worker does at start; then two runs, the second one started by
@@ -75,7 +76,7 @@ def test_each_periodic_job_keeps_exactly_one_next_run_scheduled(settings, tmp_pa
             # What the scheduler does when the time comes, without the wait.
             queue.enqueue_job(queue.fetch_job(job_id))
             ScheduledJobRegistry(queue=queue).remove(job_id)
-        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+        SimpleWorker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
 
     assert queue.failed_job_registry.count == 0
     scheduled = ScheduledJobRegistry(queue=queue).get_job_ids()

@@ -1,0 +1,22 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from knox.models import AuthToken
+
+
+class Command(BaseCommand):
+    help = (
+        "Make a new API token for a user and print it (its last word). Only a digest "
+        "of it is stored: it cannot be shown again."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+
+    def handle(self, *args, username, **options):
+        User = get_user_model()
+        try:
+            user = User.objects.get(username=username)
+        except User.DoesNotExist:
+            raise CommandError(f"No such user: {username}.") from None
+        _, token = AuthToken.objects.create(user=user, expiry=None)
+        self.stdout.write(f"New API token for {user.username} (shown once, keep it private): {token}")

@@ -1,0 +1,60 @@
+"""API token authentication with a throttle on wrong tokens.
+
+DRF checks throttles only after authentication and permissions, so a client
+sending wrong tokens got 401 forever and never met the anonymous rate. Here
+each failed token counts against the client's address at the "anon" rate;
+past it, every token request from there answers 429 until the window moves.
+"""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from rest_framework import exceptions
+from rest_framework.throttling import AnonRateThrottle
+
+
+class FailedTokenThrottle(AnonRateThrottle):
+    scope = "anon"
+    cache_format = "throttle_failed_token_%(ident)s"
+
+    def get_cache_key(self, request, view):
+        # By address alone: the request has no user yet (it is being authenticated).
+        return self.cache_format % {"ident": self.get_ident(request)}
+
+    def full(self, request):
+        self.key = self.get_cache_key(request, None)
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        return len(self.history) >= self.num_requests
+
+
+class TokenAuthentication(KnoxTokenAuthentication):
+    def authenticate(self, request):
+        throttle = FailedTokenThrottle()
+        if self.carries_token(request) and throttle.full(request):
+            raise exceptions.Throttled(throttle.wait())
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            throttle.allow_request(request, None)
+            raise
+
+    def carries_token(self, request):
+        scheme = request.META.get("HTTP_AUTHORIZATION", "").split(maxsplit=1)[:1]
+        return scheme == [self.authenticate_header(request)] or [s.lower() for s in scheme] == ["token"]
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes the token header."""
+
+    target_class = "kvmweb.auth.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": 'An API token (manage.py create_api_token), as "Token <token>".',
+        }
