@@ -14,8 +14,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from kvmweb.websocket import SameOriginValidator  # noqa: E402
 from maintenance.routing import websocket_urlpatterns as maintenance_sockets  # noqa: E402
 from migrations_app.routing import websocket_urlpatterns  # noqa: E402
 
@@ -23,8 +23,6 @@ application = ProtocolTypeRouter(
     {
         # Static files: WhiteNoise's middleware (kvmweb.settings).
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns + maintenance_sockets))
-        ),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns + maintenance_sockets))),
     }
 )

@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class MigrationsAppConfig(AppConfig):
     name = "migrations_app"
     verbose_name = "Migrations"
+
+    def ready(self):
+        # Connects the logout signal that closes a session's WebSockets.
+        import kvmweb.websocket  # noqa: F401

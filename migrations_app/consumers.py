@@ -11,12 +11,12 @@ import asyncio
 import time
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db.models import Count, Q
 
 from hosts import capacity
 from hosts.models import DomainState, Host
 from hosts.roles import has_role
+from kvmweb.websocket import SessionBoundConsumer
 
 from .events import DASHBOARD_GROUP, migration_group
 from .models import ACTIVE, FINISHED, Migration, Status
@@ -98,7 +98,7 @@ def _is_stale(previous, state):
     return False
 
 
-class MigrationConsumer(AsyncJsonWebsocketConsumer):
+class MigrationConsumer(SessionBoundConsumer):
     """``/ws/migrations/<pk>/``: one migration's full state, then its updates."""
 
     min_interval = 0.2
@@ -171,7 +171,7 @@ def host_counts():
     ]
 
 
-class DashboardConsumer(AsyncJsonWebsocketConsumer):
+class DashboardConsumer(SessionBoundConsumer):
     """``/ws/dashboard/``: the running migrations and the hosts' counts, then changes.
 
     Messages: ``dashboard.state`` (first: ``migrations`` and ``hosts``),
