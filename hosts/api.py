@@ -1,10 +1,11 @@
 from django.db.models import Count
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from . import capacity, sync
+from .filters import DomainFilter
 from .models import Domain, Host
 from .serializers import DomainSerializer, HostDetailSerializer, HostSerializer
 
@@ -54,21 +55,7 @@ class HostViewSet(
         return Response(data)
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("host", str, description="Only domains on the host with this name"),
-        OpenApiParameter("name", str, description="Only domains with this name"),
-    ]
-)
 class DomainViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = DomainSerializer
-
-    def get_queryset(self):
-        qs = Domain.objects.select_related("host").order_by("name", "id")
-        host = self.request.query_params.get("host")
-        name = self.request.query_params.get("name")
-        if host:
-            qs = qs.filter(host__name=host)
-        if name:
-            qs = qs.filter(name=name)
-        return qs
+    queryset = Domain.objects.select_related("host").order_by("name", "id")
+    filterset_class = DomainFilter

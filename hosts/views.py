@@ -4,9 +4,11 @@ from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from kvmweb.filters import filter_or_400
 from kvmweb.pagination import paginate
 
 from . import capacity, sync
+from .filters import DomainFilter
 from .models import Domain, DomainState, Host
 from .roles import is_operator
 
@@ -52,27 +54,23 @@ def host_sync(request, name):
 
 
 def domain_list(request):
-    domains = Domain.objects.select_related("host").order_by("name", "id")
-    q = request.GET.get("q", "").strip()
-    host = request.GET.get("host", "").strip()
-    state = request.GET.get("state", "").strip()
-    if q:
-        domains = domains.filter(name__icontains=q)
-    if host:
-        domains = domains.filter(host__name=host)
-    if state:
-        domains = domains.filter(state=state)
+    filters, domains, status = filter_or_400(
+        DomainFilter, request, Domain.objects.select_related("host").order_by("name", "id")
+    )
+    values = filters.form.cleaned_data if status == 200 and filters.is_bound else {}
     return render(
         request,
         "hosts/domain_list.html",
         {
-            "q": q,
-            "host": host,
-            "state": state,
+            "form": filters.form,
+            "q": values.get("q") or "",
+            "host": values.get("host") or "",
+            "state": values.get("state") or "",
             "states": DomainState.choices,
             "hosts": Host.objects.order_by("name").values_list("name", flat=True),
             **paginate(request, domains, 100),
         },
+        status=status,
     )
 
 

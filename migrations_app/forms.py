@@ -1,15 +1,12 @@
 """The migration form (the plain-HTML path to services.request_migration) and
 the audit log's filters."""
 
-from datetime import datetime, time
-
 from django import forms
-from django.utils import timezone
 
 from hosts.models import Domain, Host, StoragePool
 
 from . import services
-from .models import AuditAction, Mode, StorageMode
+from .models import MAX_BANDWIDTH_MIB, Mode, StorageMode
 from .policies import DEFAULT_POLICY, POLICIES, policy_choices
 
 FORCE_OFF_CHOICES = [
@@ -50,6 +47,7 @@ class MigrationForm(forms.Form):
     bandwidth_mib = forms.IntegerField(
         required=False,
         min_value=1,
+        max_value=MAX_BANDWIDTH_MIB,
         label="Bandwidth limit (MiB/s)",
         help_text="Empty for no limit.",
         widget=forms.NumberInput(attrs={"placeholder": "no limit"}),
@@ -148,29 +146,3 @@ def policy_label(label, description):
     from django.utils.html import format_html
 
     return format_html('<strong>{}</strong> <span class="muted small">{}</span>', label, description)
-
-
-class AuditFilterForm(forms.Form):
-    domain = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "VM name"}))
-    host = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "Host"}))
-    user = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "User"}))
-    action = forms.ChoiceField(required=False, choices=[("", "Any action")] + AuditAction.choices)
-    outcome = forms.ChoiceField(required=False)
-    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
-    migration = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
-
-    def __init__(self, *args, outcomes=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["outcome"].choices = [("", "Any outcome")] + [(o, o) for o in outcomes if o]
-
-    def params(self):
-        """The valid filters as filter_audit() takes them."""
-        self.is_valid()  # a bad field is left out, the others still apply
-        params = {name: value for name, value in self.cleaned_data.items() if value}
-        # Whole days in the site's time zone, as full timestamps: filter_audit
-        # would read a bare date as that day's midnight, so "until" would miss the day.
-        for name, moment in (("since", time.min), ("until", time.max)):
-            if name in params:
-                params[name] = timezone.make_aware(datetime.combine(params[name], moment)).isoformat()
-        return params

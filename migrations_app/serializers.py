@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from hosts.models import Domain, Host
 
-from .models import AuditEntry, Migration, Mode, StorageMode
+from .models import MAX_BANDWIDTH_MIB, AuditEntry, Migration, Mode, StorageMode
 from .policies import DEFAULT_POLICY
 
 
@@ -14,7 +14,9 @@ class MigrationRequestSerializer(serializers.Serializer):
     target_pool = serializers.CharField(required=False, allow_blank=True, default="")
     # Checked against the policies known when the request arrives (services.validate).
     policy = serializers.CharField(default=DEFAULT_POLICY, max_length=32)
-    bandwidth_mib = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=None)
+    bandwidth_mib = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_BANDWIDTH_MIB, default=None
+    )
     shutdown_timeout = serializers.IntegerField(required=False, min_value=5, max_value=3600, default=120)
     force_off = serializers.BooleanField(required=False, default=False)
     delete_source_volumes = serializers.BooleanField(required=False, default=False)

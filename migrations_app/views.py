@@ -6,23 +6,24 @@ keeps it current. Starting and cancelling go through services, like the API.
 
 import csv
 import json
+from uuid import UUID
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
-from rest_framework.exceptions import ValidationError
 
 from hosts.models import Domain
 from hosts.roles import is_operator
+from kvmweb.filters import filter_or_400
 from kvmweb.pagination import paginate
 
 from . import services
-from .api import filter_audit
-from .forms import AuditFilterForm, MigrationForm
+from .filters import AuditFilter, MigrationFilter
+from .forms import MigrationForm
 from .models import AuditEntry, Migration, Status
 
 # -- formatting, mirrored by static/kvmweb.js ---------------------------
@@ -132,7 +133,13 @@ def migration_new(request):
     _require_operator(request)
     domain = None
     if request.GET.get("domain"):
-        domain = get_object_or_404(Domain.objects.select_related("host"), uuid=request.GET["domain"])
+        try:
+            uuid = UUID(request.GET["domain"])
+        except ValueError:
+            return HttpResponseBadRequest(
+                f"{request.GET['domain']!r} is not a virtual machine's UUID.", content_type="text/plain; charset=utf-8"
+            )
+        domain = get_object_or_404(Domain.objects.select_related("host"), uuid=uuid)
     fragment = request.GET.get("fragment") == "1"
     checks = None
     confirm = False
@@ -223,44 +230,33 @@ def migration_cancel(request, pk):
 
 
 def migration_list(request):
-    migrations = Migration.objects.all()
-    status = request.GET.get("status", "")
-    if status in Status.values:
-        migrations = migrations.filter(status=status)
-    else:
-        status = ""
-    domain = request.GET.get("domain", "").strip()
-    if domain:
-        migrations = migrations.filter(domain_name=domain)
+    filters, migrations, code = filter_or_400(MigrationFilter, request, Migration.objects.all())
+    values = filters.form.cleaned_data if code == 200 and filters.is_bound else {}
     return render(
         request,
         "migrations_app/migration_list.html",
-        {"status": status, "domain": domain, "statuses": Status.choices, **paginate(request, migrations, 50)},
+        {
+            "form": filters.form,
+            "status": values.get("status") or "",
+            "domain": values.get("domain") or "",
+            "statuses": Status.choices,
+            **paginate(request, migrations, 50),
+        },
+        status=code,
     )
 
 
 # -- the audit log -------------------------------------------------------------------
 
 
-def _audit_entries(request):
-    outcomes = AuditEntry.objects.order_by().values_list("outcome", flat=True).distinct()
-    form = AuditFilterForm(request.GET or None, outcomes=sorted(set(outcomes)))
-    entries = AuditEntry.objects.all()
-    params = form.params() if request.GET else {}
-    try:
-        entries = filter_audit(entries, params)
-    except ValidationError as e:
-        for name, problems in e.detail.items():
-            form.add_error(name if name in form.fields else None, [str(p) for p in problems])
-    return form, entries
-
-
 def audit_list(request):
-    form, entries = _audit_entries(request)
+    filters, entries, code = filter_or_400(AuditFilter, request, AuditEntry.objects.all())
+    filters.offer_recorded_outcomes()
     return render(
         request,
         "migrations_app/audit_list.html",
-        {"form": form, **paginate(request, entries.select_related("migration"), 50)},
+        {"form": filters.form, **paginate(request, entries.select_related("migration"), 50)},
+        status=code,
     )
 
 
@@ -284,7 +280,10 @@ AUDIT_CSV_COLUMNS = ["at", "user", "action", "outcome", "domain", "source", "tar
 
 
 def audit_export(request):
-    _, entries = _audit_entries(request)
+    filters, entries, code = filter_or_400(AuditFilter, request, AuditEntry.objects.all())
+    if code != 200:
+        problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in filters.errors.items())
+        return HttpResponseBadRequest(f"Not exported: {problems}", content_type="text/plain; charset=utf-8")
     writer = csv.writer(_Echo())
 
     def rows():

@@ -1,0 +1,60 @@
+"""The migration list's and the audit log's filters: one definition each for
+the page and the API (and the audit log's CSV export)."""
+
+import django_filters
+from django import forms
+from django.db.models import Q
+
+from kvmweb.filters import IdFilter, MomentFilter
+
+from .models import AuditAction, AuditEntry, Migration, Status
+
+
+class MigrationFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Status.choices)
+    domain = django_filters.CharFilter(field_name="domain_name", help_text="The VM's name")
+
+    class Meta:
+        model = Migration
+        fields = ["status", "domain"]
+
+
+class AuditFilter(django_filters.FilterSet):
+    domain = django_filters.CharFilter(
+        field_name="domain_name", widget=forms.TextInput(attrs={"placeholder": "VM name"}), help_text="The VM's name"
+    )
+    host = django_filters.CharFilter(
+        method="filter_host", widget=forms.TextInput(attrs={"placeholder": "Host"}), help_text="Source or target"
+    )
+    user = django_filters.CharFilter(field_name="username", widget=forms.TextInput(attrs={"placeholder": "User"}))
+    action = django_filters.ChoiceFilter(choices=AuditAction.choices, empty_label="Any action")
+    # Free text for the API; the page offers the outcomes recorded so far.
+    outcome = django_filters.CharFilter(widget=forms.Select)
+    since = MomentFilter(
+        field_name="at",
+        lookup_expr="gte",
+        label="From",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="A date (YYYY-MM-DD) or a date and time (ISO 8601)",
+    )
+    until = MomentFilter(
+        field_name="at",
+        lookup_expr="lte",
+        label="To",
+        end=True,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="A date (the whole day counts) or a date and time (ISO 8601)",
+    )
+    migration = IdFilter(field_name="migration_id", widget=forms.HiddenInput)
+
+    class Meta:
+        model = AuditEntry
+        fields = ["domain", "host", "user", "action", "outcome", "since", "until", "migration"]
+
+    def offer_recorded_outcomes(self):
+        """For the page: the outcome select lists what has been recorded."""
+        outcomes = AuditEntry.objects.order_by().exclude(outcome="").values_list("outcome", flat=True).distinct()
+        self.form.fields["outcome"].widget.choices = [("", "Any outcome")] + [(o, o) for o in sorted(set(outcomes))]
+
+    def filter_host(self, queryset, name, value):
+        return queryset.filter(Q(source_name=value) | Q(target_name=value))
