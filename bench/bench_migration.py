@@ -58,7 +58,7 @@ STEPS = [
 class Bench:
     def __init__(self, lab, stack):
         from django.contrib.auth.models import User
-        from rest_framework.authtoken.models import Token
+        from knox.models import AuthToken
 
         from bench.stack import session_cookie
         from hosts.models import Host
@@ -69,7 +69,7 @@ class Bench:
         self.port = stack.start_web()
         stack.start_worker()
         self.user = User.objects.create_superuser("bench", "", "x")
-        self.token = Token.objects.create(user=self.user).key
+        self.token = AuthToken.objects.create(user=self.user, expiry=None)[1]
         self.session = session_cookie(self.user)
         self.hosts = {}
         for name in lab.hosts:
