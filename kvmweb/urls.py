@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import JsonResponse
 from django.urls import include, path
+from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
@@ -16,6 +18,16 @@ router.register("domains", DomainViewSet, basename="api-domain")
 router.register("migrations", MigrationViewSet, basename="api-migration")
 router.register("audit", AuditViewSet, basename="api-audit")
 router.register("evacuations", maintenance_api.EvacuationViewSet, basename="api-evacuation")
+
+
+def not_found(request, exception):
+    """The API's clients read JSON, also for a URL that matches nothing (an id that is no number)."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+handler404 = not_found
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

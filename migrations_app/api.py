@@ -1,5 +1,5 @@
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -7,6 +7,22 @@ from . import services
 from .filters import AuditFilter, MigrationFilter
 from .models import AuditEntry, Migration
 from .serializers import AuditEntrySerializer, MigrationRequestSerializer, MigrationSerializer
+
+
+class CheckResultSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    result = serializers.ChoiceField(choices=["pass", "warn", "fail"])
+    message = serializers.CharField()
+    detail = serializers.CharField(allow_blank=True)
+
+
+class DryRunSerializer(serializers.Serializer):
+    """What ``"dry_run": true`` answers: the pre-flight checks, nothing started."""
+
+    dry_run = serializers.BooleanField()
+    ok = serializers.BooleanField(help_text="No check failed: the migration may be requested.")
+    checks = CheckResultSerializer(many=True)
 
 
 def refused(e):
@@ -23,7 +39,16 @@ class MigrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     serializer_class = MigrationSerializer
     filterset_class = MigrationFilter
 
-    @extend_schema(request=MigrationRequestSerializer, responses={201: MigrationSerializer})
+    @extend_schema(
+        request=MigrationRequestSerializer,
+        responses={
+            200: OpenApiResponse(DryRunSerializer, description='"dry_run": true: the pre-flight checks only.'),
+            201: OpenApiResponse(MigrationSerializer, description="The migration, queued."),
+            409: OpenApiResponse(
+                description="Refused: the VM is being migrated already, or the target is in maintenance."
+            ),
+        },
+    )
     def create(self, request):
         form = MigrationRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -46,7 +71,13 @@ class MigrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
             return refused(e)
         return Response(MigrationSerializer(migration).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=MigrationSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            202: OpenApiResponse(MigrationSerializer, description="Cancelling (or cancelled, if it had not started)."),
+            409: OpenApiResponse(description="It has finished: there is nothing to cancel."),
+        },
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         migration = self.get_object()
