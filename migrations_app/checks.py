@@ -476,19 +476,22 @@ def _check_shared_storage(checks, v, disks, source, target):
             source.delete_volume(path)
         with contextlib.suppress(HostError):
             target.volume_by_path(path)  # refreshes the target's pools after the delete
+    # Even a dry run writes this probe: say so, with its name, so nobody is
+    # surprised by a volume appearing and going in the pool's history.
+    wrote = f"kvmweb wrote a 1 KiB probe volume {probe} in pool {probe_pool} on {v['source'].name} and deleted it again"
     if shared:
         checks.add(
             "shared_storage",
             PASS,
-            f"The disks are on shared storage: a file written in pool {probe_pool} on the source appeared on {tname}.",
+            f"The disks are on shared storage: {wrote}; {tname} saw it appear.",
         )
     else:
         checks.add(
             "shared_storage",
             FAIL,
-            f"The disk paths exist on {tname} too, but they are different files (a file "
-            f"written in pool {probe_pool} on the source did not appear there): the storage is "
-            "not shared. Choose 'copy the disks', or mount the real share on both hosts.",
+            f"The disk paths exist on {tname} too, but they are different files ({wrote}; it did "
+            f"not appear on {tname}): the storage is not shared. Choose 'copy the disks', or mount "
+            "the real share on both hosts.",
         )
 
 

@@ -313,13 +313,19 @@ class AuditEntry(models.Model):
         raise PermissionError("The audit log is append-only.")
 
     @classmethod
-    def record(cls, action, message, *, user=None, migration=None, outcome="", **data):
+    def record(cls, action, message, *, user=None, migration=None, outcome="", domain="", source="", target="", **data):
+        """One entry. The VM and host columns come from ``migration``, or for an
+        entry without one (a dry run) from ``domain``, ``source`` and ``target``
+        (names), so that filtering by VM or host finds every entry."""
         entry = cls(
             action=action,
             message=message,
             user=user if user is not None and user.is_authenticated else None,
             username=user.get_username() if user is not None and user.is_authenticated else "",
             outcome=outcome,
+            domain_name=domain,
+            source_name=source,
+            target_name=target,
             data=data,
         )
         if migration is not None:

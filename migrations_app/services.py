@@ -94,7 +94,9 @@ def dry_run(user, req):
         f"Pre-flight checks for {req.mode} migration of {req.domain.name} from "
         f"{req.domain.host.name} to {req.target.name}: {worst}.",
         user=user,
-        domain_name=req.domain.name,
+        domain=req.domain.name,
+        source=req.domain.host.name,
+        target=req.target.name,
         outcome=worst,
         checks=[r.as_dict() for r in results],
     )

@@ -203,3 +203,14 @@ def test_reconcile_leaves_a_migration_with_a_live_heartbeat_alone(two_hosts):
     m.start_checking()
     assert engine.reconcile_all() == []
     assert Migration.objects.get(pk=m.pk).status == "checking"
+
+
+def test_a_dry_runs_audit_entry_names_the_vm_and_hosts(api, client, operator, two_hosts):
+    dom = Domain.objects.get(name="kvm01-vm001")
+    assert post(api, operator, dom, two_hosts["kvm02"], dry_run=True).status_code == 200
+    entries = api.get("/api/audit/", {"domain": "kvm01-vm001", "action": "check"}).json()["results"]
+    assert len(entries) == 1
+    assert api.get("/api/audit/", {"host": "kvm02", "action": "check"}).json()["count"] == 1
+    client.force_login(operator)
+    page = client.get("/audit/?domain=kvm01-vm001")
+    assert "Pre-flight checks for live migration of kvm01-vm001" in page.content.decode()

@@ -37,7 +37,10 @@ def test_a_healthy_request_passes_every_check_quickly(api, operator, lab, lab_gu
     failed = {k: c["message"] for k, c in checks.items() if c["result"] == "fail"}
     assert failed == {}
     assert checks["shared_storage"]["result"] == "pass"
-    assert "appeared on kvm02" in checks["shared_storage"]["message"]
+    # Even a dry run writes (and deletes) a probe volume: the check says so.
+    assert "kvm02 saw it appear" in checks["shared_storage"]["message"]
+    assert "probe volume .kvmweb-probe-" in checks["shared_storage"]["message"]
+    assert "on kvm01 and deleted it again" in checks["shared_storage"]["message"]
     for expected in (
         "cpu_vendor",
         "cpu_model",
