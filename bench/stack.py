@@ -8,40 +8,14 @@ Settings come from the environment, which is set here before Django sets up.
 """
 
 import os
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from kvmweb.procfile import ROOT, procfile_argv
 from tests.localservers import PrivateRedis, free_port, wait_port
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def procfile():
-    """``{name: argv}`` from the Procfile."""
-    lines = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, sep, command = line.partition(":")
-        if sep and not line.lstrip().startswith("#"):
-            lines[name.strip()] = shlex.split(command)
-    return lines
-
-
-def procfile_argv(name, port=None):
-    """The Procfile's command for ``name`` with this virtualenv's programs and, for web, ``port``."""
-    argv = list(procfile()[name])
-    if argv[0] == "python":
-        argv[0] = sys.executable
-    elif (BIN / argv[0]).exists():
-        argv[0] = str(BIN / argv[0])
-    if port is not None and "-p" in argv:
-        argv[argv.index("-p") + 1] = str(port)
-    return argv
 
 
 class Stack:

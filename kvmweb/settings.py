@@ -232,9 +232,23 @@ AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+def _redis_url():
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    # The demo's own Redis requires a password: scripts/demo.sh keeps its URL
+    # (with the password) beside the secret key, private like it.
+    try:
+        return (VAR_DIR / "redis-url").read_text().strip()
+    except FileNotFoundError:
+        return "redis://127.0.0.1:6379/0"
+
+
+REDIS_URL = _redis_url()
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, not {REDIS_URL!r}.")
+    # Not the URL itself: it may carry a password.
+    raise ImproperlyConfigured(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {REDIS_URL[:8]!r}….")
 
 # Jobs are JSON, never pickles: whoever can write to Redis can then at most
 # queue a call to a function RQ can import, with plain data, not run code of
@@ -298,6 +312,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["hosts.permissions.HasRole"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "kvmweb.schema.add_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "HostStatusEnum": "hosts.models.HostStatus",
         "MigrationStatusEnum": "migrations_app.models.Status",

@@ -1,17 +1,23 @@
 #!/bin/sh
 # Start or stop the kvmweb demo on this machine.
 #
-#   scripts/demo.sh start    # lab (or test driver), database, admin, hosts, guests, Redis, web, worker
-#   scripts/demo.sh stop     # web, worker, and Redis if this script started it
+#   scripts/demo.sh start    # lab (or test driver), database, admin, hosts, guests; Redis, web, worker supervised
+#   scripts/demo.sh stop     # the supervisor and what it runs (the lab stays up: make lab-down)
 #   scripts/demo.sh status
 #
 # Called by `make demo` / `make stop` after the system packages and the
 # virtualenv are in place. Settings come from the environment as in
 # kvmweb/settings.py; besides those:
 #   KVMWEB_BIND (127.0.0.1), KVMWEB_PORT (8000), KVMWEB_LAB_NAME (demo),
-#   KVMWEB_ADMIN_PASSWORD (default: a random one, printed once).
-# Logs and pid files go to $KVMWEB_VAR_DIR (default var/).
+#   KVMWEB_REDIS_PORT (6379), KVMWEB_ADMIN_PASSWORD (default: a random one, printed once).
+#
+# supervisord (Debian's `supervisor`) runs every line of the Procfile and,
+# unless REDIS_URL names a Redis of your own, a Redis that requires a password
+# generated once and kept in $KVMWEB_VAR_DIR/redis-url; it restarts any of
+# them that dies. Logs, the database and that file stay in $KVMWEB_VAR_DIR
+# (default var/), private to this account (umask 077, the directory 0700).
 set -eu
+umask 077
 
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -19,12 +25,23 @@ VAR=${KVMWEB_VAR_DIR:-var}
 BIND=${KVMWEB_BIND:-127.0.0.1}
 PORT=${KVMWEB_PORT:-8000}
 LAB=${KVMWEB_LAB_NAME:-demo}
-REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
-export REDIS_URL
+REDIS_PORT=${KVMWEB_REDIS_PORT:-6379}
 mkdir -p "$VAR"
+chmod 700 "$VAR"
+VAR=$(cd "$VAR" && pwd)
+export KVMWEB_VAR_DIR="$VAR"
+CONF="$VAR/supervisord.conf"
+OWN_REDIS=
+if [ -z "${REDIS_URL:-}" ]; then
+    OWN_REDIS=1
+fi
 
 # A process is alive if it exists and is not a zombie: on machines whose
 # PID 1 does not reap, a stopped daemon lingers as one.
+# supervisorctl status exits non-zero unless every program is RUNNING;
+# a program that dies at once is FATAL within startsecs x startretries.
+SETTLE_SECONDS=3
+
 alive() {
     [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 1
     state=$(sed 's/^.*) //' "/proc/$1/stat" | cut -d' ' -f1)
@@ -35,71 +52,60 @@ pid_of() {
     [ -f "$VAR/$1.pid" ] && cat "$VAR/$1.pid" || true
 }
 
-stop_one() {
-    name=$1
-    pid=$(pid_of "$name")
-    if ! alive "$pid"; then
+# Before the supervisor, the demo kept web and worker in pid files: stop what
+# an older version left running.
+stop_legacy() {
+    for name in web worker redis; do
+        pid=$(pid_of "$name")
+        if alive "$pid"; then
+            echo "stopping $name left by an older demo (pid $pid)"
+            kill -TERM "$pid" 2>/dev/null || true
+            i=0
+            while alive "$pid" && [ "$i" -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+            alive "$pid" && kill -KILL "$pid" 2>/dev/null
+        fi
         rm -f "$VAR/$name.pid"
-        return 0
-    fi
-    printf '%s' "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    i=0
-    while alive "$pid"; do
-        i=$((i + 1))
-        # The RQ worker finishes its job on the first TERM and stops at once
-        # on the second; a migration it leaves is peer-to-peer and carries on
-        # in libvirt, and `manage.py reconcile` (or the next worker) settles it.
-        [ "$i" -eq 50 ] && kill -TERM "$pid" 2>/dev/null
-        [ "$i" -eq 100 ] && kill -KILL "$pid" 2>/dev/null
-        [ "$i" -gt 120 ] && break
-        sleep 0.1
     done
-    echo
-    rm -f "$VAR/$name.pid"
 }
 
-start_bg() {
-    name=$1
-    shift
-    setsid nohup "$@" >>"$VAR/$name.log" 2>&1 </dev/null &
-    echo $! >"$VAR/$name.pid"
+ctl() {
+    supervisorctl -c "$CONF" "$@"
+}
+
+supervisor_running() {
+    [ -f "$CONF" ] && alive "$(pid_of supervisord)"
+}
+
+# The demo's own Redis: loopback only, a password generated once. The URL
+# with the password is kept in var/redis-url, which kvmweb's settings read
+# when REDIS_URL is not set; the password never appears on a command line.
+redis_setup() {
+    if [ ! -s "$VAR/redis-url" ]; then
+        password=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')
+        echo "redis://:$password@127.0.0.1:$REDIS_PORT/0" >"$VAR/redis-url"
+    fi
+    password=$(sed -n 's|^redis://:\([^@]*\)@.*$|\1|p' "$VAR/redis-url")
+    port=$(sed -n 's|^redis://:[^@]*@[^:]*:\([0-9]*\)/.*$|\1|p' "$VAR/redis-url")
+    cat >"$VAR/redis.conf" <<EOF
+bind 127.0.0.1
+protected-mode yes
+port $port
+requirepass $password
+daemonize no
+dir $VAR
+dbfilename redis.rdb
+save 60 1
+EOF
+    REDIS_URL=$(cat "$VAR/redis-url")
+    export REDIS_URL
 }
 
 redis_answers() {
-    "$PY" - "$REDIS_URL" <<'EOF' 2>/dev/null
-import sys
+    "$PY" - <<'EOF' 2>/dev/null
+import os
 import redis
-redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=1).ping()
 EOF
-}
-
-start_redis() {
-    if redis_answers; then
-        echo "redis: answers at $REDIS_URL"
-        return 0
-    fi
-    hostport=$(echo "$REDIS_URL" | sed -n 's|^redis://\([^/@]*@\)\{0,1\}\([^/]*\).*$|\2|p')
-    host=${hostport%:*}
-    port=${hostport##*:}
-    [ "$port" = "$hostport" ] && port=6379
-    case "$host" in
-        127.0.0.1 | localhost) ;;
-        *)
-            echo "redis: nothing answers at $REDIS_URL, and it is not on this machine: start it there" >&2
-            exit 1
-            ;;
-    esac
-    echo "redis: starting on 127.0.0.1:$port"
-    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
-        --pidfile "$PWD/$VAR/redis.pid" --logfile "$PWD/$VAR/redis.log" --dir "$PWD/$VAR" \
-        --save 60 1 --dbfilename redis.rdb
-    i=0
-    until redis_answers; do
-        i=$((i + 1))
-        [ "$i" -gt 50 ] && { echo "redis did not start: see $VAR/redis.log" >&2; exit 1; }
-        sleep 0.1
-    done
 }
 
 lab_possible() {
@@ -125,6 +131,7 @@ EOF
 }
 
 start() {
+    [ -n "$OWN_REDIS" ] && redis_setup
     if lab_possible; then
         echo "lab: $LAB (simulated hosts kvm01, kvm02 and kvm03)"
         "$PY" -m tests.lab up --name "$LAB"
@@ -138,15 +145,29 @@ start() {
     # shellcheck disable=SC2086  # two words
     "$PY" scripts/demo_setup.py $mode
 
-    start_redis
-    # Restart web and worker so that they run the code as it is now.
-    stop_one web
-    stop_one worker
-    start_bg web .venv/bin/daphne -b "$BIND" -p "$PORT" kvmweb.asgi:application
-    start_bg worker "$PY" manage.py rqworker --with-scheduler migrations default
+    "$PY" manage.py collectstatic --noinput -v 0
+
+    stop_legacy
+    if [ -n "$OWN_REDIS" ]; then
+        "$PY" -m kvmweb.supervisor "$VAR" --bind "$BIND" --port "$PORT" --redis-conf "$VAR/redis.conf" >/dev/null
+    else
+        redis_answers || { echo "redis: nothing answers at REDIS_URL" >&2; exit 1; }
+        "$PY" -m kvmweb.supervisor "$VAR" --bind "$BIND" --port "$PORT" >/dev/null
+    fi
+    if supervisor_running; then
+        # Run the code as it is now, and any program the Procfile gained.
+        ctl update >/dev/null
+        ctl restart all
+    else
+        supervisord -c "$CONF"
+    fi
     wait_http
-    sleep 1
-    alive "$(pid_of worker)" || { echo "the worker stopped at once: see $VAR/worker.log" >&2; exit 1; }
+    sleep "$SETTLE_SECONDS"
+    if ! ctl status >/dev/null; then
+        ctl status >&2 || true
+        echo "a process did not stay up: see the logs in $VAR" >&2
+        exit 1
+    fi
 
     shown=$BIND
     [ "$BIND" = 0.0.0.0 ] && shown=127.0.0.1
@@ -155,25 +176,29 @@ start() {
 kvmweb is running:  http://$shown:$PORT/
   log in as:   admin  (password: printed above when the user was created, or
                KVMWEB_ADMIN_PASSWORD; to set a new one: .venv/bin/python manage.py changepassword admin)
-  web log:     $VAR/web.log     (pid $(pid_of web))
-  worker log:  $VAR/worker.log  (pid $(pid_of worker))
+  processes:   make status        (supervisord restarts any that dies; logs in $VAR/*.log)
   stop:        make stop          (the lab stays up: make lab-down)
 EOF
 }
 
 status() {
-    for name in web worker redis; do
-        pid=$(pid_of "$name")
-        if alive "$pid"; then echo "$name: running (pid $pid)"; else echo "$name: stopped"; fi
-    done
+    if supervisor_running; then
+        ctl status || true
+    else
+        echo "supervisord: stopped"
+    fi
 }
 
 case "${1:-}" in
     start) start ;;
     stop)
-        stop_one web
-        stop_one worker
-        stop_one redis
+        stop_legacy
+        if supervisor_running; then
+            ctl stop all >/dev/null || true
+            ctl shutdown >/dev/null || true
+            i=0
+            while alive "$(pid_of supervisord)" && [ "$i" -lt 150 ]; do i=$((i + 1)); sleep 0.1; done
+        fi
         status
         ;;
     status) status ;;

@@ -3,7 +3,7 @@
 #
 #   scripts/install-system-deps.sh [demo|test|ci]
 #
-#   demo: libvirt, QEMU, Redis and what the lab of simulated hosts uses
+#   demo: libvirt, QEMU, Redis, supervisor and what the lab of simulated hosts uses
 #   test: demo + Chromium for the browser tests
 #   ci:   test + PostgreSQL
 #
@@ -14,7 +14,7 @@ set -eu
 set_name=${1:-demo}
 
 DEMO="libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-utils
-redis-server tini busybox-static iproute2 bridge-utils bindfs gcc libc6-dev make"
+redis-server supervisor tini busybox-static iproute2 bridge-utils bindfs gcc libc6-dev make"
 TEST="chromium"
 CI="postgresql"
 

@@ -1,0 +1,62 @@
+"""The Procfile's lines as commands: for the demo's supervisor and the benchmarks."""
+
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def procfile(path=ROOT / "Procfile"):
+    """``{name: argv}`` from the Procfile, in its order."""
+    lines = {}
+    for line in Path(path).read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and not line.lstrip().startswith("#"):
+            lines[name.strip()] = shlex.split(command)
+    return lines
+
+
+def procfile_argv(name, port=None, bind=None, lines=None):
+    """The command for ``name`` with this virtualenv's programs and, for web, ``port`` and ``bind``."""
+    argv = list((lines or procfile())[name])
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    elif (BIN / argv[0]).exists():
+        argv[0] = str(BIN / argv[0])
+    for option, value in (("-p", port), ("-b", bind)):
+        if value is not None and option in argv:
+            argv[argv.index(option) + 1] = str(value)
+    return argv
+
+
+def main(argv=None):
+    """``python -m kvmweb.procfile run NAME``: become that Procfile line's process.
+
+    For process managers that run one program per unit (deploy/'s systemd
+    template): web takes KVMWEB_BIND and KVMWEB_PORT from the environment.
+    """
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m kvmweb.procfile")
+    parser.add_argument("action", choices=["run", "names"])
+    parser.add_argument("name", nargs="?")
+    args = parser.parse_args(argv)
+    lines = procfile()
+    if args.action == "names":
+        print("\n".join(lines))
+        return
+    if args.name not in lines:
+        parser.error(f"the Procfile has no line {args.name!r}; it has {', '.join(lines)}")
+    os.umask(0o077)
+    command = procfile_argv(
+        args.name, port=os.environ.get("KVMWEB_PORT"), bind=os.environ.get("KVMWEB_BIND"), lines=lines
+    )
+    os.chdir(ROOT)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

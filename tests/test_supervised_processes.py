@@ -1,0 +1,92 @@
+"""The demo's processes run under supervisord and come back when they die (finding 5).
+
+The supervisor's configuration is the one `make demo` writes (kvmweb.supervisor,
+from the Procfile); here its programs use the test session's database and Redis.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from kvmweb import supervisor
+from tests.conftest import database_url_for_subprocess
+from tests.localservers import free_port, wait_port
+
+
+def ctl(conf, *args):
+    return subprocess.run(["supervisorctl", "-c", str(conf), *args], capture_output=True, text=True, timeout=30)
+
+
+def running_pid(conf, name, timeout=60, not_pid=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = ctl(conf, "status", name).stdout
+        if "RUNNING" in out:
+            pid = int(out.split("pid", 1)[1].split(",", 1)[0])
+            if pid != not_pid:
+                return pid
+        time.sleep(0.3)
+    raise AssertionError(f"{name} is not running again: {ctl(conf, 'status').stdout}")
+
+
+@pytest.fixture
+def supervised(transactional_db, redis_url, tmp_path):
+    if shutil.which("supervisord") is None:
+        pytest.fail("supervisord is not installed: `make demo` or `make test` installs it (Debian's supervisor).")
+    var = tmp_path / "var"
+    var.mkdir(mode=0o700)
+    port = free_port()
+    conf = supervisor.write(var, bind="127.0.0.1", port=port)
+    env = {
+        **os.environ,
+        "KVMWEB_VAR_DIR": str(var),
+        "DATABASE_URL": database_url_for_subprocess(),
+        "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/3",
+        "KVMWEB_SYNC_INTERVAL": "0",
+        "KVMWEB_LOG_LEVEL": "WARNING",
+    }
+    # As scripts/demo.sh starts it: under umask 077.
+    subprocess.run(
+        ["supervisord", "-c", str(conf)], env=env, check=True, timeout=30, preexec_fn=lambda: os.umask(0o077)
+    )
+    try:
+        yield conf, port, var
+    finally:
+        ctl(conf, "stop", "all")
+        ctl(conf, "shutdown")
+        pid_file = var / "supervisord.pid"
+        deadline = time.monotonic() + 30
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def test_every_procfile_line_is_a_supervised_program():
+    conf = supervisor.render("/nonexistent", port=8123)
+    for name in supervisor.procfile():
+        assert f"[program:{name}]" in conf
+    assert "autorestart=true" in conf and "umask=077" in conf and "chmod=0700" in conf
+    assert "-p 8123" in conf
+
+
+def test_a_killed_worker_and_web_server_come_back(supervised):
+    conf, port, var = supervised
+    wait_port(port, what="daphne under supervisord", timeout=60)
+    worker = running_pid(conf, "worker")
+    os.kill(worker, signal.SIGKILL)
+    again = running_pid(conf, "worker", not_pid=worker)
+    assert again != worker
+
+    web = running_pid(conf, "web")
+    os.kill(web, signal.SIGKILL)
+    running_pid(conf, "web", not_pid=web)
+    wait_port(port, what="daphne restarted by supervisord", timeout=60)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=10) as response:
+        assert response.status == 200
+    # What supervisord writes is private too.
+    for path in var.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path.name
