@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from .libvirt import InvalidURI
+from .libvirt import InvalidURI, check_hypervisor_network
 from .libvirt import validate_uri as check_uri_form
 from .models import Domain, Host, Network, StoragePool
 
@@ -74,6 +74,7 @@ class HostSerializer(serializers.ModelSerializer):
     def validate_uri(self, value):
         try:
             value = check_uri_form(value)
+            check_hypervisor_network(value)
         except InvalidURI as e:
             raise serializers.ValidationError(str(e)) from None
         clash = Host.objects.filter(uri=value)

@@ -1,10 +1,10 @@
 from django.core.exceptions import ValidationError
 
-from .libvirt import InvalidURI, validate_uri
+from .libvirt import InvalidURI, check_hypervisor_network, validate_uri
 
 
 def validate_libvirt_uri(value):
     try:
-        validate_uri(value)
+        check_hypervisor_network(validate_uri(value))
     except InvalidURI as e:
         raise ValidationError(str(e), code="invalid_uri") from None

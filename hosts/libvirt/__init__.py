@@ -37,7 +37,7 @@ from .types import (
     NetworkInfo,
     PoolInfo,
 )
-from .uri import reachable, validate_uri
+from .uri import check_hypervisor_network, reachable, validate_uri
 
 if TYPE_CHECKING:
     from .connection import Connection, open_host, open_hosts
@@ -77,6 +77,7 @@ __all__ = [
     "rewrite_disk_paths",
     "translate",
     "validate_uri",
+    "check_hypervisor_network",
 ]
 
 

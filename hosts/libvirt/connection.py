@@ -8,6 +8,7 @@ vanishes, and closes the connection afterwards.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -16,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 import libvirt
 
 from .domains import DomainOps
-from .errors import HostUnreachable, translate
+from .errors import HostError, HostUnreachable, translate
 from .inventory import InventoryOps
 from .migration import MigrationOps
 from .storage import StorageOps
-from .uri import probe, remote_target
+from .uri import probe, remote_target, unreachable_message
+
+log = logging.getLogger(__name__)
 
 # libvirt prints every error to stderr unless a handler is registered; the
 # errors reach the caller as exceptions anyway.
@@ -68,35 +71,64 @@ def _run_event_loop() -> None:
         libvirt.virEventRunDefaultImpl()
 
 
+# Opens of a host that have not had their answer yet, by host: at most one
+# each. A host that accepts connections and never answers would otherwise cost
+# a thread and its sockets per request, for good.
+_waiting: dict[object, threading.Thread] = {}
+_waiting_lock = threading.Lock()
+
+
 def _open(uri: str, timeout: float) -> libvirt.virConnect:
     """libvirt.open with a deadline.
 
     The TCP probe catches hosts that do not answer at all; the thread catches
     the rarer case of a host that accepts the connection and then stalls
-    (a hung libvirtd). A stalled open is abandoned, not killed: its thread
-    finishes or times out on its own.
+    (a hung libvirtd, or something else listening on the port). A stalled
+    open is abandoned, not killed: its thread finishes on its own, closing
+    the connection if it comes after all. While it waits, further opens of
+    the same host are refused at once instead of starting threads of their own.
     """
     _ensure_event_loop()
     probe(uri, timeout)
+    key = remote_target(uri) or uri
     result: dict[str, object] = {}
+    abandoned = False
 
     def target() -> None:
         try:
-            result["conn"] = libvirt.open(uri)
+            conn = libvirt.open(uri)
         except libvirt.libvirtError as e:
             result["error"] = e
+        else:
+            with _waiting_lock:
+                if not abandoned:
+                    result["conn"] = conn
+                    conn = None
+            if conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+        finally:
+            with _waiting_lock:
+                if _waiting.get(key) is threading.current_thread():
+                    del _waiting[key]
 
-    thread = threading.Thread(target=target, name=f"libvirt-open {uri}", daemon=True)
+    with _waiting_lock:
+        earlier = _waiting.get(key)
+        if earlier is not None and earlier.is_alive():
+            raise HostUnreachable(f"{unreachable_message(uri)} An earlier attempt is still waiting for its answer.")
+        thread = threading.Thread(target=target, name=f"libvirt-open {uri}", daemon=True)
+        _waiting[key] = thread
     thread.start()
     thread.join(timeout * 2)
-    if thread.is_alive():
-        raise HostUnreachable(
-            f"libvirtd at {uri} accepted the connection but did not answer within "
-            f"{timeout * 2:g} s. It may be overloaded or hung: check it on the host.",
-        )
+    with _waiting_lock:
+        stalled = not result
+        abandoned = stalled
+    if stalled:
+        log.warning("libvirt open of %s had no answer within %g s", uri, timeout * 2)
+        raise HostUnreachable(unreachable_message(uri))
     error = result.get("error")
     if isinstance(error, libvirt.libvirtError):
-        raise translate(error, uri)
+        raise _open_error(error, uri)
     conn = result["conn"]
     assert isinstance(conn, libvirt.virConnect)
     if remote_target(uri) is not None:
@@ -104,6 +136,20 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(5, 3)
     return conn
+
+
+def _open_error(error: libvirt.libvirtError, uri: str) -> HostError:
+    """What a failed open tells the people who see a host's status.
+
+    Not libvirt's own text: for a port where something other than libvirtd
+    listens it quotes what answered (a banner, read as a packet length), and
+    it tells a closed port from a filtered one. The text goes to the log.
+    """
+    translated = translate(error, uri)
+    log.warning("libvirt open of %s failed: %s", uri, translated.detail)
+    if isinstance(translated, HostUnreachable) or translated.plain.startswith("libvirt reported an error"):
+        return HostUnreachable(unreachable_message(uri))
+    return HostError(translated.plain, permanent=translated.permanent, code=translated.code)
 
 
 @contextlib.contextmanager
