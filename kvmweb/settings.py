@@ -45,6 +45,16 @@ def env_int(name, default, minimum=0):
     return env_number(name, default, minimum)
 
 
+def env_rate(name, default):
+    """A request rate as DRF's throttles take it: ``100/minute`` (second, minute, hour, day)."""
+    import re
+
+    value = os.environ.get(name) or default
+    if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name} must be a rate such as 100/minute, not {value!r}.")
+    return value
+
+
 def env_list(name, default=""):
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -300,8 +310,8 @@ REST_FRAMEWORK = {
         "rest_framework.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": os.environ.get("KVMWEB_API_ANON_RATE", "60/minute"),
-        "user": os.environ.get("KVMWEB_API_USER_RATE", "1200/minute"),
+        "anon": env_rate("KVMWEB_API_ANON_RATE", "60/minute"),
+        "user": env_rate("KVMWEB_API_USER_RATE", "1200/minute"),
     },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -370,3 +380,7 @@ def env_networks(name):
 # request comes from the proxy's address: use the token there.
 KVMWEB_METRICS_TOKEN = os.environ.get("KVMWEB_METRICS_TOKEN", "")
 KVMWEB_METRICS_ALLOW = env_networks("KVMWEB_METRICS_ALLOW")
+# Optional: the networks hypervisors may be in (addresses or CIDRs). A host
+# whose name resolves outside them is refused at registration and before
+# every connection, so kvmweb cannot be pointed at the rest of the network.
+KVMWEB_HYPERVISOR_NETWORKS = env_networks("KVMWEB_HYPERVISOR_NETWORKS")
