@@ -1,6 +1,7 @@
 """Servers that tests and benchmarks start on loopback for themselves."""
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -30,7 +31,9 @@ def wait_port(port, proc=None, what="the server", timeout=30):
 
 
 class PrivateRedis:
-    """A redis-server of the caller's own, never the demo's: nothing saved to disk."""
+    """A redis-server of the caller's own, never the demo's: nothing saved to
+    disk, and a password (in a private config file, not on the command line),
+    as kvmweb's Redis should have."""
 
     def __init__(self, directory):
         self.binary = shutil.which("redis-server")
@@ -38,23 +41,17 @@ class PrivateRedis:
             raise RuntimeError("redis-server is not installed: `make test` (or `make demo`) installs it.")
         self.directory = directory
         self.port = free_port()
+        self.password = secrets.token_urlsafe(24)
         self.start()
 
     def start(self):
+        conf = os.path.join(self.directory, "redis.conf")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n")
+            f.write(f'save ""\nappendonly no\ndir {self.directory}\n')
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
+            [self.binary, conf],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -67,7 +64,7 @@ class PrivateRedis:
 
     @property
     def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def stop(self):
         if self.proc.poll() is None:
