@@ -134,7 +134,9 @@ start() {
     [ -n "$OWN_REDIS" ] && redis_setup
     if lab_possible; then
         echo "lab: $LAB (simulated hosts kvm01, kvm02 and kvm03)"
-        "$PY" -m tests.lab up --name "$LAB"
+        # The lab's hosts are system daemons with files of their own (QEMU
+        # reads its images as another user): not under kvmweb's private umask.
+        (umask 022 && "$PY" -m tests.lab up --name "$LAB")
         mode="--lab $LAB"
     else
         echo "lab: cannot run here (needs root on Linux with libvirt, QEMU, tini and bindfs);"
