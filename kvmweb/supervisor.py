@@ -1,20 +1,26 @@
 """The demo's supervisor: supervisord's configuration, written from the Procfile.
 
-    python -m kvmweb.supervisor VAR_DIR [--bind 127.0.0.1] [--port 8000] [--redis-conf FILE]
+    python -m kvmweb.supervisor redis VAR_DIR [--port 6379]     # prints the demo Redis's URL
+    python -m kvmweb.supervisor conf VAR_DIR [--bind 127.0.0.1] [--port 8000] [--with-redis]
 
 Every Procfile line (web, worker, and any line added later) becomes a program
-that supervisord restarts when it dies; with ``--redis-conf``, Redis too (the
-demo's own, with the password that file sets). The programs inherit
-supervisord's environment (REDIS_URL, KVMWEB_*), so no setting is copied
-into the file. Everything supervisord writes stays in VAR_DIR, private:
-umask 077 for it and its programs, its control socket 0700.
+that supervisord restarts when it dies; with ``--with-redis``, Redis too: the
+demo's own, on loopback, requiring a password generated once. Its URL, with
+the password, is kept in VAR_DIR/redis-url (kvmweb's settings read it when
+REDIS_URL is not set) and the password in VAR_DIR/redis.conf, never on a
+command line. The programs inherit supervisord's environment (REDIS_URL,
+KVMWEB_*), so no setting is copied into the file. Everything supervisord
+writes stays in VAR_DIR, private: umask 077 for it and its programs, its
+control socket 0700.
 """
 
 import argparse
 import os
+import secrets
 import shlex
 import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from kvmweb.procfile import ROOT, procfile, procfile_argv
 
@@ -34,7 +40,31 @@ def _command(argv):
     return _escape(shlex.join(argv))
 
 
-def render(var_dir, bind="127.0.0.1", port=8000, redis_conf=None, procfile_path=ROOT / "Procfile"):
+def _private_write(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def redis_setup(var_dir, port=6379):
+    """The demo Redis's URL and configuration, the password made on the first call only."""
+    var = Path(var_dir).resolve()
+    url_file = var / "redis-url"
+    if url_file.exists():
+        url = url_file.read_text().strip()
+    else:
+        url = f"redis://:{secrets.token_urlsafe(32)}@127.0.0.1:{port}/0"
+        _private_write(url_file, url + "\n")
+    parts = urlsplit(url)
+    _private_write(
+        var / "redis.conf",
+        f"bind 127.0.0.1\nprotected-mode yes\nport {parts.port}\nrequirepass {unquote(parts.password)}\n"
+        f"daemonize no\ndir {var}\ndbfilename redis.rdb\nsave 60 1\n",
+    )
+    return url
+
+
+def render(var_dir, bind="127.0.0.1", port=8000, with_redis=False, procfile_path=ROOT / "Procfile"):
     var = Path(var_dir).resolve()
     sections = [
         ("unix_http_server", {"file": var / "supervisor.sock", "chmod": "0700"}),
@@ -56,10 +86,8 @@ def render(var_dir, bind="127.0.0.1", port=8000, redis_conf=None, procfile_path=
         ("supervisorctl", {"serverurl": f"unix://{var / 'supervisor.sock'}"}),
     ]
     programs = []
-    if redis_conf:
-        programs.append(
-            ("redis", [shutil.which("redis-server") or "redis-server", str(Path(redis_conf).resolve())], 10)
-        )
+    if with_redis:
+        programs.append(("redis", [shutil.which("redis-server") or "redis-server", str(var / "redis.conf")], 10))
     lines = procfile(procfile_path)
     for name in lines:
         programs.append((name, procfile_argv(name, port=port, bind=bind, lines=lines), 20))
@@ -99,21 +127,23 @@ def render(var_dir, bind="127.0.0.1", port=8000, redis_conf=None, procfile_path=
 
 def write(var_dir, **kwargs):
     path = Path(var_dir) / "supervisord.conf"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(render(var_dir, **kwargs))
+    _private_write(path, render(var_dir, **kwargs))
     return path
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["redis", "conf"])
     parser.add_argument("var_dir")
     parser.add_argument("--bind", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--redis-conf")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--with-redis", action="store_true")
     args = parser.parse_args()
     os.umask(0o077)
-    print(write(args.var_dir, bind=args.bind, port=args.port, redis_conf=args.redis_conf))
+    if args.what == "redis":
+        print(redis_setup(args.var_dir, port=args.port or 6379))
+    else:
+        print(write(args.var_dir, bind=args.bind, port=args.port or 8000, with_redis=args.with_redis))
 
 
 if __name__ == "__main__":

@@ -76,27 +76,11 @@ supervisor_running() {
     [ -f "$CONF" ] && alive "$(pid_of supervisord)"
 }
 
-# The demo's own Redis: loopback only, a password generated once. The URL
-# with the password is kept in var/redis-url, which kvmweb's settings read
-# when REDIS_URL is not set; the password never appears on a command line.
+# The demo's own Redis: loopback only, a password generated once, kept with
+# its URL in var/redis-url (kvmweb's settings read it when REDIS_URL is not
+# set) and in var/redis.conf; never on a command line.
 redis_setup() {
-    if [ ! -s "$VAR/redis-url" ]; then
-        password=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')
-        echo "redis://:$password@127.0.0.1:$REDIS_PORT/0" >"$VAR/redis-url"
-    fi
-    password=$(sed -n 's|^redis://:\([^@]*\)@.*$|\1|p' "$VAR/redis-url")
-    port=$(sed -n 's|^redis://:[^@]*@[^:]*:\([0-9]*\)/.*$|\1|p' "$VAR/redis-url")
-    cat >"$VAR/redis.conf" <<EOF
-bind 127.0.0.1
-protected-mode yes
-port $port
-requirepass $password
-daemonize no
-dir $VAR
-dbfilename redis.rdb
-save 60 1
-EOF
-    REDIS_URL=$(cat "$VAR/redis-url")
+    REDIS_URL=$("$PY" -m kvmweb.supervisor redis "$VAR" --port "$REDIS_PORT")
     export REDIS_URL
 }
 
@@ -151,10 +135,10 @@ start() {
 
     stop_legacy
     if [ -n "$OWN_REDIS" ]; then
-        "$PY" -m kvmweb.supervisor "$VAR" --bind "$BIND" --port "$PORT" --redis-conf "$VAR/redis.conf" >/dev/null
+        "$PY" -m kvmweb.supervisor conf "$VAR" --bind "$BIND" --port "$PORT" --with-redis >/dev/null
     else
         redis_answers || { echo "redis: nothing answers at REDIS_URL" >&2; exit 1; }
-        "$PY" -m kvmweb.supervisor "$VAR" --bind "$BIND" --port "$PORT" >/dev/null
+        "$PY" -m kvmweb.supervisor conf "$VAR" --bind "$BIND" --port "$PORT" >/dev/null
     fi
     if supervisor_running; then
         # Run the code as it is now, and any program the Procfile gained.

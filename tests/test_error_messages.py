@@ -28,7 +28,7 @@ def test_an_unreachable_host_says_what_to_check():  # the article's error 1, at 
     with pytest.raises(HostUnreachable) as caught:
         with open_host("qemu+tcp://127.0.0.1:1/system", timeout=2):
             pass
-    assert "Check that libvirtd is running" in caught.value.plain
+    assert "Check that the host is up, that libvirtd listens there" in caught.value.plain
     assert caught.value.permanent is False
 
 

@@ -1,7 +1,9 @@
-"""The demo's processes run under supervisord and come back when they die (finding 5).
+"""The demo's processes run under supervisord and come back when they die
+(finding 5), and the demo's Redis obeys only who has its password (finding 1).
 
-The supervisor's configuration is the one `make demo` writes (kvmweb.supervisor,
-from the Procfile); here its programs use the test session's database and Redis.
+The supervisor's configuration and the Redis set-up are the ones `make demo`
+writes (kvmweb.supervisor, from the Procfile); the programs find the Redis
+URL where the demo keeps it (var/redis-url) and use the test database.
 """
 
 import os
@@ -10,8 +12,11 @@ import signal
 import subprocess
 import time
 import urllib.request
+from urllib.parse import urlsplit
 
 import pytest
+import redis
+from rq import Worker
 
 from kvmweb import supervisor
 from tests.conftest import database_url_for_subprocess
@@ -35,18 +40,18 @@ def running_pid(conf, name, timeout=60, not_pid=None):
 
 
 @pytest.fixture
-def supervised(transactional_db, redis_url, tmp_path):
+def supervised(transactional_db, tmp_path):
     if shutil.which("supervisord") is None:
         pytest.fail("supervisord is not installed: `make demo` or `make test` installs it (Debian's supervisor).")
     var = tmp_path / "var"
     var.mkdir(mode=0o700)
     port = free_port()
-    conf = supervisor.write(var, bind="127.0.0.1", port=port)
+    redis_url = supervisor.redis_setup(var, port=free_port())
+    conf = supervisor.write(var, bind="127.0.0.1", port=port, with_redis=True)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
         "KVMWEB_VAR_DIR": str(var),
         "DATABASE_URL": database_url_for_subprocess(),
-        "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/3",
         "KVMWEB_SYNC_INTERVAL": "0",
         "KVMWEB_LOG_LEVEL": "WARNING",
     }
@@ -55,7 +60,7 @@ def supervised(transactional_db, redis_url, tmp_path):
         ["supervisord", "-c", str(conf)], env=env, check=True, timeout=30, preexec_fn=lambda: os.umask(0o077)
     )
     try:
-        yield conf, port, var
+        yield conf, port, var, redis_url
     finally:
         ctl(conf, "stop", "all")
         ctl(conf, "shutdown")
@@ -73,9 +78,29 @@ def test_every_procfile_line_is_a_supervised_program():
     assert "-p 8123" in conf
 
 
-def test_a_killed_worker_and_web_server_come_back(supervised):
-    conf, port, var = supervised
+def test_the_demos_redis_requires_its_password(supervised):
+    conf, port, var, url = supervised
+    running_pid(conf, "redis")
+    parts = urlsplit(url)
+    anonymous = redis.Redis(host="127.0.0.1", port=parts.port, socket_connect_timeout=5)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.lpush("rq:queue:default", "evil")
+    assert redis.Redis.from_url(url).ping()
+    # The worker found the URL (and password) in var/redis-url, as the demo's processes do.
+    running_pid(conf, "worker")
+    deadline = time.monotonic() + 60
+    while not Worker.all(connection=redis.Redis.from_url(url)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert Worker.all(connection=redis.Redis.from_url(url))
+    assert url not in (var / "supervisord.conf").read_text()
+
+
+def test_a_killed_worker_web_server_and_redis_come_back(supervised):
+    conf, port, var, url = supervised
     wait_port(port, what="daphne under supervisord", timeout=60)
+    store = running_pid(conf, "redis")
+    os.kill(store, signal.SIGKILL)
+    running_pid(conf, "redis", not_pid=store)
     worker = running_pid(conf, "worker")
     os.kill(worker, signal.SIGKILL)
     again = running_pid(conf, "worker", not_pid=worker)
