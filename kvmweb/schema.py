@@ -11,9 +11,10 @@ name with a list of messages. Added to every operation by this hook
 ERROR_SCHEMA = {
     "type": "object",
     "description": "Why the request was refused: `detail`, and for a field's problem the field's name "
-    "with a list of messages.",
+    "with a list of messages (some refusals add what they are about, as a maintenance plan's "
+    "`unplaced` VMs).",
     "properties": {"detail": {"type": "string"}},
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "additionalProperties": True,
 }
 
 ERRORS = {
@@ -21,6 +22,7 @@ ERRORS = {
     "401": "No credentials, or a wrong token.",
     "403": "The account has no role, or the action is for operators.",
     "404": "No such object.",
+    "415": "The body is not JSON (Content-Type: application/json).",
     "429": "Too many requests (or failed logins) from this client: try again later.",
 }
 
@@ -35,6 +37,8 @@ def add_error_responses(result, generator, request, public):
             params = operation.get("parameters", [])
             if method in ("post", "put", "patch") or any(p.get("in") == "query" for p in params):
                 wanted.append("400")
+            if method in ("post", "put", "patch"):
+                wanted.append("415")
             if "{" in path:
                 wanted.append("404")
             for code in wanted:

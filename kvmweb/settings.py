@@ -305,6 +305,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "kvmweb.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # JSON in, as the API is documented; anything else is 415. (Form bodies
+    # also meet daphne's own multipart parser, which answers a malformed one
+    # with a bare 400 before kvmweb sees it.)
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
         "rest_framework.throttling.UserRateThrottle",

@@ -1,7 +1,7 @@
 """The maintenance API: plan, evacuate, return, follow, cancel."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.response import Response
@@ -29,7 +29,10 @@ def refused(e):
     return Response({"detail": e.message, **e.extra}, status=e.status)
 
 
-@extend_schema(request=MaintenanceRequest, responses={200: dict, 202: dict})
+@extend_schema(
+    request=MaintenanceRequest,
+    responses={200: dict, 202: dict, 409: OpenApiResponse(description="An evacuation of the host is under way.")},
+)
 @api_view(["POST"])
 @permission_classes([IsOperatorOrReadOnly])
 def maintenance(request, pk):
@@ -55,7 +58,10 @@ def maintenance(request, pk):
     )
 
 
-@extend_schema(request=ActivateRequest, responses={200: dict, 202: dict})
+@extend_schema(
+    request=ActivateRequest,
+    responses={200: dict, 202: dict, 409: OpenApiResponse(description="The host is not in maintenance.")},
+)
 @api_view(["POST"])
 @permission_classes([IsOperatorOrReadOnly])
 def activate(request, pk):
@@ -102,7 +108,10 @@ class EvacuationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     queryset = Evacuation.objects.prefetch_related("migrations")
     serializer_class = EvacuationSerializer
 
-    @extend_schema(request=None, responses={202: EvacuationSerializer})
+    @extend_schema(
+        request=None,
+        responses={202: EvacuationSerializer, 409: OpenApiResponse(description="It has finished already.")},
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Start no more moves and cancel the running ones; each VM stays where it is."""

@@ -8,15 +8,15 @@ falls between the two.
 import time
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from kvmweb.websocket import SessionBoundConsumer
 from migrations_app.consumers import CLOSE_NOT_ALLOWED, CLOSE_NOT_FOUND, _user_may_watch
 
 from . import services
 from .models import Evacuation
 
 
-class EvacuationConsumer(AsyncJsonWebsocketConsumer):
+class EvacuationConsumer(SessionBoundConsumer):
     async def connect(self):
         self.group = None
         if not await database_sync_to_async(_user_may_watch)(self.scope.get("user")):

@@ -30,7 +30,7 @@ def test_a_socket_from_another_origin_is_refused(client, migration, viewer, orig
     cookie = cookie_for(client, viewer)
 
     async def scenario():
-        for path in (f"/ws/migrations/{migration.pk}/", "/ws/dashboard/"):
+        for path in (f"/ws/migrations/{migration.pk}/", "/ws/dashboard/", "/ws/evacuations/1/"):
             connected, _ = await socket(path, origin, host, cookie).connect()
             assert not connected, (path, origin)
 
