@@ -27,7 +27,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.stack import BIN, ROOT, Stack, session_cookie
+from bench.stack import Stack, session_cookie
+from kvmweb.procfile import BIN, ROOT
 
 LAB_NAME = "load"
 GUESTS = ("load-a", "load-b")

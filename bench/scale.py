@@ -43,7 +43,8 @@ import urllib.request
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.stack import Stack, procfile
+from bench.stack import Stack
+from kvmweb.procfile import procfile
 from tests.localservers import PrivatePostgres
 
 LAB_NAME = "scale"
@@ -122,14 +123,14 @@ class Scale:
     def setup(self):
         self.stack.setup_django()
         from django.contrib.auth.models import Group, User
-        from rest_framework.authtoken.models import Token
+        from knox.models import AuthToken
 
         from hosts.models import Host
         from tests.migration_helpers import register_lab
 
         operator = User.objects.create_user("scale-operator")
         operator.groups.add(Group.objects.get(name="operators"))
-        self.token = Token.objects.create(user=operator).key
+        self.token = AuthToken.objects.create(user=operator, expiry=None)[1]
         for i, host in enumerate(HOSTS):
             for n in range(GUESTS_PER_HOST):
                 self.lab.remove_guest(f"scale-{i + 1}{n}")
@@ -348,7 +349,7 @@ def main(argv=None):
     try:
         t0 = time.monotonic()
         lab.up()
-        stack = Stack(database_url=pg.url, env={"KVMWEB_SYNC_INTERVAL": "5"})
+        stack = Stack(database_url=pg.url, env={"KVMWEB_SYNC_INTERVAL": "5", "KVMWEB_API_USER_RATE": "100000/minute"})
         scale = Scale(lab, stack, pg, stack.redis)
         scale.setup()
         print(
