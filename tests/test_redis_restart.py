@@ -50,7 +50,7 @@ def test_a_queued_migration_whose_job_redis_lost_is_queued_again(hosts):
     assert requeue_lost() == [lost.pk]
 
     job = queue.fetch_job(f"migration-{lost.pk}")
-    assert job is not None and job.get_status() == "queued" and job.args == (lost.pk,)
+    assert job is not None and job.get_status() == "queued" and list(job.args) == [lost.pk]  # JSON jobs: a list
     assert queue.fetch_job(f"migration-{just_asked.pk}") is None
     assert queue.fetch_job(f"migration-{waiting.pk}") is None
     assert queue.fetch_job(f"migration-{running.pk}") is None
