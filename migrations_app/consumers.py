@@ -166,6 +166,7 @@ def host_counts():
             "domain_count": h.domain_count,
             "running_count": h.running_count,
             "capacity": h.capacity.as_bar(),
+            "maintenance": h.maintenance,
         }
         for h in hosts
     ]

@@ -79,6 +79,8 @@
       tr.querySelector("td.vms").replaceChildren(K.el("span", { "class": "count" }, h.running_count),
                                                  document.createTextNode(" running / " + h.domain_count));
       if (h.capacity) capacity(tr.querySelector(".capacity"), h.capacity);
+      var badge = tr.querySelector(".maintenance");
+      if (badge) badge.hidden = !h.maintenance;
     });
   }
 

@@ -10,6 +10,7 @@ from hosts.models import Domain, Host
 from hosts.sync import sync_host
 from maintenance import runner
 from maintenance.models import Evacuation, Item, Kind
+from migrations_app.consumers import host_counts
 from migrations_app.models import AuditEntry, Migration
 from tests.testdriver import write_host
 
@@ -185,3 +186,15 @@ def test_the_plan_page_is_for_operators_and_shows_every_vm(client, operator, vie
     assert 'data-domain="kvm01-vm001"' in page and 'data-domain="kvm01-vm002"' in page
     assert "kvm01-vm000" in page  # staying, with its reason
     assert not Host.objects.get(pk=hosts["kvm01"].pk).maintenance
+
+
+def test_the_dashboard_shows_which_host_is_in_maintenance_and_its_feed_says_so(client, viewer, hosts):
+    Host.objects.filter(pk=hosts["kvm01"].pk).update(maintenance=True)
+    client.force_login(viewer)
+
+    page = client.get("/").content.decode()
+
+    rows = {name: page.split(f'data-host="{name}"')[1].split("</tr>")[0] for name in ("kvm01", "kvm02")}
+    assert '"status orange maintenance">In maintenance' in rows["kvm01"]
+    assert '"status orange maintenance" hidden>' in rows["kvm02"]
+    assert {h["name"]: h["maintenance"] for h in host_counts()} == {"kvm01": True, "kvm02": False, "kvm03": False}
