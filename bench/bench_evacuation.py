@@ -178,6 +178,14 @@ class LabBench:
             raise SystemExit(f"evacuation {evacuation.pk} ended {evacuation.status}: {evacuation.error}")
         seconds = evacuation.finished_at.timestamp() - t0
         targets = {i["domain_name"]: i["target_name"] for i in evacuation.plan}
+
+        def at(moment):
+            return f"{moment.timestamp() - t0:.2f}"
+
+        self.timeline = f"started {at(evacuation.started_at)}; " + "; ".join(
+            f"#{m.pk} asked {at(m.created_at)} running {at(m.started_at)} done {at(m.finished_at)}"
+            for m in evacuation.migrations.order_by("created_at")
+        )
         return seconds, targets, evacuation
 
     @staticmethod
@@ -250,6 +258,7 @@ class LabBench:
                     theirs.append(self.by_hand(targets))
         from hosts.models import Host
 
+        two_out = self.timeline
         Host.objects.filter(name="kvm01").update(max_outgoing=4)
         for _ in range(rounds):
             wide.append(self.kvmweb()[0])
@@ -280,6 +289,8 @@ class LabBench:
             "of each move: requested to running (connections, pre-flight checks)",
         )
         report("evacuate.kvmweb_move_running_seconds_median", median(moving), "of each move: running to succeeded")
+        report("evacuate.kvmweb_timeline", two_out, "the last with 2 out at once, seconds from the request")
+        report("evacuate.kvmweb_4_out_timeline", self.timeline, "the last with 4 out at once")
         report("evacuate.targets", ", ".join(f"{n}->{t}" for n, t in sorted(targets.items())))
         report("evacuate.guests_still_ticking", ", ".join(f"tick {t[0]}" for t in ticks))
 
