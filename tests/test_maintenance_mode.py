@@ -198,3 +198,14 @@ def test_the_dashboard_shows_which_host_is_in_maintenance_and_its_feed_says_so(c
     assert '"status orange maintenance">In maintenance' in rows["kvm01"]
     assert '"status orange maintenance" hidden>' in rows["kvm02"]
     assert {h["name"]: h["maintenance"] for h in host_counts()} == {"kvm01": True, "kvm02": False, "kvm03": False}
+
+
+def test_viewers_may_follow_an_evacuation_but_not_cancel_it_nor_end_maintenance(api, operator, viewer, hosts):
+    pk = maintenance(api, operator, hosts["kvm01"]).json()["id"]
+    api.force_authenticate(viewer)
+
+    assert api.get(f"/api/evacuations/{pk}/").status_code == 200
+    assert api.post(f"/api/evacuations/{pk}/cancel/").status_code == 403
+    assert api.post(f"/api/hosts/{hosts['kvm01'].pk}/activate/", {}, format="json").status_code == 403
+    assert not Evacuation.objects.get(pk=pk).cancel_requested
+    assert Host.objects.get(pk=hosts["kvm01"].pk).maintenance
