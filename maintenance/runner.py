@@ -48,6 +48,7 @@ class Runner:
         self.evacuation = evacuation
         self.user = evacuation.requested_by or AnonymousUser()
         self.moving = {}  # plan index -> thread
+        self.finishing = []  # threads of moves that ended, refreshing the inventory
         self.sent = None  # the state last published
 
     @property
@@ -147,11 +148,15 @@ class Runner:
 
     def _collect(self, cancelling):
         for index, thread in list(self.moving.items()):
-            if thread.is_alive():
-                continue
-            del self.moving[index]
             item = self.plan[index]
             migration = Migration.objects.get(pk=item["migrations"][-1])
+            # A move that succeeded counts at once; its thread still refreshes
+            # the two hosts' inventory (self.finishing). A failed one is
+            # planned again only once that refresh is done, on fresh facts.
+            if migration.status != MigrationStatus.SUCCEEDED and thread.is_alive():
+                continue
+            del self.moving[index]
+            self.finishing.append(thread)
             if migration.status == MigrationStatus.SUCCEEDED:
                 item["state"] = Item.MOVED  # any error kept: why it went elsewhere
             elif migration.status == MigrationStatus.CANCELLED:
@@ -218,6 +223,8 @@ class Runner:
             outcome=str(status),
         )
         services.publish(evacuation)
+        for thread in self.finishing:
+            thread.join(60)
         self._refresh_inventory()
 
     def _refresh_inventory(self):
