@@ -149,6 +149,7 @@ class LabBench:
         from hosts.sync import sync_host
 
         self.lab = lab
+        self.retries = []  # moves tried a second time, with why
         self.user = User.objects.get_or_create(username="bench", defaults={"is_superuser": True})[0]
         self.hosts = {}
         for name in lab.hosts:
@@ -182,6 +183,7 @@ class LabBench:
         def at(moment):
             return f"{moment.timestamp() - t0:.2f}"
 
+        self.retries += [f"{i['domain_name']}: {i['error']}" for i in evacuation.plan if len(i["tried"]) > 1]
         self.timeline = f"started {at(evacuation.started_at)}; " + "; ".join(
             f"#{m.pk} asked {at(m.created_at)} running {at(m.started_at)} done {at(m.finished_at)}"
             for m in evacuation.migrations.order_by("created_at")
@@ -291,6 +293,7 @@ class LabBench:
         report("evacuate.kvmweb_move_running_seconds_median", median(moving), "of each move: running to succeeded")
         report("evacuate.kvmweb_timeline", two_out, "the last with 2 out at once, seconds from the request")
         report("evacuate.kvmweb_4_out_timeline", self.timeline, "the last with 4 out at once")
+        report("evacuate.moves_tried_again", len(self.retries), " | ".join(self.retries)[:600])
         report("evacuate.targets", ", ".join(f"{n}->{t}" for n, t in sorted(targets.items())))
         report("evacuate.guests_still_ticking", ", ".join(f"tick {t[0]}" for t in ticks))
 
