@@ -21,6 +21,7 @@ from hosts.models import Domain, Host
 from hosts.sync import sync_hosts
 from migrations_app import engine
 from migrations_app import services as migration_services
+from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
 from migrations_app.models import Migration
 from migrations_app.models import Status as MigrationStatus
 
@@ -137,11 +138,7 @@ class Runner:
         if Evacuation.objects.filter(pk=self.evacuation.pk, cancel_requested=True).exists():
             # Cancelled while this move was being requested: the cancel did not see it.
             migration_services.cancel(self.user, migration)
-        thread = threading.Thread(
-            target=_move, args=(migration.pk,), name=f"evacuation-move-{migration.pk}", daemon=True
-        )
-        thread.start()
-        self.moving[index] = thread
+        self.moving[index] = _start_thread(migration.pk)
         return True
 
     # -- moves that ended ------------------------------------------------------
@@ -150,6 +147,12 @@ class Runner:
         for index, thread in list(self.moving.items()):
             item = self.plan[index]
             migration = Migration.objects.get(pk=item["migrations"][-1])
+            if migration.status in MIGRATION_ACTIVE:
+                if migration.status == MigrationStatus.QUEUED and not thread.is_alive():
+                    self.moving[index] = _start_thread(migration.pk)  # its thread crashed: drive it again
+                # Or a worker runs it (the periodic requeue found it waiting):
+                # either way it is not over.
+                continue
             # A move that succeeded counts at once; its thread still refreshes
             # the two hosts' inventory (self.finishing). A failed one is
             # planned again only once that refresh is done, on fresh facts.
@@ -238,6 +241,12 @@ class Runner:
             sync_hosts(sorted(names))
         except Exception:
             log.warning("inventory refresh after evacuation %s failed", self.evacuation.pk, exc_info=True)
+
+
+def _start_thread(pk):
+    thread = threading.Thread(target=_move, args=(pk,), name=f"evacuation-move-{pk}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _move(pk):
