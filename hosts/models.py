@@ -1,3 +1,7 @@
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
@@ -168,6 +172,22 @@ class Host(models.Model):
         if not self.memory_total:
             return 0
         return round(100 * self.memory_used / self.memory_total)
+
+    def address(self):
+        """The host's own address, resolved from its URI (None if it resolves
+        to no address but loopback): where migration data goes, and what
+        consoles bound to this host listen on."""
+        name = urlsplit(self.uri).hostname
+        if not name:
+            return None
+        try:
+            infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            return None
+        for info in infos:
+            if not ipaddress.ip_address(info[4][0]).is_loopback:
+                return info[4][0]
+        return None
 
     def mark_online(self, info):
         now = timezone.now()

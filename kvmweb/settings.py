@@ -4,6 +4,7 @@ Every value has a default that works on a single machine; a value that is
 present but malformed raises ImproperlyConfigured instead of being guessed at.
 """
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -354,6 +355,23 @@ KVMWEB_SYNC_INTERVAL = env_int("KVMWEB_SYNC_INTERVAL", 60)
 KVMWEB_RESERVED_MEMORY_MIB = env_int("KVMWEB_RESERVED_MEMORY_MIB", 1024)
 KVMWEB_MEMORY_ALLOCATION_RATIO = env_number("KVMWEB_MEMORY_ALLOCATION_RATIO", 1.0, 0.1, float)
 KVMWEB_CPU_ALLOCATION_RATIO = env_number("KVMWEB_CPU_ALLOCATION_RATIO", 4.0, 0.1, float)
+
+
+def _listen_address():
+    value = os.environ.get("KVMWEB_LISTEN_ADDRESS", "").strip()
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"KVMWEB_LISTEN_ADDRESS must be an IP address, not {value!r}.") from None
+    return value
+
+
+# What a VM's VNC/SPICE console or TCP serial port listens on after a migration
+# when it was bound to an address of the source that is not the one kvmweb
+# reaches the source at (so there is no matching address on the target).
+# Empty: such a VM is refused by the pre-flight checks.
+KVMWEB_LISTEN_ADDRESS = _listen_address()
 
 LOGGING = {
     "version": 1,

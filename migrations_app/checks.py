@@ -10,12 +10,12 @@ import ipaddress
 import socket
 import uuid as uuidlib
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit
 
 from hosts import capacity
 from hosts.libvirt import CpuComparison, HostError, open_host
 from hosts.models import Host
 
+from . import device_checks
 from .models import Migration, Mode, Status, StorageMode
 from .policies import get_policy, outpaced
 
@@ -39,12 +39,12 @@ LABELS = {
     "target_pool": "Target pool",
     "free_space": "Free space",
     "target_volumes": "Target volume names",
-    "removable_media": "Removable media",
     "memory": "Memory",
     "hugepages": "Huge pages",
     "vcpus": "vCPUs",
     "maintenance": "Target not in maintenance",
     "convergence": "Will it converge?",
+    **device_checks.LABELS,
 }
 
 
@@ -102,7 +102,17 @@ def _connect(stack, checks, name, host):
 
 
 # Named alike on a services.Request and on a Migration.
-SHARED_FIELDS = ("mode", "storage", "target_pool", "bandwidth_mib", "policy", "force_off", "shutdown_timeout", "target")
+SHARED_FIELDS = (
+    "mode",
+    "storage",
+    "target_pool",
+    "bandwidth_mib",
+    "policy",
+    "force_off",
+    "shutdown_timeout",
+    "eject_media",
+    "target",
+)
 
 
 def _request_values(req):
@@ -141,6 +151,7 @@ def _run_all(checks, v, source, target):
         _check_storage,
         _check_memory,
         _check_convergence,
+        device_checks.check_devices,
     ):
         try:
             check(checks, v, dom, source, target)
@@ -210,19 +221,8 @@ def migration_address(target_host, target_conn=None):
     Sending to an address, not to the name the target reports, avoids the
     article's "hostname on destination resolved to localhost" error.
     Returns (address or None, reported hostname)."""
-    host = urlsplit(target_host.uri).hostname
     reported = target_conn.hostname() if target_conn is not None else ""
-    if not host:
-        return None, reported
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return None, reported
-    for info in infos:
-        address = info[4][0]
-        if not ipaddress.ip_address(address).is_loopback:
-            return address, reported
-    return None, reported
+    return target_host.address(), reported
 
 
 def _check_hostname(checks, v, dom, source, target):
@@ -432,15 +432,6 @@ def _check_storage(checks, v, dom, source, target):
         _check_shared_storage(checks, v, disks, source, target)
     else:
         _check_copy_storage(checks, v, disks, source, target)
-    for d in dom.info.disks:
-        if d.device != "disk" and d.path:
-            if target.volume_by_path(d.path, refresh=False) is None:
-                checks.add(
-                    "removable_media",
-                    WARN,
-                    f"The {d.device} {d.path} is not visible on the target; eject it first or "
-                    "the VM may not start there.",
-                )
 
 
 def _check_shared_storage(checks, v, disks, source, target):

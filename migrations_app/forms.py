@@ -67,6 +67,9 @@ class MigrationForm(forms.Form):
     delete_source_volumes = forms.BooleanField(
         required=False, label="Delete the source disks once the copy is verified"
     )
+    eject_media = forms.BooleanField(
+        required=False, label="Eject CD-ROMs and floppies whose image the target cannot see"
+    )
 
     def __init__(self, *args, domain=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -109,6 +112,7 @@ class MigrationForm(forms.Form):
             shutdown_timeout=data["shutdown_timeout"],
             force_off=bool(data["force_off"]),
             delete_source_volumes=data["delete_source_volumes"],
+            eject_media=data["eject_media"],
         )
 
     def add_refusal(self, refused):
@@ -137,6 +141,8 @@ class MigrationForm(forms.Form):
                 f"{domain.name} will move from {domain.host.name} to {target.name} while it "
                 "keeps running; it pauses only for the final switch-over."
             )
+        if data["eject_media"]:
+            text += " CD-ROM and floppy images the target cannot see are ejected for the move."
         return text
 
 

@@ -96,6 +96,9 @@ class Migration(models.Model):
     delete_source_volumes = models.BooleanField(
         default=False, help_text="Cold and copy: delete the source disks once the copy is verified."
     )
+    eject_media = models.BooleanField(
+        default=False, help_text="Empty CD-ROM and floppy drives whose image the target cannot see."
+    )
 
     # What happened.
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)

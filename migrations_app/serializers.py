@@ -20,6 +20,7 @@ class MigrationRequestSerializer(serializers.Serializer):
     shutdown_timeout = serializers.IntegerField(required=False, min_value=5, max_value=3600, default=120)
     force_off = serializers.BooleanField(required=False, default=False)
     delete_source_volumes = serializers.BooleanField(required=False, default=False)
+    eject_media = serializers.BooleanField(required=False, default=False)
     dry_run = serializers.BooleanField(required=False, default=False)
 
 
@@ -49,6 +50,7 @@ class MigrationSerializer(serializers.ModelSerializer):
             "shutdown_timeout",
             "force_off",
             "delete_source_volumes",
+            "eject_media",
             "status",
             "phase",
             "was_running",

@@ -39,6 +39,7 @@ class Request:
     shutdown_timeout: int = 120
     force_off: bool = False
     delete_source_volumes: bool = False
+    eject_media: bool = False
 
 
 def validate(req):
@@ -134,6 +135,7 @@ def request_migration(user, req, queue=True):
                 shutdown_timeout=req.shutdown_timeout,
                 force_off=req.force_off,
                 delete_source_volumes=req.delete_source_volumes,
+                eject_media=req.eject_media,
             )
             AuditEntry.record(
                 AuditAction.REQUEST,

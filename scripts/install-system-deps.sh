@@ -4,6 +4,7 @@
 #   scripts/install-system-deps.sh [demo|test|ci]
 #
 #   demo: libvirt, QEMU, Redis, supervisor and what the lab of simulated hosts uses
+#         (UEFI and TPM for its guests included)
 #   test: demo + Chromium for the browser tests
 #   ci:   test + PostgreSQL
 #
@@ -14,7 +15,7 @@ set -eu
 set_name=${1:-demo}
 
 DEMO="libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-utils
-redis-server supervisor tini busybox-static iproute2 bridge-utils bindfs gcc libc6-dev make"
+redis-server supervisor tini busybox-static iproute2 bridge-utils bindfs gcc libc6-dev make ovmf swtpm swtpm-tools"
 TEST="chromium"
 CI="postgresql"
 

@@ -72,6 +72,7 @@
         shutdown_timeout: Number(value(form, "shutdown_timeout")) || 120,
         force_off: value(form, "mode") === "cold" && value(form, "force_off") === "1",
         delete_source_volumes: !!value(form, "delete_source_volumes"),
+        eject_media: !!value(form, "eject_media"),
         dry_run: true
       };
     }
@@ -140,6 +141,7 @@
           "and started on " + target + ".";
         if (value(form, "force_off") === "1") question += " If it does not shut down in time it is powered off.";
         if (value(form, "delete_source_volumes")) question += " The source disks are deleted after the copy is verified.";
+        if (value(form, "eject_media")) question += " CD-ROM and floppy images the target cannot see are ejected for the move.";
       } else {
         question = "Start a live migration of " + vm + " to " + target + "?\n\nIt keeps running and " +
           "pauses only for the final switch-over.";

@@ -82,3 +82,37 @@ def test_a_missing_disk_on_a_real_host_reads_as_storage_not_mounted(lab, lab_gue
             conn.start(conn.call(lambda: [d for d in conn._conn.listAllDomains() if d.name() == name][0].UUIDString()))
     assert caught.value.code == "storage"
     assert ".missing" in caught.value.detail
+
+
+def test_a_console_bound_to_an_address_the_target_lacks():
+    # As QEMU 7.2 reported it through libvirt 9.0 on the lab, for VNC bound to the source's address.
+    error = translate(
+        libvirt_error(
+            "internal error: process exited while connecting to monitor: qemu-system-x86_64: "
+            "-vnc 10.213.187.11:0,audiodev=audio1: Failed to bind socket: Cannot assign requested address"
+        )
+    )
+    assert "could not listen for a console (VNC, SPICE) or serial port" in error.plain
+    assert "bound to an address the target host does not have" in error.plain
+    assert "Failed to bind socket" in error.detail
+
+
+def test_a_console_port_taken_on_the_target():
+    error = translate(
+        libvirt_error(
+            "internal error: process exited while connecting to monitor: qemu-system-x86_64: "
+            "-vnc 10.0.0.12:1: Failed to bind socket: Address already in use"
+        )
+    )
+    assert "the port it asks for is already taken there" in error.plain
+
+
+def test_snapshots_that_stop_a_live_move():
+    error = translate(
+        libvirt_error(
+            "Requested operation is not valid: cannot migrate domain with 1 snapshots",
+            libvirt.VIR_ERR_OPERATION_INVALID,
+        )
+    )
+    assert "refuses to move a running VM that has snapshots" in error.plain
+    assert error.code == "snapshots"

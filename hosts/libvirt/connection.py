@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import libvirt
 
+from .devices import DeviceOps
 from .domains import DomainOps
 from .errors import HostError, HostUnreachable, translate
 from .inventory import InventoryOps
@@ -30,11 +31,12 @@ log = logging.getLogger(__name__)
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
-class Connection(InventoryOps, DomainOps, StorageOps, MigrationOps):
+class Connection(InventoryOps, DomainOps, DeviceOps, StorageOps, MigrationOps):
     """A libvirt connection for one piece of work. Use ``open_host``.
 
     Its methods take and return plain data (``types``) and raise only
-    ``HostError``; the parts live in inventory, domains, storage and migration.
+    ``HostError``; the parts live in inventory, domains, devices, storage and
+    migration.
     """
 
     def close(self) -> None:

@@ -93,6 +93,28 @@ def translate(error: BaseException, uri: str = "") -> HostError:
             detail,
             code="auth",
         )
+    if "failed to bind socket" in lower:
+        if "address already in use" in lower:
+            why = "the port it asks for is already taken there (by another VM's console, say)"
+            fix = "Let libvirt choose the port (autoport), or free the port on the target."
+        else:
+            why = "it is bound to an address the target host does not have"
+            fix = (
+                "Make it listen on 0.0.0.0 or on a libvirt network; kvmweb adapts consoles bound to "
+                "the source's own address, and to KVMWEB_LISTEN_ADDRESS if that is set."
+            )
+        return HostError(
+            f"QEMU could not listen for a console (VNC, SPICE) or serial port of the VM on the target: {why}. {fix}",
+            detail,
+            code="bind",
+        )
+    if re.search(r"cannot migrate domain with \d+ snapshots?", lower):
+        return HostError(
+            "libvirt refuses to move a running VM that has snapshots. Migrate it cold (kvmweb moves the "
+            "snapshots with it), or delete the snapshots first.",
+            detail,
+            code="snapshots",
+        )
     if "input/output error" in lower or (
         ("no such file or directory" in lower or "cannot access storage file" in lower) and "/" in detail
     ):

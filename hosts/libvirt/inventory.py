@@ -294,7 +294,12 @@ class InventoryOps(Ops):
         mode, cpu_xml = _domain_cpu(root)
         job_active = False
         if dom.isActive():
-            job_active = dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE
+            try:
+                job_active = dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                # A driver that cannot report jobs (libvirt's test driver) runs none.
         return DomainDetails(
             info=info,
             active=bool(dom.isActive()),

@@ -42,7 +42,8 @@ def rewrite_disk_paths(xml: str, paths: Mapping[str, str]) -> str:
     if not paths:
         return xml
     root = ET.fromstring(xml)
-    for source in root.iterfind("devices/disk/source"):
+    # At any depth: a snapshot's XML holds the domain's definition.
+    for source in root.iterfind(".//devices/disk/source"):
         old = source.get("file")
         if old in paths:
             source.set("file", paths[old])

@@ -14,7 +14,7 @@ from typing import Any
 
 from hosts.libvirt import Connection, DomainDetails, DomainState, HostError, rewrite_disk_paths
 
-from .. import events
+from .. import device_moves, events
 from ..models import AuditAction, Migration, Phase, StorageMode
 from .digest import BlockDigest
 from .live import SAMPLE_INTERVAL
@@ -68,9 +68,13 @@ class ColdMigration:
             self.check_cancel()
             self.m.set_phase(Phase.DEFINING)
             events.publish_migration(self.m)
-            self.dst.define(rewrite_disk_paths(xml, paths))
+            xml, changes = device_moves.destination_xml(self.m, self.dst, rewrite_disk_paths(xml, paths))
+            self.dst.define(xml)
             self.defined_on_target = True
             note(self.m, f"Defined {self.m.domain_name} on {self.m.target_name}.")
+            if changes:
+                note(self.m, f"Adapted for {self.m.target_name}: {'; '.join(changes)}.")
+            self.carry_host_state(xml, paths)
             if was_running:
                 self.m.set_phase(Phase.STARTING_ON_TARGET)
                 events.publish_migration(self.m)
@@ -144,6 +148,15 @@ class ColdMigration:
         self.src.destroy(self.uuid)
         self.wait_state(self.src, DomainState.SHUTOFF, 30, "power off")
 
+    def carry_host_state(self, xml: str, paths: dict[str, str]) -> None:
+        """What libvirt keeps per host and a cold move does not carry by itself."""
+        carried, _written = device_moves.carry_state(self.m, self.src, self.dst, xml)
+        if carried:
+            note(self.m, f"Copied {' and '.join(carried)} to {self.m.target_name}.")
+        count = device_moves.carry_snapshots(self.m, self.src, self.dst, lambda x: rewrite_disk_paths(x, paths))
+        if count:
+            note(self.m, f"Defined {count} snapshot(s) on {self.m.target_name} as they were on {self.m.source_name}.")
+
     def wait_state(self, conn: Connection, state: DomainState, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -176,16 +189,22 @@ class ColdMigration:
         paths = {}
         done = 0
         t0 = time.monotonic()
+        chains = {c.path: c.backing for c in self.src.domain_devices(self.uuid).chains}
         for disk in disks:
             last = 0.0  # a progress sample at the start of each disk
             name = disk.path.rsplit("/", 1)[-1]
+            read_from = disk.path
+            if chains.get(disk.path):
+                # The copy is one file: its backing files may not exist on the target.
+                read_from = self.src.flat_copy(disk.path)
+                note(self.m, f"Merged {disk.path} and its backing files {', '.join(chains[disk.path])} into one file.")
             new = self.dst.create_volume(pool.name, name, disk.capacity or 0, disk.format or "raw")
             self.created_volumes.append(new)
             self.m.save_progress({**self.m.progress, "created_volumes": self.created_volumes})
             note(self.m, f"Copying {disk.path} to {new} on {self.m.target_name}.")
             digest = BlockDigest()
 
-            def pieces(path: str = disk.path, digest: BlockDigest = digest) -> Iterator[Any]:
+            def pieces(path: str = read_from, digest: BlockDigest = digest) -> Iterator[Any]:
                 nonlocal done, last
                 for kind, value in self.src.read_volume(path):
                     digest.add(kind, value)
@@ -199,7 +218,12 @@ class ColdMigration:
                         self.copy_progress(done, allocated, t0)
                     yield kind, value
 
-            self.dst.write_volume(new, pieces())
+            try:
+                self.dst.write_volume(new, pieces())
+            finally:
+                if read_from != disk.path:
+                    with contextlib.suppress(HostError):
+                        self.src.delete_volume(read_from)
             self.digests[new] = (disk.path, digest.hexdigest())
             paths[disk.path] = new
         self.copy_progress(done, allocated, t0)

@@ -15,7 +15,7 @@ from typing import Any
 
 from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
 
-from .. import events
+from .. import device_moves, events
 from ..checks import migration_address
 from ..models import AuditAction, InvalidTransition, Migration, Phase, StorageMode
 from ..policies import Policy, get_policy, outpaced
@@ -72,6 +72,7 @@ class LiveMigration:
             )
         if dom is not None:
             disks, dest_xml = self.prepare_copy(dom)
+        dest_xml = self.adapt_devices(dest_xml)
         address, _ = migration_address(self.m.target)
         migrate_uri = f"tcp://{address}" if address else None
         postcopy = self.policy.postcopy_iteration is not None
@@ -106,6 +107,16 @@ class LiveMigration:
             last_stats=self.last_stats,
             created_volumes=self.created_volumes,
         )
+
+    def adapt_devices(self, dest_xml: str | None) -> str | None:
+        """The destination XML with consoles and media bound to the source adapted (see
+        device_checks); None when libvirt can use the source's own definition."""
+        xml = dest_xml or self.src.domain_xml(self.uuid, inactive=False)
+        adapted, changes = device_moves.destination_xml(self.m, self.dst, xml)
+        if not changes:
+            return dest_xml
+        note(self.m, f"Adapted for {self.m.target_name}: {'; '.join(changes)}.")
+        return adapted
 
     def prepare_copy(self, dom: DomainDetails) -> tuple[list[str], str]:
         """Create the target volumes the disks will be copied into."""

@@ -832,9 +832,23 @@ class Lab:
         return os.path.join(self.host_dir(host), "log", "qemu", "%s-serial.log" % name)
 
     def make_guest(
-        self, host, name, memory_mib=256, disk=None, disk_mib=64, dirty_mib=0, dirty_rate_mib=0, bridge=True, start=True
+        self,
+        host,
+        name,
+        memory_mib=256,
+        disk=None,
+        disk_mib=64,
+        dirty_mib=0,
+        dirty_rate_mib=0,
+        bridge=True,
+        start=True,
+        extra_devices=(),
+        os_extra="",
     ):
-        """Define a guest persistently on host; start it and wait for it to tick."""
+        """Define a guest persistently on host; start it and wait for it to tick.
+
+        ``extra_devices`` are more <devices> children and ``os_extra`` more <os>
+        children, as tests/lab/devices.py writes them (CD-ROM, VNC, UEFI...)."""
         if disk not in (None, "shared", "local"):
             raise ValueError("disk must be None, 'shared' or 'local'")
         if bridge and not self.has_bridge(host):
@@ -861,7 +875,9 @@ class Lab:
                 )
             if bridge:
                 devices.append("<interface type='bridge'><source bridge='br0'/><model type='virtio'/></interface>")
+            devices.extend(extra_devices)
             xml = GUEST_XML.format(
+                os_extra=os_extra,
                 name=name,
                 memory=memory_mib,
                 kernel=kernel,
@@ -953,6 +969,8 @@ class Lab:
                             dom.undefineFlags(
                                 libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                                | libvirt.VIR_DOMAIN_UNDEFINE_TPM
                             )
                 for pool in conn.listAllStoragePools(0):
                     if pool.name() not in ("shared", "local") or not pool.isActive():
@@ -1018,6 +1036,7 @@ GUEST_XML = """\
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
     <cmdline>{cmdline}</cmdline>
+    {os_extra}
   </os>
   <features>
     <acpi/>
