@@ -205,7 +205,7 @@ class DashboardConsumer(SessionBoundConsumer):
         state = event.get("migration")
         if state is None:
             # Anything else published to the dashboard is an inventory change.
-            await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts()})
+            await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts(event)})
             return
         previous = self.last.get(state["id"])
         if _is_stale(previous, state):
@@ -218,7 +218,7 @@ class DashboardConsumer(SessionBoundConsumer):
         await self.coalescer.offer(state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
         if new_status and state["status"] != Status.SUCCEEDED:
             # Claimed (checking) or ended: what the target has promised changed.
-            await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts()})
+            await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts(event)})
         if urgent and state["status"] == Status.SUCCEEDED:
             # The counts may not include the move yet: the engine syncs both
             # hosts afterwards and publishes an inventory change, which sends
@@ -226,7 +226,7 @@ class DashboardConsumer(SessionBoundConsumer):
             await self.send_json(
                 {
                     "type": "dashboard.hosts",
-                    **await self._hosts(),
+                    **await self._hosts(event),
                     "moved": {"id": state.get("domain_id"), "name": state["domain"], "host": state["target"]},
                 }
             )
@@ -241,6 +241,8 @@ class DashboardConsumer(SessionBoundConsumer):
             self.last[m["id"]] = m
         return {"migrations": migrations, "hosts": host_counts(), "sent_at": time.time()}
 
-    @database_sync_to_async
-    def _hosts(self):
-        return {"hosts": host_counts()}
+    async def _hosts(self, event):
+        """The hosts' counts the publisher sent along, else read here."""
+        if event.get("hosts") is not None:
+            return {"hosts": event["hosts"]}
+        return {"hosts": await database_sync_to_async(host_counts)()}

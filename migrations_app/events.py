@@ -75,6 +75,19 @@ def migration_group(pk):
     return f"migration-{pk}"
 
 
+def _host_counts():
+    """The hosts' counts the dashboard shows, read once here for every socket
+    that shows them (each would otherwise read them itself, one after another
+    in its web process)."""
+    from .consumers import host_counts
+
+    try:
+        return host_counts()
+    except Exception as e:
+        log.warning("could not count the hosts for the dashboard: %s", e)
+        return None
+
+
 def publish_migration(migration, dashboard=True):
     """Send a migration's full state to its watchers. Never raises: a
     migration must not fail because nobody could be told about it."""
@@ -82,7 +95,7 @@ def publish_migration(migration, dashboard=True):
     payload["sent_at"] = time.time()
     messages = [(migration_group(migration.pk), {"type": "migration.update", "migration": payload})]
     if dashboard:
-        messages.append((DASHBOARD_GROUP, {"type": "dashboard.update", "migration": payload}))
+        messages.append((DASHBOARD_GROUP, {"type": "dashboard.update", "migration": payload, "hosts": _host_counts()}))
     try:
         _send(*messages)
     except Exception as e:
@@ -91,6 +104,6 @@ def publish_migration(migration, dashboard=True):
 
 def publish_dashboard(kind, data):
     try:
-        _send((DASHBOARD_GROUP, {"type": "dashboard.update", kind: data}))
+        _send((DASHBOARD_GROUP, {"type": "dashboard.update", kind: data, "hosts": _host_counts()}))
     except Exception as e:
         log.warning("could not publish %s to the dashboard: %s", kind, e)

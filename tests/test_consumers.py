@@ -5,6 +5,7 @@ import time
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from hosts.models import Host
@@ -278,6 +279,27 @@ def test_the_dashboard_gets_running_migrations_then_their_changes(client, migrat
         assert hosts["type"] == "dashboard.hosts"
         assert {h["name"]: h["domain_count"] for h in hosts["hosts"]} == {"kvm01": 1, "kvm02": 1}
         assert any(m["type"] == "dashboard.migration" and m["migration"]["status"] == "succeeded" for m in got)
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_the_dashboard_shows_the_counts_its_publisher_read_rather_than_reading_them_per_socket(
+    client, migration, viewer
+):
+    cookie = cookie_for(client, viewer)
+    sent = [{"name": "counted-once", "status": "online", "domain_count": 7, "running_count": 5, "capacity": None}]
+
+    async def scenario():
+        ws = communicator("/ws/dashboard/", cookie)
+        assert (await ws.connect())[0]
+        await ws.receive_json_from(timeout=5)
+        layer = get_channel_layer()
+        await layer.group_send(
+            events.DASHBOARD_GROUP, {"type": "dashboard.update", "inventory": {"hosts": ["kvm01"]}, "hosts": sent}
+        )
+        hosts = await ws.receive_json_from(timeout=5)
+        assert hosts == {"type": "dashboard.hosts", "hosts": sent}
         await ws.disconnect()
 
     run(scenario)

@@ -2,11 +2,14 @@
 
 import time
 
+import pytest
 import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from migrations_app import events
+
+pytestmark = pytest.mark.django_db
 
 
 def connections_received(url):
@@ -22,7 +25,8 @@ def test_a_published_change_reaches_the_dashboard_group():
         message = async_to_sync(layer.receive)(channel)
     finally:
         async_to_sync(layer.group_discard)(events.DASHBOARD_GROUP, channel)
-    assert message == {"type": "dashboard.update", "inventory": {"hosts": ["kvm01"]}}
+    # With the hosts' counts, read once by the publisher for every dashboard.
+    assert message == {"type": "dashboard.update", "inventory": {"hosts": ["kvm01"]}, "hosts": []}
 
 
 def test_many_publishes_share_one_connection(redis_url):
