@@ -416,9 +416,11 @@ class Lab:
         with open(os.path.join(etc, "qemu.conf"), "w") as f:
             # Root, no relabelling and no cgroups: the hosts share one kernel
             # and one filesystem, and a relabel on one host would change
-            # files that the other host's guests use.
+            # files that the other host's guests use. swtpm runs as root too:
+            # its state lives under the host's private /var/lib/libvirt.
             f.write(
                 'user = "root"\ngroup = "root"\n'
+                'swtpm_user = "root"\nswtpm_group = "root"\n'
                 "dynamic_ownership = 0\nremember_owner = 0\n"
                 'security_driver = "none"\n'
                 "cgroup_controllers = [ ]\n"
