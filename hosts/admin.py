@@ -33,6 +33,7 @@ class NetworkInline(ReadOnlyInline):
 
 class DomainInline(ReadOnlyInline):
     model = Domain
+    fk_name = "host"
     fields = ["name", "uuid", "state", "memory", "vcpus", "persistent", "autostart"]
     readonly_fields = fields
 

@@ -259,9 +259,38 @@ class Network(models.Model):
         return f"{self.name}@{self.host.name}"
 
 
+# Where a VM with definitions on several hosts is said to be: the most active
+# definition wins. A live migration's target is paused until the switch-over
+# and its source paused after it, so "running" beats "paused" and the row
+# follows the guest, not the handshake.
+ACTIVITY = {
+    DomainState.RUNNING: 3,
+    DomainState.BLOCKED: 3,
+    DomainState.PAUSED: 2,
+    DomainState.SHUTDOWN: 2,
+    DomainState.PMSUSPENDED: 2,
+}
+
+
+class DomainQuerySet(models.QuerySet):
+    def with_definitions(self):
+        return self.select_related("host").prefetch_related(
+            models.Prefetch("definitions", queryset=DomainDefinition.objects.select_related("host"))
+        )
+
+    def split_brains(self):
+        """VMs running on several hosts at once, for the alarms."""
+        return self.filter(split_brain=True).with_definitions().order_by("name")
+
+
 class Domain(models.Model):
-    # A domain's identity is its UUID: when it shows up on another host, the
-    # row moves with it rather than a new one being created.
+    """A virtual machine: one row per UUID, wherever it is defined.
+
+    ``host`` is where it runs or, if it runs nowhere, where it is defined
+    (resolved by ``hosts.sync.resolve`` from its ``definitions``, one per
+    host). The other fields are a copy of that host's definition.
+    """
+
     uuid = models.UUIDField(unique=True)
     name = models.CharField(max_length=255)
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="domains")
@@ -279,6 +308,17 @@ class Domain(models.Model):
     disks = models.JSONField(default=list, blank=True)
     interfaces = models.JSONField(default=list, blank=True)
     last_seen = models.DateTimeField(default=timezone.now)
+    split_brain = models.BooleanField(
+        default=False,
+        help_text="Running on more than one host at once: migrations are refused until one copy is stopped.",
+    )
+
+    # Where it was running before it turned up running on ``host``, while that
+    # host's last word still says "running" too: a move, or a split brain,
+    # until the next word from there tells which.
+    moved_from = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    objects = DomainQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -301,3 +341,95 @@ class Domain(models.Model):
     @property
     def disk_bytes(self):
         return sum(d.get("capacity") or 0 for d in self.disks if d.get("device") == "disk")
+
+    def as_event(self):
+        """What the dashboard's socket says of this VM; names of hosts, text ready to show.
+        Reads ``definitions`` (prefetch them with their hosts)."""
+        return {
+            "id": self.pk,
+            "uuid": str(self.uuid),
+            "name": self.name,
+            "host": self.host.name,
+            "state": self.state,
+            "state_label": self.get_state_display(),
+            "state_colour": self.state_colour,
+            "split_brain": self.split_brain,
+            "running_on": self.running_on,
+            "also_defined": [
+                {"host": d.host.name, "state": d.state, "state_label": d.get_state_display().lower()}
+                for d in self.other_definitions
+            ],
+            "url": self.get_absolute_url(),
+        }
+
+    @property
+    def other_definitions(self):
+        """The definitions on hosts other than the one it is shown on ("also defined on")."""
+        return [d for d in self.definitions.all() if d.host_id != self.host_id]
+
+    @property
+    def running_on(self):
+        return sorted(d.host.name for d in self.definitions.all() if d.is_running)
+
+
+class DomainDefinition(models.Model):
+    """What one host says of one VM: libvirt keeps a definition per host, and
+    a VM moved by hand (``virsh migrate`` without ``--undefinesource``), or
+    defined on every host of a pacemaker cluster, has several."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="definitions")
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="definitions")
+    name = models.CharField(max_length=255)
+    state = models.CharField(max_length=12, choices=DomainState.choices, default=DomainState.NOSTATE)
+    memory = models.BigIntegerField(default=0, help_text="Bytes it has now (libvirt's currentMemory).")
+    max_memory = models.BigIntegerField(default=0, help_text="Bytes it may use at most (libvirt's memory).")
+    hugepage_kib = models.PositiveIntegerField(default=0, help_text="Size of its huge pages, in KiB; 0: none.")
+    vcpus = models.PositiveIntegerField(default=1)
+    persistent = models.BooleanField(default=True)
+    autostart = models.BooleanField(default=False)
+    disks = models.JSONField(default=list, blank=True)
+    interfaces = models.JSONField(default=list, blank=True)
+    last_seen = models.DateTimeField(default=timezone.now)
+    last_active = models.DateTimeField(null=True, blank=True, help_text="When this host last reported the VM active.")
+    running_since = models.DateTimeField(
+        null=True, blank=True, help_text="Since when this host reports the VM running, as kvmweb saw it."
+    )
+
+    # Copied to the Domain from the definition it is resolved to.
+    FACTS = (
+        "name",
+        "state",
+        "memory",
+        "max_memory",
+        "hugepage_kib",
+        "vcpus",
+        "persistent",
+        "autostart",
+        "disks",
+        "interfaces",
+    )
+
+    class Meta:
+        ordering = ["host__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "domain"], name="one_definition_per_host"),
+        ]
+
+    def __str__(self):
+        return f"{self.name}@{self.host.name}"
+
+    @property
+    def state_colour(self):
+        return DomainState(self.state).colour
+
+    @property
+    def activity(self):
+        return ACTIVITY.get(self.state, 0)
+
+    @property
+    def is_active(self):
+        return self.activity > 0
+
+    @property
+    def is_running(self):
+        return self.activity == ACTIVITY[DomainState.RUNNING]

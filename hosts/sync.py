@@ -2,31 +2,23 @@
 
 import logging
 import uuid as uuidlib
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from . import signals
 from .libvirt import HostError, open_host
-from .models import Domain, Host, Network, StoragePool
+from .models import ACTIVITY, Domain, DomainDefinition, DomainState, Host, HostStatus, Network, StoragePool
 
 log = logging.getLogger(__name__)
 
-DOMAIN_FIELDS = (
-    "name",
-    "host_id",
-    "state",
-    "memory",
-    "max_memory",
-    "hugepage_kib",
-    "vcpus",
-    "persistent",
-    "autostart",
-    "disks",
-    "interfaces",
-    "last_seen",
-)
+DOMAIN_FIELDS = (*DomainDefinition.FACTS, "host_id", "split_brain", "moved_from_id", "last_seen")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -65,11 +57,22 @@ def store(host, inventory):
     administrator at 3 a.m. wants to see which VMs *were* on the host that
     just went away."""
     if isinstance(inventory, HostError):
-        host.mark_unreachable(inventory)
-        host.save(update_fields=["status", "status_reason", "status_detail", "last_sync"])
+        store_unreachable(host, inventory)
         log.warning("sync %s: %s (%s)", host.name, inventory.plain, inventory.detail)
         return SyncResult(host=host.name, online=False, error=inventory.plain)
     return store_inventory(host, inventory)
+
+
+@transaction.atomic
+def store_unreachable(host, error):
+    was_online = Host.objects.filter(pk=host.pk, status=HostStatus.ONLINE).exists()
+    host.mark_unreachable(error)
+    host.save(update_fields=["status", "status_reason", "status_detail", "last_sync"])
+    if was_online:
+        # What it said it runs may no longer be true: the VMs it shared with
+        # other hosts are resolved again without it counting as online.
+        changed = resolve(lock_domains(Domain.objects.filter(definitions__host=host).values("pk")))
+        announce([host.name], changed)
 
 
 @transaction.atomic
@@ -117,53 +120,217 @@ def _store_networks(host, networks):
 
 
 def _store_domains(host, domains):
+    """Store this host's definitions, then resolve every VM they concern."""
     now = timezone.now()
     seen = {uuidlib.UUID(d.uuid): d for d in domains}
-    # Rows for these UUIDs wherever they are: a domain that moved to this host
-    # keeps its row (and its migration history) instead of getting a new one.
-    existing = {d.uuid: d for d in Domain.objects.filter(uuid__in=seen.keys())}
+    known = set(Domain.objects.filter(uuid__in=seen.keys()).values_list("uuid", flat=True))
+    new = [
+        Domain(uuid=uuid, host=host, last_seen=now, **_facts(info)) for uuid, info in seen.items() if uuid not in known
+    ]
+    # ignore_conflicts: another process may have created the same VM since.
+    Domain.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
+    locked = lock_domains(
+        Domain.objects.filter(uuid__in=seen.keys()).values("pk"),
+        Domain.objects.filter(definitions__host=host).values("pk"),
+    )
+    by_uuid = {d.uuid: d for d in locked}
+    existing = {d.domain_id: d for d in DomainDefinition.objects.filter(host=host)}
     create, update = [], []
-    moved = 0
     for uuid, info in seen.items():
-        values = {
-            "name": info.name,
-            "host_id": host.pk,
-            "state": info.state,
-            "memory": info.memory,
-            "max_memory": info.max_memory,
-            "hugepage_kib": info.hugepage_kib,
-            "vcpus": info.vcpus,
-            "persistent": info.persistent,
-            "autostart": info.autostart,
-            "disks": [asdict(d) for d in info.disks],
-            "interfaces": [asdict(i) for i in info.interfaces],
-            "last_seen": now,
-        }
-        row = existing.get(uuid)
+        domain = by_uuid[uuid]
+        values = _facts(info)
+        row = existing.pop(domain.pk, None)
+        running = ACTIVITY.get(info.state) == ACTIVITY[DomainState.RUNNING]
         if row is None:
-            create.append(Domain(uuid=uuid, **values))
+            create.append(
+                DomainDefinition(
+                    host=host,
+                    domain=domain,
+                    last_seen=now,
+                    last_active=now if info.state in ACTIVITY else None,
+                    running_since=now if running else None,
+                    **values,
+                )
+            )
             continue
-        if row.host_id != host.pk:
-            moved += 1
-            log.info("domain %s moved from host %s to %s", info.name, row.host_id, host.name)
+        if running and row.running_since is None:
+            values["running_since"] = now
+        elif not running:
+            values["running_since"] = None
         # Most refreshes change nothing: write only the rows that did change.
-        if any(getattr(row, f) != v for f, v in values.items() if f != "last_seen"):
+        if any(getattr(row, f) != v for f, v in values.items()):
             for f, v in values.items():
                 setattr(row, f, v)
             update.append(row)
-    Domain.objects.bulk_create(create, batch_size=500)
+    DomainDefinition.objects.bulk_create(create, batch_size=500)
     if update:
-        Domain.objects.bulk_update(update, DOMAIN_FIELDS, batch_size=500)
-    removed, _ = Domain.objects.filter(host=host).exclude(uuid__in=seen.keys()).delete()
-    Domain.objects.filter(host=host).update(last_seen=now)
+        DomainDefinition.objects.bulk_update(update, [*DomainDefinition.FACTS, "running_since"], batch_size=500)
+    removed = len(existing)
+    if existing:
+        DomainDefinition.objects.filter(pk__in=[d.pk for d in existing.values()]).delete()
+    mine = DomainDefinition.objects.filter(host=host)
+    mine.update(last_seen=now)
+    mine.filter(state__in=list(ACTIVITY)).update(last_active=now)
+    changed = resolve(locked, now)
+    announce([host.name], changed)
     return SyncResult(
         host=host.name,
         online=True,
         domains=len(seen),
-        created=len(create),
-        moved=moved,
+        created=len(seen.keys() - known),
+        moved=sum(1 for d in changed.arrived if d.host_id == host.pk),
         removed=removed,
     )
+
+
+def _facts(info):
+    return {
+        "name": info.name,
+        "state": info.state,
+        "memory": info.memory,
+        "max_memory": info.max_memory,
+        "hugepage_kib": info.hugepage_kib,
+        "vcpus": info.vcpus,
+        "persistent": info.persistent,
+        "autostart": info.autostart,
+        "disks": [asdict(d) for d in info.disks],
+        "interfaces": [asdict(i) for i in info.interfaces],
+    }
+
+
+def lock_domains(*pk_queries):
+    """The Domain rows of these queries, locked for this transaction, always
+    in UUID order so that two syncs sharing VMs wait rather than deadlock, and
+    each resolves what the other committed."""
+    match = Q()
+    for query in pk_queries:
+        match |= Q(pk__in=query)
+    return list(Domain.objects.select_for_update().filter(match).order_by("uuid"))
+
+
+@dataclass
+class Move:
+    domain: Domain
+    source_id: int
+    target: Host
+    source: Host | None = None
+
+
+@dataclass
+class Resolution:
+    changed: list = field(default_factory=list)  # Domain rows written
+    removed: list = field(default_factory=list)  # ids of Domains no host defines any more
+    arrived: list = field(default_factory=list)  # Domains now shown on another host, where they are active
+    moved: list = field(default_factory=list)  # Move: ran on one host, now runs on another
+
+    def __bool__(self):
+        return bool(self.changed or self.removed)
+
+
+def choose(definitions):
+    """Which of a VM's definitions says where it is, and whether it runs on
+    several hosts at once: ``(definition, split_brain)``.
+
+    A function of the definitions alone, so the result never depends on the
+    order in which hosts were read. The most active definition on a host
+    that answers wins; among equals, the newer news wins while it is not
+    yet confirmed (a VM just seen running on kvm01 while kvm02's last word,
+    older than that, was "running" is a VM that moved), then the definition
+    it last ran from, then the persistent one, then the host's name.
+    """
+    definitions = sorted(definitions, key=lambda d: d.host.name)
+    running = [d for d in definitions if d.is_running and d.host.status == HostStatus.ONLINE]
+    # Several hosts say "running": a split brain only once each host said so
+    # after the other's guest had started, not on one host's stale word.
+    confirmed = len(running) > 1 and min(d.last_seen for d in running) >= max(d.running_since or EPOCH for d in running)
+
+    def rank(d):
+        online = d.host.status == HostStatus.ONLINE
+        fresh = d.running_since if d in running and not confirmed else None
+        # When it last ran there tells apart hosts it does not run on now.
+        ran = d.last_active if not d.is_active else None
+        return (d.activity, online, fresh or EPOCH, ran or EPOCH, d.persistent)
+
+    return max(definitions, key=rank), confirmed
+
+
+def resolve(domains, now=None):
+    """Set each Domain's host and facts from all its definitions; delete the
+    Domains no host defines any more. The rows must be locked by the caller."""
+    now = now or timezone.now()
+    result = Resolution()
+    if not domains:
+        return result
+    grouped = defaultdict(list)
+    for d in DomainDefinition.objects.filter(domain__in=domains).select_related("host"):
+        grouped[d.domain_id].append(d)
+    hosts = {}
+    split = []
+    for domain in domains:
+        definitions = grouped.get(domain.pk)
+        if not definitions:
+            result.removed.append(domain.pk)
+            continue
+        for d in definitions:
+            hosts[d.host_id] = d.host
+        chosen, split_brain = choose(definitions)
+        values = {f: getattr(chosen, f) for f in DomainDefinition.FACTS}
+        values.update(host_id=chosen.host_id, split_brain=split_brain)
+        source_id = domain.moved_from_id
+        if domain.host_id != chosen.host_id and chosen.is_active and _ran_on(domain, definitions):
+            result.arrived.append(domain)
+            source_id = domain.host_id
+        if source_id is not None:
+            settled = _move_settled(source_id, chosen, definitions)
+            if settled and not split_brain and source_id != chosen.host_id:
+                result.moved.append(Move(domain, source_id, chosen.host))
+            values["moved_from_id"] = None if settled or split_brain else source_id
+        if split_brain != domain.split_brain:
+            split.append((domain, sorted(d.host.name for d in definitions if d.is_running)))
+        if any(getattr(domain, f) != v for f, v in values.items()):
+            for f, v in values.items():
+                setattr(domain, f, v)
+            domain.last_seen = now
+            result.changed.append(domain)
+    if result.changed:
+        Domain.objects.bulk_update(result.changed, DOMAIN_FIELDS, batch_size=500)
+    if result.removed:
+        Domain.objects.filter(pk__in=result.removed).delete()
+    missing = {m.source_id for m in result.moved} - hosts.keys()
+    if missing:
+        hosts.update(Host.objects.in_bulk(missing))
+    for m in result.moved:
+        m.source = hosts.get(m.source_id)
+    for m in result.moved:
+        log.info("domain %s moved from %s to %s", m.domain.name, m.source, m.target)
+        signals.domain_moved.send(Domain, domain=m.domain, source=m.source, target=m.target, seen_at=now)
+    for domain, running_on in split:
+        signals.split_brain_changed.send(Domain, domain=domain, hosts=running_on, seen_at=now)
+    return result
+
+
+def _move_settled(source_id, chosen, definitions):
+    """Whether the host a VM turned up from has said it no longer runs it (or
+    stopped answering, or it went elsewhere again)."""
+    if chosen.host_id == source_id:
+        return True
+    before = next((d for d in definitions if d.host_id == source_id), None)
+    return before is None or not before.is_running or before.host.status != HostStatus.ONLINE
+
+
+def _ran_on(domain, definitions):
+    """Whether kvmweb ever saw the VM active where it was: a VM first seen
+    shut off on one host and running on another, in one round of reads, did
+    not move; one that ran there, or whose definition there went away, did."""
+    before = next((d for d in definitions if d.host_id == domain.host_id), None)
+    return before is None or before.last_active is not None or domain.state in ACTIVITY
+
+
+def announce(host_names, resolution):
+    if not resolution:
+        return
+    ids = [d.pk for d in resolution.changed] + resolution.removed
+    transaction.on_commit(lambda: signals.inventory_changed.send(Domain, hosts=host_names, domains=ids))
 
 
 def sync_hosts(names=None, timeout=None, readers=4):

@@ -281,6 +281,7 @@ class AuditAction(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     RECONCILED = "reconciled", "Reconciled"
     HOST = "host", "Host changed"
+    INVENTORY = "inventory", "Seen outside kvmweb"
 
 
 class AuditEntry(models.Model):

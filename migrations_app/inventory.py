@@ -1,0 +1,85 @@
+"""What inventory sync finds, told to the audit log and to the browsers.
+
+``hosts`` sends the signals (it never imports this app); here a VM that
+turned up on another host without a kvmweb migration, and a VM running on
+two hosts at once, become audit records, and every change of the inventory
+goes to the dashboard's socket.
+"""
+
+from datetime import timedelta
+
+from django.dispatch import receiver
+from django.utils import timezone
+
+from hosts.signals import definition_removed, domain_moved, inventory_changed, split_brain_changed
+
+from . import events
+from .models import ACTIVE, AuditAction, AuditEntry, Migration
+
+# A migration that finished this long before a move was seen may still be
+# the cause of it (the refresh after it, or an event, came late).
+RECENT = timedelta(minutes=10)
+
+
+def _record(message, domain, seen_at, source="", target="", action=AuditAction.INVENTORY, user=None, **data):
+    AuditEntry(
+        at=seen_at,
+        action=action,
+        user=user,
+        username=user.get_username() if user is not None else "",
+        message=message,
+        domain_name=domain.name,
+        source_name=source,
+        target_name=target,
+        data={"uuid": str(domain.uuid), "seen_at": seen_at.isoformat(), **data},
+    ).save()
+
+
+def by_kvmweb(domain, target, seen_at):
+    """Whether a kvmweb migration moved (or is moving) this VM to ``target``."""
+    mine = Migration.objects.filter(domain_uuid=domain.uuid, target=target)
+    return mine.filter(status__in=ACTIVE).exists() or mine.filter(finished_at__gte=seen_at - RECENT).exists()
+
+
+@receiver(domain_moved, dispatch_uid="audit-outside-moves")
+def record_outside_move(sender, domain, source, target, seen_at, **kwargs):
+    if by_kvmweb(domain, target, seen_at):
+        return
+    where = f"from {source.name} " if source is not None else ""
+    _record(
+        f"{domain.name} moved {where}to {target.name} outside kvmweb (seen {seen_at:%Y-%m-%d %H:%M:%S} UTC).",
+        domain,
+        seen_at,
+        source=source.name if source is not None else "",
+        target=target.name,
+    )
+
+
+@receiver(split_brain_changed, dispatch_uid="audit-split-brain")
+def record_split_brain(sender, domain, hosts, seen_at, **kwargs):
+    if domain.split_brain:
+        message = (
+            f"{domain.name} runs on {' and '.join(hosts)} at once (split brain): two copies may be writing "
+            "the same disks. Stop the copy that should not run; kvmweb refuses to migrate it until then."
+        )
+    else:
+        message = f"{domain.name} no longer runs on several hosts at once: the split brain is over."
+    _record(message, domain, seen_at, hosts=hosts, split_brain=domain.split_brain)
+
+
+@receiver(inventory_changed, dispatch_uid="publish-inventory")
+def publish_inventory(sender, hosts, domains, **kwargs):
+    events.publish_inventory(hosts, domains)
+
+
+@receiver(definition_removed, dispatch_uid="audit-definition-removed")
+def record_definition_removed(sender, domain, host, user, **kwargs):
+    _record(
+        f"{user.get_username()} removed the stale definition of {domain.name} from {host.name} "
+        f"(it is on {domain.host.name}); its disks were kept.",
+        domain,
+        timezone.now(),
+        source=host.name,
+        action=AuditAction.HOST,
+        user=user,
+    )
