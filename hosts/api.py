@@ -2,12 +2,13 @@ from django.db.models import Count
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
-from . import capacity, sync
+from . import capacity, definitions, sync
 from .filters import DomainFilter
 from .models import Domain, Host
-from .serializers import DomainSerializer, HostDetailSerializer, HostSerializer
+from .serializers import DomainSerializer, HostDetailSerializer, HostSerializer, RemoveDefinitionSerializer
 
 
 class HostViewSet(
@@ -57,5 +58,20 @@ class HostViewSet(
 
 class DomainViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = DomainSerializer
-    queryset = Domain.objects.select_related("host").order_by("name", "id")
+    queryset = Domain.objects.with_definitions().order_by("name", "id")
     filterset_class = DomainFilter
+
+    @extend_schema(request=RemoveDefinitionSerializer, responses=DomainSerializer)
+    @action(detail=True, methods=["post"], url_path="remove-definition")
+    def remove_definition(self, request, pk=None):
+        """Remove this VM's stale definition from one host: never its disks, never
+        where it runs; 409 with the reason when refused."""
+        domain = self.get_object()
+        params = RemoveDefinitionSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        host = get_object_or_404(Host, name=params.validated_data["host"])
+        try:
+            definitions.remove_definition(request.user, domain, host)
+        except definitions.DefinitionRefused as refused:
+            return Response({"detail": refused.message}, status=refused.status)
+        return Response(DomainSerializer(Domain.objects.with_definitions().get(pk=domain.pk)).data)

@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from .libvirt import InvalidURI, check_hypervisor_network
 from .libvirt import validate_uri as check_uri_form
-from .models import Domain, Host, Network, StoragePool
+from .models import Domain, DomainDefinition, Host, Network, StoragePool
 
 
 class CapacitySerializer(serializers.Serializer):
@@ -115,9 +115,23 @@ class HostDetailSerializer(HostSerializer):
         fields = HostSerializer.Meta.fields + ["pools", "networks"]
 
 
+class DefinitionSerializer(serializers.ModelSerializer):
+    host = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = DomainDefinition
+        fields = ["host", "state", "persistent", "last_seen"]
+        read_only_fields = fields
+
+
 class DomainSerializer(serializers.ModelSerializer):
+    """A VM, once, where it runs (or, if it runs nowhere, where it is defined);
+    ``also_defined`` lists its definitions on other hosts."""
+
     host = serializers.SlugRelatedField(slug_field="name", read_only=True)
     host_id = serializers.IntegerField(read_only=True)
+    also_defined = DefinitionSerializer(source="other_definitions", many=True, read_only=True)
+    running_on = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Domain
@@ -137,5 +151,12 @@ class DomainSerializer(serializers.ModelSerializer):
             "disks",
             "interfaces",
             "last_seen",
+            "split_brain",
+            "running_on",
+            "also_defined",
         ]
         read_only_fields = fields
+
+
+class RemoveDefinitionSerializer(serializers.Serializer):
+    host = serializers.SlugField(help_text="The name of the host whose stale definition to remove.")

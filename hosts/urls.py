@@ -8,4 +8,5 @@ urlpatterns = [
     path("hosts/<slug:name>/sync/", views.host_sync, name="host-sync"),
     path("domains/", views.domain_list, name="domain-list"),
     path("domains/<uuid:uuid>/", views.domain_detail, name="domain-detail"),
+    path("domains/<uuid:uuid>/definitions/<slug:host>/remove/", views.definition_remove, name="definition-remove"),
 ]

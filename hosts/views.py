@@ -2,12 +2,12 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from kvmweb.filters import filter_or_400
 from kvmweb.pagination import paginate
 
-from . import capacity, sync
+from . import capacity, definitions, sync
 from .filters import DomainFilter
 from .models import Domain, DomainState, Host
 from .roles import is_operator
@@ -21,7 +21,8 @@ def dashboard(request):
         )
     ).order_by("name")
     totals = Domain.objects.aggregate(total=Count("id"), running=Count("id", filter=Q(state=DomainState.RUNNING)))
-    return render(request, "hosts/dashboard.html", {"hosts": hosts, "totals": totals})
+    alarms = Domain.objects.split_brains()
+    return render(request, "hosts/dashboard.html", {"hosts": hosts, "totals": totals, "alarms": alarms})
 
 
 def host_detail(request, name):
@@ -34,6 +35,8 @@ def host_detail(request, name):
             "pools": host.pools.all(),
             "networks": host.networks.all(),
             "domains": host.domains.order_by("name"),
+            # Definitions here of VMs that are elsewhere: stale copies, or a cluster's spares.
+            "elsewhere": host.definitions.exclude(domain__host=host).select_related("domain__host"),
         },
     )
 
@@ -55,7 +58,7 @@ def host_sync(request, name):
 
 def domain_list(request):
     filters, domains, status = filter_or_400(
-        DomainFilter, request, Domain.objects.select_related("host").order_by("name", "id")
+        DomainFilter, request, Domain.objects.with_definitions().order_by("name", "id")
     )
     values = filters.form.cleaned_data if status == 200 and filters.is_bound else {}
     return render(
@@ -75,5 +78,27 @@ def domain_list(request):
 
 
 def domain_detail(request, uuid):
-    domain = get_object_or_404(Domain.objects.select_related("host"), uuid=uuid)
+    domain = get_object_or_404(Domain.objects.with_definitions(), uuid=uuid)
     return render(request, "hosts/domain_detail.html", {"domain": domain})
+
+
+@require_http_methods(["GET", "POST"])
+def definition_remove(request, uuid, host):
+    """Remove a stale definition: a confirmation page, then a POST."""
+    if not is_operator(request.user):
+        raise PermissionDenied("Only operators may remove definitions.")
+    domain = get_object_or_404(Domain.objects.with_definitions(), uuid=uuid)
+    host = get_object_or_404(Host, name=host)
+    if request.method == "POST":
+        try:
+            definitions.remove_definition(request.user, domain, host)
+        except definitions.DefinitionRefused as refused:
+            messages.error(request, refused.message)
+        else:
+            messages.success(request, f"{domain.name} is no longer defined on {host.name}; no disk was touched.")
+        return redirect(domain)
+    return render(
+        request,
+        "hosts/definition_remove.html",
+        {"domain": domain, "host": host, "refusal": definitions.refusal(domain, host)},
+    )

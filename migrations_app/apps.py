@@ -8,4 +8,5 @@ class MigrationsAppConfig(AppConfig):
     def ready(self):
         # Connects the logout signal that closes a session's WebSockets.
         import kvmweb.websocket  # noqa: F401
+
         from . import inventory  # noqa: F401  (connects the inventory signals' receivers)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from hosts import capacity
 from hosts.libvirt import CpuComparison, HostError, open_host
-from hosts.models import Host
+from hosts.models import Domain, Host
 
 from . import device_checks
 from .models import Migration, Mode, Status, StorageMode
@@ -24,6 +24,7 @@ MiB = 1024 * 1024
 
 
 LABELS = {
+    "single_copy": "Runs on one host only",
     "source_reachable": "Source answers",
     "target_reachable": "Target answers",
     "domain_state": "VM state",
@@ -79,6 +80,8 @@ def run_checks(req, source=None, target=None):
     """
     checks = Checks()
     values = _request_values(req)
+    if not _check_single_copy(checks, values):
+        return checks.results
     with contextlib.ExitStack() as stack:
         if source is None:
             source = _connect(stack, checks, "source_reachable", values["source"])
@@ -88,6 +91,23 @@ def run_checks(req, source=None, target=None):
             return checks.results
         _run_all(checks, values, source, target)
     return checks.results
+
+
+def _check_single_copy(checks, v):
+    """A VM running on two hosts at once (split brain) is not moved: which
+    copy is the real one is for an administrator to decide."""
+    domain = Domain.objects.filter(uuid=v["uuid"], split_brain=True).first()
+    if domain is None:
+        return True
+    checks.add("single_copy", FAIL, split_brain_message(domain))
+    return False
+
+
+def split_brain_message(domain):
+    return (
+        f"{domain.name} runs on {' and '.join(domain.running_on)} at once (split brain). Stop the copy that "
+        "should not run, refresh the inventory, then migrate it."
+    )
 
 
 def _connect(stack, checks, name, host):

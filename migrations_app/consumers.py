@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.db.models import Count, Q
 
 from hosts import capacity
-from hosts.models import DomainState, Host
+from hosts.models import Domain, DomainState, Host
 from hosts.roles import has_role
 from kvmweb.websocket import SessionBoundConsumer
 
@@ -175,7 +175,9 @@ def host_counts():
 class DashboardConsumer(SessionBoundConsumer):
     """``/ws/dashboard/``: the running migrations and the hosts' counts, then changes.
 
-    Messages: ``dashboard.state`` (first: ``migrations`` and ``hosts``),
+    Messages: ``dashboard.state`` (first: ``migrations``, ``hosts`` and the
+    split-brain ``alarms``), ``dashboard.domain`` (one VM's new state after an
+    inventory change, or ``{"id", "removed": true}``),
     ``dashboard.migration`` (one migration's state, coalesced per migration)
     and ``dashboard.hosts`` (the hosts' counts again, after a migration
     succeeded, with the VM it ``moved``, or after the inventory changed).
@@ -204,7 +206,14 @@ class DashboardConsumer(SessionBoundConsumer):
     async def dashboard_update(self, event):
         state = event.get("migration")
         if state is None:
-            # Anything else published to the dashboard is an inventory change.
+            # Anything else published to the dashboard is an inventory change:
+            # each VM that changed at once (its page and the alarms follow
+            # them), the hosts' counts coalesced.
+            inventory = event.get("inventory") or {}
+            for domain in inventory.get("domains", ()):
+                await self.send_json({"type": "dashboard.domain", "domain": domain, "sent_at": inventory["sent_at"]})
+            for pk in inventory.get("removed", ()):
+                await self.send_json({"type": "dashboard.domain", "domain": {"id": pk, "removed": True}})
             await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts(event)})
             return
         previous = self.last.get(state["id"])
@@ -239,7 +248,8 @@ class DashboardConsumer(SessionBoundConsumer):
         ]
         for m in migrations:
             self.last[m["id"]] = m
-        return {"migrations": migrations, "hosts": host_counts(), "sent_at": time.time()}
+        alarms = [d.as_event() for d in Domain.objects.split_brains()]
+        return {"migrations": migrations, "hosts": host_counts(), "alarms": alarms, "sent_at": time.time()}
 
     async def _hosts(self, event):
         """The hosts' counts the publisher sent along, else read here."""

@@ -15,6 +15,8 @@ import time
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from hosts.models import Domain
+
 log = logging.getLogger(__name__)
 
 DASHBOARD_GROUP = "dashboard"
@@ -71,6 +73,10 @@ def _send(*messages):
         raise
 
 
+# Beyond this many VMs changed at once, an inventory message names none of them.
+INVENTORY_DETAIL_LIMIT = 200
+
+
 def migration_group(pk):
     return f"migration-{pk}"
 
@@ -107,3 +113,18 @@ def publish_dashboard(kind, data):
         _send((DASHBOARD_GROUP, {"type": "dashboard.update", kind: data, "hosts": _host_counts()}))
     except Exception as e:
         log.warning("could not publish %s to the dashboard: %s", kind, e)
+
+
+def publish_inventory(hosts, domain_ids):
+    """Tell the dashboard (and the VMs' pages, which listen to it) what changed
+    in the inventory: the VMs' new state, and which ones are gone."""
+    if len(domain_ids) > INVENTORY_DETAIL_LIMIT:
+        # A host's first sync: the pages reload what they show; only the counts go out.
+        domain_ids = list(Domain.objects.filter(pk__in=domain_ids, split_brain=True).values_list("pk", flat=True))
+        gone = []
+    else:
+        gone = None
+    domains = [d.as_event() for d in Domain.objects.filter(pk__in=domain_ids).with_definitions()]
+    if gone is None:
+        gone = sorted(set(domain_ids) - {d["id"] for d in domains})
+    publish_dashboard("inventory", {"hosts": hosts, "domains": domains, "removed": gone, "sent_at": time.time()})

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from hosts.models import HostStatus
 
 from . import events
+from .checks import split_brain_message
 from .models import ACTIVE, AuditAction, AuditEntry, InvalidTransition, Migration, Mode, Status, StorageMode
 from .policies import POLICIES, get_policy
 
@@ -45,6 +46,8 @@ class Request:
 def validate(req):
     """Refuse what cannot be right whatever the hosts say."""
     domain, target = req.domain, req.target
+    if domain.split_brain:
+        raise MigrationRefused(split_brain_message(domain), status=409)
     if target.pk == domain.host_id:
         raise MigrationRefused(
             f"{domain.name} is already on {target.name}. Choose another target host.", field="target_host"

@@ -1,5 +1,5 @@
-/* The dashboard, live: running migrations with their progress, and the hosts'
-   VM counts when a migration moves a VM (from /ws/dashboard/). */
+/* The dashboard, live: running migrations with their progress, the hosts'
+   VM counts when a migration moves a VM, and the split-brain alarms (from /ws/dashboard/). */
 (function () {
   "use strict";
   var K = window.kvmweb;
@@ -102,6 +102,23 @@
     while (ul.children.length > 5) ul.lastChild.remove();
   }
 
+  // The split-brain alarms: VMs running on several hosts at once.
+  var alarms = document.getElementById("alarms");
+  function alarm(d) {
+    if (!alarms) return;
+    var ul = alarms.querySelector('[data-bind="alarms"]');
+    var li = ul.querySelector('li[data-domain="' + CSS.escape(String(d.id)) + '"]');
+    if (d.split_brain && !d.removed) {
+      var item = K.el("li", { "data-domain": d.id });
+      item.appendChild(K.el("a", { href: d.url }, d.name));
+      item.appendChild(document.createTextNode(" runs on " + d.running_on.join(" and ") + " at once."));
+      if (li) li.replaceWith(item); else ul.appendChild(item);
+    } else if (li) {
+      li.remove();
+    }
+    alarms.hidden = !ul.children.length;
+  }
+
   var live = panel.querySelector('[data-bind="live"]');
   K.socket("/ws/dashboard/", {
     open: function () { live.hidden = false; },
@@ -114,8 +131,12 @@
         (msg.migrations || []).slice().reverse().forEach(upsert);
         hosts(msg.hosts);
         placeholder();
+        if (alarms) alarms.querySelector('[data-bind="alarms"]').replaceChildren();
+        (msg.alarms || []).forEach(alarm);
       } else if (msg.type === "dashboard.migration") {
         upsert(msg.migration);
+      } else if (msg.type === "dashboard.domain") {
+        alarm(msg.domain);
       } else if (msg.type === "dashboard.hosts") {
         hosts(msg.hosts);
         if (msg.moved) moved(msg.moved);

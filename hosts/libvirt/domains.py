@@ -5,7 +5,7 @@ from __future__ import annotations
 import libvirt
 
 from .base import Ops, domain_state
-from .errors import translated
+from .errors import HostError, translated
 from .types import DomainState
 
 
@@ -60,3 +60,15 @@ class DomainOps(Ops):
             | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
         )
         self.call(self._dom(uuid).undefineFlags, flags)
+
+    def undefine_stale(self, uuid: object) -> None:
+        """Remove a definition the VM does not run from. Its disks stay:
+        another host's copy of the VM may be using them."""
+        dom = self._dom(uuid)
+        if self.call(dom.isActive):
+            raise HostError(
+                "The VM runs on this host now: this definition is not stale. Nothing was removed.", permanent=True
+            )
+        # No flags: libvirt then refuses a definition that has a managed save
+        # image, snapshots or NVRAM, rather than removing them with it.
+        self.call(dom.undefineFlags, 0)
