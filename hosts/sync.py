@@ -18,6 +18,7 @@ from .models import ACTIVITY, Domain, DomainDefinition, DomainState, Host, HostS
 log = logging.getLogger(__name__)
 
 DOMAIN_FIELDS = (*DomainDefinition.FACTS, "host_id", "split_brain", "moved_from_id", "last_seen")
+DEFINITION_FIELDS = (*DomainDefinition.FACTS, "running_since")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -72,11 +73,13 @@ def store_unreachable(host, error):
         # What it said it runs may no longer be true: the VMs it shared with
         # other hosts are resolved again without it counting as online.
         changed = resolve(lock_domains(Domain.objects.filter(definitions__host=host).values("pk")))
-        announce([host.name], changed)
+        announce([host.name], changed, host_changed=True)
 
 
 @transaction.atomic
 def store_inventory(host, inventory):
+    if not Host.objects.filter(pk=host.pk, status=HostStatus.ONLINE).exists():
+        announce([host.name], Resolution(), host_changed=True)
     host.mark_online(inventory.host)
     # update_fields: a host deleted while its inventory was being read must
     # not be brought back by this save.
@@ -137,34 +140,15 @@ def _store_domains(host, domains):
     existing = {d.domain_id: d for d in DomainDefinition.objects.filter(host=host)}
     create, update = [], []
     for uuid, info in seen.items():
-        domain = by_uuid[uuid]
-        values = _facts(info)
-        row = existing.pop(domain.pk, None)
-        running = ACTIVITY.get(info.state) == ACTIVITY[DomainState.RUNNING]
-        if row is None:
-            create.append(
-                DomainDefinition(
-                    host=host,
-                    domain=domain,
-                    last_seen=now,
-                    last_active=now if info.state in ACTIVITY else None,
-                    running_since=now if running else None,
-                    **values,
-                )
-            )
-            continue
-        if running and row.running_since is None:
-            values["running_since"] = now
-        elif not running:
-            values["running_since"] = None
-        # Most refreshes change nothing: write only the rows that did change.
-        if any(getattr(row, f) != v for f, v in values.items()):
-            for f, v in values.items():
-                setattr(row, f, v)
+        row = existing.pop(by_uuid[uuid].pk, None)
+        row, new, changed = _definition(row, host, by_uuid[uuid], _facts(info), now)
+        if new:
+            create.append(row)
+        elif changed:
             update.append(row)
     DomainDefinition.objects.bulk_create(create, batch_size=500)
     if update:
-        DomainDefinition.objects.bulk_update(update, [*DomainDefinition.FACTS, "running_since"], batch_size=500)
+        DomainDefinition.objects.bulk_update(update, DEFINITION_FIELDS, batch_size=500)
     removed = len(existing)
     if existing:
         DomainDefinition.objects.filter(pk__in=[d.pk for d in existing.values()]).delete()
@@ -181,6 +165,69 @@ def _store_domains(host, domains):
         moved=sum(1 for d in changed.arrived if d.host_id == host.pk),
         removed=removed,
     )
+
+
+@transaction.atomic
+def store_domain(host, uuid, info):
+    """One VM's definition on one host as an event showed it (``info`` None:
+    no longer defined there), and the VM resolved again."""
+    now = timezone.now()
+    uuid = uuidlib.UUID(str(uuid))
+    if info is not None:
+        Domain.objects.bulk_create([Domain(uuid=uuid, host=host, last_seen=now, **_facts(info))], ignore_conflicts=True)
+    locked = lock_domains(Domain.objects.filter(uuid=uuid).values("pk"))
+    if not locked:
+        return Resolution()
+    row = DomainDefinition.objects.filter(host=host, domain=locked[0]).first()
+    if info is None:
+        if row is not None:
+            row.delete()
+    else:
+        values = _facts(info)
+        if row is not None:
+            values["disks"] = _keep_volume_facts(values["disks"], row.disks)
+        row, new, _changed = _definition(row, host, locked[0], values, now)
+        row.last_seen = now
+        if row.is_active:
+            row.last_active = now
+        row.save(**({} if new else {"update_fields": [*DEFINITION_FIELDS, "last_seen", "last_active"]}))
+    changed = resolve(locked, now)
+    announce([host.name], changed)
+    return changed
+
+
+def _definition(row, host, domain, values, now):
+    """``(row, new, changed)``: the definition with these values, not saved."""
+    running = ACTIVITY.get(values["state"]) == ACTIVITY[DomainState.RUNNING]
+    if row is None:
+        row = DomainDefinition(
+            host=host,
+            domain=domain,
+            last_seen=now,
+            last_active=now if values["state"] in ACTIVITY else None,
+            running_since=now if running else None,
+            **values,
+        )
+        return row, True, True
+    if running and row.running_since is None:
+        values["running_since"] = now
+    elif not running:
+        values["running_since"] = None
+    # Most refreshes change nothing: write only the rows that did change.
+    changed = any(getattr(row, f) != v for f, v in values.items())
+    for f, v in values.items():
+        setattr(row, f, v)
+    return row, False, changed
+
+
+def _keep_volume_facts(disks, before):
+    """An event's disks carry no pool or sizes: keep what the last full read knew of the same paths."""
+    known = {d.get("path"): d for d in before}
+    for disk in disks:
+        old = known.get(disk.get("path"))
+        if old is not None and disk.get("capacity") is None:
+            disk.update(capacity=old.get("capacity"), allocation=old.get("allocation"), pool=old.get("pool", ""))
+    return disks
 
 
 def _facts(info):
@@ -326,8 +373,10 @@ def _ran_on(domain, definitions):
     return before is None or before.last_active is not None or domain.state in ACTIVITY
 
 
-def announce(host_names, resolution):
-    if not resolution:
+def announce(host_names, resolution, host_changed=False):
+    """Once committed, say what changed: these hosts (their status, if
+    ``host_changed``) and the VMs the resolution wrote or removed."""
+    if not resolution and not host_changed:
         return
     ids = [d.pk for d in resolution.changed] + resolution.removed
     transaction.on_commit(lambda: signals.inventory_changed.send(Domain, hosts=host_names, domains=ids))

@@ -12,6 +12,8 @@ code, never ``virDomain`` or ``virConnect`` objects.
   ``inventory`` (read-only), ``domains`` (define, start, stop, undefine),
   ``storage`` (volumes and their streams) and ``migration`` (migrate, job
   statistics, abort, flags)
+- ``events``: ``watch``, a long-lived connection reporting a host's domain
+  events as ``DomainEvent`` and ``ConnectionClosed`` (for ``watch_hosts``)
 
 Read callers' names from here: ``from hosts.libvirt import open_host, HostError``.
 The names that need the binding are loaded on first use, so importing this
@@ -41,12 +43,17 @@ from .uri import check_hypervisor_network, reachable, validate_uri
 
 if TYPE_CHECKING:
     from .connection import Connection, open_host, open_hosts
+    from .events import ConnectionClosed, DomainEvent, HostWatch, watch
     from .migration import FLAG_NAMES, migration_flags, rewrite_disk_paths
 
 _LAZY = {
     "Connection": "connection",
     "open_host": "connection",
     "open_hosts": "connection",
+    "ConnectionClosed": "events",
+    "DomainEvent": "events",
+    "HostWatch": "events",
+    "watch": "events",
     "FLAG_NAMES": "migration",
     "migration_flags": "migration",
     "rewrite_disk_paths": "migration",
@@ -55,13 +62,16 @@ _LAZY = {
 __all__ = [
     "FLAG_NAMES",
     "Connection",
+    "ConnectionClosed",
     "CpuComparison",
     "DiskInfo",
     "DomainDetails",
+    "DomainEvent",
     "DomainInfo",
     "DomainState",
     "HostError",
     "HostInfo",
+    "HostWatch",
     "HostUnreachable",
     "InterfaceInfo",
     "InvalidURI",
@@ -78,6 +88,7 @@ __all__ = [
     "translate",
     "validate_uri",
     "check_hypervisor_network",
+    "watch",
 ]
 
 
