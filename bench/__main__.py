@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ["bench_inventory", "bench_migration", "bench_progress_latency", "bench_evacuation"]
+BENCHMARKS = ["bench_inventory", "bench_migration", "bench_progress_latency", "bench_evacuation", "bench_watch"]
 
 
 def main(argv=None):
