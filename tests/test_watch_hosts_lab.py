@@ -87,7 +87,8 @@ def test_a_host_whose_libvirtd_dies_is_offline_and_resynced_when_it_returns(lab,
     host = wait_for(
         lambda: Host.objects.filter(name="kvm02", status=HostStatus.OFFLINE).first(), 10, what="kvm02 offline"
     )
-    assert "connection to libvirtd on kvm02 was lost" in host.status_reason
+    # "The connection … was lost", or, once the first reconnect failed, why.
+    assert "was lost" in host.status_reason or "Nothing accepts connections" in host.status_reason
     assert Host.objects.get(name="kvm01").status == HostStatus.ONLINE
     # Only a full read brings this back: no event says anything of it.
     Domain.objects.filter(name=name).update(state="paused")
