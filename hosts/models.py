@@ -283,17 +283,11 @@ class DomainQuerySet(models.QuerySet):
         return self.filter(split_brain=True).with_definitions().order_by("name")
 
 
-class Domain(models.Model):
-    """A virtual machine: one row per UUID, wherever it is defined.
+class DomainFacts(models.Model):
+    """What libvirt says of a VM on one host: a definition's facts, and the
+    resolved VM's copy of them."""
 
-    ``host`` is where it runs or, if it runs nowhere, where it is defined
-    (resolved by ``hosts.sync.resolve`` from its ``definitions``, one per
-    host). The other fields are a copy of that host's definition.
-    """
-
-    uuid = models.UUIDField(unique=True)
     name = models.CharField(max_length=255)
-    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="domains")
     state = models.CharField(max_length=12, choices=DomainState.choices, default=DomainState.NOSTATE)
     memory = models.BigIntegerField(default=0, help_text="Bytes it has now (libvirt's currentMemory).")
     max_memory = models.BigIntegerField(
@@ -308,6 +302,39 @@ class Domain(models.Model):
     disks = models.JSONField(default=list, blank=True)
     interfaces = models.JSONField(default=list, blank=True)
     last_seen = models.DateTimeField(default=timezone.now)
+
+    # Copied to the VM from the definition it is resolved to.
+    FACTS = (
+        "name",
+        "state",
+        "memory",
+        "max_memory",
+        "hugepage_kib",
+        "vcpus",
+        "persistent",
+        "autostart",
+        "disks",
+        "interfaces",
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def state_colour(self):
+        return DomainState(self.state).colour
+
+
+class Domain(DomainFacts):
+    """A virtual machine: one row per UUID, wherever it is defined.
+
+    ``host`` is where it runs or, if it runs nowhere, where it is defined
+    (resolved by ``hosts.sync.resolve`` from its ``definitions``, one per
+    host). The other fields are a copy of that host's definition.
+    """
+
+    uuid = models.UUIDField(unique=True)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="domains")
     split_brain = models.BooleanField(
         default=False,
         help_text="Running on more than one host at once: migrations are refused until one copy is stopped.",
@@ -329,10 +356,6 @@ class Domain(models.Model):
 
     def get_absolute_url(self):
         return reverse("domain-detail", args=[self.uuid])
-
-    @property
-    def state_colour(self):
-        return DomainState(self.state).colour
 
     @property
     def is_running(self):
@@ -372,41 +395,16 @@ class Domain(models.Model):
         return sorted(d.host.name for d in self.definitions.all() if d.is_running)
 
 
-class DomainDefinition(models.Model):
+class DomainDefinition(DomainFacts):
     """What one host says of one VM: libvirt keeps a definition per host, and
     a VM moved by hand (``virsh migrate`` without ``--undefinesource``), or
     defined on every host of a pacemaker cluster, has several."""
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="definitions")
     domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="definitions")
-    name = models.CharField(max_length=255)
-    state = models.CharField(max_length=12, choices=DomainState.choices, default=DomainState.NOSTATE)
-    memory = models.BigIntegerField(default=0, help_text="Bytes it has now (libvirt's currentMemory).")
-    max_memory = models.BigIntegerField(default=0, help_text="Bytes it may use at most (libvirt's memory).")
-    hugepage_kib = models.PositiveIntegerField(default=0, help_text="Size of its huge pages, in KiB; 0: none.")
-    vcpus = models.PositiveIntegerField(default=1)
-    persistent = models.BooleanField(default=True)
-    autostart = models.BooleanField(default=False)
-    disks = models.JSONField(default=list, blank=True)
-    interfaces = models.JSONField(default=list, blank=True)
-    last_seen = models.DateTimeField(default=timezone.now)
     last_active = models.DateTimeField(null=True, blank=True, help_text="When this host last reported the VM active.")
     running_since = models.DateTimeField(
         null=True, blank=True, help_text="Since when this host reports the VM running, as kvmweb saw it."
-    )
-
-    # Copied to the Domain from the definition it is resolved to.
-    FACTS = (
-        "name",
-        "state",
-        "memory",
-        "max_memory",
-        "hugepage_kib",
-        "vcpus",
-        "persistent",
-        "autostart",
-        "disks",
-        "interfaces",
     )
 
     class Meta:
@@ -417,10 +415,6 @@ class DomainDefinition(models.Model):
 
     def __str__(self):
         return f"{self.name}@{self.host.name}"
-
-    @property
-    def state_colour(self):
-        return DomainState(self.state).colour
 
     @property
     def activity(self):

@@ -8,6 +8,7 @@ import pytest
 from hosts.models import Domain, DomainDefinition, Host, HostStatus
 from hosts.sync import sync_host, sync_hosts
 from migrations_app.models import AuditEntry
+from tests.migration_helpers import migration_for
 from tests.testdriver import domain_uuid, write_host
 
 pytestmark = pytest.mark.django_db
@@ -99,24 +100,11 @@ def test_a_vm_seen_running_on_another_host_moves_and_is_audited_as_an_outside_mo
 
 
 def test_a_move_made_by_a_kvmweb_migration_is_not_called_an_outside_move(tmp_path):
-    from migrations_app.models import Migration
-
     write_host(tmp_path, "kvm01", domains=[])
     write_host(tmp_path, "kvm02", domains=[("web01", WEB01, "running")])
     kvm01, kvm02 = register(tmp_path, "kvm01", "kvm02")
     sync_hosts()
-    web01 = Domain.objects.get(uuid=WEB01)
-    Migration.objects.create(
-        domain=web01,
-        domain_name="web01",
-        domain_uuid=WEB01,
-        source=kvm02,
-        source_name="kvm02",
-        target=kvm01,
-        target_name="kvm01",
-        mode="live",
-        status="running",
-    )
+    migration_for(Domain.objects.get(uuid=WEB01), kvm01, status="running")
 
     write_host(tmp_path, "kvm01", domains=[("web01", WEB01, "running")])
     write_host(tmp_path, "kvm02", domains=[])

@@ -5,6 +5,7 @@ import pytest
 from hosts.models import Domain, DomainDefinition, Host
 from hosts.sync import sync_hosts
 from migrations_app.models import AuditEntry, Migration
+from tests.migration_helpers import migration_for
 from tests.testdriver import domain_uuid, write_host
 
 pytestmark = pytest.mark.django_db
@@ -92,18 +93,7 @@ def test_a_definition_that_runs_is_not_stale(api, operator, hosts):
 
 
 def test_nothing_is_removed_while_the_vm_is_being_migrated(api, operator, hosts):
-    web01 = Domain.objects.get(uuid=WEB01)
-    Migration.objects.create(
-        domain=web01,
-        domain_name="web01",
-        domain_uuid=WEB01,
-        source=hosts["kvm01"],
-        source_name="kvm01",
-        target=hosts["kvm02"],
-        target_name="kvm02",
-        mode="live",
-        status="running",
-    )
+    migration_for(Domain.objects.get(uuid=WEB01), hosts["kvm02"], status="running")
     response = remove(api, operator, "kvm02")
     assert response.status_code == 409 and "being migrated" in response.json()["detail"]
 
@@ -125,17 +115,7 @@ def test_a_split_brain_vm_refuses_removal_and_migration(api, operator, hosts):
 def test_the_worker_refuses_a_migration_of_a_vm_that_became_a_split_brain(hosts):
     from migrations_app.checks import run_checks
 
-    web01 = Domain.objects.get(uuid=WEB01)
-    migration = Migration.objects.create(
-        domain=web01,
-        domain_name="web01",
-        domain_uuid=WEB01,
-        source=hosts["kvm01"],
-        source_name="kvm01",
-        target=hosts["kvm02"],
-        target_name="kvm02",
-        mode="live",
-    )
+    migration = migration_for(Domain.objects.get(uuid=WEB01), hosts["kvm02"])
     Domain.objects.filter(uuid=WEB01).update(split_brain=True)
     DomainDefinition.objects.filter(host=hosts["kvm02"], domain__uuid=WEB01).update(state="running")
 
