@@ -1,5 +1,5 @@
 from django.db.models import Count
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.generics import get_object_or_404
@@ -61,7 +61,16 @@ class DomainViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Domain.objects.with_definitions().order_by("name", "id")
     filterset_class = DomainFilter
 
-    @extend_schema(request=RemoveDefinitionSerializer, responses=DomainSerializer)
+    @extend_schema(
+        request=RemoveDefinitionSerializer,
+        responses={
+            200: OpenApiResponse(DomainSerializer, description="The VM, without that definition."),
+            400: OpenApiResponse(description="No host name given."),
+            404: OpenApiResponse(description="No such VM or host."),
+            409: OpenApiResponse(description="Refused, with the reason: it is not a stale definition."),
+            502: OpenApiResponse(description="The host did not remove it, with libvirt's reason."),
+        },
+    )
     @action(detail=True, methods=["post"], url_path="remove-definition")
     def remove_definition(self, request, pk=None):
         """Remove this VM's stale definition from one host: never its disks, never
