@@ -1,6 +1,6 @@
 """Filter pieces the lists share (django-filter)."""
 
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 
 import django_filters
 from django import forms
@@ -23,6 +23,15 @@ class MomentField(forms.CharField):
         value = super().to_python(value)
         if not value:
             return None
+        try:
+            # In UTC: PostgreSQL refuses offsets past 15:59 that ISO 8601 allows.
+            return self._moment(value).astimezone(UTC)
+        except OverflowError:  # a moment near year 1 or 9999 that UTC puts outside them
+            raise forms.ValidationError(
+                "'%(value)s' is too far in the past or the future.", code="invalid", params={"value": value}
+            ) from None
+
+    def _moment(self, value):
         try:
             day = date.fromisoformat(value)
         except ValueError:

@@ -29,6 +29,9 @@ def assert_refused(response, *words):
 
 AUDIT_CASES = [
     ("since=2024-01-01T25:00:00", "since"),
+    # Parse, but UTC puts them before year 1 or after 9999 (an overflow, unchecked).
+    ("until=0001-01-01T00:00:00%2B05:00", "until"),
+    ("until=9999-12-31T23:00:00-05:00", "until"),
     ("until=2024-02-30T10:00", "until"),
     ("since=yesterday", "since"),
     ("migration=abc", "migration"),
@@ -57,6 +60,12 @@ def test_the_audit_page_and_export_refuse_malformed_filters_quickly(client, view
     assert not response.streaming and response.status_code == 400
     assert field in response.content.decode()
     assert time.monotonic() - started < 5
+
+
+def test_an_offset_postgresql_refuses_is_taken_as_the_same_moment_in_utc(api, viewer):
+    # ISO 8601 allows -20:11; PostgreSQL refuses offsets past 15:59.
+    api.force_authenticate(viewer)
+    assert api.get("/api/audit/?until=0843-12-11T19%3A10%3A13-20%3A11").status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/api/hosts/", "/api/domains/", "/api/migrations/", "/api/audit/"])
