@@ -1,5 +1,7 @@
 """Evacuating a lab host and bringing its guests home: real guests, real moves."""
 
+import threading
+
 import pytest
 
 from hosts.models import Host
@@ -149,3 +151,24 @@ def test_a_guest_that_fits_nowhere_stays_and_the_others_leave(api, operator, lab
     assert lab.where(small) in (["kvm02"], ["kvm03"])
     assert lab.where(big) == ["kvm01"]
     assert [(e["domain_name"], "memory room" in e["reason"]) for e in evacuation.left] == [(big, True)]
+
+
+def test_several_moves_may_open_their_source_at_the_same_moment(lab, settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hosts.libvirt import HostError, open_host
+
+    settings.KVMWEB_ALLOW_TCP = True
+    barrier = threading.Barrier(4)
+
+    def open_once(_):
+        barrier.wait()
+        try:
+            with open_host(lab.uri("kvm01")) as conn:
+                return conn.hostname()
+        except HostError as e:
+            return e.plain
+
+    for _ in range(5):
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(open_once, range(4))) == ["kvm01"] * 4

@@ -73,9 +73,9 @@ def _run_event_loop() -> None:
         libvirt.virEventRunDefaultImpl()
 
 
-# Opens of a host that have not had their answer yet, by host: at most one
-# each. A host that accepts connections and never answers would otherwise cost
-# a thread and its sockets per request, for good.
+# Opens of a host abandoned without an answer, by host: at most one each. A host
+# that accepts connections and never answers would otherwise cost a thread and
+# its sockets per request, for good.
 _waiting: dict[object, threading.Thread] = {}
 _waiting_lock = threading.Lock()
 
@@ -118,13 +118,17 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
         earlier = _waiting.get(key)
         if earlier is not None and earlier.is_alive():
             raise HostUnreachable(f"{unreachable_message(uri)} An earlier attempt is still waiting for its answer.")
-        thread = threading.Thread(target=target, name=f"libvirt-open {uri}", daemon=True)
-        _waiting[key] = thread
+    thread = threading.Thread(target=target, name=f"libvirt-open {uri}", daemon=True)
     thread.start()
     thread.join(timeout * 2)
     with _waiting_lock:
         stalled = not result
         abandoned = stalled
+        if stalled:
+            # Only an open abandoned without an answer holds the host back; opens
+            # still within their time do not: an evacuation's moves open their
+            # source at the same moment.
+            _waiting[key] = thread
     if stalled:
         log.warning("libvirt open of %s had no answer within %g s", uri, timeout * 2)
         raise HostUnreachable(unreachable_message(uri))
