@@ -7,7 +7,7 @@ file in a temporary directory, and daphne serving kvmweb.asgi on a free port.
 A logged-in WebSocket client (a real socket to daphne, a minimal RFC 6455
 client below, since no WebSocket client library is a dependency) watches one
 migration while this process publishes progress samples the way the engine
-does: ``save_progress()`` then ``events.publish_migration()``, every --interval
+does: ``save_progress()``, which saves and publishes, every --interval
 seconds (the engine samples about twice a second). Latency is the time from
 the publish stamp (``sent_at``) and from the sample stamp (``sampled_at``) to
 the moment the client has the message. Then, if Playwright and Chromium are
@@ -173,12 +173,9 @@ def sample(n, total=384 * 2**20, speed=8 * 2**20):
 def publisher(migration, samples, interval, started):
     from django.db import close_old_connections
 
-    from migrations_app import events
-
     started.wait()
     for n in range(samples):
-        migration.save_progress(sample(n))
-        events.publish_migration(migration)
+        migration.save_progress(sample(n))  # saves and publishes, as the engine does
         time.sleep(interval)
     close_old_connections()
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 import django_rq
 
 from . import engine
-from .models import Migration, Phase, Status
+from .models import Migration, Status
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,7 @@ def run_migration(pk):
     if not engine.claim(migration):
         if migration.status != Status.QUEUED:
             return migration.status  # the target cannot hold the guest: failed, and why
-        if migration.phase != Phase.WAITING:
-            Migration.objects.filter(pk=pk, status=Status.QUEUED).update(phase=Phase.WAITING)
-            migration.phase = Phase.WAITING
-            engine.note(
-                migration,
-                f"Waiting: {migration.source_name} or {migration.target_name} already "
-                "runs as many migrations as allowed.",
-            )
+        migration.wait_for_slot()
         django_rq.get_queue("migrations").enqueue_in(
             timedelta(seconds=SLOT_RETRY_SECONDS), run_migration, pk, job_id=f"migration-{pk}-retry"
         )

@@ -4,6 +4,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from .wire import MigrationEvent
+
 
 class Status(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -151,7 +153,13 @@ class Migration(models.Model):
             return None
         return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
 
-    # -- state changes -------------------------------------------------------
+    # -- writes ------------------------------------------------------------------
+    #
+    # The model is the only writer of its row. Each write is an UPDATE of the
+    # fields it changes (never a save() of a stale copy), and every change of
+    # state is told through ``_announce``: the audit entry, if the change is one
+    # an auditor wants, then the publish to the browsers. Every method that
+    # writes is marked ``alters_data``, so a template cannot call it.
 
     def _transition(self, allowed_from, **changes):
         """Move to a new state only if still in one of ``allowed_from``."""
@@ -165,14 +173,52 @@ class Migration(models.Model):
         for name, value in changes.items():
             setattr(self, name, value)
 
+    _transition.alters_data = True
+
+    def _write(self, **changes):
+        """Write fields that are not the state (progress, checks, flags...)."""
+        changes["updated_at"] = timezone.now()
+        Migration.objects.filter(pk=self.pk).update(**changes)
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    _write.alters_data = True
+
+    def _announce(self, audit=None, *, user=None, dashboard=True, **data):
+        """The one way a change is told: ``audit`` is (action, message) for the
+        audit log, then every watcher gets the new state."""
+        from . import events
+
+        if audit is not None:
+            action, message = audit
+            AuditEntry.record(action, message, user=user, migration=self, **data)
+        events.publish_migration(self, dashboard=dashboard)
+
     def start_checking(self):
         self._transition([Status.QUEUED], status=Status.CHECKING, phase=Phase.CHECKING)
+        self._announce()
 
-    def start(self):
+    start_checking.alters_data = True
+
+    def start(self, **audit_data):
+        """The checks passed: the move begins. ``audit_data`` goes into the audit entry (the worker's name)."""
         self._transition([Status.CHECKING], status=Status.RUNNING, phase=Phase.PREPARING, started_at=timezone.now())
+        self._announce(
+            (
+                AuditAction.START,
+                f"Started the {self.mode} migration of {self.domain_name} from "
+                f"{self.source_name} to {self.target_name}.",
+            ),
+            **audit_data,
+        )
+
+    start.alters_data = True
 
     def set_phase(self, phase):
         self._transition([Status.RUNNING], phase=phase)
+        self._announce()
+
+    set_phase.alters_data = True
 
     def succeed(self, stats=None):
         self._transition(
@@ -182,6 +228,16 @@ class Migration(models.Model):
             stats=stats or self.stats,
             finished_at=timezone.now(),
         )
+        self._announce(
+            (
+                AuditAction.SUCCEEDED,
+                f"{self.domain_name} now runs on {self.target_name} ({stats_summary(self.stats)}).",
+            ),
+            outcome="succeeded",
+            stats=self.stats,
+        )
+
+    succeed.alters_data = True
 
     def fail(self, error, detail="", code="", stats=None):
         self._transition(
@@ -193,6 +249,9 @@ class Migration(models.Model):
             stats=stats or self.stats,
             finished_at=timezone.now(),
         )
+        self._announce((AuditAction.FAILED, error), outcome="failed", detail=detail, code=code)
+
+    fail.alters_data = True
 
     def cancel(self, reason=""):
         self._transition(
@@ -201,9 +260,15 @@ class Migration(models.Model):
             error=reason,
             finished_at=timezone.now(),
         )
+        self._announce((AuditAction.CANCELLED, reason), outcome="cancelled")
 
-    def request_cancel(self):
-        """Ask the worker to stop; a queued migration is cancelled at once."""
+    cancel.alters_data = True
+
+    def request_cancel(self, user):
+        """``user`` asks the worker to stop; a queued migration is cancelled at once.
+
+        Returns "cancelled" or "requested" (the worker, or the web process's
+        abort, finishes it)."""
         with transaction.atomic():
             if Migration.objects.filter(pk=self.pk, status=Status.QUEUED).update(
                 status=Status.CANCELLED,
@@ -212,28 +277,95 @@ class Migration(models.Model):
                 finished_at=timezone.now(),
                 updated_at=timezone.now(),
             ):
-                self.refresh_from_db()
-                return "cancelled"
-            rows = Migration.objects.filter(pk=self.pk, status__in=ACTIVE).update(
+                outcome = "cancelled"
+            elif Migration.objects.filter(pk=self.pk, status__in=ACTIVE).update(
                 cancel_requested=True, updated_at=timezone.now()
-            )
+            ):
+                outcome = "requested"
+            else:
+                outcome = ""
         self.refresh_from_db()
-        if not rows:
+        if not outcome:
             raise InvalidTransition(f"Migration #{self.pk} has already {self.status}.")
-        return "requested"
+        self._announce(
+            (
+                AuditAction.CANCEL,
+                f"{user.get_username()} asked to cancel the migration of {self.domain_name}."
+                + (" It had not started: cancelled." if outcome == "cancelled" else ""),
+            ),
+            user=user,
+        )
+        return outcome
 
-    def save_progress(self, progress):
-        Migration.objects.filter(pk=self.pk).update(progress=progress, updated_at=timezone.now())
-        self.progress = progress
+    request_cancel.alters_data = True
 
-    def add_event(self, message, **data):
-        """Record a step or a policy decision in the migration's own log."""
+    def wait_for_slot(self):
+        """A queued migration waits for a free slot on its hosts (said once)."""
+        if self.phase == Phase.WAITING:
+            return
+        if Migration.objects.filter(pk=self.pk, status=Status.QUEUED).update(
+            phase=Phase.WAITING, updated_at=timezone.now()
+        ):
+            self.phase = Phase.WAITING
+            self.note(f"Waiting: {self.source_name} or {self.target_name} already runs as many migrations as allowed.")
+
+    wait_for_slot.alters_data = True
+
+    def note(self, message, audit_action=None, **data):
+        """A step or decision: in the migration's own log, live in the browser,
+        and (for decisions, with ``audit_action``) in the audit log."""
         entry = {"at": timezone.now().isoformat(), "message": message, **data}
-        self.events = [*self.events, entry]
-        Migration.objects.filter(pk=self.pk).update(events=self.events, updated_at=timezone.now())
+        self._write(events=[*self.events, entry])
+        self._announce((audit_action, message) if audit_action else None, **(data if audit_action else {}))
         return entry
 
-    def as_event(self):
+    note.alters_data = True
+
+    def save_progress(self, progress):
+        """A progress sample, sent to the migration's watchers (not the dashboard)."""
+        self._write(progress=progress)
+        self._announce(dashboard=False)
+
+    save_progress.alters_data = True
+
+    def record_created_volumes(self, paths):
+        """The volumes made on the target so far, kept so that whoever settles
+        the migration (this worker or a later one) can remove them."""
+        self._write(progress={**(self.progress or {}), "created_volumes": list(paths)})
+
+    record_created_volumes.alters_data = True
+
+    def record_checks(self, checks):
+        self._write(checks=checks)
+
+    record_checks.alters_data = True
+
+    def record_flags(self, flags):
+        self._write(flags=list(flags))
+
+    record_flags.alters_data = True
+
+    def record_was_running(self, was_running):
+        self._write(was_running=was_running)
+
+    record_was_running.alters_data = True
+
+    def set_job_id(self, job_id):
+        self._write(job_id=job_id)
+
+    set_job_id.alters_data = True
+
+    def heartbeat(self):
+        """Say this migration's worker is alive (see engine.reconcile)."""
+        self._write()
+
+    heartbeat.alters_data = True
+
+    def cancel_is_requested(self):
+        """Whether someone asked to cancel, as the database says now."""
+        return Migration.objects.filter(pk=self.pk, cancel_requested=True).exists()
+
+    def as_event(self) -> "MigrationEvent":
         """The full state as sent to browsers; small enough to send often."""
         return {
             "id": self.pk,
@@ -260,6 +392,18 @@ class Migration(models.Model):
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "url": self.get_absolute_url(),
         }
+
+
+def stats_summary(stats):
+    """A migration's statistics in a few words, for the audit log."""
+    parts = []
+    if stats.get("time_ms") is not None:
+        parts.append(f"{stats['time_ms'] / 1000:.1f} s")
+    if stats.get("downtime_ms") is not None:
+        parts.append(f"{stats['downtime_ms']} ms downtime")
+    if stats.get("data_transferred") is not None:
+        parts.append(f"{stats['data_transferred'] / 1048576:.0f} MiB sent")
+    return ", ".join(parts) or "done"
 
 
 class AuditQuerySet(models.QuerySet):

@@ -8,6 +8,7 @@ from datetime import timedelta
 import django_rq
 from django.db import IntegrityError, transaction
 
+from hosts.libvirt import HostError, open_host
 from hosts.models import HostStatus
 
 from . import events
@@ -171,7 +172,7 @@ def enqueue(migration):
     job = django_rq.get_queue("migrations").enqueue(
         run_migration, migration.pk, job_id=f"migration-{migration.pk}", result_ttl=86400
     )
-    Migration.objects.filter(pk=migration.pk).update(job_id=job.id)
+    migration.set_job_id(job.id)
 
 
 def requeue_lost(grace_seconds=30):
@@ -207,21 +208,26 @@ def requeue_lost(grace_seconds=30):
 
 
 def cancel(user, migration):
+    """Cancel a queued migration, or ask the worker to stop a running one
+    and abort its libvirt job from here at once."""
     try:
-        outcome = migration.request_cancel()
+        outcome = migration.request_cancel(user)
     except InvalidTransition as e:
         raise MigrationRefused(str(e), status=409) from None
-    AuditEntry.record(
-        AuditAction.CANCEL,
-        f"{user.get_username()} asked to cancel the migration of {migration.domain_name}."
-        + (" It had not started: cancelled." if outcome == "cancelled" else ""),
-        user=user,
-        migration=migration,
-    )
     if outcome == "requested":
-        # Abort at once rather than waiting for the worker's next poll.
-        from .engine import abort_running
-
-        abort_running(migration)
-    events.publish_migration(migration)
+        abort_live_job(migration)
     return outcome
+
+
+def abort_live_job(migration):
+    """Abort a running live migration's libvirt job from the web process,
+    rather than wait for the worker's next poll (half a second, or never if
+    the worker died). The worker, or reconciliation, then settles it."""
+    if migration.status != Status.RUNNING or migration.mode != Mode.LIVE or migration.source is None:
+        return False
+    try:
+        with open_host(migration.source.uri) as src:
+            return src.abort_job(migration.domain_uuid)
+    except HostError:
+        log.warning("could not abort migration %s from the web process", migration.pk, exc_info=True)
+        return False

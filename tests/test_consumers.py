@@ -77,7 +77,7 @@ async def publish(migration, **changes):
     for name, value in changes.items():
         setattr(migration, name, value)
     if "progress" in changes:
-        await database_sync_to_async(migration.save_progress)(changes["progress"])
+        await database_sync_to_async(Migration.objects.filter(pk=migration.pk).update)(progress=changes["progress"])
     await database_sync_to_async(events.publish_migration)(migration)
 
 

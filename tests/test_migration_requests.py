@@ -1,9 +1,11 @@
 """Requesting, refusing and cancelling migrations, and the record they leave (no QEMU needed)."""
 
+import inspect
 from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError
+from django.template import Context, Template
 from django.utils import timezone
 
 from hosts.models import Domain, Host
@@ -100,6 +102,30 @@ def test_transitions_refuse_to_skip_states(two_hosts):
     with pytest.raises(InvalidTransition, match="is succeeded; cannot go to failed"):
         m.fail("late")
     assert Migration.objects.get(pk=m.pk).status == "succeeded"
+
+
+def test_a_template_cannot_change_a_migration(two_hosts):
+    m = migration_for(Domain.objects.get(name="kvm01-vm001"), two_hosts["kvm02"])
+    page = Template(
+        "{{ m.start_checking }}{{ m.cancel }}{{ m.request_cancel }}{{ m.wait_for_slot }}{{ m.heartbeat }}"
+        "{{ m.note }}{{ m.status }}"
+    ).render(Context({"m": m}))
+
+    assert page == "queued"
+    m.refresh_from_db()
+    assert (m.status, m.phase, m.cancel_requested, m.events) == ("queued", "", False, [])
+    assert not AuditEntry.objects.exists()
+
+
+def test_every_method_that_writes_a_migration_is_kept_from_templates():
+    writers = [
+        name
+        for name, method in vars(Migration).items()
+        if inspect.isfunction(method)
+        and any(call in inspect.getsource(method) for call in ("self._write(", "self._transition(", ".update("))
+    ]
+    assert {"start", "succeed", "fail", "cancel", "request_cancel", "save_progress", "heartbeat"} <= set(writers)
+    assert [name for name in writers if not getattr(Migration, name).alters_data] == []
 
 
 def test_cancelling_a_queued_migration_cancels_it_at_once(api, operator, two_hosts):

@@ -2,8 +2,8 @@
 
 Where to look:
 
-- ``claim``, ``run`` and ``abort_running`` (here): take a queued migration,
-  check it, hand it to the live or cold path; the web process's abort
+- ``claim`` and ``run`` (here): take a queued migration, check it, hand it
+  to the live or cold path
 - ``live``: ``LiveMigration`` and its ``Governor`` (policy, cancel, lost target)
 - ``settle``: a live migration's outcome, from where the VM is on both hosts
 - ``cold``: ``ColdMigration``: shut down, copy, verify, define, start, undo
@@ -20,23 +20,19 @@ import os
 import socket
 
 from django.db import transaction
-from django.utils import timezone
 
 from hosts.capacity import Guest
-from hosts.libvirt import Connection, HostError, open_host, open_hosts
+from hosts.libvirt import Connection, HostError, open_hosts
 from hosts.models import HOLDS_MEMORY, Domain, Host
 
-from .. import events
 from ..checks import CheckResult, capacity_results, run_checks
 from ..models import AuditAction, InvalidTransition, Migration, Mode, Status
 from .cold import ColdMigration
 from .live import LiveMigration
 from .outcome import (
     audit,
-    cancel_requested,
     finish_cancelled,
     finish_failed,
-    note,
     refresh_inventory,
 )
 from .reconcile import reconcile, reconcile_all
@@ -44,10 +40,8 @@ from .reconcile import reconcile, reconcile_all
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "abort_running",
     "claim",
     "finish_failed",
-    "note",
     "reconcile",
     "reconcile_all",
     "run",
@@ -98,20 +92,11 @@ def _no_room(migration: Migration, target: Host | None) -> list[CheckResult]:
 
 def run(migration: Migration) -> None:
     """Check, then move the domain; always ends in a final state."""
-    events.publish_migration(migration)
     try:
         with open_hosts(migration.source.uri, migration.target.uri) as (src, dst):
             if not preflight(migration, src, dst):
                 return
-            migration.start()
-            audit(
-                migration,
-                AuditAction.START,
-                f"Started the {migration.mode} migration of {migration.domain_name} from "
-                f"{migration.source_name} to {migration.target_name}.",
-                worker=worker_name(),
-            )
-            events.publish_migration(migration)
+            migration.start(worker=worker_name())
             if migration.mode == Mode.LIVE:
                 LiveMigration(migration, src, dst).run()
             else:
@@ -138,7 +123,7 @@ def worker_name() -> str:
 def preflight(migration: Migration, src: Connection, dst: Connection) -> bool:
     if not record_checks(migration, run_checks(migration, src, dst)):
         return False
-    if cancel_requested(migration):
+    if migration.cancel_is_requested():
         finish_cancelled(migration, "Cancelled before it started; nothing was changed.")
         return False
     return True
@@ -147,8 +132,7 @@ def preflight(migration: Migration, src: Connection, dst: Connection) -> bool:
 def record_checks(migration: Migration, results: list[CheckResult]) -> bool:
     """Keep the checks with the migration and in the audit log; fail it if one
     failed. Returns whether they passed."""
-    migration.checks = [r.as_dict() for r in results]
-    Migration.objects.filter(pk=migration.pk).update(checks=migration.checks, updated_at=timezone.now())
+    migration.record_checks([r.as_dict() for r in results])
     failed = [r for r in results if r.result == "fail"]
     audit(
         migration,
@@ -160,15 +144,3 @@ def record_checks(migration: Migration, results: list[CheckResult]) -> bool:
     if failed:
         finish_failed(migration, "Pre-flight checks failed: " + " ".join(r.message for r in failed), code="preflight")
     return not failed
-
-
-def abort_running(migration: Migration) -> bool:
-    """Called by the web process on cancel: abort the libvirt job at once."""
-    if migration.status != Status.RUNNING or migration.mode != Mode.LIVE or migration.source is None:
-        return False
-    try:
-        with open_host(migration.source.uri) as src:
-            return src.abort_job(migration.domain_uuid)
-    except HostError:
-        log.warning("could not abort migration %s from the web process", migration.pk, exc_info=True)
-        return False

@@ -14,19 +14,16 @@ from typing import Any
 
 from hosts.libvirt import Connection, DomainDetails, DomainState, HostError, rewrite_disk_paths
 
-from .. import device_moves, events
+from .. import device_moves
 from ..models import AuditAction, Migration, Phase, StorageMode
 from .digest import BlockDigest
 from .live import SAMPLE_INTERVAL
 from .outcome import (
     Abort,
     Cancelled,
-    cancel_requested,
     finish_cancelled,
     finish_failed,
     finish_succeeded,
-    heartbeat,
-    note,
 )
 from .progress import progress_sample
 
@@ -54,8 +51,7 @@ class ColdMigration:
             if dom is None:
                 raise Abort(f"{self.m.domain_name} is no longer defined on {self.m.source_name}.", code="no_domain")
             was_running = dom.active
-            Migration.objects.filter(pk=self.m.pk).update(was_running=was_running)
-            self.m.was_running = was_running
+            self.m.record_was_running(was_running)
             if was_running:
                 self.shut_down()
             xml = self.src.domain_xml(self.uuid, inactive=True)
@@ -67,32 +63,29 @@ class ColdMigration:
                 self.check_shared(dom)
             self.check_cancel()
             self.m.set_phase(Phase.DEFINING)
-            events.publish_migration(self.m)
             xml, changes = device_moves.destination_xml(self.m, self.dst, rewrite_disk_paths(xml, paths))
             self.dst.define(xml)
             self.defined_on_target = True
-            note(self.m, f"Defined {self.m.domain_name} on {self.m.target_name}.")
+            self.m.note(f"Defined {self.m.domain_name} on {self.m.target_name}.")
             if changes:
-                note(self.m, f"Adapted for {self.m.target_name}: {'; '.join(changes)}.")
+                self.m.note(f"Adapted for {self.m.target_name}: {'; '.join(changes)}.")
             self.carry_host_state(xml, paths)
             if was_running:
                 self.m.set_phase(Phase.STARTING_ON_TARGET)
-                events.publish_migration(self.m)
                 self.dst.start(self.uuid)
                 self.started_on_target = True
                 self.wait_state(self.dst, DomainState.RUNNING, 60, "start on the target")
-                note(self.m, f"Started {self.m.domain_name} on {self.m.target_name}.")
+                self.m.note(f"Started {self.m.domain_name} on {self.m.target_name}.")
         except (Cancelled, Abort, HostError) as e:
             self.undo(e)
             return
         # Past this point the VM lives on the target; only then does the
         # source go.
         self.m.set_phase(Phase.CLEANING_UP)
-        events.publish_migration(self.m)
         problems = []
         try:
             self.src.undefine(self.uuid)
-            note(self.m, f"Removed the definition from {self.m.source_name}.")
+            self.m.note(f"Removed the definition from {self.m.source_name}.")
         except HostError as e:
             problems.append(f"the source definition could not be removed ({e.plain})")
         if self.m.delete_source_volumes and self.m.storage == StorageMode.COPY:
@@ -101,7 +94,7 @@ class ColdMigration:
                     self.src.delete_volume(old)
                 except HostError as e:
                     problems.append(f"{old} could not be deleted ({e.plain})")
-            note(self.m, f"Deleted {len(self.source_paths)} source volume(s) after the verified copy.")
+            self.m.note(f"Deleted {len(self.source_paths)} source volume(s) after the verified copy.")
         stats: dict[str, Any] = {
             "time_ms": int((time.monotonic() - t0) * 1000),
             "data_transferred": self.bytes_sent,
@@ -110,25 +103,25 @@ class ColdMigration:
         }
         if problems:
             stats["warnings"] = problems
-            note(self.m, "Done, but " + "; ".join(problems) + ".")
+            self.m.note("Done, but " + "; ".join(problems) + ".")
         finish_succeeded(self.m, stats)
 
     # -- steps ---------------------------------------------------------------
 
     def check_cancel(self) -> None:
-        heartbeat(self.m)
-        if cancel_requested(self.m):
+        self.m.heartbeat()
+        if self.m.cancel_is_requested():
             raise Cancelled()
 
     def shut_down(self) -> None:
         self.m.set_phase(Phase.SHUTTING_DOWN)
-        note(self.m, f"Asking {self.m.domain_name} to shut down (up to {self.m.shutdown_timeout} s).")
+        self.m.note(f"Asking {self.m.domain_name} to shut down (up to {self.m.shutdown_timeout} s).")
         self.src.shutdown(self.uuid)
         self.shut_down_by_us = True
         deadline = time.monotonic() + self.m.shutdown_timeout
         while time.monotonic() < deadline:
             if self.src.state(self.uuid) == DomainState.SHUTOFF:
-                note(self.m, f"{self.m.domain_name} has shut down.")
+                self.m.note(f"{self.m.domain_name} has shut down.")
                 return
             self.check_cancel()
             time.sleep(0.5)
@@ -138,8 +131,7 @@ class ColdMigration:
                 "copied. Shut it down from inside the guest, allow more time, or choose to force it off.",
                 code="shutdown_timeout",
             )
-        note(
-            self.m,
+        self.m.note(
             f"{self.m.domain_name} did not shut down within {self.m.shutdown_timeout} s: "
             "powering it off, as the request allowed.",
             AuditAction.POLICY,
@@ -152,10 +144,10 @@ class ColdMigration:
         """What libvirt keeps per host and a cold move does not carry by itself."""
         carried, _written = device_moves.carry_state(self.m, self.src, self.dst, xml)
         if carried:
-            note(self.m, f"Copied {' and '.join(carried)} to {self.m.target_name}.")
+            self.m.note(f"Copied {' and '.join(carried)} to {self.m.target_name}.")
         count = device_moves.carry_snapshots(self.m, self.src, self.dst, lambda x: rewrite_disk_paths(x, paths))
         if count:
-            note(self.m, f"Defined {count} snapshot(s) on {self.m.target_name} as they were on {self.m.source_name}.")
+            self.m.note(f"Defined {count} snapshot(s) on {self.m.target_name} as they were on {self.m.source_name}.")
 
     def wait_state(self, conn: Connection, state: DomainState, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -178,7 +170,6 @@ class ColdMigration:
         """Copy each disk into a new volume on the target, sparsely, digesting
         what is sent; returns {old path: new path}."""
         self.m.set_phase(Phase.COPYING_DISK)
-        events.publish_migration(self.m)
         disks = dom.info.movable_disks()
         self.source_paths = [d.path for d in disks]
         self.disk_total = sum(d.capacity or 0 for d in disks)
@@ -197,11 +188,11 @@ class ColdMigration:
             if chains.get(disk.path):
                 # The copy is one file: its backing files may not exist on the target.
                 read_from = self.src.flat_copy(disk.path)
-                note(self.m, f"Merged {disk.path} and its backing files {', '.join(chains[disk.path])} into one file.")
+                self.m.note(f"Merged {disk.path} and its backing files {', '.join(chains[disk.path])} into one file.")
             new = self.dst.create_volume(pool.name, name, disk.capacity or 0, disk.format or "raw")
             self.created_volumes.append(new)
-            self.m.save_progress({**self.m.progress, "created_volumes": self.created_volumes})
-            note(self.m, f"Copying {disk.path} to {new} on {self.m.target_name}.")
+            self.m.record_created_volumes(self.created_volumes)
+            self.m.note(f"Copying {disk.path} to {new} on {self.m.target_name}.")
             digest = BlockDigest()
 
             def pieces(path: str = read_from, digest: BlockDigest = digest) -> Iterator[Any]:
@@ -248,12 +239,10 @@ class ColdMigration:
                 disk_remaining=remaining,
             )
         )
-        events.publish_migration(self.m, dashboard=False)
 
     def verify(self) -> None:
         """Read every copy back from the target and compare it with what was sent."""
         self.m.set_phase(Phase.VERIFYING)
-        events.publish_migration(self.m)
         for new, (old, expected) in self.digests.items():
             digest = BlockDigest()
             for kind, value in self.dst.read_volume(new):
@@ -267,7 +256,7 @@ class ColdMigration:
                     f"sha256 {expected} sent, {digest.hexdigest()} read back from {new}",
                     code="verify",
                 )
-        note(self.m, f"Verified {len(self.digests)} copied disk(s): they read back identical to the source.")
+        self.m.note(f"Verified {len(self.digests)} copied disk(s): they read back identical to the source.")
 
     def undo(self, error: Cancelled | Abort | HostError) -> None:
         """Put everything back as it was: the VM defined and, if it was, running on the source."""

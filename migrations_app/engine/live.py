@@ -15,11 +15,10 @@ from typing import Any
 
 from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
 
-from .. import device_moves, events
+from .. import device_moves
 from ..checks import migration_address
 from ..models import AuditAction, InvalidTransition, Migration, Phase, StorageMode
 from ..policies import Policy, get_policy, outpaced
-from .outcome import cancel_requested, note
 from .progress import live_sample
 from .settle import ABORT_CANCEL, ABORT_DEADLINE, ABORT_TARGET_LOST, settle
 
@@ -78,10 +77,8 @@ class LiveMigration:
         postcopy = self.policy.postcopy_iteration is not None
         while True:
             flags = self.flag_names(postcopy)
-            Migration.objects.filter(pk=self.m.pk).update(flags=flags)
-            self.m.flags = flags
-            note(
-                self.m,
+            self.m.record_flags(flags)
+            self.m.note(
                 f"Starting the transfer with libvirt flags {', '.join(flags)}"
                 + (f", at most {self.m.bandwidth_mib} MiB/s" if self.m.bandwidth_mib else "")
                 + (f", data to {migrate_uri}" if migrate_uri else "")
@@ -90,8 +87,7 @@ class LiveMigration:
             error = self.transfer(flags, migrate_uri, disks, dest_xml)
             if postcopy and error is not None and "postcopy" in (error.detail or "").lower().replace("-", ""):
                 postcopy = False
-                note(
-                    self.m,
+                self.m.note(
                     f"Post-copy is not supported on these hosts (libvirt: {error.detail}); trying again without it.",
                     AuditAction.POLICY,
                     decision="postcopy_unsupported",
@@ -115,7 +111,7 @@ class LiveMigration:
         adapted, changes = device_moves.destination_xml(self.m, self.dst, xml)
         if not changes:
             return dest_xml
-        note(self.m, f"Adapted for {self.m.target_name}: {'; '.join(changes)}.")
+        self.m.note(f"Adapted for {self.m.target_name}: {'; '.join(changes)}.")
         return adapted
 
     def prepare_copy(self, dom: DomainDetails) -> tuple[list[str], str]:
@@ -128,12 +124,10 @@ class LiveMigration:
             name = disk.path.rsplit("/", 1)[-1]
             path = self.dst.create_volume(pool.name, name, disk.capacity or 0, disk.format or "raw")
             self.created_volumes.append(path)
-            Migration.objects.filter(pk=self.m.pk).update(
-                progress={**self.m.progress, "created_volumes": self.created_volumes}
-            )
+            self.m.record_created_volumes(self.created_volumes)
             disks.append(disk.target)
             paths[disk.path] = path
-        note(self.m, f"Created {len(paths)} volume(s) in pool {pool.name} on {self.m.target_name}.")
+        self.m.note(f"Created {len(paths)} volume(s) in pool {pool.name} on {self.m.target_name}.")
         dest_xml = rewrite_disk_paths(self.src.domain_xml(self.uuid, inactive=False), paths)
         return disks, dest_xml
 
@@ -167,7 +161,6 @@ class LiveMigration:
                 outcome["error"] = HostError("The migration call failed unexpectedly.", repr(e))
 
         self.m.set_phase(Phase.TRANSFERRING_MEMORY if not disks else Phase.COPYING_DISK)
-        events.publish_migration(self.m)
         thread = threading.Thread(target=target, name=f"migrate-{self.m.pk}", daemon=True)
         thread.start()
         governor = Governor(self.m, self.src, self.policy, flags)
@@ -214,7 +207,7 @@ class Governor:
         except HostError as e:
             self.errors += 1
             if self.errors == 3:
-                note(self.m, f"Cannot read the migration's progress from {self.m.source_name}: {e.plain}")
+                self.m.note(f"Cannot read the migration's progress from {self.m.source_name}: {e.plain}")
             return
         self.errors = 0
         if not stats.active:
@@ -233,17 +226,16 @@ class Governor:
                 with contextlib.suppress(InvalidTransition):
                     self.m.set_phase(Phase.TRANSFERRING_MEMORY)
         self.m.save_progress(progress)
-        events.publish_migration(self.m, dashboard=False)
-        if self.aborted is None and cancel_requested(self.m):
+        if self.aborted is None and self.m.cancel_is_requested():
             self.abort(ABORT_CANCEL, "Cancel requested: aborting the transfer. The VM keeps running on the source.")
 
     def abort(self, why: str, message: str, audited: bool = False) -> None:
         """Abort the transfer: say why, then ask libvirt to stop the job."""
         self.aborted = why
         if audited:
-            note(self.m, message, AuditAction.POLICY, decision=why)
+            self.m.note(message, AuditAction.POLICY, decision=why)
         else:
-            note(self.m, message)
+            self.m.note(message)
         self.src.abort_job(self.uuid)
 
     def watch_target(self) -> None:
@@ -282,22 +274,20 @@ class Governor:
             return
         try:
             self.src.set_max_downtime(self.uuid, wanted)
-            note(
-                self.m,
+            self.m.note(
                 f"Allowed downtime set to {wanted} ms ({elapsed:.0f} s in, pass {stats.iteration}).",
                 AuditAction.POLICY,
                 decision="downtime",
                 downtime_ms=wanted,
             )
         except HostError as e:
-            note(self.m, f"Could not set the allowed downtime to {wanted} ms: {e.plain}")
+            self.m.note(f"Could not set the allowed downtime to {wanted} ms: {e.plain}")
         self.downtime_ms = wanted
 
     def _report_throttle(self, stats: JobStats) -> None:
         if stats.throttle_percent and stats.throttle_percent != self.throttle:
             self.throttle = stats.throttle_percent
-            note(
-                self.m,
+            self.m.note(
                 f"Auto-converge slowed the guest's CPUs by {self.throttle}% to let the copy catch up.",
                 AuditAction.POLICY,
                 decision="auto_converge",
@@ -316,8 +306,7 @@ class Governor:
                 if "auto_converge" in self.flags
                 else "try the 'Make it converge' policy, more bandwidth, or a cold migration"
             )
-            note(
-                self.m,
+            self.m.note(
                 f"Not converging: the guest dirties {_mib(stats.dirty_rate_bps)}/s while "
                 f"{_mib(stats.memory_bps)}/s is sent (pass {stats.iteration}); {suggestion}.",
                 AuditAction.POLICY,
@@ -326,7 +315,7 @@ class Governor:
                 memory_bps=stats.memory_bps,
             )
         elif not behind and self.not_converging:
-            note(self.m, "Converging again: memory is now sent faster than the guest dirties it.")
+            self.m.note("Converging again: memory is now sent faster than the guest dirties it.")
         self.not_converging = behind
 
     def _maybe_postcopy(self, stats: JobStats) -> None:
@@ -341,8 +330,7 @@ class Governor:
         try:
             self.src.start_postcopy(self.uuid)
             self.postcopy_started = True
-            note(
-                self.m,
+            self.m.note(
                 f"Switched to post-copy at pass {stats.iteration}: the guest now runs on the "
                 "target and fetches the rest of its memory on demand.",
                 AuditAction.POLICY,
@@ -350,8 +338,7 @@ class Governor:
             )
         except HostError as e:
             self.postcopy_started = True  # do not try again every half second
-            note(
-                self.m,
+            self.m.note(
                 f"Post-copy could not start: {e.plain}. Carrying on with pre-copy.",
                 AuditAction.POLICY,
                 decision="postcopy_failed",

@@ -1,17 +1,16 @@
-"""How a migration records what happens to it: notes, audit entries, and the
-three endings (succeeded, failed, cancelled), each published to the browser."""
+"""What the engine says happened: notes, and the three endings (succeeded,
+failed, cancelled). The Migration model writes, audits and publishes them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
-
-from django.utils import timezone
 
 from hosts.sync import sync_hosts
 
 from .. import events
-from ..models import AuditAction, AuditEntry, InvalidTransition, Migration
+from ..models import AuditEntry, InvalidTransition, Migration
 
 log = logging.getLogger(__name__)
 
@@ -31,70 +30,31 @@ class Abort(Exception):
 
 
 def audit(migration: Migration, action: str, message: str, **data: Any) -> None:
+    """An audit entry about a migration that is not a change of its state
+    (reconciliation); the model audits its own changes."""
     AuditEntry.record(action, message, migration=migration, **data)
 
 
-def note(migration: Migration, message: str, audit_action: str | None = None, **data: Any) -> None:
-    """A step or decision: in the migration's log, live in the browser, and
-    (for decisions) in the audit log."""
-    migration.add_event(message, **data)
-    if audit_action:
-        audit(migration, audit_action, message, **data)
-    events.publish_migration(migration)
-
-
-def cancel_requested(migration: Migration) -> bool:
-    return Migration.objects.filter(pk=migration.pk, cancel_requested=True).exists()
-
-
-def heartbeat(migration: Migration) -> None:
-    Migration.objects.filter(pk=migration.pk).update(updated_at=timezone.now())
+# The three endings. Each is a no-op when the migration has already ended
+# (another path, such as a cancel, got there first); the model audits and
+# publishes the change.
 
 
 def finish_failed(
     migration: Migration, message: str, detail: str = "", code: str = "", stats: dict[str, Any] | None = None
 ) -> None:
-    try:
+    with contextlib.suppress(InvalidTransition):
         migration.fail(message, detail, code, stats)
-    except InvalidTransition:
-        return
-    audit(migration, AuditAction.FAILED, message, outcome="failed", detail=detail, code=code)
-    events.publish_migration(migration)
 
 
 def finish_cancelled(migration: Migration, message: str) -> None:
-    try:
+    with contextlib.suppress(InvalidTransition):
         migration.cancel(message)
-    except InvalidTransition:
-        return
-    audit(migration, AuditAction.CANCELLED, message, outcome="cancelled")
-    events.publish_migration(migration)
 
 
 def finish_succeeded(migration: Migration, stats: dict[str, Any]) -> None:
-    try:
+    with contextlib.suppress(InvalidTransition):
         migration.succeed(stats)
-    except InvalidTransition:
-        return
-    audit(
-        migration,
-        AuditAction.SUCCEEDED,
-        f"{migration.domain_name} now runs on {migration.target_name} ({_summary(stats)}).",
-        outcome="succeeded",
-        stats=stats,
-    )
-    events.publish_migration(migration)
-
-
-def _summary(stats: dict[str, Any]) -> str:
-    parts = []
-    if stats.get("time_ms") is not None:
-        parts.append(f"{stats['time_ms'] / 1000:.1f} s")
-    if stats.get("downtime_ms") is not None:
-        parts.append(f"{stats['downtime_ms']} ms downtime")
-    if stats.get("data_transferred") is not None:
-        parts.append(f"{stats['data_transferred'] / 1048576:.0f} MiB sent")
-    return ", ".join(parts) or "done"
 
 
 def refresh_inventory(migration: Migration) -> None:

@@ -18,7 +18,7 @@ from hosts.libvirt import Connection, DomainState, HostError, open_hosts
 from ..models import AuditAction, Migration, Mode, Status
 from ..policies import get_policy
 from .live import SAMPLE_INTERVAL, Governor
-from .outcome import audit, finish_failed, finish_succeeded, heartbeat, note, refresh_inventory
+from .outcome import audit, finish_failed, finish_succeeded, refresh_inventory
 from .settle import settle
 
 # A migration whose worker has not written for this long is orphaned.
@@ -84,7 +84,7 @@ def _reconcile_live(migration: Migration, src: Connection, dst: Connection) -> s
             f"Reconciled: the worker had stopped, but {migration.source_name} is still migrating "
             f"{migration.domain_name}; a worker took it over.",
         )
-        note(migration, "A worker took over this migration after the one that started it stopped.")
+        migration.note("A worker took over this migration after the one that started it stopped.")
         adopt(migration, src, dst)
         return "adopted (still migrating)"
     settle(migration, src, dst, created_volumes=(migration.progress or {}).get("created_volumes", []))
@@ -96,7 +96,7 @@ def adopt(migration: Migration, src: Connection, dst: Connection) -> None:
     uuid = str(migration.domain_uuid)
     while src.job_stats(uuid).active:
         governor.step()
-        heartbeat(migration)
+        migration.heartbeat()
         time.sleep(SAMPLE_INTERVAL)
     settle(
         migration,

@@ -19,7 +19,7 @@ from hosts.models import Host
 
 from ..models import InvalidTransition, Migration, Phase
 from ..policies import get_policy
-from .outcome import cancel_requested, finish_cancelled, finish_failed, finish_succeeded, note
+from .outcome import finish_cancelled, finish_failed, finish_succeeded
 from .progress import job_record
 
 # Why the governor stopped a transfer (None: it did not).
@@ -39,7 +39,7 @@ def settle(
 ) -> None:
     """Decide a live migration's outcome by asking both hosts where the VM is."""
     uuid = str(migration.domain_uuid)
-    if aborted is None and cancel_requested(migration):
+    if aborted is None and migration.cancel_is_requested():
         aborted = ABORT_CANCEL  # the web process aborted it before the governor noticed
     on_source = _state_or_unknown(src, uuid, migration.source)
     on_target = _state_or_unknown(dst, uuid, migration.target)
@@ -52,8 +52,7 @@ def settle(
         if on_source == DomainState.SHUTOFF:
             # The domain was copied but the source definition stayed (flag
             # refused?): the VM runs on the target, which is what was asked.
-            note(
-                migration,
+            migration.note(
                 f"The source still has a (shut off) definition of {migration.domain_name}; "
                 "remove it once you have checked the target.",
             )
