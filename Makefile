@@ -3,6 +3,7 @@
 #   make demo           install what is missing, start the lab, web and worker
 #   make stop           stop the web server, the worker and the Redis the demo started
 #   make status         what of the demo runs
+#   make lint           ruff (lint and format) on the tree, mypy on the libvirt seam and the engine
 #   make test           the whole suite (honours DATABASE_URL; extra args: PYTEST_ARGS='-m "not lab"')
 #   make test-postgres  the whole suite on a local PostgreSQL it installs and starts
 #   make lab-up / lab-down / lab-status   the demo's lab of simulated KVM hosts
@@ -17,7 +18,7 @@ PYTEST_ARGS ?=
 LAB_NAME ?= demo
 export KVMWEB_LAB_NAME := $(LAB_NAME)
 
-.PHONY: help demo stop status test test-postgres lab-up lab-down lab-status bench load scale-test \
+.PHONY: help demo stop status lint test test-postgres lab-up lab-down lab-status bench load scale-test \
 	system-deps-demo system-deps-test system-deps-ci
 
 help:
@@ -31,6 +32,11 @@ stop:
 
 status:
 	@scripts/demo.sh status
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: system-deps-test $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

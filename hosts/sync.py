@@ -382,7 +382,7 @@ def announce(host_names, resolution, host_changed=False):
     transaction.on_commit(lambda: signals.inventory_changed.send(Domain, hosts=host_names, domains=ids))
 
 
-def sync_hosts(names=None, timeout=None, readers=4):
+def sync_hosts(names: list[str] | None = None, timeout: float | None = None, readers: int = 4) -> list[SyncResult]:
     """Sync several hosts: libvirt is read in parallel, the database written in
     this thread, one transaction per host as each read completes.
 

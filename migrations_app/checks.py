@@ -5,11 +5,14 @@ Each check answers pass, warn or fail with a sentence an administrator can act
 on. A failed check stops the migration; a warning does not.
 """
 
+from __future__ import annotations
+
 import contextlib
 import ipaddress
 import socket
 import uuid as uuidlib
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from hosts import capacity
 from hosts.libvirt import CpuComparison, HostError, open_host
@@ -18,6 +21,9 @@ from hosts.models import Domain, Host
 from . import device_checks
 from .models import Migration, Mode, Status, StorageMode
 from .policies import get_policy, outpaced
+
+if TYPE_CHECKING:
+    from .services import Request
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 MiB = 1024 * 1024
@@ -56,7 +62,7 @@ class CheckResult:
     message: str
     detail: str = ""
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "label": LABELS.get(self.name, self.name.replace("_", " ").capitalize())}
 
 
@@ -72,7 +78,7 @@ class Checks:
         return any(r.result == FAIL for r in self.results)
 
 
-def run_checks(req, source=None, target=None):
+def run_checks(req: Request | Migration, source: Any = None, target: Any = None) -> list[CheckResult]:
     """Run every check for a request (services.Request or a Migration).
 
     ``source``/``target`` are open connections when the caller has them
@@ -235,7 +241,7 @@ def _check_state(checks, v, dom, source, target):
             checks.add("domain_state", PASS, f"{v['name']} is {state}: ready for a cold migration.")
 
 
-def migration_address(target_host, target_conn=None):
+def migration_address(target_host: Any, target_conn: Any = None) -> tuple[str | None, str]:
     """Where QEMU sends the migration data: the target's own address from its URI.
 
     Sending to an address, not to the name the target reports, avoids the

@@ -6,16 +6,22 @@ Messages are ``{"type": "migration.update", "migration": {...}}`` (and
 ``dashboard.update``); consumers forward them as JSON with the same shape.
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from hosts.models import Domain
+
+if TYPE_CHECKING:
+    from .models import Migration
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,7 @@ def _host_counts():
         return None
 
 
-def publish_migration(migration, dashboard=True):
+def publish_migration(migration: Migration, dashboard: bool = True) -> None:
     """Send a migration's full state to its watchers. Never raises: a
     migration must not fail because nobody could be told about it."""
     payload = migration.as_event()
@@ -108,7 +114,7 @@ def publish_migration(migration, dashboard=True):
         log.warning("could not publish migration %s: %s", migration.pk, e)
 
 
-def publish_dashboard(kind, data):
+def publish_dashboard(kind: str, data: Any) -> None:
     try:
         _send((DASHBOARD_GROUP, {"type": "dashboard.update", kind: data, "hosts": _host_counts()}))
     except Exception as e:

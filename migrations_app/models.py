@@ -1,3 +1,8 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
@@ -161,7 +166,7 @@ class Migration(models.Model):
     # an auditor wants, then the publish to the browsers. Every method that
     # writes is marked ``alters_data``, so a template cannot call it.
 
-    def _transition(self, allowed_from, **changes):
+    def _transition(self, allowed_from: Iterable[str], **changes: Any) -> None:
         """Move to a new state only if still in one of ``allowed_from``."""
         changes["updated_at"] = timezone.now()
         rows = Migration.objects.filter(pk=self.pk, status__in=allowed_from).update(**changes)
@@ -175,7 +180,7 @@ class Migration(models.Model):
 
     _transition.alters_data = True
 
-    def _write(self, **changes):
+    def _write(self, **changes: Any) -> None:
         """Write fields that are not the state (progress, checks, flags...)."""
         changes["updated_at"] = timezone.now()
         Migration.objects.filter(pk=self.pk).update(**changes)
@@ -184,7 +189,9 @@ class Migration(models.Model):
 
     _write.alters_data = True
 
-    def _announce(self, audit=None, *, user=None, dashboard=True, **data):
+    def _announce(
+        self, audit: tuple[str, str] | None = None, *, user: Any = None, dashboard: bool = True, **data: Any
+    ) -> None:
         """The one way a change is told: ``audit`` is (action, message) for the
         audit log, then every watcher gets the new state."""
         from . import events
@@ -194,13 +201,13 @@ class Migration(models.Model):
             AuditEntry.record(action, message, user=user, migration=self, **data)
         events.publish_migration(self, dashboard=dashboard)
 
-    def start_checking(self):
+    def start_checking(self) -> None:
         self._transition([Status.QUEUED], status=Status.CHECKING, phase=Phase.CHECKING)
         self._announce()
 
     start_checking.alters_data = True
 
-    def start(self, **audit_data):
+    def start(self, **audit_data: Any) -> None:
         """The checks passed: the move begins. ``audit_data`` goes into the audit entry (the worker's name)."""
         self._transition([Status.CHECKING], status=Status.RUNNING, phase=Phase.PREPARING, started_at=timezone.now())
         self._announce(
@@ -214,13 +221,13 @@ class Migration(models.Model):
 
     start.alters_data = True
 
-    def set_phase(self, phase):
+    def set_phase(self, phase: str) -> None:
         self._transition([Status.RUNNING], phase=phase)
         self._announce()
 
     set_phase.alters_data = True
 
-    def succeed(self, stats=None):
+    def succeed(self, stats: dict[str, Any] | None = None) -> None:
         self._transition(
             [Status.RUNNING],
             status=Status.SUCCEEDED,
@@ -239,7 +246,7 @@ class Migration(models.Model):
 
     succeed.alters_data = True
 
-    def fail(self, error, detail="", code="", stats=None):
+    def fail(self, error: str, detail: str = "", code: str = "", stats: dict[str, Any] | None = None) -> None:
         self._transition(
             ACTIVE,
             status=Status.FAILED,
@@ -253,7 +260,7 @@ class Migration(models.Model):
 
     fail.alters_data = True
 
-    def cancel(self, reason=""):
+    def cancel(self, reason: str = "") -> None:
         self._transition(
             ACTIVE,
             status=Status.CANCELLED,
@@ -264,7 +271,7 @@ class Migration(models.Model):
 
     cancel.alters_data = True
 
-    def request_cancel(self, user):
+    def request_cancel(self, user: Any) -> str:
         """``user`` asks the worker to stop; a queued migration is cancelled at once.
 
         Returns "cancelled" or "requested" (the worker, or the web process's
@@ -299,7 +306,7 @@ class Migration(models.Model):
 
     request_cancel.alters_data = True
 
-    def wait_for_slot(self):
+    def wait_for_slot(self) -> None:
         """A queued migration waits for a free slot on its hosts (said once)."""
         if self.phase == Phase.WAITING:
             return
@@ -311,7 +318,7 @@ class Migration(models.Model):
 
     wait_for_slot.alters_data = True
 
-    def note(self, message, audit_action=None, **data):
+    def note(self, message: str, audit_action: str | None = None, **data: Any) -> dict[str, Any]:
         """A step or decision: in the migration's own log, live in the browser,
         and (for decisions, with ``audit_action``) in the audit log."""
         entry = {"at": timezone.now().isoformat(), "message": message, **data}
@@ -321,51 +328,51 @@ class Migration(models.Model):
 
     note.alters_data = True
 
-    def save_progress(self, progress):
+    def save_progress(self, progress: dict[str, Any]) -> None:
         """A progress sample, sent to the migration's watchers (not the dashboard)."""
         self._write(progress=progress)
         self._announce(dashboard=False)
 
     save_progress.alters_data = True
 
-    def record_created_volumes(self, paths):
+    def record_created_volumes(self, paths: Iterable[str]) -> None:
         """The volumes made on the target so far, kept so that whoever settles
         the migration (this worker or a later one) can remove them."""
         self._write(progress={**(self.progress or {}), "created_volumes": list(paths)})
 
     record_created_volumes.alters_data = True
 
-    def record_checks(self, checks):
+    def record_checks(self, checks: list[dict[str, Any]]) -> None:
         self._write(checks=checks)
 
     record_checks.alters_data = True
 
-    def record_flags(self, flags):
+    def record_flags(self, flags: Iterable[str]) -> None:
         self._write(flags=list(flags))
 
     record_flags.alters_data = True
 
-    def record_was_running(self, was_running):
+    def record_was_running(self, was_running: bool) -> None:
         self._write(was_running=was_running)
 
     record_was_running.alters_data = True
 
-    def set_job_id(self, job_id):
+    def set_job_id(self, job_id: str) -> None:
         self._write(job_id=job_id)
 
     set_job_id.alters_data = True
 
-    def heartbeat(self):
+    def heartbeat(self) -> None:
         """Say this migration's worker is alive (see engine.reconcile)."""
         self._write()
 
     heartbeat.alters_data = True
 
-    def cancel_is_requested(self):
+    def cancel_is_requested(self) -> bool:
         """Whether someone asked to cancel, as the database says now."""
         return Migration.objects.filter(pk=self.pk, cancel_requested=True).exists()
 
-    def as_event(self) -> "MigrationEvent":
+    def as_event(self) -> MigrationEvent:
         """The full state as sent to browsers; small enough to send often."""
         return {
             "id": self.pk,
@@ -394,7 +401,7 @@ class Migration(models.Model):
         }
 
 
-def stats_summary(stats):
+def stats_summary(stats: dict[str, Any]) -> str:
     """A migration's statistics in a few words, for the audit log."""
     parts = []
     if stats.get("time_ms") is not None:
@@ -461,7 +468,19 @@ class AuditEntry(models.Model):
         raise PermissionError("The audit log is append-only.")
 
     @classmethod
-    def record(cls, action, message, *, user=None, migration=None, outcome="", domain="", source="", target="", **data):
+    def record(
+        cls,
+        action: str,
+        message: str,
+        *,
+        user: Any = None,
+        migration: Migration | None = None,
+        outcome: str = "",
+        domain: str = "",
+        source: str = "",
+        target: str = "",
+        **data: Any,
+    ) -> AuditEntry:
         """One entry. The VM and host columns come from ``migration``, or for an
         entry without one (a dry run) from ``domain``, ``source`` and ``target``
         (names), so that filtering by VM or host finds every entry."""

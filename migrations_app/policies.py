@@ -35,7 +35,7 @@ class Policy:
     def initial_downtime_ms(self):
         return self.downtime_steps[0].downtime_ms if self.downtime_steps else 300
 
-    def downtime_at(self, elapsed):
+    def downtime_at(self, elapsed: float) -> int:
         """The downtime the policy allows ``elapsed`` seconds into the transfer."""
         allowed = self.initial_downtime_ms
         for step in self.downtime_steps:
@@ -104,11 +104,11 @@ DEFAULT_POLICY = "default"
 OUTPACED_RATIO = 0.9
 
 
-def outpaced(dirty_rate_bps, send_rate_bps):
+def outpaced(dirty_rate_bps: int, send_rate_bps: int) -> bool:
     return bool(send_rate_bps) and dirty_rate_bps >= OUTPACED_RATIO * send_rate_bps
 
 
-def get_policy(name):
+def get_policy(name: str | None) -> "Policy | None":
     return POLICIES.get(name or DEFAULT_POLICY)
 
 

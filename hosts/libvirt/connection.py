@@ -191,8 +191,9 @@ def open_hosts(*uris: str, timeout: float | None = None) -> Iterator[list[Connec
     connections = [Connection(uri, conn) for uri, conn in zip(uris, opened, strict=True) if conn is not None]
     try:
         for future in futures:
-            if future.exception() is not None:
-                raise future.exception()
+            error = future.exception()
+            if error is not None:
+                raise error
         yield connections
     finally:
         for connection in connections:

@@ -33,11 +33,11 @@ class DomainOps(Ops):
         flags = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
         if inactive:
             flags |= libvirt.VIR_DOMAIN_XML_INACTIVE
-        return self.call(self._dom(uuid).XMLDesc, flags)
+        return str(self.call(self._dom(uuid).XMLDesc, flags))
 
     def define(self, xml: str) -> str:
         """Define a domain from its XML; returns its UUID."""
-        return self.call(self._conn.defineXML, xml).UUIDString()
+        return str(self.call(self._conn.defineXML, xml).UUIDString())
 
     def start(self, uuid: object) -> None:
         self.call(self._dom(uuid).create)

@@ -129,7 +129,7 @@ class InventoryOps(Ops):
 
     @translated
     def hostname(self) -> str:
-        return self._conn.getHostname()
+        return str(self._conn.getHostname())
 
     @translated
     def pools(self, with_volumes: bool = False) -> tuple[list[PoolInfo], Volumes]:

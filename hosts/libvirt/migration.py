@@ -45,7 +45,7 @@ def rewrite_disk_paths(xml: str, paths: Mapping[str, str]) -> str:
     # At any depth: a snapshot's XML holds the domain's definition.
     for source in root.iterfind(".//devices/disk/source"):
         old = source.get("file")
-        if old in paths:
+        if old is not None and old in paths:
             source.set("file", paths[old])
     return ET.tostring(root, encoding="unicode")
 
@@ -93,7 +93,7 @@ class MigrationOps(Ops):
     @translated(absent=_NO_JOB, default=None)
     def _raw_job_stats(self, uuid: object, completed: bool) -> dict[str, Any] | None:
         dom = self._conn.lookupByUUIDString(str(uuid))
-        return dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0)
+        return dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0))
 
     @translated(absent=_NO_JOB, default=False)
     def abort_job(self, uuid: object) -> bool:

@@ -53,7 +53,7 @@ class StorageOps(Ops):
             f"<allocation unit='bytes'>0</allocation>"
             f"<target><format type='{_xml_escape(fmt or 'raw')}'/></target></volume>"
         )
-        return pool.createXML(xml, 0).path()
+        return str(pool.createXML(xml, 0).path())
 
     @translated(absent=(libvirt.VIR_ERR_NO_STORAGE_VOL,), default=False)
     def delete_volume(self, path: str) -> bool:

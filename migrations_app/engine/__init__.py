@@ -33,6 +33,7 @@ from .outcome import (
     audit,
     finish_cancelled,
     finish_failed,
+    hosts_of,
     refresh_inventory,
 )
 from .reconcile import reconcile, reconcile_all
@@ -62,7 +63,8 @@ def claim(migration: Migration) -> bool:
         hosts = {
             h.pk: h for h in Host.objects.select_for_update().filter(pk__in=[migration.source_id, migration.target_id])
         }
-        source, target = hosts.get(migration.source_id), hosts.get(migration.target_id)
+        source = hosts.get(migration.source_id) if migration.source_id is not None else None
+        target = hosts.get(migration.target_id) if migration.target_id is not None else None
         busy = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING])
         if source and busy.filter(source=source).count() >= source.max_outgoing:
             return False
@@ -93,7 +95,8 @@ def _no_room(migration: Migration, target: Host | None) -> list[CheckResult]:
 def run(migration: Migration) -> None:
     """Check, then move the domain; always ends in a final state."""
     try:
-        with open_hosts(migration.source.uri, migration.target.uri) as (src, dst):
+        source, target = hosts_of(migration)
+        with open_hosts(source.uri, target.uri) as (src, dst):
             if not preflight(migration, src, dst):
                 return
             migration.start(worker=worker_name())

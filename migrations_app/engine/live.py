@@ -18,7 +18,8 @@ from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reacha
 from .. import device_moves
 from ..checks import migration_address
 from ..models import AuditAction, InvalidTransition, Migration, Phase, StorageMode
-from ..policies import Policy, get_policy, outpaced
+from ..policies import Policy, outpaced
+from .outcome import hosts_of, policy_of
 from .progress import live_sample
 from .settle import ABORT_CANCEL, ABORT_DEADLINE, ABORT_TARGET_LOST, settle
 
@@ -37,7 +38,7 @@ class LiveMigration:
         self.m = migration
         self.src = src
         self.dst = dst
-        self.policy = get_policy(migration.policy)
+        self.policy = policy_of(migration)
         self.uuid = str(migration.domain_uuid)
         self.created_volumes: list[str] = []
         # What the governor of the last transfer saw (see Governor).
@@ -141,7 +142,7 @@ class LiveMigration:
         another (an SSH handshake, on most hosts) would delay the start.
         """
         outcome: dict[str, HostError] = {}
-        target_uri = self.m.target.uri
+        target_uri = hosts_of(self.m)[1].uri
 
         def target() -> None:
             try:

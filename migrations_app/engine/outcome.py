@@ -7,10 +7,13 @@ import contextlib
 import logging
 from typing import Any
 
+from hosts.libvirt import HostError
+from hosts.models import Host
 from hosts.sync import sync_hosts
 
 from .. import events
 from ..models import AuditEntry, InvalidTransition, Migration
+from ..policies import Policy, get_policy
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,21 @@ def finish_cancelled(migration: Migration, message: str) -> None:
 def finish_succeeded(migration: Migration, stats: dict[str, Any]) -> None:
     with contextlib.suppress(InvalidTransition):
         migration.succeed(stats)
+
+
+def hosts_of(migration: Migration) -> tuple[Host, Host]:
+    """The source and target of a migration; a HostError if one was removed from kvmweb."""
+    if migration.source is None or migration.target is None:
+        raise HostError("A host of this migration was removed from kvmweb.", code="host_gone")
+    return migration.source, migration.target
+
+
+def policy_of(migration: Migration) -> Policy:
+    """The policy a migration was requested with (checked when it was requested)."""
+    policy = get_policy(migration.policy)
+    if policy is None:
+        raise ValueError(f"migration {migration.pk} names an unknown policy {migration.policy!r}")
+    return policy
 
 
 def refresh_inventory(migration: Migration) -> None:

@@ -16,9 +16,8 @@ from django.utils import timezone
 from hosts.libvirt import Connection, DomainState, HostError, open_hosts
 
 from ..models import AuditAction, Migration, Mode, Status
-from ..policies import get_policy
 from .live import SAMPLE_INTERVAL, Governor
-from .outcome import audit, finish_failed, finish_succeeded, refresh_inventory
+from .outcome import audit, finish_failed, finish_succeeded, hosts_of, policy_of, refresh_inventory
 from .settle import settle
 
 # A migration whose worker has not written for this long is orphaned.
@@ -53,7 +52,8 @@ def reconcile(migration: Migration) -> str:
         audit(migration, AuditAction.RECONCILED, "Reconciled: the worker had stopped during the checks.")
         return "failed (checks interrupted)"
     try:
-        with open_hosts(migration.source.uri, migration.target.uri) as (src, dst):
+        source, target = hosts_of(migration)
+        with open_hosts(source.uri, target.uri) as (src, dst):
             if migration.mode == Mode.LIVE:
                 return _reconcile_live(migration, src, dst)
             return _reconcile_cold(migration, src, dst)
@@ -92,7 +92,7 @@ def _reconcile_live(migration: Migration, src: Connection, dst: Connection) -> s
 
 
 def adopt(migration: Migration, src: Connection, dst: Connection) -> None:
-    governor = Governor(migration, src, get_policy(migration.policy), migration.flags or [])
+    governor = Governor(migration, src, policy_of(migration), migration.flags or [])
     uuid = str(migration.domain_uuid)
     while src.job_stats(uuid).active:
         governor.step()

@@ -18,8 +18,7 @@ from hosts.libvirt import Connection, DomainState, HostError, JobStats, reachabl
 from hosts.models import Host
 
 from ..models import InvalidTransition, Migration, Phase
-from ..policies import get_policy
-from .outcome import finish_cancelled, finish_failed, finish_succeeded
+from .outcome import finish_cancelled, finish_failed, finish_succeeded, policy_of
 from .progress import job_record
 
 # Why the governor stopped a transfer (None: it did not).
@@ -71,7 +70,7 @@ def settle(
     if aborted == ABORT_CANCEL:
         finish_cancelled(migration, f"Cancelled. {where}")
     elif aborted == ABORT_DEADLINE:
-        policy = get_policy(migration.policy)
+        policy = policy_of(migration)
         finish_failed(
             migration,
             f"The migration did not converge within the policy's {policy.deadline_seconds} s and was "
