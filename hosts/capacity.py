@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
-from django.template.defaultfilters import filesizeformat
+
+from kvmweb.formatting import size
 
 from .models import HOLDS_MEMORY, Domain, Host
 
@@ -98,15 +99,12 @@ class Capacity:
     @property
     def summary(self):
         """The bar's words, the same on the page and in the dashboard's live updates."""
-        words = (
-            f"{filesizeformat(self.memory_committed)} committed of {filesizeformat(self.memory_capacity)} "
-            f"({self.memory_percent} %)"
-        )
+        words = f"{size(self.memory_committed)} committed of {size(self.memory_capacity)} ({self.memory_percent} %)"
         if self.incoming:
             many = "s" if self.incoming > 1 else ""
-            words += f" · {filesizeformat(self.memory_incoming)} on {self.incoming} migration{many} on the way in"
+            words += f" · {size(self.memory_incoming)} on {self.incoming} migration{many} on the way in"
         if self.memory_over:
-            words += f" · over by {filesizeformat(self.memory_over)}"
+            words += f" · over by {size(self.memory_over)}"
         return words
 
     def as_bar(self):

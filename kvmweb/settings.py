@@ -142,6 +142,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "hosts.context_processors.roles",
             ],
+            # kvmweb's formatting filters (size, rate, duration...) in every template.
+            "builtins": ["kvmweb.formatting"],
         },
     },
 ]

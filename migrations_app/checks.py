@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hosts import capacity
 from hosts.libvirt import CpuComparison, HostError, open_host
 from hosts.models import Domain, Host
+from kvmweb.formatting import size
 
 from . import device_checks
 from .models import Migration, Mode, Status, StorageMode
@@ -531,20 +532,18 @@ def _check_copy_storage(checks, v, disks, source, target):
         checks.add(
             "free_space",
             FAIL,
-            f"Pool {pool.name} on {tname} has {_size(pool.available)} free; the disks hold "
-            f"{_size(need)}. Free space there or choose another pool.",
+            f"Pool {pool.name} on {tname} has {size(pool.available)} free; the disks hold "
+            f"{size(need)}. Free space there or choose another pool.",
         )
     elif full > pool.available:
         checks.add(
             "free_space",
             WARN,
-            f"Pool {pool.name} has room for the disks' data ({_size(need)}) but not for them "
-            f"to grow to their full size ({_size(full)}).",
+            f"Pool {pool.name} has room for the disks' data ({size(need)}) but not for them "
+            f"to grow to their full size ({size(full)}).",
         )
     else:
-        checks.add(
-            "free_space", PASS, f"Pool {pool.name} on {tname} has {_size(pool.available)} free for {_size(need)}."
-        )
+        checks.add("free_space", PASS, f"Pool {pool.name} on {tname} has {size(pool.available)} free for {size(need)}.")
     clashes = [
         d.path
         for d in disks
@@ -600,16 +599,16 @@ def _memory_result(host, guest, cap, free):
         return CheckResult(
             "memory",
             FAIL,
-            f"{host.name} cannot hold {name}: {_size(cap.memory_committed)} of the {_size(cap.memory_capacity)} "
+            f"{host.name} cannot hold {name}: {size(cap.memory_committed)} of the {size(cap.memory_capacity)} "
             f"it can give guests is already promised to {_promised_to(cap)}, and {name} may use up to "
-            f"{_size(need)}. Choose another host; or, if {host.name} can really hold more, lower its reserved "
+            f"{size(need)}. Choose another host; or, if {host.name} can really hold more, lower its reserved "
             "memory or raise its memory allocation ratio.",
         )
     if free is not None and need > free:
         return CheckResult(
             "memory",
             FAIL,
-            f"{host.name} has {_size(free)} of memory free now and {name} may use up to {_size(need)}. "
+            f"{host.name} has {size(free)} of memory free now and {name} may use up to {size(need)}. "
             "Free memory there or choose another host.",
         )
     room = cap.memory_room - need
@@ -617,41 +616,41 @@ def _memory_result(host, guest, cap, free):
         return CheckResult(
             "memory",
             WARN,
-            f"{host.name} can hold {name} ({_size(need)}), leaving little room: {_size(max(room, 0))} of its "
-            f"{_size(cap.memory_capacity)} unpromised afterwards"
-            + (f", {_size(free)} free now." if free is not None else "."),
+            f"{host.name} can hold {name} ({size(need)}), leaving little room: {size(max(room, 0))} of its "
+            f"{size(cap.memory_capacity)} unpromised afterwards"
+            + (f", {size(free)} free now." if free is not None else "."),
         )
     return CheckResult(
         "memory",
         PASS,
-        f"{host.name} has {_size(cap.memory_room)} of its {_size(cap.memory_capacity)} for guests unpromised "
-        f"for {name}'s {_size(need)}" + (f" ({_size(free)} free now)." if free is not None else "."),
+        f"{host.name} has {size(cap.memory_room)} of its {size(cap.memory_capacity)} for guests unpromised "
+        f"for {name}'s {size(need)}" + (f" ({size(free)} free now)." if free is not None else "."),
     )
 
 
 def _hugepages_result(host, guest, exclude_migration):
     pages = capacity.hugepages_for(host, guest.hugepage_kib, exclude_migration)
-    size = _size(guest.hugepage_kib * 1024)
+    page_size = size(guest.hugepage_kib * 1024)
     need = capacity.pages_for(guest)
     if not pages.pool:
         return CheckResult(
             "hugepages",
             FAIL,
-            f"{guest.name}'s memory is backed by huge pages of {size}, and {host.name} has none of that size. "
+            f"{guest.name}'s memory is backed by huge pages of {page_size}, and {host.name} has none of that size. "
             f"Set some aside on {host.name} (vm.nr_hugepages, or hugepages= at boot) or choose another host.",
         )
     if not pages.fits(guest):
         return CheckResult(
             "hugepages",
             FAIL,
-            f"{host.name} cannot hold {guest.name}: {pages.committed} of its {pages.pool} huge pages of {size} "
+            f"{host.name} cannot hold {guest.name}: {pages.committed} of its {pages.pool} huge pages of {page_size} "
             f"are already promised to the guests it runs or that are on their way there, and {guest.name} "
             f"needs {need}. Choose another host, or set more huge pages aside there.",
         )
     return CheckResult(
         "hugepages",
         PASS,
-        f"{host.name} has {pages.pool - pages.committed} of its {pages.pool} huge pages of {size} unpromised; "
+        f"{host.name} has {pages.pool - pages.committed} of its {pages.pool} huge pages of {page_size} unpromised; "
         f"{guest.name} needs {need}.",
     )
 
@@ -690,7 +689,7 @@ def _check_convergence(checks, v, dom, source, target):
         checks.add(
             "convergence",
             WARN,
-            f"At {bandwidth} MiB/s the first pass over {_size(memory)} of memory alone takes "
+            f"At {bandwidth} MiB/s the first pass over {size(memory)} of memory alone takes "
             f"{memory / (bandwidth * MiB):.0f} s, longer than the policy's deadline of "
             f"{policy.deadline_seconds} s: it will be aborted. Raise the bandwidth limit.",
         )
@@ -703,7 +702,7 @@ def _check_convergence(checks, v, dom, source, target):
                 "convergence",
                 WARN,
                 f"When it last moved (migration #{last.pk}) {v['name']} dirtied memory at "
-                f"{_size(dirty)}/s while {_size(last.stats['speed_bps'])}/s could be sent: it may not "
+                f"{size(dirty)}/s while {size(last.stats['speed_bps'])}/s could be sent: it may not "
                 "converge. Choose the 'Make it converge' policy, raise the bandwidth, or, as the "
                 "article says, migrate it cold.",
             )
@@ -715,12 +714,3 @@ def _check_convergence(checks, v, dom, source, target):
         f"'{policy.label}' policy; it gives up after {policy.deadline_seconds} s, leaving the VM "
         "on the source.",
     )
-
-
-def _size(n):
-    n = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

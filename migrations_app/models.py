@@ -9,6 +9,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from kvmweb.formatting import size
+
 from .wire import MigrationEvent
 
 
@@ -67,6 +69,10 @@ class Phase(models.TextChoices):
     DONE = "done", "Done"
 
 
+# The most progress samples a migration keeps for its chart.
+MAX_SAMPLES = 300
+
+
 class InvalidTransition(Exception):
     pass
 
@@ -114,6 +120,11 @@ class Migration(models.Model):
     flags = models.JSONField(default=list, blank=True, help_text="libvirt flags used.")
     checks = models.JSONField(default=list, blank=True)
     progress = models.JSONField(default=dict, blank=True)
+    samples = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="[sampled_at, bytes remaining] pairs for the chart, thinned to a few hundred.",
+    )
     stats = models.JSONField(default=dict, blank=True)
     events = models.JSONField(default=list, blank=True, help_text="Policy decisions and steps.")
     error = models.TextField(blank=True)
@@ -329,8 +340,18 @@ class Migration(models.Model):
     note.alters_data = True
 
     def save_progress(self, progress: dict[str, Any]) -> None:
-        """A progress sample, sent to the migration's watchers (not the dashboard)."""
-        self._write(progress=progress)
+        """A progress sample, sent to the migration's watchers (not the dashboard),
+        and kept for the chart (so a page opened after the end still draws it)."""
+        from .display import chart_point
+
+        point = chart_point(progress)
+        if point is None:
+            self._write(progress=progress)
+        else:
+            samples = [*self.samples, point]
+            if len(samples) > MAX_SAMPLES:
+                samples = samples[::2]  # thin out evenly; the chart keeps its shape
+            self._write(progress=progress, samples=samples)
         self._announce(dashboard=False)
 
     save_progress.alters_data = True
@@ -374,6 +395,8 @@ class Migration(models.Model):
 
     def as_event(self) -> MigrationEvent:
         """The full state as sent to browsers; small enough to send often."""
+        from .display import display
+
         return {
             "id": self.pk,
             "domain": self.domain_name,
@@ -398,6 +421,7 @@ class Migration(models.Model):
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "url": self.get_absolute_url(),
+            "display": display(self),
         }
 
 
@@ -409,7 +433,7 @@ def stats_summary(stats: dict[str, Any]) -> str:
     if stats.get("downtime_ms") is not None:
         parts.append(f"{stats['downtime_ms']} ms downtime")
     if stats.get("data_transferred") is not None:
-        parts.append(f"{stats['data_transferred'] / 1048576:.0f} MiB sent")
+        parts.append(f"{size(stats['data_transferred'])} sent")
     return ", ".join(parts) or "done"
 
 

@@ -5,14 +5,12 @@ keeps it current. Starting and cancelling go through services, like the API.
 """
 
 import csv
-import json
 from uuid import UUID
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
@@ -25,98 +23,6 @@ from . import services
 from .filters import AuditFilter, MigrationFilter
 from .forms import MigrationForm
 from .models import AuditEntry, Migration, Status
-
-# -- formatting, mirrored by static/kvmweb.js ---------------------------
-
-# The progress figures the page shows, in order: (key, label, kind).
-PROGRESS_FIELDS = [
-    ("data_processed", "Moved", "bytes"),
-    ("data_remaining", "Remaining", "bytes"),
-    ("data_total", "Total", "bytes"),
-    ("memory_remaining", "Memory remaining", "bytes"),
-    ("disk_remaining", "Disk remaining", "bytes"),
-    ("speed_bps", "Speed", "rate"),
-    ("dirty_rate_bps", "Memory dirtied", "rate"),
-    ("iteration", "Pass", "plain"),
-    ("downtime_ms", "Allowed downtime", "ms"),
-    ("eta_seconds", "Time left (estimate)", "seconds"),
-    ("elapsed", "Elapsed", "seconds"),
-    ("converging", "Converging", "bool"),
-]
-
-
-def kind_for(key):
-    """How to show a figure, judged from its name (stats have no fixed keys)."""
-    if key.endswith("_bps"):
-        return "rate"
-    if key.endswith("_ms"):
-        return "ms"
-    if key.endswith(("_seconds", "elapsed", "duration")):
-        return "seconds"
-    if key.endswith(("_total", "_processed", "_remaining", "_bytes", "_transferred")):
-        return "bytes"
-    return "plain"
-
-
-def fmt(value, kind):
-    if value is None or value == "":
-        return "—"
-    if kind == "bool":
-        return "yes" if value else "no"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, (dict, list)):
-            return json.dumps(value)
-        return str(value)
-    if kind == "bytes":
-        return filesizeformat(value)
-    if kind == "rate":
-        return f"{filesizeformat(value)}/s"
-    if kind == "ms":
-        return f"{round(value)} ms"
-    if kind == "seconds":
-        return fmt_seconds(value)
-    if isinstance(value, float):
-        return f"{value:.1f}".rstrip("0").rstrip(".")
-    return str(value)
-
-
-def fmt_seconds(seconds):
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-# What the final statistics are called on the page (the same map reaches the
-# page's script through json_script, so both speak alike).
-STAT_LABELS = {
-    "time_ms": "Total time",
-    "downtime_ms": "Downtime (guest paused)",
-    "data_transferred": "Data sent",
-    "memory_transferred": "Memory sent",
-    "disk_transferred": "Disk data sent",
-    "disk_total": "Disk size",
-    "iterations": "Passes over memory",
-    "speed_bps": "Speed",
-    "dirty_rate_bps": "Memory dirtied",
-    "setup_ms": "Setup",
-    "warnings": "Warnings",
-    "reconciled": "Settled by reconciliation",
-}
-
-
-def stat_label(key):
-    return STAT_LABELS.get(key, key.replace("_", " ").capitalize())
-
-
-def stat_rows(stats):
-    return [
-        {"key": key, "label": stat_label(key), "kind": kind_for(key), "text": fmt(value, kind_for(key))}
-        for key, value in (stats or {}).items()
-    ]
-
 
 # -- the form --------------------------------------------------------------------
 
@@ -187,21 +93,13 @@ def migration_new(request):
 
 def migration_detail(request, pk):
     migration = get_object_or_404(Migration, pk=pk)
-    progress = migration.progress or {}
     state = migration.as_event()
-    state["checks"] = migration.checks
     return render(
         request,
         "migrations_app/migration_detail.html",
         {
             "migration": migration,
-            "percent": max(0, min(100, round(progress.get("percent") or 0))),
-            "progress_rows": [
-                {"key": key, "label": label, "kind": kind, "text": fmt(progress.get(key), kind)}
-                for key, label, kind in PROGRESS_FIELDS
-            ],
-            "stat_rows": stat_rows(migration.stats),
-            "stat_labels": STAT_LABELS,
+            "display": state["display"],
             "state": state,
             "may_cancel": is_operator(request.user) and migration.is_active,
         },

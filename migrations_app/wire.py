@@ -5,6 +5,38 @@ migration pages' initial state (see DESIGN.md, WebSocket contract)."""
 from typing import Any, NotRequired, TypedDict
 
 
+class FigureRow(TypedDict):
+    key: str
+    label: str
+    text: str
+
+
+class EventRow(TypedDict):
+    at: str  # ISO time
+    time: str  # HH:MM:SS
+    message: str
+
+
+class ChartDisplay(TypedDict):
+    points: str  # an SVG polyline's points in a 600 x 160 box
+    scale: str  # "top: 1.0 GiB, 2 min 05 s shown"
+
+
+class MigrationDisplay(TypedDict):
+    """What the pages show, formatted on the server: the JavaScript only places it."""
+
+    status_colour: str
+    finished: bool
+    percent: int
+    phase: str  # the phase while active, else ""
+    progress: list[FigureRow]  # the figures of the progress card, in order
+    summary: str  # the dashboard's line: "40 % · 232.0 MiB left · 8.0 MiB/s"
+    stats: list[FigureRow]
+    events: list[EventRow]  # the last 50
+    checks_html: str  # the pre-flight check list, an escaped HTML fragment ("" if none ran)
+    chart: ChartDisplay
+
+
 class MigrationEvent(TypedDict):
     id: int
     domain: str
@@ -29,5 +61,6 @@ class MigrationEvent(TypedDict):
     started_at: str | None
     finished_at: str | None
     url: str
+    display: MigrationDisplay
     # Set when published: the publisher's clock, for measuring latency.
     sent_at: NotRequired[float]

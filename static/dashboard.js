@@ -30,32 +30,23 @@
       rows[m.id] = tr;
       tbody.insertBefore(tr, tbody.firstChild);
     }
-    var percent = Math.max(0, Math.min(100, Math.round(Number((m.progress || {}).percent) || 0)));
-    if (m.status === "succeeded") percent = 100;
+    var d = m.display;
     var vm = K.el("td");
     vm.appendChild(K.el("a", { href: m.url }, m.domain));
     var route = K.el("td", null, m.source + " → " + m.target + " (" + m.mode + ")");
     var status = K.el("td");
-    status.appendChild(K.el("span", { "class": "status " + (K.STATUS_COLOURS[m.status] || "grey") }, m.status_display));
-    if (!K.FINISHED[m.status] && m.phase_display && m.phase) {
-      status.appendChild(K.el("div", { "class": "small muted" }, m.phase_display));
-    }
+    status.appendChild(K.el("span", { "class": "status " + d.status_colour }, m.status_display));
+    if (d.phase) status.appendChild(K.el("div", { "class": "small muted" }, d.phase));
     if (m.status === "failed" && m.error) status.appendChild(K.el("div", { "class": "small reason" }, m.error));
     var progress = K.el("td");
     var bar = K.el("div", { "class": "bar" });
     var fill = K.el("span");
-    fill.style.width = percent + "%";
+    fill.style.width = d.percent + "%";
     bar.appendChild(fill);
     progress.appendChild(bar);
-    var p = m.progress || {};
-    var words = percent + " %";
-    if (p.data_remaining !== undefined && p.data_remaining !== null && !K.FINISHED[m.status]) {
-      words += " · " + K.bytes(p.data_remaining) + " left";
-    }
-    if (p.speed_bps && !K.FINISHED[m.status]) words += " · " + K.bytes(p.speed_bps) + "/s";
-    progress.appendChild(K.el("div", { "class": "small" }, words));
+    progress.appendChild(K.el("div", { "class": "small" }, d.summary));
     tr.replaceChildren(vm, route, status, progress);
-    if (K.FINISHED[m.status] && !tr.dataset.leaving) {
+    if (d.finished && !tr.dataset.leaving) {
       tr.dataset.leaving = "1";
       setTimeout(function () { tr.remove(); delete rows[m.id]; placeholder(); }, KEEP_FINISHED_MS);
     }

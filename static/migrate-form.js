@@ -1,6 +1,6 @@
 /* The migration form: loads in place where a page offers it (data-load-form),
    shows only the fields that apply, runs the pre-flight checks for the chosen
-   target (a dry run through the API) and asks for confirmation before starting.
+   target and asks for confirmation before starting, both rendered by the server.
    Without JavaScript the same form works as a plain POST with a confirm page. */
 (function () {
   "use strict";
@@ -28,14 +28,6 @@
     var timer = null;
 
     function targetName() { return selectedText(form.elements.target_host).split(" ")[0]; }
-    function domainName() {
-      return form.getAttribute("data-domain-name") || selectedText(form.elements.domain).split(" (on ")[0];
-    }
-    function sourceName() {
-      if (form.getAttribute("data-source")) return form.getAttribute("data-source");
-      var m = selectedText(form.elements.domain).match(/\(on ([^,]+),/);
-      return m ? m[1] : "its host";
-    }
 
     function toggle() {
       form.querySelectorAll("[data-show-if]").forEach(function (node) {
@@ -59,34 +51,28 @@
 
     function show(nodes) { slot.replaceChildren.apply(slot, nodes); }
 
-    function payload() {
-      var bw = value(form, "bandwidth_mib");
-      return {
-        domain: Number(value(form, "domain")),
-        target_host: Number(value(form, "target_host")),
-        mode: value(form, "mode"),
-        storage: value(form, "storage"),
-        target_pool: value(form, "storage") === "copy" ? value(form, "target_pool") : "",
-        policy: value(form, "policy") || "default",
-        bandwidth_mib: bw ? Number(bw) : null,
-        shutdown_timeout: Number(value(form, "shutdown_timeout")) || 120,
-        force_off: value(form, "mode") === "cold" && value(form, "force_off") === "1",
-        delete_source_volumes: !!value(form, "delete_source_volumes"),
-        eject_media: !!value(form, "eject_media"),
-        dry_run: true
-      };
+    // The server renders the form again for what is chosen now: with the
+    // check results (POST check=1), or, for a start, the sentence that says
+    // what will happen (the confirmation page's). Both as in its templates.
+    function ask(extra) {
+      var body = new FormData(form);
+      Object.keys(extra).forEach(function (k) { body.append(k, extra[k]); });
+      var url = form.getAttribute("action") || location.pathname;
+      return fetch(url + (url.indexOf("?") < 0 ? "?" : "&") + "fragment=1", {
+        method: "POST", credentials: "same-origin", body: body, headers: { "X-CSRFToken": K.csrfToken(form) }
+      }).then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.text();
+      }).then(function (html) {
+        return new DOMParser().parseFromString(html, "text/html");
+      });
     }
 
-    function problems(body) {
-      var out = [];
-      if (body && typeof body === "object") {
-        if (body.detail) out.push(String(body.detail));
-        Object.keys(body).forEach(function (key) {
-          if (key === "detail" || !Array.isArray(body[key])) return;
-          body[key].forEach(function (msg) { if (out.indexOf(String(msg)) < 0) out.push(String(msg)); });
-        });
-      }
-      return out;
+    // What the server said is wrong with the form, as it shows it.
+    function errors(doc) {
+      return Array.prototype.map.call(doc.querySelectorAll(".form-errors li, .errorlist li"), function (li) {
+        return K.el("p", { "class": "error" }, li.textContent);
+      });
     }
 
     function runChecks() {
@@ -95,27 +81,18 @@
       var mine = ++sequence;
       startButton.disabled = false;
       show([K.el("p", { "class": "muted" }, "Checking " + targetName() + "…")]);
-      fetch(form.getAttribute("data-api"), {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", Accept: "application/json",
-                   "X-CSRFToken": K.csrfToken(form) },
-        body: JSON.stringify(payload())
-      }).then(function (r) {
-        return r.json().catch(function () { return {}; }).then(function (body) {
-          if (mine !== sequence) return;  // a newer check is on its way
-          if (r.ok && body.dry_run) {
-            var summary = body.ok ? "Nothing stands in the way."
-                                  : "A check failed: this migration would not start.";
-            show([K.el("h3", null, "Pre-flight checks for " + targetName()), K.checkList(body.checks),
-                  K.el("p", { "class": body.ok ? "muted" : "error", "data-checks-summary": "" }, summary)]);
-            startButton.disabled = !body.ok;
-          } else {
-            var msgs = problems(body);
-            if (!msgs.length) msgs = ["The checks could not run (HTTP " + r.status + ")."];
-            show(msgs.map(function (m) { return K.el("p", { "class": "error" }, m); }));
-          }
-        });
+      ask({ check: "1" }).then(function (doc) {
+        if (mine !== sequence) return;  // a newer check is on its way
+        var checks = doc.querySelector("[data-checks]");
+        var summary = checks && checks.querySelector("[data-checks-summary]");
+        if (summary) {
+          show([K.el("h3", null, "Pre-flight checks for " + targetName())].concat(
+            Array.prototype.map.call(checks.childNodes, function (n) { return document.adoptNode(n); })));
+          startButton.disabled = summary.getAttribute("data-ok") !== "true";
+        } else {
+          var found = errors(doc);
+          show(found.length ? found : [K.el("p", { "class": "error" }, "The checks could not run.")]);
+        }
       }).catch(function () {
         if (mine === sequence) show([K.el("p", { "class": "error" }, "The checks could not run: no answer from the server.")]);
       });
@@ -133,23 +110,13 @@
       if (by && by.name === "check") { e.preventDefault(); runChecks(); return; }
       if (!by || !by.hasAttribute("data-start")) return;
       e.preventDefault();
-      var vm = domainName(), target = targetName();
-      var question;
-      if (value(form, "mode") === "cold") {
-        question = "Start a COLD migration of " + vm + " to " + target + "?\n\n" + vm +
-          " will be SHUT DOWN on " + sourceName() + " and is unavailable until it has been copied " +
-          "and started on " + target + ".";
-        if (value(form, "force_off") === "1") question += " If it does not shut down in time it is powered off.";
-        if (value(form, "delete_source_volumes")) question += " The source disks are deleted after the copy is verified.";
-        if (value(form, "eject_media")) question += " CD-ROM and floppy images the target cannot see are ejected for the move.";
-      } else {
-        question = "Start a live migration of " + vm + " to " + target + "?\n\nIt keeps running and " +
-          "pauses only for the final switch-over.";
-      }
-      if (!window.confirm(question)) return;
-      var confirmed = K.el("input", { type: "hidden", name: "confirmed", value: "1" });
-      form.appendChild(confirmed);
-      form.submit();
+      ask({}).then(function (doc) {
+        var question = doc.querySelector("[data-summary]");
+        if (!question) { show(errors(doc)); return; }
+        if (!window.confirm(question.textContent)) return;
+        form.appendChild(K.el("input", { type: "hidden", name: "confirmed", value: "1" }));
+        form.submit();
+      }).catch(function () { form.submit(); });  // the confirmation page asks instead
     });
 
     toggle();

@@ -36,7 +36,7 @@ def incoming(dom, target, status=Status.RUNNING):
 def page_text(client, url):
     response = client.get(url)
     assert response.status_code == 200
-    return response.content.decode().replace("\xa0", " ")  # filesizeformat's non-breaking spaces
+    return response.content.decode().replace("\xa0", " ")
 
 
 @pytest.fixture
@@ -241,13 +241,13 @@ def test_the_host_page_and_the_dashboard_show_committed_against_capacity(client,
     incoming(Domain.objects.get(name="big2"), kvm02)
     client.force_login(viewer)
     page = page_text(client, "/hosts/kvm02/")
-    assert "8.0 GB committed of 15.0 GB (53 %)" in page
-    assert "6.0 GB on 1 migration on the way in" in page
+    assert "8.0 GiB committed of 15.0 GiB (53 %)" in page
+    assert "6.0 GiB on 1 migration on the way in" in page
     assert 'class="running" data-percent="13"' in page and 'class="incoming" data-percent="40"' in page
-    assert "1.0 GB reserved for the host" in page
+    assert "1.0 GiB reserved for the host" in page
     dashboard = page_text(client, "/")
-    assert "12.0 GB committed of 15.0 GB (80 %)" in dashboard  # kvm01
-    assert "8.0 GB committed of 15.0 GB (53 %)" in dashboard
+    assert "12.0 GiB committed of 15.0 GiB (80 %)" in dashboard  # kvm01
+    assert "8.0 GiB committed of 15.0 GiB (53 %)" in dashboard
 
 
 def test_an_over_committed_host_says_by_how_much(client, viewer, hosts):
@@ -255,7 +255,7 @@ def test_an_over_committed_host_says_by_how_much(client, viewer, hosts):
     Host.objects.filter(pk=kvm01.pk).update(memory_reserved_mib=8192)  # 8 GiB for guests, 12 promised
     client.force_login(viewer)
     page = page_text(client, "/hosts/kvm01/")
-    assert 'bar stacked red"' in page and "over by 4.0 GB" in page
+    assert 'bar stacked red"' in page and "over by 4.0 GiB" in page
 
 
 def test_the_admin_edits_the_capacity_settings(client, owner, hosts):
@@ -264,7 +264,7 @@ def test_the_admin_edits_the_capacity_settings(client, owner, hosts):
     page = page_text(client, f"/admin/hosts/host/{kvm01.pk}/change/")
     for field in ("memory_reserved_mib", "memory_ratio", "cpu_ratio"):
         assert f'name="{field}"' in page
-    assert "committed of 15.0 GB" in page
+    assert "committed of 15.0 GiB" in page
 
 
 @pytest.mark.parametrize(

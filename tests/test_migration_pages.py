@@ -243,11 +243,11 @@ def test_the_migration_page_shows_the_progress_figures(client, viewer, hosts, do
         "Transferring memory",
         'aria-valuenow="42"',
         'data-percent="42"',
-        "168.0\xa0MB",
-        "232.0\xa0MB",
-        "400.0\xa0MB",
-        "8.0\xa0MB/s",
-        "1.0\xa0MB/s",
+        "168.0 MiB",
+        "232.0 MiB",
+        "400.0 MiB",
+        "8.0 MiB/s",
+        "1.0 MiB/s",
         ">3<",
         "300 ms",
         "29 s",
@@ -260,6 +260,56 @@ def test_the_migration_page_shows_the_progress_figures(client, viewer, hosts, do
         assert text in page, text
     # A viewer may not cancel.
     assert "Cancel migration" not in page
+
+
+def test_the_live_payload_carries_the_text_the_page_shows(client, viewer, hosts, domain):
+    migration = migration_for(
+        domain,
+        hosts[1],
+        status="running",
+        phase="transferring_memory",
+        progress={"percent": 42.4, "data_total": 400 * 2**20, "data_remaining": 232 * 2**20, "speed_bps": 8 * 2**20},
+        checks=[{"name": "arch", "label": "Architecture", "result": "warn", "message": f"x86_64 {EVIL}"}],
+        events=[{"at": "2026-01-01T10:00:05+00:00", "message": "Started."}],
+    )
+    shown = migration.as_event()["display"]
+
+    assert (shown["status_colour"], shown["percent"], shown["finished"]) == ("blue", 42, False)
+    assert shown["summary"] == "42 % · 232.0 MiB left · 8.0 MiB/s"
+    figures = {row["label"]: row["text"] for row in shown["progress"]}
+    assert figures["Remaining"] == "232.0 MiB" and figures["Speed"] == "8.0 MiB/s" and figures["Pass"] == "—"
+    assert shown["events"] == [{"at": "2026-01-01T10:00:05+00:00", "time": "10:00:05", "message": "Started."}]
+    # The check list is the page's own fragment, escaped, with the result's colour.
+    assert '<span class="status orange">warn</span>' in shown["checks_html"] and EVIL not in shown["checks_html"]
+    client.force_login(viewer)
+    page = client.get(f"/migrations/{migration.pk}/").content.decode()
+    assert shown["checks_html"] in page
+    assert all(f'data-field="{row["key"]}">{row["text"]}<' in page for row in shown["progress"])
+
+
+def test_a_page_opened_after_the_end_draws_the_chart_from_the_kept_samples(client, viewer, hosts, domain):
+    migration = migration_for(domain, hosts[1], status="running", phase="transferring_memory")
+    total = 400 * 2**20
+    migration.save_progress({"memory_total": 0, "memory_remaining": 0, "sampled_at": 99.0})  # size not known yet
+    for second in range(5):
+        remaining = total - second * 100 * 2**20
+        migration.save_progress({"memory_total": total, "memory_remaining": remaining, "sampled_at": 100.0 + second})
+    migration.succeed({"time_ms": 4000})
+
+    client.force_login(viewer)
+    page = client.get(f"/migrations/{migration.pk}/").content.decode()
+    points = re.search(r'<polyline points="([^"]*)"', page).group(1).split()
+    assert points == ["4.0,4.0", "152.0,42.0", "300.0,80.0", "448.0,118.0", "596.0,156.0"]
+    assert "(top: 400.0 MiB, 4 s shown)" in page
+
+
+def test_a_long_migration_keeps_a_thinned_chart(hosts, domain):
+    migration = migration_for(domain, hosts[1], status="running", phase="transferring_memory")
+    for n in range(700):
+        migration.save_progress({"data_total": 700, "data_remaining": 700 - n, "sampled_at": 1000.0 + n})
+    migration.refresh_from_db()
+    assert 150 <= len(migration.samples) <= 300
+    assert migration.samples[0] == [1000.0, 700] and migration.samples[-1][0] > 1600
 
 
 def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, tmp_path):
@@ -303,7 +353,7 @@ def test_a_finished_migration_shows_no_cancel_button(client, operator, hosts, do
     client.force_login(operator)
     page = client.get(f"/migrations/{migration.pk}/").content.decode()
     assert "Cancel migration" not in page
-    assert "81 ms" in page and "300.0\xa0MB" in page and "12 s" in page
+    assert "81 ms" in page and "300.0 MiB" in page and "12 s" in page
 
 
 # -- cancelling without JavaScript --------------------------------------------------

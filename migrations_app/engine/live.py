@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
+from kvmweb.formatting import size
 
 from .. import device_moves
 from ..checks import migration_address
@@ -27,10 +28,6 @@ SAMPLE_INTERVAL = 0.5
 # Probe the target every 4 samples (2 s); abort after 3 misses in a row.
 TARGET_PROBE_EVERY = 4
 TARGET_MISSES_TO_ABORT = 3
-
-
-def _mib(n: int | None) -> str:
-    return f"{(n or 0) / 1048576:.1f} MiB"
 
 
 class LiveMigration:
@@ -264,7 +261,7 @@ class Governor:
             self.abort(
                 ABORT_DEADLINE,
                 f"Deadline of {policy.deadline_seconds} s reached at pass {stats.iteration} with "
-                f"{_mib(stats.memory_remaining)} still to send: aborting. The VM keeps running on "
+                f"{size(stats.memory_remaining)} still to send: aborting. The VM keeps running on "
                 "the source.",
                 audited=True,
             )
@@ -308,8 +305,8 @@ class Governor:
                 else "try the 'Make it converge' policy, more bandwidth, or a cold migration"
             )
             self.m.note(
-                f"Not converging: the guest dirties {_mib(stats.dirty_rate_bps)}/s while "
-                f"{_mib(stats.memory_bps)}/s is sent (pass {stats.iteration}); {suggestion}.",
+                f"Not converging: the guest dirties {size(stats.dirty_rate_bps)}/s while "
+                f"{size(stats.memory_bps)}/s is sent (pass {stats.iteration}); {suggestion}.",
                 AuditAction.POLICY,
                 decision="not_converging",
                 dirty_rate_bps=stats.dirty_rate_bps,
