@@ -19,7 +19,10 @@ The reserve and the ratios are set per host (admin, API); a host that leaves
 them empty gets the defaults from the settings.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
@@ -48,7 +51,7 @@ class Guest:
     hugepage_kib: int = 0
 
     @classmethod
-    def of(cls, domain):
+    def of(cls, domain: Any) -> Guest:
         """From a Domain row, or a libvirt DomainInfo."""
         return cls(domain.name, domain.max_memory or domain.memory, domain.vcpus, domain.hugepage_kib)
 

@@ -575,7 +575,9 @@ def _check_memory(checks, v, dom, source, target):
     checks.results.extend(capacity_results(v["target"], guest, v["migration"], free=target.free_memory()))
 
 
-def capacity_results(host, guest, exclude_migration=None, free=None):
+def capacity_results(
+    host: Any, guest: capacity.Guest, exclude_migration: int | None = None, free: int | None = None
+) -> list[CheckResult]:
     """Whether ``host`` can hold ``guest`` on top of what it has promised (hosts/capacity.py):
     memory (or huge pages) fail when it cannot, vCPUs only warn. ``free``: the host's
     free memory now, when it was asked. The claim that starts a migration asks this too."""

@@ -106,7 +106,7 @@ def test_the_dashboard_redraws_the_targets_bar_when_a_migration_is_claimed(room_
         state = await ws.receive_json_from(timeout=5)
         bars = {h["name"]: h["capacity"] for h in state["hosts"]}
         assert bars["kvm02"]["incoming"] == 0
-        assert bars["kvm02"]["summary"] == "6.0\xa0GB committed of 15.0\xa0GB (40 %)"
+        assert bars["kvm02"]["summary"] == "6.0 GiB committed of 15.0 GiB (40 %)"
 
         assert await database_sync_to_async(engine.claim)(first)
         await publish(first, status="checking")
@@ -115,7 +115,7 @@ def test_the_dashboard_redraws_the_targets_bar_when_a_migration_is_claimed(room_
         assert hosts, got
         bar = {h["name"]: h["capacity"] for h in hosts[-1]["hosts"]}["kvm02"]
         assert (bar["running"], bar["incoming"], bar["level"]) == (40, 40, "")
-        assert bar["summary"].endswith("6.0\xa0GB on 1 migration on the way in")
+        assert bar["summary"].endswith("6.0 GiB on 1 migration on the way in")
         await ws.disconnect()
 
     async_to_sync(scenario)()
