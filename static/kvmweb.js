@@ -50,8 +50,14 @@
      templates), parsed inertly: scripts in it would not run. */
   function fragment(html) {
     var body = new DOMParser().parseFromString(html || "", "text/html").body;
-    return Array.prototype.map.call(body.childNodes, function (node) { return document.adoptNode(node); });
+    return adopt(body.childNodes);
   }
 
-  window.kvmweb = { el: el, csrfToken: csrfToken, socket: socket, fragment: fragment };
+  /* Nodes of another document, moved into this one (a copy of the list first:
+     moving a node takes it out of the live list). */
+  function adopt(nodes) {
+    return Array.prototype.slice.call(nodes).map(function (node) { return document.adoptNode(node); });
+  }
+
+  window.kvmweb = { el: el, csrfToken: csrfToken, socket: socket, fragment: fragment, adopt: adopt };
 })();

@@ -86,8 +86,7 @@
         var checks = doc.querySelector("[data-checks]");
         var summary = checks && checks.querySelector("[data-checks-summary]");
         if (summary) {
-          show([K.el("h3", null, "Pre-flight checks for " + targetName())].concat(
-            Array.prototype.map.call(checks.childNodes, function (n) { return document.adoptNode(n); })));
+          show([K.el("h3", null, "Pre-flight checks for " + targetName())].concat(K.adopt(checks.childNodes)));
           startButton.disabled = summary.getAttribute("data-ok") !== "true";
         } else {
           var found = errors(doc);
