@@ -175,6 +175,7 @@ class Evacuation(models.Model):
             "status": self.status,
             "status_display": self.get_status_display(),
             "status_colour": self.status_colour,
+            "finished": self.status in FINISHED,
             "plan": items,
             "unplaced": self.unplaced,
             "staying": self.staying,

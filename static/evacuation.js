@@ -30,7 +30,7 @@
     badge.textContent = e.status_display;
     badge.className = "status " + e.status_colour;
     bind("progress").textContent = e.progress.done + " of " + e.progress.total;
-    var finished = !!K.FINISHED[e.status];
+    var finished = e.finished;
     bind("cancel_requested").hidden = !(e.cancel_requested && !finished);
     var cancelForm = document.querySelector("[data-cancel-form]");
     if (cancelForm) {
