@@ -71,7 +71,9 @@ def remote_target(uri: str) -> tuple[str, int] | None:
     return parts.hostname, parts.port or DEFAULT_PORTS[transport]
 
 
-def check_hypervisor_network(uri: str, networks: list | None = None) -> None:
+def check_hypervisor_network(
+    uri: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None
+) -> None:
     """Refuse (InvalidURI) a remote host outside KVMWEB_HYPERVISOR_NETWORKS.
 
     Without that setting any host may be registered. With it, every address
@@ -95,7 +97,7 @@ def check_hypervisor_network(uri: str, networks: list | None = None) -> None:
             f"The host name '{host}' does not resolve, so kvmweb cannot check that it is in the networks "
             f"where hypervisors may be ({allowed})."
         ) from None
-    addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
     outside = sorted(str(a) for a in addresses if not any(a in n for n in networks))
     if outside:
         raise InvalidURI(
