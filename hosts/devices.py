@@ -129,7 +129,7 @@ def is_portable_address(address):
     return ip.is_unspecified or ip.is_loopback
 
 
-def parse(xml):
+def parse(xml: str) -> DomainDevices:
     """The host-specific devices of a domain definition (live or inactive XML)."""
     root = ET.fromstring(xml)
     found = DomainDevices()

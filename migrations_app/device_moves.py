@@ -9,6 +9,7 @@ migration's log.
 """
 
 import posixpath
+from typing import Any
 
 from hosts import devices
 
@@ -18,7 +19,7 @@ from .device_checks import listen_addresses
 TPM_STATE_DIR = "/var/lib/libvirt/swtpm/{uuid}/{version}"
 
 
-def destination_xml(migration, dst, xml):
+def destination_xml(migration: Any, dst: Any, xml: str) -> tuple[str, list[str]]:
     """(the domain XML for the target, [what was changed, in words]); ``xml`` itself and []
     when nothing in it is bound to the source."""
     devs = devices.parse(xml)
@@ -29,7 +30,7 @@ def destination_xml(migration, dst, xml):
     return devices.adapt(xml, mapping, eject)
 
 
-def carry_state(migration, src, dst, xml):
+def carry_state(migration: Any, src: Any, dst: Any, xml: str) -> tuple[list[str], list[str]]:
     """Copy the NVRAM file and swtpm state of a shut-off VM to the target, where libvirt
     looks for them at the same paths. Returns what was copied, in words, and the paths written."""
     devs = devices.parse(xml)
@@ -50,7 +51,7 @@ def carry_state(migration, src, dst, xml):
     return carried, written
 
 
-def carry_snapshots(migration, src, dst, rewrite):
+def carry_snapshots(migration: Any, src: Any, dst: Any, rewrite: Any) -> int:
     """Define the source's snapshots on the target (their data is in the disks), each
     snapshot's XML passed through ``rewrite`` (the disks' new paths). Returns how many."""
     uuid = str(migration.domain_uuid)

@@ -84,7 +84,7 @@ class DeviceOps(StorageOps):
             f"<volume><name>{_xml_escape(name)}</name><capacity unit='bytes'>{int(capacity)}</capacity>"
             "<target><format type='qcow2'/></target></volume>"
         )
-        return self.call(pool.createXMLFrom, xml, vol, 0).path()
+        return str(self.call(pool.createXMLFrom, xml, vol, 0).path())
 
     @contextlib.contextmanager
     def _directory(self, directory: str, build: bool = False) -> Iterator[libvirt.virStoragePool]:
