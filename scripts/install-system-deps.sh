@@ -3,8 +3,9 @@
 #
 #   scripts/install-system-deps.sh [demo|test|ci]
 #
-#   demo: libvirt, QEMU, Redis, supervisor and what the lab of simulated hosts uses
-#         (UEFI and TPM for its guests included)
+#   demo: libvirt, QEMU, Redis, supervisor, OpenSSH (kvmweb's SSH key and host
+#         keys; sshd in every lab host), GnuTLS certtool (the lab's CA) and what
+#         the lab of simulated hosts uses (UEFI and TPM for its guests included)
 #   test: demo + Chromium for the browser tests
 #   ci:   test + PostgreSQL
 #
@@ -15,7 +16,8 @@ set -eu
 set_name=${1:-demo}
 
 DEMO="libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-utils
-redis-server supervisor tini busybox-static iproute2 bridge-utils bindfs gcc libc6-dev make ovmf swtpm swtpm-tools"
+redis-server supervisor tini busybox-static iproute2 bridge-utils bindfs gcc libc6-dev make ovmf swtpm swtpm-tools
+openssh-client openssh-server gnutls-bin"
 TEST="chromium"
 CI="postgresql"
 

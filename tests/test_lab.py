@@ -181,3 +181,88 @@ def _pids_of_netns(netns):
             except OSError:
                 pass
     return found
+
+
+def _ssh_key(tmp_path):
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+def test_sshd_serves_each_hosts_own_key_and_root_gets_in_only_with_an_authorised_key(lab, tmp_path):
+    import libvirt
+
+    key = _ssh_key(tmp_path)
+    known = tmp_path / "known_hosts"
+    known.write_text("".join("%s %s\n" % (lab.address(h), lab.ssh_host_key(h)) for h in lab.hosts))
+    assert lab.ssh_fingerprint("kvm01") != lab.ssh_fingerprint("kvm02")
+    for host in lab.hosts:
+        scanned = subprocess.run(
+            ["ssh-keyscan", "-t", "ed25519", lab.address(host)], capture_output=True, text=True, check=True
+        ).stdout
+        assert lab.ssh_host_key(host).split()[1] in scanned
+    uri = lab.ssh_uri("kvm02").replace("qemu+ssh", "qemu+libssh") + "?sshauth=privkey&keyfile=%s&known_hosts=%s" % (
+        key,
+        known,
+    )
+    with pytest.raises(libvirt.libvirtError):
+        libvirt.open(uri)  # not authorised yet
+    lab.authorize_key("kvm02", (tmp_path / "id_ed25519.pub").read_text())
+    conn = libvirt.open(uri)
+    try:
+        assert conn.getHostname() == "kvm02"
+    finally:
+        conn.close()
+
+
+def test_tls_reaches_every_host_with_the_labs_client_certificate(lab):
+    import libvirt
+
+    for host in lab.hosts:
+        conn = libvirt.open(lab.tls_uri(host) + "?pkipath=" + lab.tls_client_dir)
+        try:
+            assert conn.getHostname() == host
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("transport", ["ssh", "tls"])
+def test_peer_to_peer_migration_runs_over_ssh_and_tls_between_the_hosts(lab, lab_guest, transport):
+    name = lab_guest("kvm01", disk="shared")
+    dest = lab.ssh_uri("kvm02") if transport == "ssh" else lab.tls_uri("kvm02")
+    with lab.connection("kvm01") as src:
+        src.lookupByName(name).migrateToURI3(dest, {}, _flags(LIVE_P2P))
+    assert lab.where(name) == ["kvm02"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "known_hosts", "says"),
+    [(False, True, "Permission denied (publickey)"), (True, False, "Host key verification failed")],
+)
+def test_without_host_to_host_ssh_a_migration_fails_at_once_and_the_guest_stays(
+    lab, lab_guest, keys, known_hosts, says
+):
+    import libvirt
+
+    name = lab_guest("kvm01", disk="shared")
+    lab.set_peer_ssh(keys=keys, known_hosts=known_hosts)
+    try:
+        with lab.connection("kvm01") as src:
+            started = time.monotonic()
+            with pytest.raises(libvirt.libvirtError) as failed:
+                src.lookupByName(name).migrateToURI3(lab.ssh_uri("kvm02"), {}, _flags(LIVE_P2P))
+            assert time.monotonic() - started < 5
+    finally:
+        lab.set_peer_ssh()
+    assert says in str(failed.value)
+    assert lab.where(name) == ["kvm01"]
+
+
+def test_a_rotated_host_key_is_served_at_once_and_the_other_hosts_know_it(lab, lab_guest):
+    before = lab.ssh_fingerprint("kvm02")
+    after = lab.rotate_ssh_host_key("kvm02")
+    assert after != before and after == lab.ssh_fingerprint("kvm02")
+    name = lab_guest("kvm01", disk="shared")
+    with lab.connection("kvm01") as src:
+        src.lookupByName(name).migrateToURI3(lab.ssh_uri("kvm02"), {}, _flags(LIVE_P2P))
+    assert lab.where(name) == ["kvm02"]

@@ -27,11 +27,13 @@ import threading
 import time
 import uuid
 
-from . import image
+from . import access, image
 
 # Three, so that an evacuation plan has a choice of target.
 DEFAULT_HOSTS = ("kvm01", "kvm02", "kvm03")
 LIBVIRT_PORT = 16509
+LIBVIRT_TLS_PORT = 16514
+SSH_PORT = 22
 SUBNET_BASE = ipaddress.ip_network("10.213.0.0/16")
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # inside a host; a private bind mount
 LOCAL_POOL_DIR = "/var/lib/libvirt/images"  # same path, different content per host
@@ -225,6 +227,115 @@ class Lab:
     def uri(self, host):
         return "qemu+tcp://%s/system" % self.address(host)
 
+    def ssh_uri(self, host):
+        return "qemu+ssh://root@%s/system" % self.address(host)
+
+    def tls_uri(self, host):
+        return "qemu+tls://%s/system" % self.address(host)
+
+    @property
+    def pki_dir(self):
+        return os.path.join(self.dir, "pki")
+
+    @property
+    def tls_client_dir(self):
+        """kvmweb's client certificate directory (cacert.pem, clientcert.pem, clientkey.pem)."""
+        return os.path.join(self.pki_dir, "client")
+
+    # ------------------------------------------------------------------ SSH
+
+    def ssh_host_key(self, host):
+        """The host's SSH host public key line ("ssh-ed25519 AAAA... comment")."""
+        with open(os.path.join(self.host_dir(host), "ssh", "ssh_host_ed25519_key.pub")) as f:
+            return f.read().strip()
+
+    def ssh_fingerprint(self, host):
+        """SHA256:... of the host's SSH host key."""
+        return access.fingerprint(os.path.join(self.host_dir(host), "ssh", "ssh_host_ed25519_key.pub"))
+
+    def root_public_key(self, host):
+        """The public key of root on that host (what it offers to the other hosts)."""
+        with open(os.path.join(self.host_dir(host), "root-ssh", "id_ed25519.pub")) as f:
+            return f.read().strip()
+
+    def authorize_key(self, host, public_key):
+        """Let whoever holds public_key's private key log in as root on host (idempotent)."""
+        public_key = public_key.strip()
+        if "\n" in public_key or not public_key:
+            raise ValueError("one public key line, please")
+        path = os.path.join(self.host_dir(host), "ssh", "authorized_extra")
+        with self._lock():
+            keys = self._lines(path)
+            if public_key not in keys:
+                keys.append(public_key)
+                access.write(path, "".join(k + "\n" for k in keys))
+            self._write_peer_ssh()
+
+    def set_peer_ssh(self, keys=True, known_hosts=True):
+        """Host-to-host SSH, as the article sets it up for peer-to-peer migration.
+
+        keys: each host's root key authorised for root on every other host;
+        known_hosts: every other host's host key (by name and address) in each
+        host's root known_hosts. Both on after up(); a test turns them off to
+        see a migration fail for want of them, and back on afterwards.
+        """
+        with self._lock():
+            state = self._state
+            state["peer_ssh"] = {"keys": bool(keys), "known_hosts": bool(known_hosts)}
+            self._save(state)
+            self._write_peer_ssh()
+
+    def rotate_ssh_host_key(self, host):
+        """Give host a new SSH host key (as a reinstall would) and tell the other hosts.
+
+        Returns the new fingerprint. kvmweb's own known_hosts is not touched:
+        that is what the changed-key test is about."""
+        key = os.path.join(self.host_dir(host), "ssh", "ssh_host_ed25519_key")
+        with self._lock():
+            access.make_ssh_key(key, "host key of %s" % host)
+            self._write_peer_ssh()
+        self._control(host, "reload-sshd")
+        # sshd re-executes itself on SIGHUP: wait until it serves the new key.
+        want = self.ssh_host_key(host).split()[1]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            proc = _run(
+                ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(SSH_PORT), self.address(host)],
+                check=False,
+                timeout=10,
+            )
+            if want in proc.stdout:
+                return self.ssh_fingerprint(host)
+            time.sleep(0.2)
+        raise LabError("sshd on %s did not take its new host key" % host)
+
+    @staticmethod
+    def _lines(path):
+        try:
+            with open(path) as f:
+                return [line.strip() for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def _write_peer_ssh(self):
+        state = self._state
+        peer = state.get("peer_ssh") or {}
+        hosts = list(state["hosts"])
+        for host in hosts:
+            rootssh = os.path.join(self.host_dir(host), "root-ssh")
+            authorized = self._lines(os.path.join(self.host_dir(host), "ssh", "authorized_extra"))
+            known = []
+            for other in hosts:
+                if other == host:
+                    continue
+                if peer.get("keys"):
+                    authorized.append(self.root_public_key(other))
+                if peer.get("known_hosts"):
+                    address = state["hosts"][other]["address"]
+                    known.append("%s,%s %s" % (other, address, " ".join(self.ssh_host_key(other).split()[:2])))
+            access.write(os.path.join(rootssh, "authorized_keys"), "".join(k + "\n" for k in authorized))
+            access.write(os.path.join(rootssh, "known_hosts"), "".join(k + "\n" for k in known), 0o644)
+
     def host_dir(self, host):
         """The host's private files, seen from the root namespace."""
         return os.path.join(self.dir, "hosts", host)
@@ -352,6 +463,7 @@ class Lab:
             _run(["ip", "link", "set", br, "up"])
         state["share_pid"] = self._mount_share()
         self._save(state)
+        access.make_ca(self.pki_dir, self.name)
         for host, info in state["hosts"].items():
             self._prepare_files(host, state)
             self._make_netns(host, info, br)
@@ -361,6 +473,8 @@ class Lab:
         deadline = started + timeout
         for host, info in state["hosts"].items():
             self._wait_answer(host, info["address"], deadline)
+            for port in (SSH_PORT, LIBVIRT_TLS_PORT):
+                self._wait_port(host, info["address"], port, deadline)
         # Probe QEMU on every host at once (the first probe takes seconds),
         # then keep the result for the next lab.
         errors = []
@@ -379,6 +493,9 @@ class Lab:
         if errors:
             raise errors[0]
         self._save_caps_cache(hosts[0])
+        state["peer_ssh"] = {"keys": True, "known_hosts": True}
+        self._save(state)
+        self._write_peer_ssh()
         state["ready"] = True
         state["up_seconds"] = round(time.monotonic() - started, 1)
         self._save(state)
@@ -407,7 +524,7 @@ class Lab:
         with open(os.path.join(etc, "libvirtd.conf"), "w") as f:
             f.write(
                 "# kvmweb lab host %s of lab %s\n"
-                'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
+                'listen_tls = 1\nlisten_tcp = 1\nauth_tcp = "none"\n'
                 'tcp_port = "%d"\n'
                 'host_uuid = "%s"\n'
                 'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
@@ -437,6 +554,8 @@ class Lab:
         caps = os.path.join(image.cache_dir(), "qemu-capabilities")
         if os.path.isdir(caps):
             shutil.copytree(caps, os.path.join(hdir, "cache", "qemu", "capabilities"))
+        access.prepare_ssh(hdir, host, info["address"])
+        access.prepare_tls(self.pki_dir, hdir, self.name, host, info["address"])
         os.mkfifo(os.path.join(hdir, "control"))
         with open(os.path.join(hdir, "holder.sh"), "w") as f:
             f.write(HOLDER_SCRIPT.format(hdir=hdir, host=host))
@@ -557,6 +676,15 @@ class Lab:
                 )
             time.sleep(0.2)
         raise LabError("libvirtd on %s did not answer at %s:%d" % (host, address, LIBVIRT_PORT))
+
+    def _wait_port(self, host, address, port, deadline):
+        while not tcp_reachable(address, port, timeout=1):
+            if time.monotonic() > deadline:
+                raise LabError(
+                    "%s:%d (%s) did not answer; see %s"
+                    % (address, port, host, os.path.join(self.host_dir(host), "holder.log"))
+                )
+            time.sleep(0.1)
 
     def _setup_host(self, host, state):
         with self.connection(host, timeout=30) as conn:
@@ -726,6 +854,9 @@ class Lab:
             result["hosts"][host] = {
                 "address": info["address"],
                 "uri": self.uri(host),
+                "ssh_uri": self.ssh_uri(host),
+                "tls_uri": self.tls_uri(host),
+                "ssh_fingerprint": self.ssh_fingerprint(host),
                 "netns": info["netns"],
                 "pid": info["pid"],
                 "br0": info["br0"],
@@ -1010,9 +1141,17 @@ mount --bind "$H/hosts" /etc/hosts
 mount --bind "$H/lib" /var/lib/libvirt
 mount --bind "$H/log" /var/log/libvirt
 mount --bind "$H/cache" /var/cache/libvirt
+# root's own ~/.ssh and /etc/pki on this host (the mount points are made
+# once on the machine; what is mounted on them is private to the host)
+mkdir -p -m 0700 /root/.ssh
+mkdir -p /etc/pki
+mount --bind "$H/root-ssh" /root/.ssh
+mount --bind "$H/pki" /etc/pki
+mkdir -p /run/sshd
 hostname '{host}'
 virtlogd -d
 libvirtd -d --listen
+/usr/sbin/sshd -f "$H/ssh/sshd_config"
 set +e
 echo "host {host} started"
 # Commands from the lab (stop/start of libvirtd): daemons started from here
@@ -1022,6 +1161,7 @@ while read -r cmd <&3; do
     case "$cmd" in
         start-libvirtd) libvirtd -d --listen ;;
         start-virtlogd) virtlogd -d ;;
+        reload-sshd) kill -HUP "$(cat /run/sshd.pid)" ;;
         exit) exit 0 ;;
     esac
 done
