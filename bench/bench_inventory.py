@@ -24,6 +24,8 @@ def setup_django(directory):
     os.environ["KVMWEB_VAR_DIR"] = directory
     os.environ["DATABASE_URL"] = f"sqlite:///{directory}/bench.sqlite3"
     os.environ["KVMWEB_SYNC_INTERVAL"] = "0"
+    os.environ["KVMWEB_ALLOW_TEST_DRIVER"] = "true"  # its hosts are test-driver files below directory
+    os.environ["KVMWEB_TEST_DRIVER_DIR"] = directory
     os.environ.setdefault("KVMWEB_LOG_LEVEL", "WARNING")
     os.environ["DJANGO_SETTINGS_MODULE"] = "kvmweb.settings"
     import django

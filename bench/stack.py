@@ -37,6 +37,10 @@ class Stack:
                 "KVMWEB_SYNC_INTERVAL": "0",
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "KVMWEB_LOG_LEVEL": os.environ.get("KVMWEB_LOG_LEVEL", "WARNING"),
+                # The lab's hosts answer on plain TCP; test-driver hosts are files below this directory.
+                "KVMWEB_ALLOW_TCP": "true",
+                "KVMWEB_ALLOW_TEST_DRIVER": "true",
+                "KVMWEB_TEST_DRIVER_DIR": str(self.dir),
                 **(env or {}),
             }
         )

@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
 from django.db import transaction
 from django.template.loader import render_to_string
+from django.utils.html import format_html
 
-from . import sync
+from . import sshkeys, sync
 from .models import Domain, Host, Network, StoragePool
 from .roles import is_operator
 
@@ -48,6 +49,20 @@ class HostAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "uri", "max_incoming", "max_outgoing"]}),
         (
+            "SSH",
+            {
+                "fields": [
+                    "kvmweb_ssh_key",
+                    "host_key_state",
+                    "ssh_fingerprint",
+                    "ssh_offered_fingerprint",
+                    "ssh_pinned_fingerprint",
+                ],
+                "description": "For qemu+ssh hosts: kvmweb logs in with its own key and trusts only a host key "
+                "an operator confirmed (on the host's page), or the one whose fingerprint is pinned here.",
+            },
+        ),
+        (
             "Capacity",
             {
                 "fields": [*Host.CAPACITY_SETTINGS, "committed"],
@@ -90,7 +105,25 @@ class HostAdmin(admin.ModelAdmin):
     ]
     # Maintenance is entered and left on the host's page or through the API,
     # which audit who did it; the admin only shows it.
-    readonly_fields = [*Host.STATUS_FIELDS, *Host.LIBVIRT_FACTS, "committed", "maintenance", "maintenance_since"]
+    readonly_fields = [
+        *Host.STATUS_FIELDS,
+        *Host.LIBVIRT_FACTS,
+        "committed",
+        "maintenance",
+        "maintenance_since",
+        "kvmweb_ssh_key",
+        "host_key_state",
+        "ssh_fingerprint",
+        "ssh_offered_fingerprint",
+    ]
+
+    @admin.display(description="kvmweb's SSH key")
+    def kvmweb_ssh_key(self, obj):
+        try:
+            line = sshkeys.authorized_keys_line()
+        except sshkeys.SSHKeyError as e:
+            return e.plain
+        return format_html("Run this on the host to let kvmweb log in as root:<pre>{}</pre>", line)
 
     @admin.display(description="Committed now")
     def committed(self, obj):
@@ -99,6 +132,10 @@ class HostAdmin(admin.ModelAdmin):
         return render_to_string("hosts/_capacity.html", {"capacity": obj.capacity})
 
     def save_model(self, request, obj, form, change):
+        if change and "uri" in form.changed_data:
+            previous = Host.objects.get(pk=obj.pk)
+            previous.forget_host_key_if_moved(obj.uri)
+            obj.ssh_host_key, obj.ssh_offered_key = previous.ssh_host_key, previous.ssh_offered_key
         super().save_model(request, obj, form, change)
         if (not change or "uri" in form.changed_data) and self.has_sync_permission(request):
             # After the admin's transaction commits: a sync waits seconds for

@@ -2,13 +2,20 @@ from django.db.models import Count
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
-from . import capacity, definitions, sync
+from . import capacity, definitions, sync, trust
 from .filters import DomainFilter
-from .models import Domain, Host
-from .serializers import DomainSerializer, HostDetailSerializer, HostSerializer, RemoveDefinitionSerializer
+from .models import Domain, Host, HostKeyRefused
+from .serializers import (
+    DomainSerializer,
+    HostDetailSerializer,
+    HostSerializer,
+    RemoveDefinitionSerializer,
+    TrustSerializer,
+)
 
 
 class HostViewSet(
@@ -44,7 +51,7 @@ class HostViewSet(
         host = self.get_object()
         result = sync.sync_host(host)
         host = self.get_queryset().get(pk=host.pk)
-        data = HostDetailSerializer(host).data
+        data = HostDetailSerializer(host, context=self.get_serializer_context()).data
         data["sync"] = {
             "online": result.online,
             "domains": result.domains,
@@ -54,6 +61,20 @@ class HostViewSet(
             "error": result.error,
         }
         return Response(data)
+
+    @extend_schema(request=TrustSerializer, responses=HostDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def trust(self, request, pk=None):
+        """Confirm the SSH host key the host offers (operators): {"fingerprint": "SHA256:..."}."""
+        host = self.get_object()
+        body = TrustSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            trust.confirm_host_key(host, body.validated_data["fingerprint"], request.user)
+        except HostKeyRefused as e:
+            raise ValidationError({"fingerprint": [str(e)]}) from None
+        host = self.get_queryset().get(pk=host.pk)
+        return Response(HostDetailSerializer(host, context=self.get_serializer_context()).data)
 
 
 class DomainViewSet(viewsets.ReadOnlyModelViewSet):

@@ -1,3 +1,4 @@
+import contextlib
 import ipaddress
 import socket
 from urllib.parse import urlsplit
@@ -8,7 +9,28 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from . import sshkeys
 from .validators import validate_libvirt_uri
+
+SSH_TRANSPORTS = ("ssh", "libssh")
+
+
+class HostKeyRefused(ValueError):
+    """An operator's confirmation of a host key that does not match."""
+
+
+def _same_key(a, b):
+    return a.split()[:2] == b.split()[:2]
+
+
+def write_known_hosts():
+    """kvmweb's known_hosts: exactly the host keys operators confirmed."""
+    entries = []
+    for host in Host.objects.exclude(ssh_host_key=""):
+        parsed = host.parsed_uri()
+        if parsed is not None and parsed.transport in SSH_TRANSPORTS:
+            entries.append((parsed.host, parsed.port, host.ssh_host_key))
+    sshkeys.write_known_hosts(entries)
 
 
 class HostStatus(models.TextChoices):
@@ -52,6 +74,18 @@ HOLDS_MEMORY = (
 )
 
 
+# Reasons that keep kvmweb from connecting at all, by its own choice: the host
+# shows offline (with the reason), not as an error libvirt reported.
+OFFLINE_CODES = {"uri_refused", "host_key_unconfirmed", "host_key_changed"}
+
+
+class HostKeyState(models.TextChoices):
+    NONE = "", "No SSH"
+    UNCONFIRMED = "unconfirmed", "Host key not confirmed yet"
+    TRUSTED = "trusted", "Host key confirmed"
+    CHANGED = "changed", "Host key CHANGED"
+
+
 class Host(models.Model):
     name = models.SlugField(
         max_length=63,
@@ -85,6 +119,23 @@ class Host(models.Model):
     memory_free = models.BigIntegerField(default=0, help_text="Bytes.")
     hugepages = models.JSONField(
         default=dict, blank=True, help_text='Huge pages set aside, by page size in KiB: {"2048": pages}.'
+    )
+
+    ssh_host_key = models.TextField(
+        "trusted SSH host key",
+        blank=True,
+        help_text="The host key an operator confirmed; kvmweb connects over SSH only to a host offering it.",
+    )
+    ssh_offered_key = models.TextField(
+        "SSH host key awaiting confirmation",
+        blank=True,
+        help_text="What the host offered when last asked, if it is not the trusted key.",
+    )
+    ssh_pinned_fingerprint = models.CharField(
+        "pinned SSH fingerprint",
+        max_length=100,
+        blank=True,
+        help_text="Given at registration: the first host key with this fingerprint is trusted without asking.",
     )
 
     max_incoming = models.PositiveSmallIntegerField(
@@ -141,12 +192,20 @@ class Host(models.Model):
     )
     CAPACITY_SETTINGS = ("memory_reserved_mib", "memory_ratio", "cpu_ratio")
     STATUS_FIELDS = ("status", "status_reason", "status_detail", "last_seen", "last_sync")
+    SSH_FIELDS = ("ssh_host_key", "ssh_offered_key", "ssh_pinned_fingerprint")
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        # Stored as kvmweb rebuilds it (the form validator has judged it already).
+        from .libvirt import InvalidURI, validate_uri
+
+        with contextlib.suppress(InvalidURI):
+            self.uri = validate_uri(self.uri)
 
     def get_absolute_url(self):
         return reverse("host-detail", args=[self.name])
@@ -199,9 +258,116 @@ class Host(models.Model):
         for name in self.LIBVIRT_FACTS:
             setattr(self, name, getattr(info, name))
 
+    # -- the URI and the SSH host key ---------------------------------------
+
+    def parsed_uri(self):
+        """The URI as the allowlist reads it now, or None if it is refused."""
+        from .libvirt import InvalidURI, check_uri
+
+        try:
+            return check_uri(self.uri)
+        except InvalidURI:
+            return None
+
+    @property
+    def uses_ssh(self):
+        parsed = self.parsed_uri()
+        return parsed is not None and parsed.transport in SSH_TRANSPORTS
+
+    @property
+    def host_key_state(self):
+        if not self.uses_ssh:
+            return HostKeyState.NONE
+        if not self.ssh_host_key:
+            return HostKeyState.UNCONFIRMED
+        if self.ssh_offered_key and not _same_key(self.ssh_offered_key, self.ssh_host_key):
+            return HostKeyState.CHANGED
+        return HostKeyState.TRUSTED
+
+    @property
+    def ssh_fingerprint(self):
+        return sshkeys.fingerprint(self.ssh_host_key) if self.ssh_host_key else ""
+
+    @property
+    def ssh_offered_fingerprint(self):
+        return sshkeys.fingerprint(self.ssh_offered_key) if self.ssh_offered_key else ""
+
+    def forget_host_key_if_moved(self, new_uri):
+        """A URI naming another host or port drops the keys of the old one. Not saved."""
+        from .libvirt import InvalidURI, check_uri
+
+        old = self.parsed_uri()
+        try:
+            new = check_uri(new_uri)
+        except InvalidURI:
+            new = None
+        if old is None or new is None or (old.host, old.port) != (new.host, new.port):
+            self.ssh_host_key = self.ssh_offered_key = self.ssh_pinned_fingerprint = ""
+
+    def offer_host_key(self, key):
+        """Record the host key the host offers now; True if it is (now) the trusted one.
+
+        A key matching the fingerprint pinned at registration becomes trusted
+        here; any other key waits for an operator. Not saved.
+        """
+        kind, blob = sshkeys.parse_key(key)
+        key = f"{kind} {blob}"
+        if self.ssh_host_key and _same_key(key, self.ssh_host_key):
+            self.ssh_offered_key = ""
+            return True
+        if not self.ssh_host_key and sshkeys.same_fingerprint(sshkeys.fingerprint(key), self.ssh_pinned_fingerprint):
+            self.ssh_host_key, self.ssh_offered_key, self.ssh_pinned_fingerprint = key, "", ""
+            return True
+        self.ssh_offered_key = key
+        return False
+
+    def trust_host_key(self, fingerprint):
+        """An operator confirms the host key the host offered. Not saved; raises HostKeyRefused."""
+        if not self.uses_ssh:
+            raise HostKeyRefused(f"{self.name} is not reached over SSH: there is no host key to confirm.")
+        if not self.ssh_offered_key:
+            if self.ssh_host_key and sshkeys.same_fingerprint(fingerprint, self.ssh_fingerprint):
+                return  # confirmed already
+            raise HostKeyRefused(
+                f"kvmweb has no host key of {self.name} awaiting confirmation. Sync the host first, "
+                "then confirm the fingerprint it shows."
+            )
+        offered = self.ssh_offered_fingerprint
+        if not sshkeys.same_fingerprint(fingerprint, offered):
+            raise HostKeyRefused(
+                f"{self.name} offers the host key {offered}, not {fingerprint or '(none given)'}. "
+                "Compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host before confirming."
+            )
+        self.ssh_host_key, self.ssh_offered_key, self.ssh_pinned_fingerprint = self.ssh_offered_key, "", ""
+
+    def host_key_problem(self):
+        """Why kvmweb must not log in to this host over SSH now (a HostError), or None."""
+        from .libvirt import HostError
+
+        state = self.host_key_state
+        if state == HostKeyState.UNCONFIRMED:
+            offered = self.ssh_offered_fingerprint
+            shown = f"It offers {offered}. " if offered else ""
+            return HostError(
+                f"kvmweb does not trust the SSH host key of {self.name} yet. {shown}Compare it with "
+                "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host, then confirm it on "
+                "this host's page (or POST it to /api/hosts/{id}/trust/).".replace("{id}", str(self.pk)),
+                code="host_key_unconfirmed",
+            )
+        if state == HostKeyState.CHANGED:
+            return HostError(
+                f"WARNING: the SSH host key of {self.name} has CHANGED (it was {self.ssh_fingerprint}, "
+                f"it is now {self.ssh_offered_fingerprint}). Someone may be impersonating the host, or it "
+                "was reinstalled. kvmweb will not connect until an operator who has checked the new key on "
+                "the host confirms it.",
+                code="host_key_changed",
+            )
+        return None
+
     def mark_unreachable(self, error):
         """Record why the host cannot be read; keep everything last known of it."""
-        self.status = HostStatus.OFFLINE if not error.permanent else HostStatus.ERROR
+        offline = not error.permanent or error.code in OFFLINE_CODES
+        self.status = HostStatus.OFFLINE if offline else HostStatus.ERROR
         self.status_reason = error.plain
         self.status_detail = error.detail
         self.last_sync = timezone.now()

@@ -1,8 +1,11 @@
+from django.conf import settings
 from rest_framework import serializers
 
-from .libvirt import InvalidURI, check_hypervisor_network
+from . import sshkeys
+from .libvirt import InvalidURI, check_hypervisor_network, check_uri
 from .libvirt import validate_uri as check_uri_form
 from .models import Domain, DomainDefinition, Host, Network, StoragePool
+from .roles import is_operator
 
 
 class CapacitySerializer(serializers.Serializer):
@@ -27,6 +30,18 @@ class CapacitySerializer(serializers.Serializer):
 class HostSerializer(serializers.ModelSerializer):
     domain_count = serializers.IntegerField(read_only=True, required=False)
     capacity = CapacitySerializer(read_only=True)
+    fingerprint = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=100,
+        help_text="SHA256:... of the host's SSH host key, to trust it at once instead of confirming it later.",
+    )
+    host_key_state = serializers.CharField(read_only=True)
+    ssh_fingerprint = serializers.CharField(read_only=True, help_text="The SSH host key kvmweb trusts.")
+    ssh_offered_fingerprint = serializers.CharField(
+        read_only=True, help_text="The SSH host key the host offers that nobody has confirmed yet."
+    )
 
     class Meta:
         model = Host
@@ -57,6 +72,10 @@ class HostSerializer(serializers.ModelSerializer):
             "maintenance",
             "maintenance_since",
             "domain_count",
+            "fingerprint",
+            "host_key_state",
+            "ssh_fingerprint",
+            "ssh_offered_fingerprint",
         ]
         # What sync writes, and maintenance (changed only through
         # /api/hosts/{id}/maintenance/ and /activate/, which audit it); an API
@@ -71,6 +90,14 @@ class HostSerializer(serializers.ModelSerializer):
             }
         }
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is not None and not is_operator(request.user):
+            # libvirt's own words can quote files and internal details: operators only.
+            data["status_detail"] = ""
+        return data
+
     def validate_uri(self, value):
         try:
             value = check_uri_form(value)
@@ -83,6 +110,46 @@ class HostSerializer(serializers.ModelSerializer):
         if clash.exists():
             raise serializers.ValidationError(f"Host '{clash.first().name}' is already registered with this URI.")
         return value
+
+    def validate(self, attrs):
+        fingerprint = (attrs.pop("fingerprint", "") or "").strip()
+        if not fingerprint:
+            return attrs
+        uri = attrs.get("uri") or (self.instance.uri if self.instance else "")
+        parsed = check_uri(uri)
+        if parsed.transport not in ("ssh", "libssh"):
+            raise serializers.ValidationError(
+                {"fingerprint": "A fingerprint pins an SSH host key: this URI is not SSH."}
+            )
+        if not fingerprint.upper().startswith("SHA256:"):
+            raise serializers.ValidationError(
+                {"fingerprint": "Give the SHA256 fingerprint, as `ssh-keygen -lf` prints it: SHA256:..."}
+            )
+        attrs["ssh_pinned_fingerprint"] = fingerprint
+        try:
+            offered = sshkeys.scan(parsed.host, parsed.port, timeout=settings.KVMWEB_CONNECT_TIMEOUT)
+        except sshkeys.SSHKeyError:
+            return attrs  # the host does not answer now: the pin is checked when it does
+        if not sshkeys.same_fingerprint(fingerprint, sshkeys.fingerprint(offered)):
+            raise serializers.ValidationError(
+                {
+                    "fingerprint": f"{parsed.host} offers the SSH host key {sshkeys.fingerprint(offered)}, "
+                    f"not {fingerprint}. Check the fingerprint on the host (ssh-keygen -lf "
+                    "/etc/ssh/ssh_host_ed25519_key.pub); if the host is the right one, register it without a "
+                    "fingerprint and confirm the key it shows."
+                }
+            )
+        attrs.update(ssh_host_key=offered, ssh_offered_key="", ssh_pinned_fingerprint="")
+        return attrs
+
+    def update(self, instance, validated_data):
+        if "uri" in validated_data and "ssh_host_key" not in validated_data:
+            instance.forget_host_key_if_moved(validated_data["uri"])
+        return super().update(instance, validated_data)
+
+
+class TrustSerializer(serializers.Serializer):
+    fingerprint = serializers.CharField(max_length=100, help_text="SHA256:... as the host shows it.")
 
 
 class PoolSerializer(serializers.ModelSerializer):

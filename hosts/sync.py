@@ -11,9 +11,19 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import signals
-from .libvirt import HostError, open_host
-from .models import ACTIVITY, Domain, DomainDefinition, DomainState, Host, HostStatus, Network, StoragePool
+from . import signals, sshkeys
+from .libvirt import HostError, HostUnreachable, InvalidURI, check_uri, open_host, probe, refused
+from .models import (
+    ACTIVITY,
+    Domain,
+    DomainDefinition,
+    DomainState,
+    Host,
+    HostStatus,
+    Network,
+    StoragePool,
+    write_known_hosts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +57,65 @@ def read_inventory(uri, timeout=None):
         return e
 
 
+@dataclass
+class KeyOffer:
+    """The SSH host key a host offered when kvmweb would not (or could not) log in with the trusted one."""
+
+    key: str
+
+
+def read_host(host, timeout=None):
+    """Read one host without touching the database (it runs in reader threads).
+
+    Returns an Inventory, a HostError, or a KeyOffer: a host over SSH whose
+    key nobody confirmed yet, or whose key changed, is not logged in to; the
+    key it offers is fetched instead, for an operator to compare and confirm.
+    """
+    try:
+        parsed = check_uri(host.uri)
+    except InvalidURI as e:
+        return refused(e, host.uri)
+    if parsed.transport in ("ssh", "libssh") and host.host_key_state != "trusted":
+        return _scan(parsed, timeout)
+    inventory = read_inventory(host.uri, timeout)
+    if isinstance(inventory, HostError) and inventory.code == "host_key":
+        # Whatever ssh said, the key the host offers now tells new from changed.
+        offer = _scan(parsed, timeout)
+        return offer if isinstance(offer, KeyOffer) else inventory
+    return inventory
+
+
+def _scan(parsed, timeout):
+    from django.conf import settings
+
+    try:
+        probe(parsed, timeout or settings.KVMWEB_CONNECT_TIMEOUT)
+        return KeyOffer(sshkeys.scan(parsed.host, parsed.port, timeout or settings.KVMWEB_CONNECT_TIMEOUT))
+    except HostError as e:
+        return e
+    except sshkeys.SSHKeyError as e:
+        return HostUnreachable(e.plain, e.detail)
+
+
 def sync_host(host, timeout=None):
     """Read one host's inventory from libvirt and store it."""
-    return store(host, read_inventory(host.uri, timeout))
+    write_known_hosts()
+    return store(host, read_host(host, timeout), timeout)
 
 
-def store(host, inventory):
+def store(host, inventory, timeout=None):
     """Store what was read. A host that could not be read is marked offline
     with the reason, and what was last known of it is kept, not deleted: an
     administrator at 3 a.m. wants to see which VMs *were* on the host that
     just went away."""
+    if isinstance(inventory, KeyOffer):
+        trusted = host.offer_host_key(inventory.key)
+        host.save(update_fields=Host.SSH_FIELDS)
+        if trusted:  # the key pinned at registration, or the trusted one after all
+            write_known_hosts()
+            inventory = read_inventory(host.uri, timeout)
+        else:
+            inventory = host.host_key_problem()
     if isinstance(inventory, HostError):
         store_unreachable(host, inventory)
         log.warning("sync %s: %s (%s)", host.name, inventory.plain, inventory.detail)
@@ -393,12 +452,13 @@ def sync_hosts(names: list[str] | None = None, timeout: float | None = None, rea
     hosts = list(Host.objects.all() if not names else Host.objects.filter(name__in=names))
     if not hosts:
         return []
+    write_known_hosts()
     results = {}
     with ThreadPoolExecutor(max_workers=min(readers, len(hosts)), thread_name_prefix="sync") as pool:
-        futures = {pool.submit(read_inventory, host.uri, timeout): host for host in hosts}
+        futures = {pool.submit(read_host, host, timeout): host for host in hosts}
         for future in as_completed(futures):
             host = futures[future]
-            results[host.pk] = store(host, future.result())
+            results[host.pk] = store(host, future.result(), timeout)
     return [results[host.pk] for host in hosts]
 
 

@@ -1,3 +1,5 @@
+import contextlib
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
@@ -7,9 +9,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 from kvmweb.filters import filter_or_400
 from kvmweb.pagination import paginate
 
-from . import capacity, definitions, sync
+from . import capacity, definitions, sshkeys, sync, trust
 from .filters import DomainFilter
-from .models import Domain, DomainState, Host
+from .models import Domain, DomainState, Host, HostKeyRefused
 from .roles import is_operator
 
 
@@ -27,11 +29,16 @@ def dashboard(request):
 
 def host_detail(request, name):
     host = get_object_or_404(capacity.with_committed(Host.objects.all()), name=name)
+    ssh_line = ""
+    if host.uses_ssh and is_operator(request.user) and host.status != "online":
+        with contextlib.suppress(sshkeys.SSHKeyError):
+            ssh_line = sshkeys.authorized_keys_line()
     return render(
         request,
         "hosts/host_detail.html",
         {
             "host": host,
+            "ssh_line": ssh_line,
             "pools": host.pools.all(),
             "networks": host.networks.all(),
             "domains": host.domains.order_by("name"),
@@ -53,6 +60,21 @@ def host_sync(request, name):
         messages.success(request, f"Inventory of {host.name} refreshed: {result}.")
     else:
         messages.error(request, f"{host.name} could not be read: {result.error}")
+    return redirect(host)
+
+
+@require_POST
+def host_trust(request, name):
+    """The host page's button: an operator confirms the SSH host key shown."""
+    host = get_object_or_404(Host, name=name)
+    if not is_operator(request.user):
+        raise PermissionDenied("Only operators may confirm a host key.")
+    try:
+        result = trust.confirm_host_key(host, request.POST.get("fingerprint", ""), request.user)
+    except HostKeyRefused as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"SSH host key of {host.name} confirmed. {result}.")
     return redirect(host)
 
 

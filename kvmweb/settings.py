@@ -348,6 +348,18 @@ REST_KNOX = {
 
 # How long a web request waits for a libvirt host before calling it unreachable.
 KVMWEB_CONNECT_TIMEOUT = env_int("KVMWEB_CONNECT_TIMEOUT", 5, minimum=1)
+# Connections to hypervisors (README "Connecting hosts"). kvmweb's SSH key:
+# generated under VAR_DIR/ssh on first use unless this names one.
+KVMWEB_SSH_KEY = os.environ.get("KVMWEB_SSH_KEY", "")
+# Client certificate directory for qemu+tls (cacert.pem, clientcert.pem,
+# clientkey.pem); empty: libvirt's defaults (/etc/pki for root).
+KVMWEB_TLS_DIR = os.environ.get("KVMWEB_TLS_DIR", "")
+# Plain qemu+tcp has no encryption: only for libvirtds that demand SASL, and labs.
+KVMWEB_ALLOW_TCP = env_bool("KVMWEB_ALLOW_TCP", False)
+# libvirt's test driver (test:///default): the test suite and the demo's fallback.
+KVMWEB_ALLOW_TEST_DRIVER = env_bool("KVMWEB_ALLOW_TEST_DRIVER", False)
+# Test-driver files kvmweb itself writes (tests, demo) may be used only below this directory.
+KVMWEB_TEST_DRIVER_DIR = os.environ.get("KVMWEB_TEST_DRIVER_DIR", str(VAR_DIR / "test-hosts"))
 # How often the worker refreshes every host's inventory, in seconds (0: never).
 KVMWEB_SYNC_INTERVAL = env_int("KVMWEB_SYNC_INTERVAL", 60)
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from hosts import capacity
-from hosts.libvirt import CpuComparison, HostError, open_host
+from hosts.libvirt import CpuComparison, HostError, allowed, open_host
 from hosts.models import Domain, Host
 from kvmweb.formatting import size
 
@@ -36,6 +36,7 @@ LABELS = {
     "target_reachable": "Target answers",
     "domain_state": "VM state",
     "target_hostname": "Target host name",
+    "peer_login": "Source can log in to the target",
     "architecture": "Architecture",
     "cpu_vendor": "CPU vendor",
     "cpu_model": "Guest CPU on the target",
@@ -169,6 +170,7 @@ def _run_all(checks, v, source, target):
         _check_maintenance,
         _check_state,
         _check_hostname,
+        _check_peer_login,
         _check_arch,
         _check_cpu_vendor,
         _check_cpu_model,
@@ -240,6 +242,17 @@ def _check_state(checks, v, dom, source, target):
             )
         else:
             checks.add("domain_state", PASS, f"{v['name']} is {state}: ready for a cold migration.")
+
+
+def _check_peer_login(checks: Any, v: Any, dom: Any, source: Any, target: Any) -> None:
+    """The article's secret-free login, asked of the source host itself before anything starts."""
+    if v["mode"] != Mode.LIVE or not dom.active or not allowed(v["source"].uri).remote:
+        return  # nothing to ask of libvirt's test driver
+    problem = source.probe_peer(v["uuid"], v["target"].uri)
+    if problem is None:
+        checks.add("peer_login", PASS, f"{v['source'].name} can open {v['target'].name}'s libvirt itself.")
+    else:
+        checks.add("peer_login", FAIL, problem.plain, problem.detail)
 
 
 def migration_address(target_host: Any, target_conn: Any = None) -> tuple[str | None, str]:

@@ -15,11 +15,11 @@ from django.db.models import Count, Q
 
 from hosts import capacity
 from hosts.models import Domain, DomainState, Host
-from hosts.roles import has_role
+from hosts.roles import has_role, is_operator
 from kvmweb.websocket import SessionBoundConsumer
 
 from .events import DASHBOARD_GROUP, migration_group
-from .models import ACTIVE, FINISHED, Migration, Status
+from .models import ACTIVE, FINISHED, Migration, Status, plain_only
 
 # Close codes in the 4000 range are the application's own; a browser sees them.
 CLOSE_NOT_ALLOWED = 4403
@@ -28,6 +28,13 @@ CLOSE_NOT_FOUND = 4404
 
 def _user_may_watch(user):
     return bool(user is not None and user.is_authenticated and has_role(user))
+
+
+def _access(user):
+    """(may watch, sees libvirt's own text): any role watches; operators see the detail."""
+    if not _user_may_watch(user):
+        return False, False
+    return True, is_operator(user)
 
 
 class Coalescer:
@@ -107,7 +114,8 @@ class MigrationConsumer(SessionBoundConsumer):
         self.group = None
         self.last = None
         self.coalescer = Coalescer(self._deliver, self.min_interval)
-        if not await database_sync_to_async(_user_may_watch)(self.scope.get("user")):
+        may_watch, self.detail = await database_sync_to_async(_access)(self.scope.get("user"))
+        if not may_watch:
             await self.close(code=CLOSE_NOT_ALLOWED)
             return
         pk = int(self.scope["url_route"]["kwargs"]["pk"])
@@ -139,7 +147,7 @@ class MigrationConsumer(SessionBoundConsumer):
     async def _deliver(self, state, kind="migration.update"):
         if kind == "migration.state":
             self.last = state
-        await self.send_json({"type": kind, "migration": state})
+        await self.send_json({"type": kind, "migration": state if self.detail else plain_only(state)})
 
     @database_sync_to_async
     def _current_state(self, pk):
@@ -190,7 +198,8 @@ class DashboardConsumer(SessionBoundConsumer):
         self.joined = False
         self.last = {}
         self.coalescer = Coalescer(self.send_json, self.min_interval)
-        if not await database_sync_to_async(_user_may_watch)(self.scope.get("user")):
+        may_watch, self.detail = await database_sync_to_async(_access)(self.scope.get("user"))
+        if not may_watch:
             await self.close(code=CLOSE_NOT_ALLOWED)
             return
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
@@ -224,7 +233,8 @@ class DashboardConsumer(SessionBoundConsumer):
         self.last[state["id"]] = state
         if state["status"] in FINISHED:
             self.last.pop(state["id"], None)
-        await self.coalescer.offer(state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
+        shown = state if self.detail else plain_only(state)
+        await self.coalescer.offer(state["id"], {"type": "dashboard.migration", "migration": shown}, urgent=urgent)
         if new_status and state["status"] != Status.SUCCEEDED:
             # Claimed (checking) or ended: what the target has promised changed.
             await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts(event)})
@@ -249,6 +259,8 @@ class DashboardConsumer(SessionBoundConsumer):
         for m in migrations:
             self.last[m["id"]] = m
         alarms = [d.as_event() for d in Domain.objects.split_brains()]
+        if not self.detail:
+            migrations = [plain_only(m) for m in migrations]
         return {"migrations": migrations, "hosts": host_counts(), "alarms": alarms, "sent_at": time.time()}
 
     async def _hosts(self, event):

@@ -437,6 +437,17 @@ def stats_summary(stats: dict[str, Any]) -> str:
     return ", ".join(parts) or "done"
 
 
+def plain_only(state: dict[str, Any]) -> dict[str, Any]:
+    """A migration's state (as_event/to_dict, or the API's) as a viewer sees it:
+    the plain-words reasons, without libvirt's own text, which can quote files
+    and internal details. Operators see everything."""
+    return {
+        **state,
+        "error_detail": "",
+        "checks": [{**c, "detail": ""} for c in state.get("checks") or []],
+    }
+
+
 class AuditQuerySet(models.QuerySet):
     def update(self, **kwargs):
         raise PermissionError("The audit log is append-only.")

@@ -1,8 +1,9 @@
 from rest_framework import serializers
 
 from hosts.models import Domain, Host
+from hosts.roles import is_operator
 
-from .models import MAX_BANDWIDTH_MIB, AuditEntry, Migration, Mode, StorageMode
+from .models import MAX_BANDWIDTH_MIB, AuditEntry, Migration, Mode, StorageMode, plain_only
 from .policies import DEFAULT_POLICY
 
 
@@ -68,6 +69,11 @@ class MigrationSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        return data if request is None or is_operator(request.user) else plain_only(data)
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):

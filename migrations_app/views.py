@@ -22,7 +22,7 @@ from kvmweb.pagination import paginate
 from . import services
 from .filters import AuditFilter, MigrationFilter
 from .forms import MigrationForm
-from .models import AuditEntry, Migration, Status
+from .models import AuditEntry, Migration, Status, plain_only
 
 # -- the form --------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ def migration_detail(request, pk):
         {
             "migration": migration,
             "display": state["display"],
-            "state": state,
+            "state": state if is_operator(request.user) else plain_only(state),
             "may_cancel": is_operator(request.user) and migration.is_active,
         },
     )

@@ -126,6 +126,7 @@ start() {
         echo "lab: cannot run here (needs root on Linux with libvirt, QEMU, tini and bindfs);"
         echo "     using libvirt's test driver instead: hosts test01 and test02, no real guests"
         mode="--test-driver"
+        export KVMWEB_ALLOW_TEST_DRIVER=true  # refused unless asked for, also in web and worker
     fi
     "$PY" manage.py migrate --noinput -v 0
     # shellcheck disable=SC2086  # two words

@@ -77,8 +77,7 @@ def setup_lab(name):
     lab = Lab(name=name)
     if not lab.is_up():
         raise SystemExit(f"the lab {name!r} is not up: run `make lab-up` first")
-    for host in lab.hosts:
-        register(host, lab.uri(host))
+    connect_over_ssh(lab)
     for guest, host, kwargs in GUESTS:
         found = _find(lab, guest)
         if found:
@@ -97,6 +96,30 @@ def mark_lab_share(lab):
     from hosts.models import StoragePool
 
     StoragePool.objects.filter(name="shared", host__name__in=lab.hosts).update(marked_shared=True)
+
+
+def connect_over_ssh(lab):
+    """Register the lab's hosts over SSH the way README tells a new user to:
+    kvmweb's key into root's authorized_keys on each host, then the host key
+    kvmweb is shown compared with what the host itself says, and confirmed."""
+    from hosts import sshkeys, trust
+    from hosts.models import Host
+
+    say(f"kvmweb's SSH key ({sshkeys.key_path()}.pub): {sshkeys.public_key()}")
+    for host in lab.hosts:
+        lab.authorize_key(host, sshkeys.public_key())
+        say(f"host {host}: kvmweb's key added for root (on a real host: {sshkeys.authorized_keys_line()})")
+        register(host, lab.ssh_uri(host))
+        row = Host.objects.get(name=host)
+        if row.host_key_state == "trusted":
+            say(f"host {host}: SSH host key {row.ssh_fingerprint} confirmed earlier")
+            continue
+        shown, on_host = row.ssh_offered_fingerprint, lab.ssh_fingerprint(host)
+        say(f"host {host}: kvmweb is shown the host key  {shown or '(none: the host did not answer)'}")
+        say(f"host {host}: `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there says {on_host}")
+        if shown != on_host:
+            raise SystemExit(f"host {host}: the fingerprints differ; not confirming (see the host's page)")
+        say(f"host {host}: {trust.confirm_host_key(row, on_host, user=None)} (host key confirmed)")
 
 
 def _find(lab, guest):
@@ -124,8 +147,9 @@ def setup_test_driver():
     # test:///default is one fixed host; a second host from a test-driver file
     # with a few domains gives the pages something to show.
     register("test01", "test:///default")
-    directory = Path(settings.VAR_DIR) / "demo-hosts"
-    directory.mkdir(parents=True, exist_ok=True)
+    # Test-driver files are refused outside KVMWEB_TEST_DRIVER_DIR.
+    directory = Path(settings.KVMWEB_TEST_DRIVER_DIR)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     register("test02", testdriver.write_host(directory, "test02", count=6))
 
 

@@ -56,6 +56,25 @@ def _fresh_throttles():
     cache.clear()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _test_connections(tmp_path_factory):
+    """What the suite may connect with: libvirt's test driver (files below the
+    session's temporary directory, where the tests write them) and, for the
+    lab's older tests, plain qemu+tcp. The allowlist tests turn both off where
+    they prove a refusal. Also in the environment, for the worker processes."""
+    import os
+
+    values = {
+        "KVMWEB_ALLOW_TEST_DRIVER": "true",
+        "KVMWEB_ALLOW_TCP": "true",
+        "KVMWEB_TEST_DRIVER_DIR": str(tmp_path_factory.getbasetemp()),
+    }
+    os.environ.update(values)
+    settings.KVMWEB_ALLOW_TEST_DRIVER = True
+    settings.KVMWEB_ALLOW_TCP = True
+    settings.KVMWEB_TEST_DRIVER_DIR = values["KVMWEB_TEST_DRIVER_DIR"]
+
+
 def _user(username, group=None, **extra):
     user = User.objects.create_user(username, f"{username}@example.com", "pw-" + username, **extra)
     if group:

@@ -303,3 +303,31 @@ def test_the_dashboard_shows_the_counts_its_publisher_read_rather_than_reading_t
         await ws.disconnect()
 
     run(scenario)
+
+
+@pytest.mark.parametrize("who, sees", [("viewer", False), ("operator", True)])
+def test_libvirt_s_own_text_reaches_operators_only(client, migration, request, who, sees):
+    """libvirt's messages can quote files and internal details: viewers get the plain words."""
+    migration.error = "The target refused the domain."
+    migration.error_detail = "internal error: cannot open /etc/libvirt/secret.xml"
+    migration.checks = [{"name": "storage", "result": "fail", "message": "Disks", "detail": "/srv/raw/path"}]
+    migration.save()
+    cookie = cookie_for(client, request.getfixturevalue(who))
+
+    async def scenario():
+        for path in (f"/ws/migrations/{migration.pk}/", "/ws/dashboard/"):
+            ws = communicator(path, cookie)
+            assert (await ws.connect())[0]
+            first = await ws.receive_json_from(timeout=5)
+            state = first["migration"] if "migration" in first else first["migrations"][0]
+            assert state["error"] == "The target refused the domain."
+            assert ("secret.xml" in state["error_detail"]) is sees
+            assert (state["checks"][0]["detail"] == "/srv/raw/path") is sees
+            await ws.disconnect()
+
+    run(scenario)
+    client.force_login(request.getfixturevalue(who))
+    api = client.get(f"/api/migrations/{migration.pk}/").json()
+    assert ("secret.xml" in api["error_detail"]) is sees and (api["checks"][0]["detail"] != "") is sees
+    page = client.get(f"/migrations/{migration.pk}/").content.decode()
+    assert ("secret.xml" in page) is sees and ("/srv/raw/path" in page) is sees

@@ -13,10 +13,10 @@ pytestmark = pytest.mark.django_db
     [
         ("qemu+ssh://", "names the ssh transport but no host"),  # the article's error 4
         ("kvm02", "has no '://'"),
-        ("qemu+sssh://kvm02/system", "'sssh' is not a libvirt transport"),
-        ("kvm://kvm02/system", "'kvm' is not a libvirt driver"),
-        ("qemu+ssh://kvm02/sytem", "ends in /system"),
-        ("qemu+tcp://kvm02:99999/system", "impossible port"),
+        ("qemu+sssh://kvm02/system", "The transport 'sssh' is not allowed; use ssh, libssh or tls"),
+        ("kvm://kvm02/system", "'kvm' is not allowed as a libvirt driver"),
+        ("qemu+ssh://kvm02/sytem", "The path must be exactly /system, not '/sytem'"),
+        ("qemu+tcp://kvm02:99999/system", "'99999' is not a port"),
         ("qemu+ssh://kvm 02/system", "must not contain spaces"),
         ("", "empty"),
     ],
@@ -124,3 +124,30 @@ def test_the_admin_refuses_a_malformed_uri(client, owner):
     assert response.status_code == 200
     assert "names the ssh transport but no host" in response.content.decode()
     assert not Host.objects.exists()
+
+
+def test_viewers_see_why_a_host_is_offline_in_plain_words_but_not_libvirt_s_text(api, client, operator, viewer):
+    host = Host.objects.create(name="kvm09", uri="qemu+tcp://127.0.0.1:1/system")
+    api.force_authenticate(operator)
+    api.post(f"/api/hosts/{host.pk}/sync/")
+    assert "Connection refused" in api.get(f"/api/hosts/{host.pk}/").json()["status_detail"]
+    api.force_authenticate(viewer)
+    seen = api.get(f"/api/hosts/{host.pk}/").json()
+    assert "Check that libvirtd is running" in seen["status_reason"] and seen["status_detail"] == ""
+    client.force_login(viewer)
+    page = client.get("/hosts/kvm09/").content.decode()
+    assert "Check that libvirtd is running" in page and "Connection refused" not in page
+    client.force_login(operator)
+    assert "Connection refused" in client.get("/hosts/kvm09/").content.decode()
+
+
+def test_the_admin_s_add_host_page_shows_kvmweb_s_key_and_the_line_for_authorized_keys(
+    client, owner, settings, tmp_path
+):
+    from hosts import sshkeys
+
+    settings.VAR_DIR = tmp_path
+    client.force_login(owner)
+    page = client.get("/admin/hosts/host/add/").content.decode()
+    assert "Run this on the host to let kvmweb log in as root" in page
+    assert sshkeys.public_key() in page and "/root/.ssh/authorized_keys" in page

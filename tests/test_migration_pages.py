@@ -312,7 +312,7 @@ def test_a_long_migration_keeps_a_thinned_chart(hosts, domain):
     assert migration.samples[0] == [1000.0, 700] and migration.samples[-1][0] > 1600
 
 
-def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, tmp_path):
+def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, operator, tmp_path):
     uuid = domain_uuid("kvm01", 9)
     kvm01 = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", domains=[domain_xml(EVIL_NAME, uuid)]))
     kvm02 = Host.objects.create(name="kvm02", uri=write_host(tmp_path, "kvm02"))
@@ -329,10 +329,14 @@ def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, tm
     )
     client.force_login(viewer)
     page = client.get(f"/migrations/{migration.pk}/").content.decode()
+    assert "The target refused the domain &lt;script&gt;alert(1)&lt;/script&gt;." in page
+    assert "qemu said no" not in page, "viewers get the plain words only, not libvirt's text"
+    client.force_login(operator)
+    page = client.get(f"/migrations/{migration.pk}/").content.decode()
     assert EVIL not in page and EVIL_NAME not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "The target refused the domain &lt;script&gt;alert(1)&lt;/script&gt;." in page
-    # The libvirt text is folded beneath the plain words.
+    # The libvirt text is folded beneath the plain words, for operators.
     assert re.search(
         r"<details[^>]*>\s*<summary>What libvirt said</summary>\s*<pre[^>]*>internal error: &lt;script&gt;", page
     )

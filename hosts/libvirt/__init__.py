@@ -39,7 +39,7 @@ from .types import (
     NetworkInfo,
     PoolInfo,
 )
-from .uri import check_hypervisor_network, reachable, validate_uri
+from .uri import HostURI, allowed, check_hypervisor_network, check_uri, probe, reachable, refused, validate_uri
 
 if TYPE_CHECKING:
     from .connection import Connection, open_host, open_hosts
@@ -60,6 +60,11 @@ _LAZY = {
 }
 
 __all__ = [
+    "HostURI",
+    "allowed",
+    "check_uri",
+    "probe",
+    "refused",
     "FLAG_NAMES",
     "Connection",
     "ConnectionClosed",

@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import libvirt
 
@@ -22,7 +23,7 @@ from .errors import HostError, HostUnreachable, translate
 from .inventory import InventoryOps
 from .migration import MigrationOps
 from .storage import StorageOps
-from .uri import probe, remote_target, unreachable_message
+from .uri import HostURI, allowed, probe, remote_target, unreachable_message
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,33 @@ def _run_event_loop() -> None:
         libvirt.virEventRunDefaultImpl()
 
 
+def connection_uri(parsed: HostURI) -> str:
+    """The URI kvmweb itself opens: the allowed parts plus kvmweb's own options.
+
+    SSH (whether written ssh or libssh) goes through OpenSSH run with kvmweb's
+    own configuration (its key, its known_hosts, unknown or changed host keys
+    refused, never a prompt): see sshkeys.ssh_command. TLS takes kvmweb's
+    client certificate directory when one is configured.
+    """
+    from django.conf import settings
+
+    from .. import sshkeys
+
+    base = str(parsed)
+    if parsed.transport in ("ssh", "libssh"):
+        try:
+            command = sshkeys.ssh_command()
+        except sshkeys.SSHKeyError as e:
+            raise HostError(e.plain, e.detail, code="ssh_key") from None
+        options = [("command", str(command)), ("no_tty", "1")]
+        base = base.replace(f"qemu+{parsed.transport}://", "qemu+ssh://", 1)
+    elif parsed.transport == "tls" and settings.KVMWEB_TLS_DIR:
+        options = [("pkipath", settings.KVMWEB_TLS_DIR)]
+    else:
+        return base
+    return base + "?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in options)
+
+
 # Opens of a host abandoned without an answer, by host: at most one each. A host
 # that accepts connections and never answers would otherwise cost a thread and
 # its sockets per request, for good.
@@ -90,15 +118,18 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
     the connection if it comes after all. While it waits, further opens of
     the same host are refused at once instead of starting threads of their own.
     """
+    parsed = allowed(uri)  # checked again at every use, not only when saved
+    uri = str(parsed)
     _ensure_event_loop()
-    probe(uri, timeout)
-    key = remote_target(uri) or uri
+    probe(parsed, timeout)
+    open_uri = connection_uri(parsed)
+    key = remote_target(parsed) or uri
     result: dict[str, object] = {}
     abandoned = False
 
     def target() -> None:
         try:
-            conn = libvirt.open(uri)
+            conn = libvirt.open(open_uri)
         except libvirt.libvirtError as e:
             result["error"] = e
         else:
@@ -137,7 +168,7 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
         raise _open_error(error, uri)
     conn = result["conn"]
     assert isinstance(conn, libvirt.virConnect)
-    if remote_target(uri) is not None:
+    if parsed.remote:
         # Notice a host that disappears in the middle of a long operation.
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(5, 3)

@@ -76,6 +76,38 @@ def translate(error: BaseException, uri: str = "") -> HostError:
             detail,
             code="uri",
         )
+    # ssh's warning about a changed host key is longer than the 1 KiB of
+    # stderr libvirt keeps, which it then reports as EOVERFLOW.
+    overflow = "cannot recv data: value too large for defined data type" in lower
+    if "host key verification failed" in lower or "identification has changed" in lower or overflow:
+        return HostError(
+            f"The host{where} offered an SSH host key that no operator confirmed (a new host, or its key "
+            "changed). kvmweb does not connect until someone who has checked the key on the host confirms it "
+            "on the host's page.",
+            detail,
+            code="host_key",
+        )
+    if any(word in lower for word in ("certificate", "cacert.pem", "clientkey.pem", "gnutls", "tls handshake")):
+        return HostError(
+            f"The TLS connection to the host{where} failed. Check that KVMWEB_TLS_DIR holds cacert.pem, "
+            "clientcert.pem and clientkey.pem signed by the hosts' CA, and that the host's server certificate "
+            "names the host as the URI does.",
+            detail,
+            code="tls",
+        )
+    if (
+        code == libvirt.VIR_ERR_AUTH_FAILED
+        or "authentication" in lower
+        or "permission denied" in lower
+        or "access denied" in lower
+    ):
+        return HostError(
+            f"The host{where} refused kvmweb's login. For qemu+ssh, add kvmweb's SSH key (`python manage.py "
+            "ssh_public_key` prints it) to that user's ~/.ssh/authorized_keys on the host; for qemu+tls, "
+            "check the client certificate.",
+            detail,
+            code="auth",
+        )
     if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC) and (
         "connect" in lower
         or "no route to host" in lower
@@ -85,13 +117,6 @@ def translate(error: BaseException, uri: str = "") -> HostError:
         return HostUnreachable(
             f"The host{where} cannot be reached: {_reach_hint(lower)}",
             detail,
-        )
-    if code == libvirt.VIR_ERR_AUTH_FAILED or "authentication" in lower or "permission denied" in lower:
-        return HostError(
-            f"The host{where} refused kvmweb's login. For qemu+ssh, install kvmweb's SSH key "
-            "for that user on the host; for qemu+tls, check the client certificate.",
-            detail,
-            code="auth",
         )
     if "failed to bind socket" in lower:
         if "address already in use" in lower:

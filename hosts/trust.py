@@ -1,0 +1,39 @@
+"""An operator confirms a host's SSH host key: the one way a key becomes trusted
+after registration (the other is a fingerprint pinned when registering)."""
+
+import contextlib
+
+from django.conf import settings
+
+from . import sshkeys, sync
+from .models import HostKeyRefused, HostKeyState, write_known_hosts
+
+
+def confirm_host_key(host, fingerprint, user):
+    """Trust the key the host offers if its fingerprint is the one given; then read the host.
+
+    Raises HostKeyRefused (saying why) when the fingerprint is not the one the
+    host offers. Recorded in the audit log.
+    """
+    from migrations_app.models import AuditAction, AuditEntry
+
+    fingerprint = (fingerprint or "").strip()
+    if host.uses_ssh and not host.ssh_offered_key and host.host_key_state != HostKeyState.TRUSTED:
+        # Nothing fetched yet (the host did not answer at registration): ask it now.
+        parsed = host.parsed_uri()
+        with contextlib.suppress(sshkeys.SSHKeyError):
+            host.offer_host_key(sshkeys.scan(parsed.host, parsed.port, timeout=settings.KVMWEB_CONNECT_TIMEOUT))
+    host.trust_host_key(fingerprint)
+    host.save(update_fields=host.SSH_FIELDS)
+    write_known_hosts()
+    AuditEntry.record(
+        AuditAction.HOST,
+        f"Confirmed the SSH host key of {host.name}: {host.ssh_fingerprint}",
+        user=user,
+        host=host.name,
+        fingerprint=host.ssh_fingerprint,
+    )
+    return sync.sync_host(host)
+
+
+__all__ = ["HostKeyRefused", "confirm_host_key"]
