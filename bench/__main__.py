@@ -11,7 +11,14 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ["bench_inventory", "bench_migration", "bench_progress_latency", "bench_evacuation", "bench_watch"]
+BENCHMARKS = [
+    "bench_inventory",
+    "bench_migration",
+    "bench_progress_latency",
+    "bench_evacuation",
+    "bench_watch",
+    "bench_connections",
+]
 
 
 def main(argv=None):
