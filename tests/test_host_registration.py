@@ -151,3 +151,22 @@ def test_the_admin_s_add_host_page_shows_kvmweb_s_key_and_the_line_for_authorize
     page = client.get("/admin/hosts/host/add/").content.decode()
     assert "Run this on the host to let kvmweb log in as root" in page
     assert sshkeys.public_key() in page and "/root/.ssh/authorized_keys" in page
+
+
+def test_ssh_public_key_prints_kvmweb_s_key_and_register_host_refuses_what_the_api_refuses(settings, tmp_path):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from hosts import sshkeys
+
+    settings.VAR_DIR = tmp_path
+    out = StringIO()
+    call_command("ssh_public_key", stdout=out)
+    assert out.getvalue().strip() == sshkeys.public_key()
+    out = StringIO()
+    call_command("ssh_public_key", "--command", stdout=out)
+    assert out.getvalue().strip() == f"echo '{sshkeys.public_key()}' >> /root/.ssh/authorized_keys"
+    with pytest.raises(CommandError, match="'command': it names a program"):
+        call_command("register_host", "kvm02", "qemu+ext:///system?command=/bin/true")
+    assert not Host.objects.exists()
