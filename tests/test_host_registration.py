@@ -127,18 +127,21 @@ def test_the_admin_refuses_a_malformed_uri(client, owner):
 
 
 def test_viewers_see_why_a_host_is_offline_in_plain_words_but_not_libvirt_s_text(api, client, operator, viewer):
-    host = Host.objects.create(name="kvm09", uri="qemu+tcp://127.0.0.1:1/system")
+    from hosts.libvirt import HostError
+
+    host = Host.objects.create(name="kvm09", uri="qemu+ssh://root@kvm09/system")
+    host.mark_unreachable(HostError("The host refused kvmweb's login.", "denied reading /etc/secret-path"))
+    host.save()
     api.force_authenticate(operator)
-    api.post(f"/api/hosts/{host.pk}/sync/")
-    assert "Connection refused" in api.get(f"/api/hosts/{host.pk}/").json()["status_detail"]
+    assert "/etc/secret-path" in api.get(f"/api/hosts/{host.pk}/").json()["status_detail"]
     api.force_authenticate(viewer)
     seen = api.get(f"/api/hosts/{host.pk}/").json()
-    assert "Check that libvirtd is running" in seen["status_reason"] and seen["status_detail"] == ""
+    assert seen["status_reason"] == "The host refused kvmweb's login." and seen["status_detail"] == ""
     client.force_login(viewer)
     page = client.get("/hosts/kvm09/").content.decode()
-    assert "Check that libvirtd is running" in page and "Connection refused" not in page
+    assert "refused kvmweb&#x27;s login" in page and "/etc/secret-path" not in page
     client.force_login(operator)
-    assert "Connection refused" in client.get("/hosts/kvm09/").content.decode()
+    assert "/etc/secret-path" in client.get("/hosts/kvm09/").content.decode()
 
 
 def test_the_admin_s_add_host_page_shows_kvmweb_s_key_and_the_line_for_authorized_keys(
