@@ -34,7 +34,7 @@ REFUSED = [
     ("test:///{secret}", "The only test URI kvmweb accepts is test:///default"),
     ("test+tcp://kvm02/{secret}", "The only test URI kvmweb accepts is test:///default"),
     ("lxc:///system", "'lxc' is not allowed as a libvirt driver"),
-    ("qemu+unix:///system?socket=/tmp/evil", "'socket'"),
+    ("qemu+unix:///system?socket=/run/evil.sock", "'socket'"),
     # decoded as libvirt decodes them
     ("qemu+ssh://kvm02/system?%63ommand={script}", "'command'"),
     ("qemu+ssh://kvm02/system?COMMAND={script}", "'command'"),
