@@ -448,7 +448,7 @@ def _check_networks(checks, v, dom, source, target):
             "networks",
             FAIL,
             f"{tname} lacks {', '.join(missing)} that {v['name']} is connected to. Create it on "
-            f"{tname} (as the article does with 'virsh iface-bridge ens33 br0') and try again.",
+            f"{tname} (for example with 'virsh iface-bridge ens33 br0') and try again.",
         )
     elif unknown:
         checks.add(
@@ -483,7 +483,7 @@ def _check_shared_storage(checks, v, disks, source, target):
                 "shared_storage",
                 FAIL,
                 f"{disk.path} is not visible on {tname}: the shared storage is not mounted there, "
-                "or not defined as a storage pool. Mount it at the same path (the article's "
+                "or not defined as a storage pool. Mount it at the same path (else the guest meets "
                 "'Input/output error'), or choose 'copy the disks'.",
             )
             return
@@ -718,8 +718,7 @@ def _check_convergence(checks, v, dom, source, target):
                 WARN,
                 f"When it last moved (migration #{last.pk}) {v['name']} dirtied memory at "
                 f"{size(dirty)}/s while {size(last.stats['speed_bps'])}/s could be sent: it may not "
-                "converge. Choose the 'Make it converge' policy, raise the bandwidth, or, as the "
-                "article says, migrate it cold.",
+                "converge. Choose the 'Make it converge' policy, raise the bandwidth, or migrate it cold.",
             )
             return
     checks.add(

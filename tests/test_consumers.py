@@ -213,19 +213,27 @@ def test_a_burst_is_coalesced_but_the_last_state_arrives(client, migration, view
     run(scenario)
 
 
-def test_a_status_change_is_never_held_back(client, migration, viewer):
+def test_a_status_change_is_never_held_back(client, migration, viewer, monkeypatch):
+    from migrations_app.consumers import MigrationConsumer
+
+    monkeypatch.setattr(MigrationConsumer, "min_interval", 5.0)
     cookie = cookie_for(client, viewer)
 
     async def scenario():
         ws = communicator(f"/ws/migrations/{migration.pk}/", cookie)
         assert (await ws.connect())[0]
         await ws.receive_json_from(timeout=5)
+        await publish(migration, progress=progress(98))
+        await ws.receive_json_from(timeout=2)  # the first update goes at once...
         await publish(migration, progress=progress(99))
+        assert await ws.receive_nothing(timeout=0.5)  # ...the next sample waits out the 5 s
+        published = time.monotonic()
         await publish(migration, status="succeeded", phase="done", stats={"downtime_ms": 80})
-        got = await drain(ws)
-        statuses = [m["migration"]["status"] for m in got]
-        assert statuses[-1] == "succeeded"
-        assert got[-1]["migration"]["stats"] == {"downtime_ms": 80}
+        update = await ws.receive_json_from(timeout=2)
+        waited = time.monotonic() - published
+        assert update["migration"]["status"] == "succeeded" and update["migration"]["stats"] == {"downtime_ms": 80}
+        assert waited < 1.5, f"the status change waited {waited:.1f} s"
+        assert await ws.receive_nothing(timeout=0.5)  # the held sample was superseded, not sent after
         await ws.disconnect()
 
     run(scenario)

@@ -62,7 +62,7 @@ def test_ssh_login_failure_points_at_the_key():
             "Cannot recv data: ssh: connect to host kvm02 port 22: Connection refused", libvirt.VIR_ERR_SYSTEM_ERROR
         )
     )
-    assert "SSH key" in error.plain and "secret-free login" in error.plain
+    assert "SSH key" in error.plain and "a login without a password" in error.plain
 
 
 def test_an_unknown_error_keeps_libvirts_words():

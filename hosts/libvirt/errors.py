@@ -168,8 +168,8 @@ def _reach_hint(lower: str) -> str:
     if "ssh" in lower:
         return (
             "logging in over SSH failed. Check that sshd runs there and that the SSH key of the "
-            "user running kvmweb is installed for that user on the host (the article's "
-            "'secret-free login'); for a migration, the source host needs the same to the target."
+            "user running kvmweb is installed for that user on the host (a login without a "
+            "password); for a migration, the source host needs the same to the target."
         )
     if re.search(r":49(1[5-9]\d|2[01]\d)\b", lower):
         return (
