@@ -67,7 +67,7 @@ def test_a_killed_worker_does_not_stop_the_migration_and_reconcile_settles_it(
 ):
     name = lab_guest("kvm01", disk="shared", memory_mib=384)
     before = lab.last_tick(name)
-    pk = request(api, operator, domain(name), hosts["kvm02"], bandwidth_mib=24).json()["id"]
+    pk = request(api, operator, domain(name), hosts["kvm02"], bandwidth_mib=8).json()["id"]
     worker = worker_process()
     wait_transferring(pk, timeout=90)
 
