@@ -131,12 +131,7 @@ def test_a_guest_dirtying_memory_too_fast_gets_the_policy_steps_then_the_deadlin
 
     messages = [e["message"] for e in migration.events]
     downtimes = [e["downtime_ms"] for e in migration.events if e.get("decision") == "downtime"]
-    # The ramp is applied in order, from the first step to the last. The middle
-    # step is skipped when no sample lands between 4 and 8 s (a governor stall,
-    # seen once on a quiet machine and not yet explained); the policy then
-    # rightly goes straight to 120 ms.
-    assert downtimes[0] == 50 and downtimes[-1] == 120, messages
-    assert downtimes == sorted(set(downtimes)) and set(downtimes) <= {50, 80, 120}, messages
+    assert downtimes == [50, 80, 120], messages
     assert any(e.get("decision") == "not_converging" for e in migration.events), messages
     assert migration.status == "failed", messages
     assert migration.error_code == "not_converging"

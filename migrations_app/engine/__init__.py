@@ -96,12 +96,15 @@ def run(migration: Migration) -> None:
     """Check, then move the domain; always ends in a final state."""
     try:
         source, target = hosts_of(migration)
-        with open_hosts(source.uri, target.uri) as (src, dst):
+        # A live migration's governor watches over a second source connection,
+        # opened at the same time as the others (see LiveMigration.transfer).
+        watched = [source.uri] if migration.mode == Mode.LIVE else []
+        with open_hosts(source.uri, target.uri, *watched) as (src, dst, *watch):
             if not preflight(migration, src, dst):
                 return
             migration.start(worker=worker_name())
             if migration.mode == Mode.LIVE:
-                LiveMigration(migration, src, dst).run()
+                LiveMigration(migration, src, dst, *watch).run()
             else:
                 ColdMigration(migration, src, dst).run()
     except HostError as e:
