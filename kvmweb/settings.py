@@ -362,6 +362,10 @@ KVMWEB_ALLOW_TEST_DRIVER = env_bool("KVMWEB_ALLOW_TEST_DRIVER", False)
 KVMWEB_TEST_DRIVER_DIR = os.environ.get("KVMWEB_TEST_DRIVER_DIR", str(VAR_DIR / "test-hosts"))
 # How often the worker refreshes every host's inventory, in seconds (0: never).
 KVMWEB_SYNC_INTERVAL = env_int("KVMWEB_SYNC_INTERVAL", 60)
+# How often an open WebSocket checks that its login session is still good
+# (not expired or removed, the user active, the password unchanged), in
+# seconds. A password change or a deactivation closes sockets at once.
+KVMWEB_SOCKET_RECHECK_SECONDS = env_number("KVMWEB_SOCKET_RECHECK_SECONDS", 60.0, 0.1, float)
 
 # Capacity (hosts/capacity.py), for hosts that do not set their own in the admin
 # or the API: memory kept for the host itself, and how far memory and vCPUs may

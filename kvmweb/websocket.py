@@ -9,22 +9,34 @@
   page on another port of the same machine could open a socket with the
   user's cookie.
 - ``SessionBoundConsumer``: a socket belongs to the login session it was
-  opened with. Logging out closes every socket of that session (a message to
-  the session's group, sent from the user_logged_out signal). Clients send
-  nothing the server needs, so any frame a client sends is ignored, without
-  the traceback a malformed one used to cause.
+  opened with, and lives only as long as a page request with that session
+  would be let in. Logging out closes every socket of that session (a message
+  to the session's group, sent from the user_logged_out signal). A change to
+  the user (a new password, deactivation, removal) makes each of the user's
+  sockets check its session at once; and every socket checks it every
+  KVMWEB_SOCKET_RECHECK_SECONDS, which catches an expired or removed session.
+  Clients send nothing the server needs, so any frame a client sends is
+  ignored, without the traceback a malformed one used to cause.
 """
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+from importlib import import_module
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
+from django.utils.crypto import constant_time_compare
 
 log = logging.getLogger(__name__)
 
@@ -83,37 +95,100 @@ def session_group(session_key):
     return "session-" + hashlib.sha256(session_key.encode()).hexdigest()[:40]
 
 
+def user_group(user_pk):
+    return f"user-{user_pk}"
+
+
+def _tell(group, kind):
+    try:
+        async_to_sync(get_channel_layer().group_send)(group, {"type": kind})
+    except Exception:
+        # Logging out or saving a user must work even when Redis does not answer;
+        # the periodic check still closes what should be closed.
+        log.warning("could not tell open WebSockets about a change to their session", exc_info=True)
+
+
 @receiver(user_logged_out)
 def close_sockets_of_the_session(sender, request, **kwargs):
     session_key = getattr(getattr(request, "session", None), "session_key", None)
-    if not session_key:
-        return
-    try:
-        async_to_sync(get_channel_layer().group_send)(session_group(session_key), {"type": "session.closed"})
-    except Exception:
-        # Logging out must work even when Redis does not answer.
-        log.warning("could not tell the open WebSockets of a session that it ended", exc_info=True)
+    if session_key:
+        _tell(session_group(session_key), "session.closed")
+
+
+def recheck_sockets_of_the_user(sender, instance, update_fields=None, **kwargs):
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # every login saves this; it changes nothing a session depends on
+    group = user_group(instance.pk)
+    transaction.on_commit(lambda: _tell(group, "session.recheck"))
+
+
+post_save.connect(recheck_sockets_of_the_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="socket-recheck-save")
+post_delete.connect(recheck_sockets_of_the_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="socket-recheck-delete")
+
+
+def session_still_good(session_key, user_pk):
+    """Whether a page request with this session would still be logged in as
+    this user: the session exists and has not expired, names the user, and
+    carries the hash of the user's current password; the user is active."""
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    if str(data.get(SESSION_KEY)) != str(user_pk):
+        return False
+    user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
+    stored = data.get(HASH_SESSION_KEY)
+    return bool(user and stored and constant_time_compare(stored, user.get_session_auth_hash()))
 
 
 class SessionBoundConsumer(AsyncJsonWebsocketConsumer):
     """A JSON consumer tied to its login session; it takes no input from the client."""
 
     async def websocket_connect(self, message):
-        self.session_group = None
-        session = self.scope.get("session")
-        key = getattr(session, "session_key", None)
-        if key:
-            self.session_group = session_group(key)
-            await self.channel_layer.group_add(self.session_group, self.channel_name)
+        self.groups_joined = []
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
+        user = self.scope.get("user")
+        self.user_pk = user.pk if user is not None and user.is_authenticated else None
+        self.rechecks = None
+        if self.session_key:
+            self.groups_joined.append(session_group(self.session_key))
+        if self.user_pk is not None:
+            self.groups_joined.append(user_group(self.user_pk))
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
         await super().websocket_connect(message)
+        if self.session_key and self.user_pk is not None:
+            self.rechecks = asyncio.create_task(self.recheck_every())
 
     async def websocket_disconnect(self, message):
-        if self.session_group:
-            await self.channel_layer.group_discard(self.session_group, self.channel_name)
+        if self.rechecks is not None:
+            self.rechecks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.rechecks
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
         await super().websocket_disconnect(message)
 
     async def session_closed(self, event):
         await self.close(code=CLOSE_LOGGED_OUT)
+
+    async def session_recheck(self, event):
+        await self.close_unless_session_good()
+
+    async def recheck_every(self):
+        while await self.close_unless_session_good(sleep_first=settings.KVMWEB_SOCKET_RECHECK_SECONDS):
+            pass
+
+    async def close_unless_session_good(self, sleep_first=0.0):
+        """Close the socket if its session no longer logs its user in; whether it stays."""
+        if sleep_first:
+            await asyncio.sleep(sleep_first)
+        try:
+            good = await database_sync_to_async(session_still_good)(self.session_key, self.user_pk)
+        except Exception:
+            # A database that does not answer now says nothing about the session.
+            log.warning("could not check the session of an open WebSocket", exc_info=True)
+            return True
+        if not good:
+            await self.close(code=CLOSE_LOGGED_OUT)
+        return good
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # Nothing a client sends is needed, or trusted: drop it.

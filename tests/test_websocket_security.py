@@ -71,23 +71,11 @@ def test_logging_out_closes_the_sessions_sockets(client, migration, viewer):  # 
     async def scenario():
         from asgiref.sync import sync_to_async
 
-        sockets = [
-            socket(path, b"http://localhost", b"localhost", cookie)
-            for path in (f"/ws/migrations/{migration.pk}/", "/ws/dashboard/")
-        ]
-        for ws in sockets:
-            connected, _ = await ws.connect()
-            assert connected
-            await ws.receive_json_from(timeout=5)  # the full state
+        sockets = open_sockets(cookie, migration.pk)
+        await connect_all(sockets)
         response = await sync_to_async(client.post)("/accounts/logout/")
         assert response.status_code == 302
-        for ws in sockets:
-            closed = await ws.receive_output(timeout=5)
-            assert closed == {"type": "websocket.close", "code": 4401}
-            # As a browser answers a close: the consumer then ends inside this
-            # event loop (left to the loop's shutdown, its channel-layer read
-            # was cancelled midway and broke the next tests' sockets).
-            await ws.disconnect()
+        await assert_closed(sockets)
 
     run(scenario)
 
@@ -109,3 +97,88 @@ def test_a_malformed_frame_is_ignored_and_the_socket_stays(client, migration, vi
     with caplog.at_level(logging.DEBUG):
         run(scenario)
     assert not [r for r in caplog.records if r.exc_info], "a client frame caused a traceback"
+
+
+def open_sockets(cookie, migration_pk):
+    return [
+        socket(path, b"http://localhost", b"localhost", cookie)
+        for path in (f"/ws/migrations/{migration_pk}/", "/ws/dashboard/")
+    ]
+
+
+async def connect_all(sockets):
+    for ws in sockets:
+        connected, _ = await ws.connect()
+        assert connected
+        await ws.receive_json_from(timeout=5)  # the full state
+
+
+async def assert_closed(sockets, timeout=5):
+    for ws in sockets:
+        closed = await ws.receive_output(timeout=timeout)
+        assert closed == {"type": "websocket.close", "code": 4401}
+        # As a browser answers a close: the consumer then ends inside this
+        # event loop (left to the loop's shutdown, its channel-layer read
+        # was cancelled midway and broke the next tests' sockets).
+        await ws.disconnect()
+
+
+@pytest.mark.parametrize("change", ["password", "deactivated", "removed"])
+def test_a_change_to_the_user_closes_their_sockets_at_once(client, migration, viewer, operator, settings, change):  # noqa: F811
+    settings.KVMWEB_SOCKET_RECHECK_SECONDS = 3600  # only the change itself can close them
+    cookie = cookie_for(client, viewer)
+    from django.test import Client
+
+    other_cookie = cookie_for(Client(), operator)
+
+    def change_the_user():
+        if change == "password":
+            viewer.set_password("a new password, set elsewhere")
+            viewer.save()
+        elif change == "deactivated":
+            viewer.is_active = False
+            viewer.save()
+        else:
+            viewer.delete()
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        sockets = open_sockets(cookie, migration.pk)
+        others = open_sockets(other_cookie, migration.pk)
+        await connect_all(sockets + others)
+        # A login saves last_login: that alone closes nothing.
+        await sync_to_async(Client().force_login)(viewer)
+        assert await sockets[1].receive_nothing(timeout=0.5)
+        await sync_to_async(change_the_user)()
+        await assert_closed(sockets)
+        # Another user's sockets stay.
+        assert await others[1].receive_nothing(timeout=0.5)
+        for ws in others:
+            await ws.disconnect()
+
+    run(scenario)
+
+
+def test_an_expired_session_closes_its_sockets_within_the_recheck_interval(client, migration, viewer, settings):  # noqa: F811
+    settings.KVMWEB_SOCKET_RECHECK_SECONDS = 0.3
+    cookie = cookie_for(client, viewer)
+    key = client.cookies["sessionid"].value
+
+    def expire():
+        from django.contrib.sessions.models import Session
+        from django.utils import timezone
+
+        Session.objects.filter(session_key=key).update(expire_date=timezone.now())
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        sockets = open_sockets(cookie, migration.pk)
+        await connect_all(sockets)
+        # Still good: several checks pass and nothing closes.
+        assert await sockets[1].receive_nothing(timeout=1.0)
+        await sync_to_async(expire)()
+        await assert_closed(sockets, timeout=3)
+
+    run(scenario)
