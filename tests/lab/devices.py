@@ -19,11 +19,12 @@ def cdrom(path, target="sdc"):
     )
 
 
-def vnc(listen, port=None):
-    """VNC bound to one address, as installers write it (autoport unless ``port``)."""
+def vnc(listen, port=None, passwd=None):
+    """VNC bound to one address, as installers write it (autoport unless ``port``; a password if ``passwd``)."""
     ports = f"port='{port}' autoport='no'" if port else "autoport='yes'"
+    password = f" passwd={quoteattr(passwd)}" if passwd else ""
     return (
-        f"<graphics type='vnc' {ports} listen={quoteattr(listen)}>"
+        f"<graphics type='vnc' {ports}{password} listen={quoteattr(listen)}>"
         f"<listen type='address' address={quoteattr(listen)}/></graphics>"
     )
 
