@@ -226,12 +226,6 @@ class Host(models.Model):
     def memory_used(self):
         return max(self.memory_total - self.memory_free, 0)
 
-    @property
-    def memory_used_percent(self):
-        if not self.memory_total:
-            return 0
-        return round(100 * self.memory_used / self.memory_total)
-
     def address(self):
         """The host's own address, resolved from its URI (None if it resolves
         to no address but loopback): where migration data goes, and what
@@ -526,10 +520,6 @@ class Domain(DomainFacts):
     @property
     def is_running(self):
         return self.state in (DomainState.RUNNING, DomainState.BLOCKED, DomainState.PAUSED)
-
-    @property
-    def disk_bytes(self):
-        return sum(d.get("capacity") or 0 for d in self.disks if d.get("device") == "disk")
 
     def as_event(self):
         """What the dashboard's socket says of this VM; names of hosts, text ready to show.

@@ -75,10 +75,6 @@ class Checks:
     def add(self, name, result, message, detail=""):
         self.results.append(CheckResult(name, result, message, str(detail or "")))
 
-    @property
-    def failed(self):
-        return any(r.result == FAIL for r in self.results)
-
 
 def run_checks(req: Request | Migration, source: Any = None, target: Any = None) -> list[CheckResult]:
     """Run every check for a request (services.Request or a Migration).

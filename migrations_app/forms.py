@@ -73,7 +73,6 @@ class MigrationForm(forms.Form):
 
     def __init__(self, *args, domain=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fixed_domain = domain
         if domain is not None:
             self.fields["domain"].queryset = Domain.objects.select_related("host").filter(pk=domain.pk)
             self.fields["domain"].initial = domain.pk

@@ -32,7 +32,3 @@ def run_migration(pk):
     engine.run(migration)
     migration.refresh_from_db()
     return migration.status
-
-
-def reconcile_job(force=False):
-    return engine.reconcile_all(force=force)

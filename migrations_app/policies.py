@@ -43,17 +43,6 @@ class Policy:
                 allowed = step.downtime_ms
         return allowed
 
-    def as_dict(self):
-        return {
-            "name": self.name,
-            "label": self.label,
-            "description": self.description,
-            "downtime_steps": [(s.after_seconds, s.downtime_ms) for s in self.downtime_steps],
-            "auto_converge": self.auto_converge,
-            "postcopy_iteration": self.postcopy_iteration,
-            "deadline_seconds": self.deadline_seconds,
-        }
-
 
 POLICIES = {
     p.name: p

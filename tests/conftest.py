@@ -111,11 +111,6 @@ def api(client):
     return APIClient()
 
 
-@pytest.fixture
-def test_hosts_dir(tmp_path):
-    return tmp_path
-
-
 def database_url_for_subprocess():
     """The URL another process uses to reach the test database."""
     from django.db import connection
