@@ -46,6 +46,13 @@ class HostAdmin(admin.ModelAdmin):
     search_fields = ["name", "uri", "hostname"]
     actions = ["sync_now"]
     inlines = [PoolInline, NetworkInline, DomainInline]
+
+    class Media:
+        # The capacity bar of "Committed now": its widths are set by a script,
+        # as the Content-Security-Policy allows no style attributes.
+        css = {"all": ["bars.css"]}
+        js = ["bars.js"]
+
     fieldsets = [
         (None, {"fields": ["name", "uri", "max_incoming", "max_outgoing"]}),
         (

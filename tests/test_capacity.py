@@ -265,6 +265,10 @@ def test_the_admin_edits_the_capacity_settings(client, owner, hosts):
     for field in ("memory_reserved_mib", "memory_ratio", "cpu_ratio"):
         assert f'name="{field}"' in page
     assert "committed of 15.0 GiB" in page
+    # The bar is drawn there too: the CSP forbids style attributes, so its
+    # widths come from bars.js and its look from bars.css, which the admin loads.
+    assert 'class="bar stacked' in page and "data-percent=" in page
+    assert "/static/bars.js" in page and "/static/bars.css" in page
 
 
 @pytest.mark.parametrize(
