@@ -4,6 +4,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from kvmweb.records import TrackedRequest
+
 
 class Kind(models.TextChoices):
     EVACUATE = "evacuate", "Evacuation"
@@ -16,12 +18,6 @@ class Status(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
-
-    @property
-    def colour(self):
-        return {"queued": "grey", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange"}[
-            self.value
-        ]
 
 
 ACTIVE = (Status.QUEUED, Status.RUNNING)
@@ -38,17 +34,15 @@ class Item(models.TextChoices):
     CANCELLED = "cancelled", "Not moved (cancelled)"
 
 
-class InvalidTransition(Exception):
-    pass
-
-
-class Evacuation(models.Model):
+class Evacuation(TrackedRequest):
     """Moving every VM off a host (``evacuate``), or back onto it (``return``).
 
     Each VM moves as an ordinary Migration; this row keeps the plan, which
     migrations carried it out, and how far it got. Only the runner
     (maintenance.runner) writes the plan's items once it has started.
     """
+
+    ACTIVE = ACTIVE
 
     host = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="evacuations")
     host_name = models.CharField(max_length=63)
@@ -73,11 +67,6 @@ class Evacuation(models.Model):
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -91,14 +80,6 @@ class Evacuation(models.Model):
 
     def get_absolute_url(self):
         return reverse("evacuation-detail", args=[self.pk])
-
-    @property
-    def status_colour(self):
-        return Status(self.status).colour
-
-    @property
-    def is_active(self):
-        return self.status in ACTIVE
 
     @property
     def progress(self):
@@ -120,14 +101,6 @@ class Evacuation(models.Model):
         return left + list(self.unplaced) + list(self.staying)
 
     # -- state changes, each a conditional UPDATE naming the state it leaves --
-
-    def _transition(self, allowed_from, **changes):
-        changes["updated_at"] = timezone.now()
-        if not Evacuation.objects.filter(pk=self.pk, status__in=allowed_from).update(**changes):
-            self.refresh_from_db()
-            raise InvalidTransition(f"Evacuation #{self.pk} is {self.status}.")
-        for name, value in changes.items():
-            setattr(self, name, value)
 
     def start(self):
         self._transition([Status.QUEUED], status=Status.RUNNING, started_at=timezone.now())
@@ -188,8 +161,6 @@ class Evacuation(models.Model):
             "cancel_requested": self.cancel_requested,
             "error": self.error,
             "requested_by": self.requested_by_name,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            **self.timestamps(),
             "url": self.get_absolute_url(),
         }

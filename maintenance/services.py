@@ -11,13 +11,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hosts.models import Domain, Host, HostStatus
+from kvmweb.records import InvalidTransition
 from migrations_app import events as migration_events
 from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
 from migrations_app.models import AuditAction, AuditEntry
 
 from . import facts
-from .models import ACTIVE, Evacuation, InvalidTransition, Item, Kind, Status
+from .models import ACTIVE, Evacuation, Item, Kind, Status
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from kvmweb.formatting import size
+from kvmweb.records import InvalidTransition, TrackedRequest
 
 from .wire import MigrationEvent
 
@@ -21,17 +22,6 @@ class Status(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
-
-    @property
-    def colour(self):
-        return {
-            "queued": "grey",
-            "checking": "blue",
-            "running": "blue",
-            "succeeded": "green",
-            "failed": "red",
-            "cancelled": "orange",
-        }[self.value]
 
 
 ACTIVE = (Status.QUEUED, Status.CHECKING, Status.RUNNING)
@@ -73,17 +63,16 @@ class Phase(models.TextChoices):
 MAX_SAMPLES = 300
 
 
-class InvalidTransition(Exception):
-    pass
-
-
-class Migration(models.Model):
+class Migration(TrackedRequest):
     """One request to move one domain, and everything that happened to it.
 
     The model owns its state changes: each transition is a conditional UPDATE
-    that names the state it expects to leave, so two workers (or a worker and
-    a cancel request) can never both move the same migration on.
+    that names the state it expects to leave (see TrackedRequest), so two
+    workers (or a worker and a cancel request) can never both move the same
+    migration on.
     """
+
+    ACTIVE = ACTIVE
 
     # What was asked. Names are copied so the record stays readable after the
     # domain, a host or the user is gone.
@@ -133,11 +122,6 @@ class Migration(models.Model):
     cancel_requested = models.BooleanField(default=False)
     job_id = models.CharField(max_length=64, blank=True)
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -156,14 +140,6 @@ class Migration(models.Model):
         return reverse("migration-detail", args=[self.pk])
 
     @property
-    def status_colour(self):
-        return Status(self.status).colour
-
-    @property
-    def is_active(self):
-        return self.status in ACTIVE
-
-    @property
     def duration(self):
         if not self.started_at:
             return None
@@ -176,20 +152,6 @@ class Migration(models.Model):
     # state is told through ``_announce``: the audit entry, if the change is one
     # an auditor wants, then the publish to the browsers. Every method that
     # writes is marked ``alters_data``, so a template cannot call it.
-
-    def _transition(self, allowed_from: Iterable[str], **changes: Any) -> None:
-        """Move to a new state only if still in one of ``allowed_from``."""
-        changes["updated_at"] = timezone.now()
-        rows = Migration.objects.filter(pk=self.pk, status__in=allowed_from).update(**changes)
-        if rows != 1:
-            self.refresh_from_db()
-            raise InvalidTransition(
-                f"Migration #{self.pk} is {self.status}; cannot go to {changes.get('status', '?')}."
-            )
-        for name, value in changes.items():
-            setattr(self, name, value)
-
-    _transition.alters_data = True
 
     def _write(self, **changes: Any) -> None:
         """Write fields that are not the state (progress, checks, flags...)."""
@@ -417,9 +379,7 @@ class Migration(models.Model):
             "error": self.error,
             "error_detail": self.error_detail,
             "cancel_requested": self.cancel_requested,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            **self.timestamps(),
             "url": self.get_absolute_url(),
             "display": display(self),
         }

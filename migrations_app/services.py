@@ -10,10 +10,11 @@ from django.db import IntegrityError, transaction
 
 from hosts.libvirt import HostError, open_host
 from hosts.models import HostStatus
+from kvmweb.records import InvalidTransition
 
 from . import events
 from .checks import split_brain_message
-from .models import ACTIVE, AuditAction, AuditEntry, InvalidTransition, Migration, Mode, Status, StorageMode
+from .models import ACTIVE, AuditAction, AuditEntry, Migration, Mode, Status, StorageMode
 from .policies import POLICIES, get_policy
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ from django.utils import timezone
 
 from hosts.models import Domain, Host
 from hosts.sync import sync_host
+from kvmweb.records import InvalidTransition
 from migrations_app import engine
-from migrations_app.models import AuditEntry, InvalidTransition, Migration
+from migrations_app.models import AuditEntry, Migration
 from tests.migration_helpers import migration_for
 from tests.testdriver import write_host
 

@@ -24,9 +24,10 @@ from django.db import transaction
 from hosts.capacity import Guest
 from hosts.libvirt import Connection, HostError, open_hosts
 from hosts.models import HOLDS_MEMORY, Domain, Host
+from kvmweb.records import InvalidTransition
 
 from ..checks import CheckResult, capacity_results, run_checks
-from ..models import AuditAction, InvalidTransition, Migration, Mode, Status
+from ..models import AuditAction, Migration, Mode, Status
 from .cold import ColdMigration
 from .live import LiveMigration
 from .outcome import (

@@ -15,10 +15,11 @@ from typing import Any
 
 from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
 from kvmweb.formatting import size
+from kvmweb.records import InvalidTransition
 
 from .. import device_moves
 from ..checks import migration_address
-from ..models import AuditAction, InvalidTransition, Migration, Phase, StorageMode
+from ..models import AuditAction, Migration, Phase, StorageMode
 from ..policies import Policy, outpaced
 from .outcome import hosts_of, policy_of
 from .progress import live_sample

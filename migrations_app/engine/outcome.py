@@ -10,9 +10,10 @@ from typing import Any
 from hosts.libvirt import HostError
 from hosts.models import Host
 from hosts.sync import sync_hosts
+from kvmweb.records import InvalidTransition
 
 from .. import events
-from ..models import AuditEntry, InvalidTransition, Migration
+from ..models import AuditEntry, Migration
 from ..policies import Policy, get_policy
 
 log = logging.getLogger(__name__)

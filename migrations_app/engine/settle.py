@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from hosts.libvirt import Connection, DomainState, HostError, JobStats, reachable
 from hosts.models import Host
+from kvmweb.records import InvalidTransition
 
-from ..models import InvalidTransition, Migration, Phase
+from ..models import Migration, Phase
 from .outcome import finish_cancelled, finish_failed, finish_succeeded, policy_of
 from .progress import job_record
 
