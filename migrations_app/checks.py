@@ -1,5 +1,6 @@
-"""Pre-flight checks: the article's considerations and common errors, asked of
-the real hosts before anything moves.
+"""Pre-flight checks: what must hold for a migration to work (CPU, memory,
+storage, networks, devices, the hosts' login to each other), and the usual
+reasons one fails, asked of the real hosts before anything moves.
 
 Each check answers pass, warn or fail with a sentence an administrator can act
 on. A failed check stops the migration; a warning does not.
@@ -241,7 +242,9 @@ def _check_state(checks, v, dom, source, target):
 
 
 def _check_peer_login(checks: Any, v: Any, dom: Any, source: Any, target: Any) -> None:
-    """The article's secret-free login, asked of the source host itself before anything starts."""
+    """Whether the source host can log in to the target's libvirt on its own (with its root's SSH key
+    or its TLS client certificate), as a peer-to-peer migration needs: asked of the source host itself,
+    before anything starts, so a missing key fails the check rather than the migration."""
     if v["mode"] != Mode.LIVE or not dom.active or not allowed(v["source"].uri).remote:
         return  # nothing to ask of libvirt's test driver
     problem = source.probe_peer(v["uuid"], v["target"].uri)
@@ -254,8 +257,9 @@ def _check_peer_login(checks: Any, v: Any, dom: Any, source: Any, target: Any) -
 def migration_address(target_host: Any, target_conn: Any = None) -> tuple[str | None, str]:
     """Where QEMU sends the migration data: the target's own address from its URI.
 
-    Sending to an address, not to the name the target reports, avoids the
-    article's "hostname on destination resolved to localhost" error.
+    Sending to an address, not to the name the target reports, still works
+    when the target's own name resolves to 127.0.0.1 there, where libvirt
+    would otherwise refuse ("hostname on destination resolved to localhost").
     Returns (address or None, reported hostname)."""
     reported = target_conn.hostname() if target_conn is not None else ""
     return target_host.address(), reported

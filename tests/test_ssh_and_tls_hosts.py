@@ -195,7 +195,7 @@ def test_without_host_to_host_keys_the_migration_fails_fast_with_the_ssh_key_mes
     failed = [c for c in migration.checks if c["result"] == "fail"]
     assert [c["name"] for c in failed] == ["peer_login"], failed
     assert "could not log in to" in failed[0]["message"] and "ssh-copy-id root@" in failed[0]["message"]
-    assert "secret-free login" in migration.error or "secret-free login" in failed[0]["message"]
+    assert "password-less login" in migration.error or "password-less login" in failed[0]["message"]
     assert direct.value.code == "peer_ssh" and "the VM stays where it was" in direct.value.plain
     assert direct_took < 3, "libvirt gives up at once; nothing to wait for"
     assert lab.where(name) == ["kvm01"]

@@ -36,7 +36,7 @@ PEER_SSH_SIGNS = ("host key verification failed", "permission denied (publickey"
 def peer_error(error: libvirt.libvirtError, source: str, dest: HostURI) -> HostError | None:
     """The source host could not open the target's URI itself (peer-to-peer): a HostError, or None.
 
-    What the article calls "secret-free login": in a peer-to-peer migration
+    Password-less login between the hosts: in a peer-to-peer migration
     the source's libvirtd logs in to the target as root with root's own SSH
     key and known_hosts (or /etc/pki for TLS). Without them the migration
     stops within a second, before anything moved.
@@ -48,8 +48,8 @@ def peer_error(error: libvirt.libvirtError, source: str, dest: HostURI) -> HostE
         user = dest.user or "root"
         return HostError(
             f"The source host {src} could not log in to {dest.host} over SSH, so the migration did not start "
-            f"and the VM stays where it was. Set up the key between the hosts (the article's secret-free "
-            f"login): as root on {src}, run `ssh-keygen -t ed25519` (once), `ssh-copy-id {user}@{dest.host}` "
+            f"and the VM stays where it was. Set up password-less login between the hosts: "
+            f"as root on {src}, run `ssh-keygen -t ed25519` (once), `ssh-copy-id {user}@{dest.host}` "
             f"and `ssh {user}@{dest.host} hostname` to accept its host key; then try again.",
             detail,
             code="peer_ssh",
@@ -111,7 +111,7 @@ class MigrationOps(Ops):
         dest_uri goes to the source host's libvirtd, which opens it as root:
         it is checked against the allowlist again here and handed over in its
         canonical form, without any of kvmweb's own options (the source host
-        logs in with its own keys, as the article sets up).
+        logs in with its own keys, set up by the administrator beforehand).
         """
         dest = allowed(dest_uri)
         params: dict[str, Any] = {}

@@ -81,7 +81,7 @@ class StorageOps(Ops):
         """Yield ('data', bytes) and ('hole', length) pieces of a volume, sparsely.
 
         Holes are not sent over the network, so an image that is mostly empty
-        costs only its data to copy (the article's scp sends every byte)."""
+        costs only its data to copy (a plain scp of the image sends every byte)."""
         with self._volume_stream(path) as (vol, stream):
             vol.download(stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
             while True:
