@@ -95,10 +95,10 @@ class Bench:
         return next(h for n, h in self.hosts.items() if n != host_name)
 
     def request(self, name, **kwargs):
-        from migrations_app.services import Request
+        from migrations_app.request import MigrationRequest
 
         domain = self.domain(name)
-        return Request(domain=domain, target=self.other(domain.host.name), **kwargs)
+        return MigrationRequest(domain=domain, target=self.other(domain.host.name), **kwargs)
 
     # -- 1. live: kvmweb against libvirt ------------------------------------
 

@@ -24,6 +24,7 @@ from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
 from migrations_app.models import Migration
 from migrations_app.models import Status as MigrationStatus
+from migrations_app.request import MigrationRequest
 
 from . import facts, planner, services
 from .models import Evacuation, Item, Kind, Status
@@ -119,7 +120,7 @@ class Runner:
         if domain.host_id == target.pk:
             item.update(state=Item.MOVED)
             return False
-        req = migration_services.Request(
+        req = MigrationRequest(
             domain=domain,
             target=target,
             mode=item["mode"],

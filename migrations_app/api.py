@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from . import services
 from .filters import AuditFilter, MigrationFilter
 from .models import AuditEntry, Migration
+from .request import MigrationRequest
 from .serializers import AuditEntrySerializer, MigrationRequestSerializer, MigrationSerializer
 
 
@@ -52,10 +53,8 @@ class MigrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     def create(self, request):
         form = MigrationRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        data = dict(form.validated_data)
-        dry = data.pop("dry_run")
-        data["target"] = data.pop("target_host")
-        req = services.Request(**data)
+        req = MigrationRequest.from_fields(form.validated_data)
+        dry = form.validated_data["dry_run"]
         try:
             if dry:
                 results = services.dry_run(request.user, req)

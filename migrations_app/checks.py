@@ -25,7 +25,7 @@ from .models import Migration, Mode, Status, StorageMode
 from .policies import get_policy, outpaced
 
 if TYPE_CHECKING:
-    from .services import Request
+    from .request import MigrationRequest
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 MiB = 1024 * 1024
@@ -77,8 +77,8 @@ class Checks:
         self.results.append(CheckResult(name, result, message, str(detail or "")))
 
 
-def run_checks(req: Request | Migration, source: Any = None, target: Any = None) -> list[CheckResult]:
-    """Run every check for a request (services.Request or a Migration).
+def run_checks(req: MigrationRequest | Migration, source: Any = None, target: Any = None) -> list[CheckResult]:
+    """Run every check for a request (a request.MigrationRequest or a Migration).
 
     ``source``/``target`` are open connections when the caller has them
     (the engine); otherwise they are opened and closed here.
@@ -126,7 +126,7 @@ def _connect(stack, checks, name, host):
     return conn
 
 
-# Named alike on a services.Request and on a Migration.
+# Named alike on a MigrationRequest and on a Migration.
 SHARED_FIELDS = (
     "mode",
     "storage",
@@ -141,7 +141,7 @@ SHARED_FIELDS = (
 
 
 def _request_values(req):
-    """The fields the checks need, from a Request or a Migration."""
+    """The fields the checks need, from a MigrationRequest or a Migration."""
     values = {name: getattr(req, name) for name in SHARED_FIELDS}
     if isinstance(req, Migration):
         values.update(uuid=req.domain_uuid, name=req.domain_name, source=req.source, migration=req.pk)

@@ -5,9 +5,9 @@ from django import forms
 
 from hosts.models import Domain, Host, StoragePool
 
-from . import services
-from .models import MAX_BANDWIDTH_MIB, Mode, StorageMode
-from .policies import DEFAULT_POLICY, POLICIES, policy_choices
+from .models import Mode, StorageMode
+from .policies import POLICIES, policy_choices
+from .request import BANDWIDTH_MIB, DEFAULTS, SHUTDOWN_TIMEOUT, MigrationRequest
 
 FORCE_OFF_CHOICES = [
     ("", "Give up and leave it running on the source"),
@@ -29,31 +29,41 @@ class DomainChoiceField(forms.ModelChoiceField):
 
 
 class MigrationForm(forms.Form):
+    """A request.MigrationRequest as a page asks for it; its limits and
+    defaults are that module's. A field left empty takes its default."""
+
     domain = DomainChoiceField(
         queryset=Domain.objects.select_related("host").order_by("name", "id"), label="Virtual machine"
     )
     target_host = HostChoiceField(
         queryset=Host.objects.order_by("name"), label="Target host", empty_label="Choose a host…"
     )
-    mode = forms.ChoiceField(choices=Mode.choices, initial=Mode.LIVE, widget=forms.RadioSelect)
-    storage = forms.ChoiceField(choices=StorageMode.choices, initial=StorageMode.SHARED, widget=forms.RadioSelect)
+    mode = forms.ChoiceField(choices=Mode.choices, initial=DEFAULTS["mode"], widget=forms.RadioSelect)
+    storage = forms.ChoiceField(
+        choices=StorageMode.choices, initial=DEFAULTS["storage"], required=False, widget=forms.RadioSelect
+    )
     target_pool = forms.ChoiceField(required=False, label="Target pool (to copy the disks into)")
     policy = forms.ChoiceField(
         choices=policy_choices,
-        initial=DEFAULT_POLICY,
+        initial=DEFAULTS["policy"],
+        required=False,
         widget=forms.RadioSelect,
         label="If memory changes faster than it can be sent",
     )
     bandwidth_mib = forms.IntegerField(
         required=False,
-        min_value=1,
-        max_value=MAX_BANDWIDTH_MIB,
+        min_value=BANDWIDTH_MIB.min,
+        max_value=BANDWIDTH_MIB.max,
         label="Bandwidth limit (MiB/s)",
         help_text="Empty for no limit.",
         widget=forms.NumberInput(attrs={"placeholder": "no limit"}),
     )
     shutdown_timeout = forms.IntegerField(
-        min_value=5, max_value=3600, initial=120, label="Wait for a clean shutdown (seconds)"
+        min_value=SHUTDOWN_TIMEOUT.min,
+        max_value=SHUTDOWN_TIMEOUT.max,
+        initial=DEFAULTS["shutdown_timeout"],
+        required=False,
+        label="Wait for a clean shutdown (seconds)",
     )
     force_off = forms.TypedChoiceField(
         choices=FORCE_OFF_CHOICES,
@@ -90,6 +100,9 @@ class MigrationForm(forms.Form):
     def clean(self):
         data = super().clean()
         target, pool = data.get("target_host"), data.get("target_pool")
+        for name, default in DEFAULTS.items():
+            if name in data and data[name] in (None, ""):
+                data[name] = default
         if data.get("storage") != StorageMode.COPY:
             data["target_pool"] = ""
         elif target and pool and not target.pools.filter(name=pool).exists():
@@ -99,20 +112,7 @@ class MigrationForm(forms.Form):
         return data
 
     def to_request(self):
-        data = self.cleaned_data
-        return services.Request(
-            domain=data["domain"],
-            target=data["target_host"],
-            mode=data["mode"],
-            storage=data["storage"],
-            target_pool=data["target_pool"],
-            policy=data["policy"],
-            bandwidth_mib=data["bandwidth_mib"],
-            shutdown_timeout=data["shutdown_timeout"],
-            force_off=bool(data["force_off"]),
-            delete_source_volumes=data["delete_source_volumes"],
-            eject_media=data["eject_media"],
-        )
+        return MigrationRequest.from_fields(self.cleaned_data)
 
     def add_refusal(self, refused):
         """Show a services.MigrationRefused beside the field it is about."""

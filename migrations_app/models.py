@@ -28,11 +28,6 @@ ACTIVE = (Status.QUEUED, Status.CHECKING, Status.RUNNING)
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
 
-# The highest bandwidth cap a request may set, in MiB/s: beyond any link
-# (~100 GiB/s), and far below what the database column or libvirt overflow at.
-MAX_BANDWIDTH_MIB = 100_000
-
-
 class Mode(models.TextChoices):
     LIVE = "live", "Live (the VM keeps running)"
     COLD = "cold", "Cold (shut down, copy, start)"

@@ -3,26 +3,33 @@ from rest_framework import serializers
 from hosts.models import Domain, Host
 from hosts.roles import is_operator
 
-from .models import MAX_BANDWIDTH_MIB, AuditEntry, Migration, Mode, StorageMode, plain_only
-from .policies import DEFAULT_POLICY
+from .models import AuditEntry, Migration, Mode, StorageMode, plain_only
+from .request import BANDWIDTH_MIB, DEFAULTS, POLICY_MAX_LENGTH, SHUTDOWN_TIMEOUT, TARGET_POOL_MAX_LENGTH
 
 
 class MigrationRequestSerializer(serializers.Serializer):
+    """A request.MigrationRequest as the API takes it; its limits and defaults are that module's."""
+
     domain = serializers.PrimaryKeyRelatedField(queryset=Domain.objects.select_related("host"))
     target_host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
     mode = serializers.ChoiceField(choices=Mode.choices)
-    storage = serializers.ChoiceField(choices=StorageMode.choices, default=StorageMode.SHARED)
-    target_pool = serializers.CharField(required=False, allow_blank=True, default="")
-    # Checked against the policies known when the request arrives (services.validate).
-    policy = serializers.CharField(default=DEFAULT_POLICY, max_length=32)
-    bandwidth_mib = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=MAX_BANDWIDTH_MIB, default=None
+    storage = serializers.ChoiceField(choices=StorageMode.choices, default=DEFAULTS["storage"])
+    # Copy storage: empty takes the default pool, and the created migration shows which.
+    target_pool = serializers.CharField(
+        allow_blank=True, max_length=TARGET_POOL_MAX_LENGTH, default=DEFAULTS["target_pool"]
     )
-    shutdown_timeout = serializers.IntegerField(required=False, min_value=5, max_value=3600, default=120)
-    force_off = serializers.BooleanField(required=False, default=False)
-    delete_source_volumes = serializers.BooleanField(required=False, default=False)
-    eject_media = serializers.BooleanField(required=False, default=False)
-    dry_run = serializers.BooleanField(required=False, default=False)
+    # Checked against the policies known when the request arrives (services.validate).
+    policy = serializers.CharField(max_length=POLICY_MAX_LENGTH, default=DEFAULTS["policy"])
+    bandwidth_mib = serializers.IntegerField(
+        allow_null=True, min_value=BANDWIDTH_MIB.min, max_value=BANDWIDTH_MIB.max, default=DEFAULTS["bandwidth_mib"]
+    )
+    shutdown_timeout = serializers.IntegerField(
+        min_value=SHUTDOWN_TIMEOUT.min, max_value=SHUTDOWN_TIMEOUT.max, default=DEFAULTS["shutdown_timeout"]
+    )
+    force_off = serializers.BooleanField(default=DEFAULTS["force_off"])
+    delete_source_volumes = serializers.BooleanField(default=DEFAULTS["delete_source_volumes"])
+    eject_media = serializers.BooleanField(default=DEFAULTS["eject_media"])
+    dry_run = serializers.BooleanField(default=False)
 
 
 class MigrationSerializer(serializers.ModelSerializer):

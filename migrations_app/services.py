@@ -2,7 +2,6 @@
 command line all go through."""
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 
 import django_rq
@@ -16,6 +15,7 @@ from . import events
 from .checks import split_brain_message
 from .models import ACTIVE, AuditAction, AuditEntry, Migration, Mode, Status, StorageMode
 from .policies import POLICIES, get_policy
+from .request import BANDWIDTH_MIB, SHUTDOWN_TIMEOUT, MigrationRequest
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +30,10 @@ class MigrationRefused(Exception):
         self.field = field
 
 
-@dataclass
-class Request:
-    domain: object
-    target: object
-    mode: str = Mode.LIVE
-    storage: str = StorageMode.SHARED
-    target_pool: str = ""
-    policy: str = "default"
-    bandwidth_mib: int | None = None
-    shutdown_timeout: int = 120
-    force_off: bool = False
-    delete_source_volumes: bool = False
-    eject_media: bool = False
-
-
-def validate(req):
-    """Refuse what cannot be right whatever the hosts say."""
+def validate(req: MigrationRequest) -> None:
+    """Refuse what cannot be right whatever the hosts say. The form and the
+    API have refused out-of-range numbers already; a request made in code
+    (an evacuation's) meets the same limits here."""
     domain, target = req.domain, req.target
     if domain.split_brain:
         raise MigrationRefused(split_brain_message(domain), status=409)
@@ -67,9 +54,15 @@ def validate(req):
         raise MigrationRefused(
             f"There is no policy {req.policy!r}. Choose one of: {', '.join(POLICIES)}.", field="policy"
         )
-    if req.bandwidth_mib is not None and req.bandwidth_mib < 1:
+    if req.bandwidth_mib is not None and not BANDWIDTH_MIB.min <= req.bandwidth_mib <= BANDWIDTH_MIB.max:
         raise MigrationRefused(
-            "The bandwidth limit must be at least 1 MiB/s, or empty for none.", field="bandwidth_mib"
+            f"The bandwidth limit must be from {BANDWIDTH_MIB.min} to {BANDWIDTH_MIB.max} MiB/s, or empty for none.",
+            field="bandwidth_mib",
+        )
+    if not SHUTDOWN_TIMEOUT.min <= req.shutdown_timeout <= SHUTDOWN_TIMEOUT.max:
+        raise MigrationRefused(
+            f"The wait for a clean shutdown must be from {SHUTDOWN_TIMEOUT.min} to {SHUTDOWN_TIMEOUT.max} seconds.",
+            field="shutdown_timeout",
         )
     for role, host, field in (("source", domain.host, None), ("target", target, "target_host")):
         if host.status != HostStatus.ONLINE:

@@ -1,0 +1,74 @@
+"""What a migration request is: its fields, their limits and their defaults,
+written once.
+
+The HTML form (forms.MigrationForm), the API (serializers.MigrationRequestSerializer),
+the evacuations and the service that creates the Migration (services) all
+take them from here, so a limit or a default changes in one place; a test
+(tests/test_request_schema.py) holds the form and the API to it.
+
+``dry_run`` is not part of a request: it says what to do with one (the API's
+flag; the form's "Check first" button).
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from .models import Mode, StorageMode
+from .policies import DEFAULT_POLICY
+
+if TYPE_CHECKING:
+    from hosts.models import Domain, Host
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The smallest and largest whole number a field takes."""
+
+    min: int
+    max: int
+
+
+# Seconds a cold migration waits for the guest to shut down cleanly.
+SHUTDOWN_TIMEOUT = Bounds(5, 3600)
+# A bandwidth cap in MiB/s: at most beyond any link (~100 GiB/s), and far
+# below what the database column or libvirt overflow at.
+BANDWIDTH_MIB = Bounds(1, 100_000)
+# The longest pool name libvirt keeps, as the Migration's column does.
+TARGET_POOL_MAX_LENGTH = 255
+POLICY_MAX_LENGTH = 32
+
+
+@dataclass
+class MigrationRequest:
+    """One request to move ``domain`` to ``target``; what is not given takes
+    the default written here."""
+
+    domain: Domain
+    target: Host
+    mode: str = Mode.LIVE
+    storage: str = StorageMode.SHARED
+    # Copy storage: empty takes the default pool (services.default_target_pool).
+    target_pool: str = ""
+    policy: str = DEFAULT_POLICY
+    bandwidth_mib: int | None = None  # None: no limit
+    shutdown_timeout: int = 120
+    force_off: bool = False
+    delete_source_volumes: bool = False
+    eject_media: bool = False
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> MigrationRequest:
+        """From a form's or a serializer's cleaned values (``target_host`` for
+        the target); a value left empty takes its default."""
+        values = {k: v for k, v in data.items() if k in FIELD_NAMES and v not in (None, "")}
+        return cls(domain=data["domain"], target=data["target_host"], **values)
+
+
+FIELD_NAMES = frozenset(f.name for f in fields(MigrationRequest)) - {"domain", "target"}
+
+# Each optional field's default, for the form's initial values and the API's defaults.
+DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(MigrationRequest) if f.name in FIELD_NAMES and f.default is not MISSING
+}
