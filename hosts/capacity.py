@@ -253,3 +253,32 @@ def hugepages_for(host, size_kib, exclude_migration=None):
         pool=int((host.hugepages or {}).get(str(size_kib), 0)),
         committed=sum(pages_for(g) for g in guests.values()),
     )
+
+
+# -- room for copied disks -------------------------------------------------------------
+
+
+def disks_to_copy(domain: Any) -> tuple[int, str]:
+    """(bytes a copy of ``domain``'s disks moves, the pool its first disk is in),
+    from the inventory: the disks a migration moves (not CD-ROMs or floppies)."""
+    disks = [d for d in domain.disks if d.get("device") == "disk" and d.get("path")]
+    need = sum(d.get("allocation") or d.get("capacity") or 0 for d in disks)
+    return need, next((d["pool"] for d in disks if d.get("pool")), "")
+
+
+def choose_copy_pool(free: dict[str, int], need: int, prefer: str = "") -> str | None:
+    """Which pool (name -> free bytes) to copy ``need`` bytes of disks into: the
+    one named ``prefer`` (the source's) if it has room, else the one with the
+    most room that has it; None if none has. Pure: the planner uses it too."""
+    fits = [name for name, room in free.items() if room >= need]
+    if prefer in fits:
+        return prefer
+    return min(fits, key=lambda name: (-free[name], name), default=None)
+
+
+def copy_pool_for(domain: Any, host: Host) -> tuple[str | None, int, int]:
+    """(the pool on ``host`` to copy ``domain``'s disks into or None, the bytes
+    to copy, the most room any active pool there has), from the inventory."""
+    need, prefer = disks_to_copy(domain)
+    free = dict(host.pools.filter(active=True).values_list("name", "available"))
+    return choose_copy_pool(free, need, prefer), need, max(free.values(), default=0)

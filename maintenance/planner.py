@@ -21,6 +21,8 @@ there. Large VMs are placed first, so that small ones fill the gaps.
 import heapq
 from dataclasses import dataclass, field
 
+from hosts.capacity import choose_copy_pool
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -206,14 +208,11 @@ def _storage(guest, source, host, copy_room):
         return f"{unshared.path} is not on storage it shares, and a shut-off VM only moves its definition"
     need = sum(d.size for d in guest.disks)
     first = next((d.pool for d in guest.disks if d.pool), "")
-    pools = sorted(
-        (p for p in host.pools.values() if p.active),
-        key=lambda p: (p.name != first, -(p.available - copy_room.get((host.id, p.name), 0)), p.name),
-    )
-    for pool in pools:
-        if pool.available - copy_room.get((host.id, pool.name), 0) >= need:
-            return mode, pool.name, need
-    best = max((p.available - copy_room.get((host.id, p.name), 0) for p in pools), default=0)
+    free = {p.name: p.available - copy_room.get((host.id, p.name), 0) for p in host.pools.values() if p.active}
+    pool = choose_copy_pool(free, need, first)
+    if pool is not None:
+        return mode, pool, need
+    best = max(free.values(), default=0)
     return f"no storage pool of it has room to copy {size(need)} of disks into (at most {size(max(best, 0))} free)"
 
 

@@ -3,6 +3,7 @@ the audit log's filters."""
 
 from django import forms
 
+from hosts import capacity
 from hosts.models import Domain, Host, StoragePool
 
 from .models import Mode, StorageMode
@@ -28,6 +29,21 @@ class DomainChoiceField(forms.ModelChoiceField):
         return f"{domain.name} (on {domain.host.name}, {domain.get_state_display().lower()})"
 
 
+class PoolSelect(forms.Select):
+    """Pools grouped by host, each host's default pool marked (data-default)
+    for the page to pre-select when that host is chosen."""
+
+    defaults: dict[str, str] = {}
+
+    def optgroups(self, name, value, attrs=None):
+        groups = super().optgroups(name, value, attrs)
+        for host, options, _index in groups:
+            for option in options:
+                if host and self.defaults.get(host) == option["value"]:
+                    option["attrs"]["data-default"] = True
+        return groups
+
+
 class MigrationForm(forms.Form):
     """A request.MigrationRequest as a page asks for it; its limits and
     defaults are that module's. A field left empty takes its default."""
@@ -42,7 +58,7 @@ class MigrationForm(forms.Form):
     storage = forms.ChoiceField(
         choices=StorageMode.choices, initial=DEFAULTS["storage"], required=False, widget=forms.RadioSelect
     )
-    target_pool = forms.ChoiceField(required=False, label="Target pool (to copy the disks into)")
+    target_pool = forms.ChoiceField(required=False, label="Target pool (to copy the disks into)", widget=PoolSelect)
     policy = forms.ChoiceField(
         choices=policy_choices,
         initial=DEFAULTS["policy"],
@@ -89,20 +105,38 @@ class MigrationForm(forms.Form):
             self.fields["domain"].widget = forms.HiddenInput()
         # Pools grouped by host; the page shows only the chosen target's, and
         # clean() checks the pool really is on the target.
-        groups = {}
+        groups, free, names = {}, {}, {}
         for pool in StoragePool.objects.select_related("host").filter(active=True).order_by("host__name", "name"):
             groups.setdefault(pool.host.name, []).append((pool.name, f"{pool.name} ({pool.type})"))
-        self.fields["target_pool"].choices = [("", "—")] + list(groups.items())
+            free.setdefault(pool.host.name, {})[pool.name] = pool.available
+            names[str(pool.host.pk)] = pool.host.name
+        self.fields["target_pool"].choices = [("", "The default: the source's pool name, else the most room")] + list(
+            groups.items()
+        )
+        if domain is not None:
+            # Each host's default pool (services.default_target_pool's choice,
+            # from the same figures), pre-selected when that host is chosen.
+            need, prefer = capacity.disks_to_copy(domain)
+            defaults = {
+                host: capacity.choose_copy_pool(pools, need, prefer)
+                for host, pools in free.items()
+                if host != domain.host.name
+            }
+            widget = self.fields["target_pool"].widget
+            widget.defaults = {host: pool for host, pool in defaults.items() if pool}
+            target = names.get(str(self.initial.get("target_host", "")))
+            if target in widget.defaults:
+                self.initial.setdefault("target_pool", widget.defaults[target])
         self.fields["policy"].widget.choices = [
             (p.name, policy_label(p.label, p.description)) for p in POLICIES.values()
         ]
 
     def clean(self):
         data = super().clean()
-        target, pool = data.get("target_host"), data.get("target_pool")
         for name, default in DEFAULTS.items():
             if name in data and data[name] in (None, ""):
                 data[name] = default
+        target, pool = data.get("target_host"), data.get("target_pool")
         if data.get("storage") != StorageMode.COPY:
             data["target_pool"] = ""
         elif target and pool and not target.pools.filter(name=pool).exists():
@@ -119,8 +153,9 @@ class MigrationForm(forms.Form):
         field = refused.field if refused.field in self.fields else None
         self.add_error(field, refused.message)
 
-    def summary(self):
-        """What will happen, in one or two sentences, for the confirmation."""
+    def summary(self, req):
+        """What will happen, in one or two sentences, for the confirmation of
+        ``req`` (this form's request, its target pool filled in)."""
         data = self.cleaned_data
         domain, target = data["domain"], data["target_host"]
         if data["mode"] == Mode.COLD:
@@ -140,6 +175,8 @@ class MigrationForm(forms.Form):
                 f"{domain.name} will move from {domain.host.name} to {target.name} while it "
                 "keeps running; it pauses only for the final switch-over."
             )
+        if req.storage == StorageMode.COPY:
+            text += f" Its disks are copied into pool {req.target_pool} on {target.name}."
         if data["eject_media"]:
             text += " CD-ROM and floppy images the target cannot see are ejected for the move."
         return text

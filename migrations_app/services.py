@@ -7,8 +7,10 @@ from datetime import timedelta
 import django_rq
 from django.db import IntegrityError, transaction
 
+from hosts import capacity
 from hosts.libvirt import HostError, open_host
 from hosts.models import HostStatus
+from kvmweb.formatting import size
 from kvmweb.records import InvalidTransition
 
 from . import events
@@ -31,9 +33,10 @@ class MigrationRefused(Exception):
 
 
 def validate(req: MigrationRequest) -> None:
-    """Refuse what cannot be right whatever the hosts say. The form and the
-    API have refused out-of-range numbers already; a request made in code
-    (an evacuation's) meets the same limits here."""
+    """Refuse what cannot be right whatever the hosts say, and fill in the
+    target pool a copy left empty. The form and the API have refused
+    out-of-range numbers already; a request made in code (an evacuation's)
+    meets the same limits here."""
     domain, target = req.domain, req.target
     if domain.split_brain:
         raise MigrationRefused(split_brain_message(domain), status=409)
@@ -45,11 +48,6 @@ def validate(req: MigrationRequest) -> None:
         raise MigrationRefused(f"Mode must be 'live' or 'cold', not {req.mode!r}.", field="mode")
     if req.storage not in StorageMode.values:
         raise MigrationRefused(f"Storage must be 'shared' or 'copy', not {req.storage!r}.", field="storage")
-    if req.storage == StorageMode.COPY and not req.target_pool:
-        raise MigrationRefused(
-            "Copying disks needs a storage pool on the target to copy them into. Choose one.",
-            field="target_pool",
-        )
     if get_policy(req.policy) is None:
         raise MigrationRefused(
             f"There is no policy {req.policy!r}. Choose one of: {', '.join(POLICIES)}.", field="policy"
@@ -79,6 +77,30 @@ def validate(req: MigrationRequest) -> None:
             status=409,
             field="target_host",
         )
+    # Last: a request refused for the hosts' sake says so, not that a pool is full.
+    if req.storage == StorageMode.COPY and not req.target_pool:
+        req.target_pool = default_target_pool(domain, target)
+
+
+def default_target_pool(domain, target):
+    """The pool on ``target`` to copy ``domain``'s disks into when none is
+    chosen: the one named like the source disks' pool, else the one with the
+    most room; refused, saying what to do, when none can hold them."""
+    pool, need, most = capacity.copy_pool_for(domain, target)
+    if pool is not None:
+        return pool
+    if not target.pools.filter(active=True).exists():
+        problem = f"{target.name} has no active storage pool to copy the disks of {domain.name} into"
+    else:
+        problem = (
+            f"No storage pool on {target.name} has room for the {size(need)} of disks of {domain.name} "
+            f"(the most free is {size(most)})"
+        )
+    raise MigrationRefused(
+        f"{problem}. Free space in a pool there (or define and start one) and refresh its inventory, "
+        "choose another target host, or keep the disks on shared storage.",
+        field="target_pool",
+    )
 
 
 def dry_run(user, req):

@@ -81,7 +81,7 @@ def migration_new(request):
         "action": request.get_full_path().replace("fragment=1", "").rstrip("?&"),
     }
     if confirm:
-        context["summary"] = form.summary()
+        context["summary"] = form.summary(req)
         context["cold"] = form.cleaned_data["mode"] == "cold"
         return render(request, "migrations_app/migration_confirm.html", context)
     template = "migrations_app/_migration_form.html" if fragment else "migrations_app/migration_new.html"

@@ -45,7 +45,12 @@
           group.disabled = !mine;
         });
         var chosen = pool.options[pool.selectedIndex];
-        if (chosen && chosen.parentNode.tagName === "OPTGROUP" && chosen.parentNode.disabled) pool.value = "";
+        if (!chosen || !chosen.value || chosen.parentNode.disabled) {
+          // The server's default for this host (the source's pool name, else
+          // the most room), or the empty choice, which means the same.
+          var fallback = pool.querySelector("optgroup:not([disabled]) option[data-default]");
+          pool.value = fallback ? fallback.value : "";
+        }
       }
     }
 

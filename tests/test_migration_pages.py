@@ -137,10 +137,10 @@ def test_the_same_host_as_the_source_is_refused_in_words(client, operator, hosts
     assert not Migration.objects.exists()
 
 
-def test_copy_storage_without_a_pool_is_refused_in_words(client, operator, hosts, domain):
+def test_copy_storage_without_a_pool_takes_the_target_pool_of_the_same_name(client, operator, hosts, domain):
     client.force_login(operator)
     page = client.post(new_url(domain), form_data(domain, hosts[1], storage="copy")).content.decode()
-    assert "needs a storage pool on the target" in page
+    assert "Its disks are copied into pool local on kvm02." in page
 
 
 def test_a_pool_of_another_host_is_refused(client, operator, hosts, domain, tmp_path):

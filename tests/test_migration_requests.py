@@ -60,7 +60,6 @@ def test_an_operator_request_is_queued_and_recorded(api, operator, two_hosts):
     [
         ({"mode": "warp"}, "mode", "is not a valid choice"),
         ({"policy": "yolo"}, "policy", "There is no policy 'yolo'"),
-        ({"storage": "copy"}, "target_pool", "needs a storage pool on the target"),
         ({"bandwidth_mib": 0}, "bandwidth_mib", "greater than or equal to 1"),
     ],
 )

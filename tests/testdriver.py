@@ -67,8 +67,32 @@ def domain_xml(
   </domain>"""
 
 
-def node_xml(host, domains=(), pool_path="/var/lib/libvirt/images", cpu_model="i686", memory_mib=16384):
-    """A test-driver host. ``domains``: (name, uuid, state) tuples or domain XML strings."""
+# The test driver gives every pool 100 GiB, less what its volumes hold.
+POOL_GIB = 100
+
+
+def pool_xml(host, name, path, free_gib=POOL_GIB, volumes=()):
+    """A directory pool of ``host`` with ``free_gib`` free; ``volumes``: (file name,
+    capacity GiB, allocation GiB) tuples, at ``path``/file name (a domain's disk
+    there is in this pool). A volume ``filler.img`` takes up the rest."""
+    filler = POOL_GIB - free_gib - sum(alloc for _name, _cap, alloc in volumes)
+    if filler > 0:
+        volumes = [*volumes, ("filler.img", filler, filler)]
+    vols = "".join(
+        f"<volume><name>{escape(v)}</name><capacity unit='GiB'>{cap}</capacity>"
+        f"<allocation unit='GiB'>{alloc}</allocation></volume>"
+        for v, cap, alloc in volumes
+    )
+    return f"""  <pool type='dir'>
+    <name>{escape(name)}</name>
+    <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, f"kvmweb-test/{host}/pool/{name}")}</uuid>
+    <target><path>{escape(path)}</path></target>{vols}
+  </pool>"""
+
+
+def node_xml(host, domains=(), pool_path="/var/lib/libvirt/images", cpu_model="i686", memory_mib=16384, pools=None):
+    """A test-driver host. ``domains``: (name, uuid, state) tuples or domain XML strings;
+    ``pools``: pool_xml strings, instead of one pool ``local`` at ``pool_path``."""
     parts = [
         "<node>",
         f"  <cpu><mhz>2400</mhz><model>{cpu_model}</model><active>4</active><cpus>4</cpus></cpu>",
@@ -80,15 +104,18 @@ def node_xml(host, domains=(), pool_path="/var/lib/libvirt/images", cpu_model="i
     <forward mode='bridge'/>
     <bridge name='br0'/>
   </network>""",
-        f"""  <pool type='dir'>
+    ]
+    if pools is None:
+        parts.append(f"""  <pool type='dir'>
     <name>local</name>
     <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, f"kvmweb-test/{host}/pool")}</uuid>
     <capacity unit='GiB'>100</capacity>
     <allocation unit='GiB'>10</allocation>
     <available unit='GiB'>90</available>
     <target><path>{escape(pool_path)}</path></target>
-  </pool>""",
-    ]
+  </pool>""")
+    else:
+        parts.extend(pools)
     for d in domains:
         if isinstance(d, str):
             parts.append(d)
