@@ -111,6 +111,19 @@ def api(client):
     return APIClient()
 
 
+@pytest.fixture
+def testdriver_hosts(tmp_path, db):
+    """kvm01 (two VMs, kvm01-vm001 running) and kvm02, on libvirt's test driver, synced."""
+    from hosts.models import Host
+    from hosts.sync import sync_host
+    from tests.testdriver import write_host
+
+    kvm01 = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=2))
+    kvm02 = Host.objects.create(name="kvm02", uri=write_host(tmp_path, "kvm02"))
+    assert sync_host(kvm01).online and sync_host(kvm02).online
+    return kvm01, kvm02
+
+
 def database_url_for_subprocess():
     """The URL another process uses to reach the test database."""
     from django.db import connection

@@ -18,11 +18,8 @@ EVIL_NAME = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture
-def hosts(tmp_path):
-    kvm01 = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=2))
-    kvm02 = Host.objects.create(name="kvm02", uri=write_host(tmp_path, "kvm02"))
-    assert sync_host(kvm01).online and sync_host(kvm02).online
-    return kvm01, kvm02
+def hosts(testdriver_hosts):
+    return testdriver_hosts
 
 
 @pytest.fixture

@@ -3,24 +3,19 @@ limits and apply the same defaults, those of migrations_app.request."""
 
 import pytest
 
-from hosts.models import Domain, Host
-from hosts.sync import sync_host
+from hosts.models import Domain
 from migrations_app import services
 from migrations_app.forms import MigrationForm
 from migrations_app.models import Migration
 from migrations_app.request import BANDWIDTH_MIB, DEFAULTS, FIELD_NAMES, SHUTDOWN_TIMEOUT, MigrationRequest
 from migrations_app.serializers import MigrationRequestSerializer
-from tests.testdriver import write_host
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def hosts(tmp_path):
-    kvm01 = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=2))
-    kvm02 = Host.objects.create(name="kvm02", uri=write_host(tmp_path, "kvm02"))
-    assert sync_host(kvm01).online and sync_host(kvm02).online
-    return kvm01, kvm02
+def hosts(testdriver_hosts):
+    return testdriver_hosts
 
 
 @pytest.fixture
