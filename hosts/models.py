@@ -44,7 +44,10 @@ class HostStatus(models.TextChoices):
         return {"online": "green", "offline": "red", "error": "orange"}.get(self.value, "grey")
 
 
-class DomainState(models.TextChoices):
+class DomainStateChoices(models.TextChoices):
+    """A domain's state as the inventory keeps it (the choices of Domain.state); hosts.libvirt.DomainState
+    is the same states as the libvirt seam reports them."""
+
     RUNNING = "running", "Running"
     BLOCKED = "blocked", "Blocked"
     PAUSED = "paused", "Paused"
@@ -66,11 +69,11 @@ class DomainState(models.TextChoices):
 
 # The states in which a guest's QEMU process exists and holds its memory.
 HOLDS_MEMORY = (
-    DomainState.RUNNING,
-    DomainState.BLOCKED,
-    DomainState.PAUSED,
-    DomainState.SHUTDOWN,
-    DomainState.PMSUSPENDED,
+    DomainStateChoices.RUNNING,
+    DomainStateChoices.BLOCKED,
+    DomainStateChoices.PAUSED,
+    DomainStateChoices.SHUTDOWN,
+    DomainStateChoices.PMSUSPENDED,
 )
 
 
@@ -424,11 +427,11 @@ class Network(models.Model):
 # and its source paused after it, so "running" beats "paused" and the row
 # follows the guest, not the handshake.
 ACTIVITY = {
-    DomainState.RUNNING: 3,
-    DomainState.BLOCKED: 3,
-    DomainState.PAUSED: 2,
-    DomainState.SHUTDOWN: 2,
-    DomainState.PMSUSPENDED: 2,
+    DomainStateChoices.RUNNING: 3,
+    DomainStateChoices.BLOCKED: 3,
+    DomainStateChoices.PAUSED: 2,
+    DomainStateChoices.SHUTDOWN: 2,
+    DomainStateChoices.PMSUSPENDED: 2,
 }
 
 
@@ -448,7 +451,7 @@ class DomainFacts(models.Model):
     resolved VM's copy of them."""
 
     name = models.CharField(max_length=255)
-    state = models.CharField(max_length=12, choices=DomainState.choices, default=DomainState.NOSTATE)
+    state = models.CharField(max_length=12, choices=DomainStateChoices.choices, default=DomainStateChoices.NOSTATE)
     memory = models.BigIntegerField(default=0, help_text="Bytes it has now (libvirt's currentMemory).")
     max_memory = models.BigIntegerField(
         default=0, help_text="Bytes it may use at most (libvirt's memory): what its host has promised it."
@@ -482,7 +485,7 @@ class DomainFacts(models.Model):
 
     @property
     def state_colour(self):
-        return DomainState(self.state).colour
+        return DomainStateChoices(self.state).colour
 
 
 class Domain(DomainFacts):
@@ -519,7 +522,7 @@ class Domain(DomainFacts):
 
     @property
     def is_running(self):
-        return self.state in (DomainState.RUNNING, DomainState.BLOCKED, DomainState.PAUSED)
+        return self.state in (DomainStateChoices.RUNNING, DomainStateChoices.BLOCKED, DomainStateChoices.PAUSED)
 
     def as_event(self):
         """What the dashboard's socket says of this VM; names of hosts, text ready to show.
@@ -582,4 +585,4 @@ class DomainDefinition(DomainFacts):
 
     @property
     def is_running(self):
-        return self.activity == ACTIVITY[DomainState.RUNNING]
+        return self.activity == ACTIVITY[DomainStateChoices.RUNNING]

@@ -17,7 +17,7 @@ from .models import (
     ACTIVITY,
     Domain,
     DomainDefinition,
-    DomainState,
+    DomainStateChoices,
     Host,
     HostStatus,
     Network,
@@ -257,7 +257,7 @@ def store_domain(host, uuid, info):
 
 def _definition(row, host, domain, values, now):
     """``(row, new, changed)``: the definition with these values, not saved."""
-    running = ACTIVITY.get(values["state"]) == ACTIVITY[DomainState.RUNNING]
+    running = ACTIVITY.get(values["state"]) == ACTIVITY[DomainStateChoices.RUNNING]
     if row is None:
         row = DomainDefinition(
             host=host,

@@ -11,7 +11,7 @@ from kvmweb.pagination import paginate
 
 from . import capacity, definitions, sshkeys, sync, trust
 from .filters import DomainFilter
-from .models import Domain, DomainState, Host, HostKeyRefused
+from .models import Domain, DomainStateChoices, Host, HostKeyRefused
 from .roles import is_operator
 
 
@@ -19,10 +19,12 @@ def dashboard(request):
     hosts = capacity.with_committed(
         Host.objects.annotate(
             domain_count=Count("domains"),
-            running_count=Count("domains", filter=Q(domains__state=DomainState.RUNNING)),
+            running_count=Count("domains", filter=Q(domains__state=DomainStateChoices.RUNNING)),
         )
     ).order_by("name")
-    totals = Domain.objects.aggregate(total=Count("id"), running=Count("id", filter=Q(state=DomainState.RUNNING)))
+    totals = Domain.objects.aggregate(
+        total=Count("id"), running=Count("id", filter=Q(state=DomainStateChoices.RUNNING))
+    )
     alarms = Domain.objects.split_brains()
     return render(request, "hosts/dashboard.html", {"hosts": hosts, "totals": totals, "alarms": alarms})
 
@@ -91,7 +93,7 @@ def domain_list(request):
             "q": values.get("q") or "",
             "host": values.get("host") or "",
             "state": values.get("state") or "",
-            "states": DomainState.choices,
+            "states": DomainStateChoices.choices,
             "hosts": Host.objects.order_by("name").values_list("name", flat=True),
             **paginate(request, domains, 100),
         },

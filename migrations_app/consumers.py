@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.db.models import Count, Q
 
 from hosts import capacity
-from hosts.models import Domain, DomainState, Host
+from hosts.models import Domain, DomainStateChoices, Host
 from hosts.roles import has_role, is_operator
 from kvmweb.websocket import SessionBoundConsumer
 
@@ -164,7 +164,7 @@ def host_counts():
     hosts = capacity.with_committed(
         Host.objects.annotate(
             domain_count=Count("domains"),
-            running_count=Count("domains", filter=Q(domains__state=DomainState.RUNNING)),
+            running_count=Count("domains", filter=Q(domains__state=DomainStateChoices.RUNNING)),
         )
     ).order_by("name")
     return [
