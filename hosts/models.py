@@ -404,6 +404,45 @@ class StoragePool(models.Model):
         return self.shared or self.marked_shared
 
 
+class PoolSharing(models.Model):
+    """What the shared-storage pre-flight check found of a pool: whether a probe
+    volume written in it on ``host`` appeared on ``peer`` (in ``peer_pool``).
+
+    Kept by pool name, not by StoragePool row, so it outlives a sync that
+    renews the rows; the latest finding for a pair of hosts replaces the last.
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="pool_sharing")
+    pool = models.CharField(max_length=255)
+    peer = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
+    peer_pool = models.CharField(max_length=255, blank=True, help_text="Where it appeared (or was looked for).")
+    shared = models.BooleanField()
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["pool", "peer__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "pool", "peer"], name="pool_sharing_unique_per_peer"),
+        ]
+
+    def __str__(self):
+        return f"{self.pool}@{self.host_id} {'shared' if self.shared else 'not shared'} with {self.peer_id}"
+
+    @classmethod
+    def record(cls, host, pool, peer, peer_pool, shared):
+        """Keep a finding both ways round (sharing is mutual); one way only
+        when the peer's pool is not known."""
+        at = timezone.now()
+        for here, here_pool, there, there_pool in ((host, pool, peer, peer_pool), (peer, peer_pool, host, pool)):
+            if here_pool:
+                cls.objects.update_or_create(
+                    host=here,
+                    pool=here_pool,
+                    peer=there,
+                    defaults={"peer_pool": there_pool, "shared": shared, "checked_at": at},
+                )
+
+
 class Network(models.Model):
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="networks")
     name = models.CharField(max_length=255)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hosts import capacity
 from hosts.libvirt import CpuComparison, HostError, allowed, open_host
-from hosts.models import Domain, Host
+from hosts.models import Domain, Host, PoolSharing
 from kvmweb.formatting import size
 
 from . import device_checks
@@ -476,8 +476,10 @@ def _check_storage(checks, v, dom, source, target):
 
 def _check_shared_storage(checks, v, disks, source, target):
     tname = v["target"].name
+    seen_in = {}  # disk path -> the pool the target sees it in
     for disk in disks:
         seen = target.volume_by_path(disk.path)
+        seen_in[disk.path] = seen[0] if seen else ""
         if seen is None:
             checks.add(
                 "shared_storage",
@@ -501,12 +503,18 @@ def _check_shared_storage(checks, v, disks, source, target):
     probe = f".kvmweb-probe-{uuidlib.uuid4().hex}"
     path = source.create_volume(probe_pool, probe, 1024, "raw")
     try:
-        shared = target.volume_by_path(path) is not None
+        appeared = target.volume_by_path(path)
+        shared = appeared is not None
     finally:
         with contextlib.suppress(HostError):
             source.delete_volume(path)
         with contextlib.suppress(HostError):
             target.volume_by_path(path)  # refreshes the target's pools after the delete
+    # Kept for the host pages: which pools are shared with which hosts, as proved.
+    probe_disk = next(d for d in disks if d.pool == probe_pool)
+    PoolSharing.record(
+        v["source"], probe_pool, v["target"], appeared[0] if appeared else seen_in[probe_disk.path], shared
+    )
     # Even a dry run writes this probe: say so, with its name, so nobody is
     # surprised by a volume appearing and going in the pool's history.
     wrote = f"kvmweb wrote a 1 KiB probe volume {probe} in pool {probe_pool} on {v['source'].name} and deleted it again"
