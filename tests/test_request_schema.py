@@ -86,3 +86,10 @@ def test_what_is_left_out_takes_the_same_default_from_the_form_and_the_api(clien
     by_api = Migration.objects.get(pk=answer.json()["id"])
     for name in FIELD_NAMES - {"mode"}:
         assert getattr(by_form, name) == getattr(by_api, name) == DEFAULTS[name], name
+
+
+def test_a_migration_row_made_without_a_request_has_the_same_defaults():
+    # The model cannot import the request's module (it imports the model), so
+    # its column defaults are held to it here.
+    for name in FIELD_NAMES - {"mode"}:
+        assert Migration._meta.get_field(name).get_default() == DEFAULTS[name], name
