@@ -48,8 +48,10 @@
         if (!chosen || !chosen.value || chosen.parentNode.disabled) {
           // The server's default for this host (the source's pool name, else
           // the most room), or the empty choice, which means the same.
+          // Selected as an option, not by value: other hosts' groups have pools of the same name.
           var fallback = pool.querySelector("optgroup:not([disabled]) option[data-default]");
-          pool.value = fallback ? fallback.value : "";
+          if (fallback) fallback.selected = true;
+          else pool.value = "";
         }
       }
     }

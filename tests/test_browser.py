@@ -336,3 +336,32 @@ def test_maintenance_from_the_host_page_evacuates_and_brings_the_guest_back(page
     assert lab.where(name) == ["kvm01"]
     page.goto(stack.url + "/hosts/kvm01/")
     assert page.locator("#maintenance-badge").count() == 0
+
+
+def test_copying_disks_pre_selects_the_target_pool_of_the_source_pools_name(page, stack, lab, lab_guest):
+    name = lab_guest("kvm01", disk="local", start=False)
+    log_in(page, stack)
+    open_domain(page, stack, name)
+    page.click("#migrate summary")
+    form = page.locator("#migrate form[data-migrate-form]")
+    form.wait_for()
+    form.locator("input[name=storage][value=copy]").check()
+    pool = form.locator("select[name=target_pool]")
+    chosen = "s => [s.value, s.options[s.selectedIndex].parentNode.label || '']"
+    for target in ("kvm02", "kvm03"):
+        form.locator("select[name=target_host]").select_option(label=target)
+        # The guest's disk is in pool ``local`` on kvm01: the chosen host's ``local``.
+        assert pool.evaluate(chosen) == ["local", target]
+    # A pool chosen by hand stays chosen.
+    form.locator("select[name=target_host]").select_option(label="kvm02")
+    picked = pool.evaluate(
+        """s => {
+            const o = [...s.querySelectorAll("optgroup[label=kvm02] option")].find(o => o.value !== "local");
+            if (!o) return null;
+            o.selected = true;
+            s.dispatchEvent(new Event("change", {bubbles: true}));
+            return o.value;
+        }"""
+    )
+    assert picked, "kvm02 has only its pool local"
+    assert pool.evaluate(chosen) == [picked, "kvm02"]
