@@ -289,6 +289,19 @@ class Host(models.Model):
     def ssh_offered_fingerprint(self):
         return sshkeys.fingerprint(self.ssh_offered_key) if self.ssh_offered_key else ""
 
+    def pools_with_sharing(self):
+        """The host's pools, each with ``sharing``: what the shared-storage check
+        found of it, one PoolSharing per other host, and ``proved``: whether it
+        found it shared with any. For the host page and the API."""
+        found = {}
+        for finding in self.pool_sharing.select_related("peer"):
+            found.setdefault(finding.pool, []).append(finding)
+        pools = list(self.pools.all())
+        for pool in pools:
+            pool.sharing = found.get(pool.name, [])
+            pool.proved = any(f.shared for f in pool.sharing)
+        return pools
+
     def forget_host_key_if_moved(self, new_uri):
         """A URI naming another host or port drops the keys of the old one. Not saved."""
         from .libvirt import InvalidURI, check_uri

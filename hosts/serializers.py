@@ -4,7 +4,7 @@ from rest_framework import serializers
 from . import sshkeys
 from .libvirt import InvalidURI, check_hypervisor_network, check_uri
 from .libvirt import validate_uri as check_uri_form
-from .models import Domain, DomainDefinition, Host, Network, StoragePool
+from .models import Domain, DomainDefinition, Host, Network, PoolSharing, StoragePool
 from .roles import is_operator
 
 
@@ -152,7 +152,19 @@ class TrustSerializer(serializers.Serializer):
     fingerprint = serializers.CharField(max_length=100, help_text="SHA256:... as the host shows it.")
 
 
+class PoolSharingSerializer(serializers.ModelSerializer):
+    peer = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = PoolSharing
+        fields = ["peer", "peer_pool", "shared", "checked_at"]
+        read_only_fields = fields
+
+
 class PoolSerializer(serializers.ModelSerializer):
+    # What the shared-storage pre-flight check found of this pool, per other host.
+    sharing = PoolSharingSerializer(many=True, read_only=True)
+
     class Meta:
         model = StoragePool
         fields = [
@@ -165,6 +177,7 @@ class PoolSerializer(serializers.ModelSerializer):
             "active",
             "shared",
             "marked_shared",
+            "sharing",
         ]
 
 
@@ -175,7 +188,7 @@ class NetworkSerializer(serializers.ModelSerializer):
 
 
 class HostDetailSerializer(HostSerializer):
-    pools = PoolSerializer(many=True, read_only=True)
+    pools = PoolSerializer(source="pools_with_sharing", many=True, read_only=True)
     networks = NetworkSerializer(many=True, read_only=True)
 
     class Meta(HostSerializer.Meta):

@@ -41,27 +41,13 @@ def host_detail(request, name):
         {
             "host": host,
             "ssh_line": ssh_line,
-            "pools": _pools_with_sharing(host),
+            "pools": host.pools_with_sharing(),
             "networks": host.networks.all(),
             "domains": host.domains.order_by("name"),
             # Definitions here of VMs that are elsewhere: stale copies, or a cluster's spares.
             "elsewhere": host.definitions.exclude(domain__host=host).select_related("domain__host"),
         },
     )
-
-
-def _pools_with_sharing(host):
-    """The host's pools, each with ``sharing``: what the shared-storage check
-    found of it, one PoolSharing per other host, and ``proved``: whether it
-    found it shared with any."""
-    found = {}
-    for finding in host.pool_sharing.select_related("peer"):
-        found.setdefault(finding.pool, []).append(finding)
-    pools = list(host.pools.all())
-    for pool in pools:
-        pool.sharing = found.get(pool.name, [])
-        pool.proved = any(f.shared for f in pool.sharing)
-    return pools
 
 
 @require_POST

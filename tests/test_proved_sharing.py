@@ -101,6 +101,22 @@ def test_a_proof_lists_the_peer_and_when_and_replaces_an_older_finding(client, v
 
 
 @pytest.mark.django_db
+def test_the_host_api_carries_each_pools_findings(api, viewer, hosts):
+    kvm01, kvm02, kvm03 = hosts
+    PoolSharing.record(kvm01, "share", kvm02, "share2", shared=True)
+    PoolSharing.record(kvm01, "share", kvm03, "local", shared=False)
+    api.force_authenticate(viewer)
+    pools = {p["name"]: p for p in api.get(f"/api/hosts/{kvm01.pk}/").json()["pools"]}
+    found = {f["peer"]: (f["peer_pool"], f["shared"]) for f in pools["share"]["sharing"]}
+    assert found == {"kvm02": ("share2", True), "kvm03": ("local", False)}
+    assert all(f["checked_at"] for f in pools["share"]["sharing"])
+    assert all(p["sharing"] == [] for name, p in pools.items() if name != "share")
+    # The other side was recorded too.
+    there = {p["name"]: p for p in api.get(f"/api/hosts/{kvm02.pk}/").json()["pools"]}
+    assert [f["peer"] for f in there["share2"]["sharing"]] == ["kvm01"]
+
+
+@pytest.mark.django_db
 def test_pool_names_are_escaped(client, viewer, hosts):
     kvm01, kvm02, _kvm03 = hosts
     kvm01.pools.filter(name="share").update(name=f"share{EVIL}")
