@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db import connection
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from kvmweb.formatting import size
 
-from .models import HOLDS_MEMORY, Domain, Host
+from .models import HOLDS_MEMORY, Domain, DomainStateChoices, Host
 
 MiB = 1024 * 1024
 
@@ -172,7 +173,62 @@ def for_host(host, exclude_migration=None):
     """A host's capacity as the database says it is now (one query).
 
     ``exclude_migration``: a migration's own claim does not count against it."""
-    return of(with_committed(Host.objects.filter(pk=host.pk), exclude_migration).get())
+    if exclude_migration is None:
+        rows = _prepared("host", lambda pk: with_committed(Host.objects.filter(pk=pk)), host.pk)
+    else:
+        rows = _prepared(
+            "host_excluding",
+            lambda pk, excluded: with_committed(Host.objects.filter(pk=pk), excluded),
+            host.pk,
+            exclude_migration,
+        )
+    if not rows:
+        raise Host.DoesNotExist(f"host {host.pk} is gone")
+    return of(rows[0])
+
+
+def with_counts():
+    """Every host by name, with its domain counts (``domain_count``, ``running_count``)
+    and its committed figures: the dashboard's list, on its page and its socket."""
+    return _prepared(
+        "dashboard",
+        lambda: with_committed(
+            Host.objects.annotate(
+                domain_count=Count("domains"),
+                running_count=Count("domains", filter=Q(domains__state=DomainStateChoices.RUNNING)),
+            )
+        ).order_by("name"),
+    )
+
+
+# Values no key takes, put where a prepared query's values go (see _prepared).
+_MARKERS = (-7_000_001, -7_000_002)
+_PREPARED: dict[tuple[str, str], tuple[str, tuple[Any, ...], list[list[int]]]] = {}
+
+
+def _prepared(name, build, *values):
+    """The hosts ``build(*values)`` selects, its SQL built and compiled once per
+    process and database.
+
+    Django builds and compiles the committed figures' subqueries anew at every
+    call: 10-15 ms of Python for a query the database answers in under 1 ms,
+    and these run on every migration's claim, checks and state change and on
+    every dashboard. ``build`` is called once with markers for ``values``,
+    found again among the compiled parameters and replaced at each call."""
+    key = (name, connection.vendor)
+    if key not in _PREPARED:
+        markers = _MARKERS[: len(values)]
+        sql, params = build(*markers).query.sql_with_params()
+        slots = [[i for i, p in enumerate(params) if p == m] for m in markers]
+        if not all(slots):
+            raise RuntimeError(f"the prepared query {name} lost a value")
+        _PREPARED[key] = (sql, tuple(params), slots)
+    sql, params, slots = _PREPARED[key]
+    bound = list(params)
+    for value, where in zip(values, slots, strict=True):
+        for i in where:
+            bound[i] = value
+    return list(Host.objects.raw(sql, bound))
 
 
 # -- the database side: one annotation, so a list of hosts costs one query ----

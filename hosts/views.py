@@ -16,12 +16,7 @@ from .roles import is_operator
 
 
 def dashboard(request):
-    hosts = capacity.with_committed(
-        Host.objects.annotate(
-            domain_count=Count("domains"),
-            running_count=Count("domains", filter=Q(domains__state=DomainStateChoices.RUNNING)),
-        )
-    ).order_by("name")
+    hosts = capacity.with_counts()
     totals = Domain.objects.aggregate(
         total=Count("id"), running=Count("id", filter=Q(state=DomainStateChoices.RUNNING))
     )

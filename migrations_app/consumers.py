@@ -11,10 +11,9 @@ import asyncio
 import time
 
 from channels.db import database_sync_to_async
-from django.db.models import Count, Q
 
 from hosts import capacity
-from hosts.models import Domain, DomainStateChoices, Host
+from hosts.models import Domain
 from hosts.roles import has_role, is_operator
 from kvmweb.websocket import SessionBoundConsumer
 
@@ -161,12 +160,7 @@ class MigrationConsumer(SessionBoundConsumer):
 
 def host_counts():
     """Every host's domain counts and committed memory, as the dashboard shows them: one query."""
-    hosts = capacity.with_committed(
-        Host.objects.annotate(
-            domain_count=Count("domains"),
-            running_count=Count("domains", filter=Q(domains__state=DomainStateChoices.RUNNING)),
-        )
-    ).order_by("name")
+    hosts = capacity.with_counts()
     return [
         {
             "name": h.name,

@@ -158,16 +158,23 @@ class Migration(TrackedRequest):
     _write.alters_data = True
 
     def _announce(
-        self, audit: tuple[str, str] | None = None, *, user: Any = None, dashboard: bool = True, **data: Any
+        self,
+        audit: tuple[str, str] | None = None,
+        *,
+        user: Any = None,
+        dashboard: bool = True,
+        counts: bool = True,
+        **data: Any,
     ) -> None:
         """The one way a change is told: ``audit`` is (action, message) for the
-        audit log, then every watcher gets the new state."""
+        audit log, then every watcher gets the new state. ``counts=False``: the
+        change cannot alter the hosts' counts (see events.publish_migration)."""
         from . import events
 
         if audit is not None:
             action, message = audit
             AuditEntry.record(action, message, user=user, migration=self, **data)
-        events.publish_migration(self, dashboard=dashboard)
+        events.publish_migration(self, dashboard=dashboard, counts=counts)
 
     def start_checking(self) -> None:
         self._transition([Status.QUEUED], status=Status.CHECKING, phase=Phase.CHECKING)
@@ -191,7 +198,7 @@ class Migration(TrackedRequest):
 
     def set_phase(self, phase: str) -> None:
         self._transition([Status.RUNNING], phase=phase)
-        self._announce()
+        self._announce(counts=False)
 
     set_phase.alters_data = True
 
@@ -291,7 +298,9 @@ class Migration(TrackedRequest):
         and (for decisions, with ``audit_action``) in the audit log."""
         entry = {"at": timezone.now().isoformat(), "message": message, **data}
         self._write(events=[*self.events, entry])
-        self._announce((audit_action, message) if audit_action else None, **(data if audit_action else {}))
+        self._announce(
+            (audit_action, message) if audit_action else None, counts=False, **(data if audit_action else {})
+        )
         return entry
 
     note.alters_data = True

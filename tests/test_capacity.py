@@ -343,3 +343,27 @@ def test_the_huge_page_pool_is_read_from_each_numa_cell_past_its_normal_pages():
     for cell, size, count in ((cells[0], "2048", "512"), (cells[1], "2048", "256"), (cells[1], "1048576", "2")):
         next(p for p in cell.iterfind("pages") if p.get("size") == size).text = count
     assert _hugepages(caps) == {"2048": 768, "1048576": 2}
+
+
+def test_the_prepared_queries_give_what_django_builds_each_time(hosts):
+    """for_host and with_counts compile their SQL once per process and bind new
+    values at each call: the figures must be those of the query built anew."""
+    kvm01, kvm02 = hosts
+    migration = incoming(Domain.objects.get(name="big1"), kvm02, Status.CHECKING)
+    fields = ("memory_committed", "memory_incoming", "vcpus_committed", "incoming_count")
+
+    def built(host, exclude=None):
+        row = capacity.with_committed(Host.objects.filter(pk=host.pk), exclude).get()
+        return tuple(getattr(row, f) for f in fields)
+
+    for host in (kvm01, kvm02, kvm01):
+        for exclude in (None, migration.pk):
+            cap = capacity.for_host(host, exclude)
+            got = (cap.memory_committed, cap.memory_incoming, cap.vcpus_committed, cap.incoming)
+            assert got == built(host, exclude), (host.name, exclude)
+    assert built(kvm02) != built(kvm02, migration.pk), "the excluded claim must make a difference here"
+    listed = {
+        h.name: (h.domain_count, h.running_count, *(getattr(h, f) for f in fields)) for h in capacity.with_counts()
+    }
+    assert list(listed) == ["kvm01", "kvm02"]
+    assert listed == {"kvm01": (3, 2, *built(kvm01)), "kvm02": (2, 1, *built(kvm02))}

@@ -52,3 +52,49 @@ def test_a_publish_to_a_redis_that_is_gone_gives_up_without_raising(settings):
         assert time.monotonic() - started < 3
     finally:
         channel_layers.backends.pop("default", None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_a_change_of_state_carries_the_hosts_counts_to_the_dashboard(tmp_path):
+    """Counting the hosts is a query per publish; a note or a new phase cannot
+    change the counts, so it goes without them (a dashboard that needs them
+    reads them itself)."""
+    from channels.db import database_sync_to_async
+
+    from hosts.models import Host
+    from hosts.sync import sync_host
+    from migrations_app.models import Status
+    from tests.migration_helpers import migration_for
+    from tests.testdriver import write_host
+
+    source = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", count=1))
+    target = Host.objects.create(name="kvm02", uri=write_host(tmp_path, "kvm02"))
+    sync_host(source)
+    sync_host(target)
+    migration = migration_for(source.domains.get(), target, status=Status.QUEUED)
+    changes = [
+        (migration.start_checking, (), True),
+        (migration.start, (), True),
+        (migration.set_phase, ("transferring_memory",), False),
+        (migration.note, ("Starting the transfer.",), False),
+        (migration.succeed, ({},), True),
+    ]
+
+    async def scenario():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(events.migration_group(migration.pk), channel)
+        await layer.group_add(events.DASHBOARD_GROUP, channel)
+        for change, args, counted in changes:
+            await database_sync_to_async(change)(*args)
+            got = {}
+            while "dashboard.update" not in got:
+                message = await layer.receive(channel)
+                got[message["type"]] = message
+            assert got["migration.update"]["migration"]["status"] == migration.status
+            hosts = got["dashboard.update"]["hosts"]
+            assert (hosts is not None) is counted, change.__name__
+            if counted:
+                assert [h["name"] for h in hosts] == ["kvm01", "kvm02"]
+
+    async_to_sync(scenario)()
