@@ -174,14 +174,9 @@ def for_host(host, exclude_migration=None):
 
     ``exclude_migration``: a migration's own claim does not count against it."""
     if exclude_migration is None:
-        rows = _prepared("host", lambda pk: with_committed(Host.objects.filter(pk=pk)), host.pk)
+        rows = _prepared("host", host.pk)
     else:
-        rows = _prepared(
-            "host_excluding",
-            lambda pk, excluded: with_committed(Host.objects.filter(pk=pk), excluded),
-            host.pk,
-            exclude_migration,
-        )
+        rows = _prepared("host_excluding", host.pk, exclude_migration)
     if not rows:
         raise Host.DoesNotExist(f"host {host.pk} is gone")
     return of(rows[0])
@@ -190,45 +185,64 @@ def for_host(host, exclude_migration=None):
 def with_counts():
     """Every host by name, with its domain counts (``domain_count``, ``running_count``)
     and its committed figures: the dashboard's list, on its page and its socket."""
-    return _prepared(
-        "dashboard",
-        lambda: with_committed(
-            Host.objects.annotate(
-                domain_count=Count("domains"),
-                running_count=Count("domains", filter=Q(domains__state=DomainStateChoices.RUNNING)),
-            )
-        ).order_by("name"),
-    )
+    return _prepared("dashboard")
 
 
-# Values no key takes, put where a prepared query's values go (see _prepared).
+def _dashboard_query():
+    return with_committed(
+        Host.objects.annotate(
+            domain_count=Count("domains"),
+            running_count=Count("domains", filter=Q(domains__state=DomainStateChoices.RUNNING)),
+        )
+    ).order_by("name")
+
+
+# The queries asked most often (every migration's claim, checks and change of
+# state, every dashboard), by name: each builds the query from its values.
+_SHAPES = {
+    "host": lambda pk: with_committed(Host.objects.filter(pk=pk)),
+    "host_excluding": lambda pk, excluded: with_committed(Host.objects.filter(pk=pk), excluded),
+    "dashboard": _dashboard_query,
+}
+# Values no key takes, put where a prepared query's values go (see _compiled).
 _MARKERS = (-7_000_001, -7_000_002)
-_PREPARED: dict[tuple[str, str], tuple[str, tuple[Any, ...], list[list[int]]]] = {}
+_COMPILED: dict[tuple[str, str], tuple[str, tuple[Any, ...], list[list[int]]]] = {}
 
 
-def _prepared(name, build, *values):
-    """The hosts ``build(*values)`` selects, its SQL built and compiled once per
-    process and database.
+def _compiled(name):
+    """The SQL of the query ``name``, its parameters, and where its values go in
+    them: built and compiled once per process and database.
 
     Django builds and compiles the committed figures' subqueries anew at every
-    call: 10-15 ms of Python for a query the database answers in under 1 ms,
-    and these run on every migration's claim, checks and state change and on
-    every dashboard. ``build`` is called once with markers for ``values``,
-    found again among the compiled parameters and replaced at each call."""
+    call: 10-15 ms of Python for a query the database answers in under 1 ms.
+    The query is built once with markers for its values, which are found again
+    among the compiled parameters and replaced at each call (see _prepared)."""
     key = (name, connection.vendor)
-    if key not in _PREPARED:
-        markers = _MARKERS[: len(values)]
+    if key not in _COMPILED:
+        build = _SHAPES[name]
+        markers = _MARKERS[: build.__code__.co_argcount]
         sql, params = build(*markers).query.sql_with_params()
         slots = [[i for i, p in enumerate(params) if p == m] for m in markers]
         if not all(slots):
             raise RuntimeError(f"the prepared query {name} lost a value")
-        _PREPARED[key] = (sql, tuple(params), slots)
-    sql, params, slots = _PREPARED[key]
+        _COMPILED[key] = (sql, tuple(params), slots)
+    return _COMPILED[key]
+
+
+def _prepared(name, *values):
+    """The hosts the query ``name`` selects for ``values``."""
+    sql, params, slots = _compiled(name)
     bound = list(params)
     for value, where in zip(values, slots, strict=True):
         for i in where:
             bound[i] = value
     return list(Host.objects.raw(sql, bound))
+
+
+def prepare():
+    """Compile the prepared queries now (a worker, before it forks its work horses)."""
+    for name in _SHAPES:
+        _compiled(name)
 
 
 # -- the database side: one annotation, so a list of hosts costs one query ----

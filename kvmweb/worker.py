@@ -74,17 +74,25 @@ def preload():
     """Load in the worker what each job's work horse would otherwise load for
     itself after RQ's fork, every time: the engine and the checks, the URL
     resolver and the template a migration's state is told with, the channel
-    layer. About 50 ms of each migration's start, measured through the
-    Procfile's worker (bench/bench_migration.py)."""
+    layer, the capacity queries. About 70 ms of each migration's start,
+    measured through the Procfile's worker (bench/bench_migration.py)."""
     from channels.layers import get_channel_layer
+    from django.db import connections
     from django.template.loader import get_template
     from django.urls import get_resolver
 
     import migrations_app.jobs  # noqa: F401 - imports the engine and the checks
+    from hosts import capacity
 
     get_resolver().reverse_dict  # noqa: B018 - populates the resolver
     get_template("migrations_app/_checks.html")
     get_channel_layer()
+    try:
+        capacity.prepare()
+    finally:
+        # Compiling may have connected (PostgreSQL's version); a work horse
+        # must not share its parent's database connection.
+        connections.close_all()
 
 
 def start_periodic_jobs(queue):
