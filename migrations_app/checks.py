@@ -13,7 +13,10 @@ import ipaddress
 import socket
 import uuid as uuidlib
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
 
 from hosts import capacity
 from hosts.libvirt import CpuComparison, HostError, allowed, open_host
@@ -29,6 +32,14 @@ if TYPE_CHECKING:
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 MiB = 1024 * 1024
+
+# A source pool a probe volume proved shared with a target (hosts.PoolSharing)
+# stays proved this long: within it the probe is not written again, while
+# every disk's path is still looked up on the target at every check. What
+# could change unnoticed meanwhile: the target mounting other storage at the
+# same path, holding files of the same names. A probe that finds the pool not
+# shared replaces the proof at once.
+SHARED_PROOF_SECONDS = 300
 
 
 LABELS = {
@@ -498,6 +509,20 @@ def _check_shared_storage(checks, v, disks, source, target):
             WARN,
             f"{tname} sees the same disk paths, but they are not in a storage pool on the "
             "source, so kvmweb cannot prove they are the same files. Make sure they are shared.",
+        )
+        return
+    proof = (
+        PoolSharing.objects.filter(host=v["source"], pool=probe_pool, peer=v["target"], shared=True)
+        .filter(checked_at__gte=timezone.now() - timedelta(seconds=SHARED_PROOF_SECONDS))
+        .first()
+    )
+    if proof is not None:
+        checks.add(
+            "shared_storage",
+            PASS,
+            f"The disks are on shared storage: {tname} sees them, and a probe volume kvmweb wrote in pool "
+            f"{probe_pool} {(timezone.now() - proof.checked_at).total_seconds():.0f} s ago showed the pool "
+            f"shared with {tname} (kvmweb writes one again after {SHARED_PROOF_SECONDS // 60} minutes).",
         )
         return
     probe = f".kvmweb-probe-{uuidlib.uuid4().hex}"

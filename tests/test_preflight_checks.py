@@ -55,6 +55,25 @@ def test_a_healthy_request_passes_every_check_quickly(api, operator, lab, lab_gu
         assert checks[expected]["result"] == "pass", checks[expected]
 
 
+def test_a_pool_proved_shared_is_not_probed_again_until_the_proof_is_old(
+    api, operator, lab, lab_guest, hosts, monkeypatch
+):
+    from migrations_app import checks as preflight
+
+    name = lab_guest("kvm01", disk="shared")
+    _, first = dry_run(api, operator, name, hosts["kvm02"])
+    assert "probe volume .kvmweb-probe-" in first["shared_storage"]["message"]
+    # Proved a moment ago: the disks are still looked up, no probe is written.
+    _, again = dry_run(api, operator, name, hosts["kvm02"])
+    assert again["shared_storage"]["result"] == "pass"
+    assert ".kvmweb-probe-" not in again["shared_storage"]["message"]
+    assert "s ago showed the pool shared with kvm02" in again["shared_storage"]["message"]
+    # Once the proof is older than the bound, the probe is written again.
+    monkeypatch.setattr(preflight, "SHARED_PROOF_SECONDS", 0)
+    _, later = dry_run(api, operator, name, hosts["kvm02"])
+    assert "probe volume .kvmweb-probe-" in later["shared_storage"]["message"]
+
+
 def test_a_name_already_used_on_the_target_fails(api, operator, lab, lab_guest, hosts):
     name = lab_guest("kvm01", disk="shared")
     lab_guest("kvm02", name=name, start=False)
