@@ -215,6 +215,9 @@ def _store_domains(host, domains):
     mine.update(last_seen=now)
     mine.filter(state__in=list(ACTIVITY)).update(last_active=now)
     changed = resolve(locked, now)
+    # A VM seen for the first time is news too, though resolve found nothing to rewrite in it.
+    written = {d.pk for d in changed.changed}
+    changed.changed += [d for d in locked if d.uuid not in known and d.pk not in written]
     announce([host.name], changed)
     return SyncResult(
         host=host.name,

@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from kvmweb.filters import filter_or_400
+from kvmweb.formatting import hosts_summary
 from kvmweb.pagination import paginate
 
 from . import capacity, definitions, sshkeys, sync, trust
@@ -21,7 +22,8 @@ def dashboard(request):
         total=Count("id"), running=Count("id", filter=Q(state=DomainStateChoices.RUNNING))
     )
     alarms = Domain.objects.split_brains()
-    return render(request, "hosts/dashboard.html", {"hosts": hosts, "totals": totals, "alarms": alarms})
+    summary = hosts_summary(len(hosts), totals["total"], totals["running"])
+    return render(request, "hosts/dashboard.html", {"hosts": hosts, "summary": summary, "alarms": alarms})
 
 
 def host_detail(request, name):

@@ -97,6 +97,16 @@ def named_figure(key: str, value: Any) -> str:
     return figure(value, kind_for(key))
 
 
+def plural(n: int, noun: str) -> str:
+    """A count and its noun: "1 host", "2 hosts"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def hosts_summary(hosts: int, vms: int, running: int) -> str:
+    """The line above the dashboard's host table: "2 hosts · 5 virtual machines, 3 running"."""
+    return f"{plural(hosts, 'host')} · {plural(vms, 'virtual machine')}, {running} running"
+
+
 CHECK_COLOURS = {"pass": "green", "warn": "orange", "fail": "red"}
 
 

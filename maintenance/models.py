@@ -5,6 +5,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from kvmweb.records import TrackedRequest
+from migrations_app.display import percent_text
 
 
 class Kind(models.TextChoices):
@@ -124,7 +125,8 @@ class Evacuation(TrackedRequest):
 
     def as_event(self, migrations=None):
         """The full state as the API and the live page show it. ``migrations``:
-        {id: Migration} of this evacuation, for each VM's progress."""
+        {id: Migration} of this evacuation, for each VM's progress. The
+        ``*_display`` texts are what the page shows, written here."""
         migrations = migrations or {}
         items = []
         for item in self.plan:
@@ -136,6 +138,7 @@ class Evacuation(TrackedRequest):
                     "migration_status": current.status if current else "",
                     "phase": current.get_phase_display() if current and current.phase else "",
                     "percent": (current.progress or {}).get("percent") if current else None,
+                    "percent_display": percent_text(current),
                     "state_display": Item(item.get("state", Item.PENDING)).label,
                 }
             )
@@ -155,6 +158,7 @@ class Evacuation(TrackedRequest):
             "left": self.left if self.status in FINISHED else [],
             "migrations": sorted(m for i in self.plan for m in i.get("migrations") or []),
             "progress": self.progress,
+            "progress_display": "{done} of {total}".format(**self.progress),
             "predicted_seconds": self.predicted_seconds,
             "allow_partial": self.allow_partial,
             "bandwidth_mib": self.bandwidth_mib,

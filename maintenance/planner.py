@@ -22,6 +22,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from hosts.capacity import choose_copy_pool
+from kvmweb.formatting import size
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -105,10 +106,6 @@ class Plan:
             "staying": self.staying,
             "predicted_seconds": self.predicted_seconds,
         }
-
-
-def size(n):
-    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
 
 
 def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS):

@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from hosts import capacity
 from hosts.models import Domain
 from hosts.roles import has_role, is_operator
+from kvmweb.formatting import hosts_summary
 from kvmweb.websocket import SessionBoundConsumer
 
 from .events import DASHBOARD_GROUP, migration_group
@@ -174,11 +175,20 @@ def host_counts():
     ]
 
 
+def hosts_message(counts):
+    """The hosts' part of a dashboard message: their counts, and the line
+    above the host table in words (``hosts_summary``), made from them."""
+    summary = hosts_summary(
+        len(counts), sum(h["domain_count"] for h in counts), sum(h["running_count"] for h in counts)
+    )
+    return {"hosts": counts, "hosts_summary": summary}
+
+
 class DashboardConsumer(SessionBoundConsumer):
     """``/ws/dashboard/``: the running migrations and the hosts' counts, then changes.
 
-    Messages: ``dashboard.state`` (first: ``migrations``, ``hosts`` and the
-    split-brain ``alarms``), ``dashboard.domain`` (one VM's new state after an
+    Messages: ``dashboard.state`` (first: ``migrations``, ``hosts`` with
+    ``hosts_summary``, and the split-brain ``alarms``), ``dashboard.domain`` (one VM's new state after an
     inventory change, or ``{"id", "removed": true}``),
     ``dashboard.migration`` (one migration's state, coalesced per migration)
     and ``dashboard.hosts`` (the hosts' counts again, after a migration
@@ -255,10 +265,10 @@ class DashboardConsumer(SessionBoundConsumer):
         alarms = [d.as_event() for d in Domain.objects.split_brains()]
         if not self.detail:
             migrations = [plain_only(m) for m in migrations]
-        return {"migrations": migrations, "hosts": host_counts(), "alarms": alarms, "sent_at": time.time()}
+        return {"migrations": migrations, **hosts_message(host_counts()), "alarms": alarms, "sent_at": time.time()}
 
     async def _hosts(self, event):
         """The hosts' counts the publisher sent along, else read here."""
         if event.get("hosts") is not None:
-            return {"hosts": event["hosts"]}
-        return {"hosts": await database_sync_to_async(host_counts)()}
+            return hosts_message(event["hosts"])
+        return hosts_message(await database_sync_to_async(host_counts)())

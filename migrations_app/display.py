@@ -63,6 +63,16 @@ def percent(migration: Migration) -> int:
     return max(0, min(100, round(value)))
 
 
+def percent_text(migration: Migration | None) -> str:
+    """Done, as shown beside a VM of an evacuation: "40 %", "100 %" once it succeeded,
+    "" before libvirt reported any progress (or without a migration)."""
+    if migration is None:
+        return ""
+    if migration.status != "succeeded" and (migration.progress or {}).get("percent") is None:
+        return ""
+    return f"{percent(migration)} %"
+
+
 def progress_rows(progress: Mapping[str, Any]) -> list[FigureRow]:
     return [
         {"key": key, "label": label, "text": figure(progress.get(key), kind)} for key, label, kind in PROGRESS_FIELDS

@@ -53,17 +53,11 @@
     placeholder();
   }
 
-  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
-
-  function hosts(list) {
+  // The hosts' counts, and the line above their table as the server wrote it.
+  function hosts(list, sentence) {
     if (!list) return;
     var summary = document.querySelector('[data-bind="summary"]');
-    if (summary && list.length) {
-      var total = 0, running = 0;
-      list.forEach(function (h) { total += h.domain_count; running += h.running_count; });
-      summary.textContent = plural(list.length, "host") + " · " + plural(total, "virtual machine") +
-        ", " + running + " running";
-    }
+    if (summary && sentence) summary.textContent = sentence;
     list.forEach(function (h) {
       var tr = document.querySelector('#hosts tr[data-host="' + CSS.escape(h.name) + '"]');
       if (!tr) return;
@@ -120,7 +114,7 @@
         Object.keys(rows).forEach(function (id) { rows[id].remove(); });
         rows = {};
         (msg.migrations || []).slice().reverse().forEach(upsert);
-        hosts(msg.hosts);
+        hosts(msg.hosts, msg.hosts_summary);
         placeholder();
         if (alarms) alarms.querySelector('[data-bind="alarms"]').replaceChildren();
         (msg.alarms || []).forEach(alarm);
@@ -129,7 +123,7 @@
       } else if (msg.type === "dashboard.domain") {
         alarm(msg.domain);
       } else if (msg.type === "dashboard.hosts") {
-        hosts(msg.hosts);
+        hosts(msg.hosts, msg.hosts_summary);
         if (msg.moved) moved(msg.moved);
       }
     }

@@ -15,8 +15,7 @@
     tr.appendChild(K.el("td", null, item.domain_name));
     tr.appendChild(K.el("td", null, item.target_name));
     tr.appendChild(K.el("td", { "data-field": "state" }, item.state_display + (item.phase ? " · " + item.phase : "")));
-    tr.appendChild(K.el("td", { "data-field": "percent" },
-      item.percent === null || item.percent === undefined ? "" : Math.round(item.percent) + " %"));
+    tr.appendChild(K.el("td", { "data-field": "percent" }, item.percent_display));
     var cell = K.el("td", { "data-field": "migration" });
     if (item.migration) cell.appendChild(K.el("a", { href: "/migrations/" + item.migration + "/" }, "#" + item.migration));
     tr.appendChild(cell);
@@ -29,7 +28,7 @@
     var badge = bind("status");
     badge.textContent = e.status_display;
     badge.className = "status " + e.status_colour;
-    bind("progress").textContent = e.progress.done + " of " + e.progress.total;
+    bind("progress").textContent = e.progress_display;
     var finished = e.finished;
     bind("cancel_requested").hidden = !(e.cancel_requested && !finished);
     var cancelForm = document.querySelector("[data-cancel-form]");

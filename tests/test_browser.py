@@ -296,6 +296,24 @@ def test_a_live_migration_cancelled_midway_stays_on_the_source(page, stack, lab,
     assert lab.where(name) == ["kvm01"]
 
 
+def test_the_dashboard_s_counts_follow_the_inventory_without_a_reload(page, stack, lab, lab_guest):
+    stack.sync()
+    log_in(page, stack)
+    page.locator("#live-migrations [data-bind=live]").wait_for()  # the live feed is open
+    page.evaluate("window.__sameDocument = true")
+    summary = page.locator("[data-bind=summary]")
+    hosts, vms, running = map(
+        int, re.fullmatch(r"(\d+) hosts? · (\d+) virtual machines?, (\d+) running", summary.inner_text()).groups()
+    )
+
+    lab_guest("kvm01")
+    stack.sync()  # the inventory changes: the feed sends the hosts' counts, and the line in words
+
+    expected = f"{hosts} host{'s' * (hosts != 1)} · {vms + 1} virtual machine{'s' * (vms != 0)}, {running + 1} running"
+    page.locator("[data-bind=summary]", has_text=expected).wait_for(timeout=30_000)
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+
+
 def test_maintenance_from_the_host_page_evacuates_and_brings_the_guest_back(page, stack, lab, lab_guest):
     name = lab_guest("kvm01", disk="shared", memory_mib=256)
     stack.sync()

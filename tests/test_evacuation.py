@@ -142,7 +142,7 @@ def test_a_guest_that_fits_nowhere_stays_and_the_others_leave(api, operator, lab
     assert refused.status_code == 409
     [unplaced] = refused.json()["unplaced"]
     assert unplaced["domain_name"] == big
-    assert f"of memory room and {big} needs 384 MiB" in unplaced["reason"]
+    assert f"of memory room and {big} needs 384.0 MiB" in unplaced["reason"]
     assert not Host.objects.get(name="kvm01").maintenance
 
     evacuation = run(evacuate(api, operator, hosts["kvm01"], allow_partial=True))

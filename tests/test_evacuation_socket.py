@@ -4,8 +4,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 
+from hosts.models import Domain, Host
 from maintenance import services
 from maintenance.models import Evacuation, Item
+from tests.migration_helpers import migration_for
 from tests.test_consumers import communicator, cookie_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,6 +42,9 @@ def test_the_full_state_comes_first_then_each_change(client, viewer, evacuation)
         assert first["type"] == "evacuation.state"
         assert first["evacuation"]["status"] == "queued"
         assert first["evacuation"]["plan"][0]["state_display"] == "Waiting for a slot"
+        # The texts the page shows, written on the server (the script only places them).
+        assert first["evacuation"]["plan"][0]["percent_display"] == ""
+        assert first["evacuation"]["progress_display"] == "0 of 1"
 
         evacuation.plan[0]["state"] = Item.MOVED
         await database_sync_to_async(evacuation.save_plan)()
@@ -49,9 +54,29 @@ def test_the_full_state_comes_first_then_each_change(client, viewer, evacuation)
         assert update["type"] == "evacuation.update"
         assert update["evacuation"]["status"] == "running"
         assert update["evacuation"]["progress"] == {"done": 1, "moved": 1, "total": 1}
+        assert update["evacuation"]["progress_display"] == "1 of 1"
         await ws.disconnect()
 
     async_to_sync(scenario)()
+
+
+@pytest.mark.parametrize(
+    "status, progress, shown",
+    [
+        ("running", {"percent": 39.6}, "40 %"),
+        ("running", {"percent": 0.4}, "0 %"),
+        ("succeeded", {"percent": 97.0}, "100 %"),
+        ("running", {}, ""),  # libvirt has said nothing yet
+        ("queued", {}, ""),
+    ],
+)
+def test_each_move_shows_its_migration_s_whole_percent(evacuation, status, progress, shown):
+    kvm01, kvm02 = Host.objects.create(name="kvm01", uri="test:///default"), Host.objects.create(name="kvm02")
+    dom = Domain.objects.create(name="web01", uuid="6b8c1b0e-0000-4000-8000-000000000001", host=kvm01)
+    m = migration_for(dom, kvm02, status=status, progress=progress)
+    evacuation.plan[0].update(state=Item.MOVING, migrations=[m.pk])
+    [item] = evacuation.as_event({m.pk: m})["plan"]
+    assert item["percent_display"] == shown
 
 
 def test_an_unknown_evacuation_closes_the_socket(client, viewer):

@@ -41,6 +41,28 @@ def test_a_vm_that_moved_reaches_the_dashboard_socket_with_its_other_definitions
     run(scenario)
 
 
+def test_a_vm_seen_for_the_first_time_reaches_the_dashboard_and_its_counts(client, viewer, tmp_path):
+    kvm01 = Host.objects.create(name="kvm01", uri=write_host(tmp_path, "kvm01", domains=[]))
+    sync_host(kvm01)
+    cookie = cookie_for(client, viewer)
+
+    async def scenario():
+        ws = communicator("/ws/dashboard/", cookie)
+        assert (await ws.connect())[0]
+        first = await ws.receive_json_from(timeout=5)
+        assert first["hosts_summary"] == "1 host · 0 virtual machines, 0 running"
+
+        write_host(tmp_path, "kvm01", domains=[("web01", WEB01, "running")])
+        await database_sync_to_async(sync_host)(kvm01)
+        got = await drain(ws)
+        assert [m["domain"]["name"] for m in got if m["type"] == "dashboard.domain"] == ["web01"]
+        hosts = next(m for m in got if m["type"] == "dashboard.hosts")
+        assert hosts["hosts_summary"] == "1 host · 1 virtual machine, 1 running"
+        await ws.disconnect()
+
+    run(scenario)
+
+
 def test_a_split_brain_is_an_alarm_on_the_dashboard_until_it_ends(client, viewer, tmp_path):
     write_host(tmp_path, "kvm01", domains=[("web01", WEB01, "running")])
     write_host(tmp_path, "kvm02", domains=[("web01", WEB01, "running")])

@@ -20,6 +20,7 @@ def test_the_dashboard_lists_hosts_with_memory_and_counts(client, viewer, tmp_pa
     assert 'data-host="kvm01"' in page
     assert "4 running / 6" in page.replace('<span class="count">', "").replace("</span>", "")
     assert "16.0 GiB" in page  # total memory, in the bar's title
+    assert "1 host · 6 virtual machines, 4 running" in page  # the words the live feed sends too
 
 
 def test_host_page_lists_pools_networks_and_domains(client, viewer, tmp_path):
