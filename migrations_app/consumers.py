@@ -188,8 +188,8 @@ class DashboardConsumer(SessionBoundConsumer):
     """``/ws/dashboard/``: the running migrations and the hosts' counts, then changes.
 
     Messages: ``dashboard.state`` (first: ``migrations``, ``hosts`` with
-    ``hosts_summary``, and the split-brain ``alarms``), ``dashboard.domain`` (one VM's new state after an
-    inventory change, or ``{"id", "removed": true}``),
+    ``hosts_summary``, and the split-brain ``alarms``), ``dashboard.domain``
+    (one VM's new state after an inventory change, or ``{"id", "removed": true}``),
     ``dashboard.migration`` (one migration's state, coalesced per migration)
     and ``dashboard.hosts`` (the hosts' counts again, after a migration
     succeeded, with the VM it ``moved``, or after the inventory changed).
