@@ -1,4 +1,3 @@
-from django.db.models import Count
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
@@ -27,7 +26,7 @@ class HostViewSet(
 ):
     """Hosts kvmweb manages. Registering one reads its inventory at once."""
 
-    queryset = capacity.with_committed(Host.objects.annotate(domain_count=Count("domains"))).order_by("name")
+    queryset = capacity.with_committed(Host.objects.annotate(**capacity.domain_counts())).order_by("name")
 
     def get_serializer_class(self):
         return HostDetailSerializer if self.action == "retrieve" else HostSerializer

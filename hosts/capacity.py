@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from kvmweb.formatting import size
@@ -189,12 +189,19 @@ def with_counts():
 
 
 def _dashboard_query():
-    return with_committed(
-        Host.objects.annotate(
-            domain_count=Count("domains"),
-            running_count=Count("domains", filter=Q(domains__state=DomainStateChoices.RUNNING)),
-        )
-    ).order_by("name")
+    return with_committed(Host.objects.annotate(**domain_counts())).order_by("name")
+
+
+def domain_counts():
+    """Annotations ``domain_count`` and ``running_count`` of hosts, each a subquery:
+    a Count across the join would group every domain row and evaluate the
+    committed figures' subqueries once per row (40 ms instead of 1 ms for 8 hosts of
+    50 domains on SQLite), and a paginated list's count would carry the join too."""
+    mine = Domain.objects.filter(host=OuterRef("pk"))
+    return {
+        "domain_count": _total(mine, "host", Value(1)),
+        "running_count": _total(mine.filter(state=DomainStateChoices.RUNNING), "host", Value(1)),
+    }
 
 
 # The queries asked most often (every migration's claim, checks and change of
