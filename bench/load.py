@@ -2,8 +2,8 @@
 
     python -m bench.load [--users 200] [--seconds 60] [--webs 1] [--no-lab]
 
-Starts kvmweb as the Procfile does (daphne, one RQ worker; --webs N daphnes,
-the users spread over them), a private redis-server and a SQLite file (or the
+Starts kvmweb as the Procfile does (daphne, one RQ worker; --webs N daphnes
+on one socket bound once, as the demo's supervisor does), a private redis-server and a SQLite file (or the
 database in DATABASE_URL), fills it with a viewer, a token, test-driver hosts
 with 400 domains and 300 past migrations, and, where the lab can run (root,
 Linux), a lab named `load` whose two guests migrate back and forth through the
@@ -183,7 +183,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--webs", type=int, default=1, help="daphne processes; users spread over them")
+    parser.add_argument("--webs", type=int, default=1, help="daphne processes, serving one socket")
     parser.add_argument("--no-lab", action="store_true", help="no migrations running (no lab)")
     args = parser.parse_args(argv)
     if not (1 <= args.users <= MAX_USERS and 1 <= args.seconds <= MAX_SECONDS):
@@ -210,7 +210,8 @@ def main(argv=None):
                 lab.make_guest("kvm01", guest, memory_mib=256, disk="shared")
             register_lab(lab)
             host_names += list(lab.hosts)
-        ports = [stack.start_web(f"web{i}") for i in range(args.webs)]
+        # Several daphnes serve one socket (bound once, as supervisord's --webs does).
+        ports = [stack.start_web("web") if args.webs == 1 else stack.start_webs(args.webs)]
         stack.start_worker()
         from migrations_app.models import Migration
 
@@ -225,7 +226,7 @@ def main(argv=None):
             "KVMWEB_LOAD_HOSTS": ",".join(host_names),
             "KVMWEB_LOAD_MIGRATIONS": ",".join(migration_ids),
         }
-        # One locust process per daphne, each with its share of the users.
+        # One locust process per address, each with its share of the users.
         runs = []
         for i, port in enumerate(ports):
             users = args.users // len(ports) + (1 if i < args.users % len(ports) else 0)
@@ -262,7 +263,7 @@ def main(argv=None):
         watcher.stopping.set()
         watcher.join(timeout=10)
         print(
-            f"# {args.users} users for {args.seconds} s on {len(ports)} daphne(s), 1 worker; "
+            f"# {args.users} users for {args.seconds} s on {args.webs} daphne(s), 1 worker; "
             f"migrations: {'running' if lab else 'none (' + reason + ')'}; "
             f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, {os.cpu_count()} CPUs"
         )
@@ -273,7 +274,7 @@ def main(argv=None):
                 print((stack.dir / f"locust{i}.log").read_text()[-3000:])
                 raise SystemExit("locust wrote no statistics")
             rows, text = table(stats_csv)
-            print(f"\n## daphne {i + 1} of {len(ports)}\n{text}")
+            print(f"\n{text}")
             for row in rows:
                 if row["Name"] == "Aggregated":
                     continue

@@ -54,7 +54,7 @@ class Stack:
 
         call_command("migrate", verbosity=0)
 
-    def spawn(self, name, argv):
+    def spawn(self, name, argv, pass_fds=()):
         log = open(self.dir / f"{name}.log", "a")  # a process started again adds to its log
         proc = subprocess.Popen(
             argv,
@@ -64,6 +64,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=os.environ.copy(),
+            pass_fds=pass_fds,
         )
         self.procs[name] = proc
         return proc
@@ -73,6 +74,32 @@ class Stack:
         port = free_port()
         proc = self.spawn(name, procfile_argv("web", port))
         wait_port(port, proc, "daphne")
+        return port
+
+    def start_webs(self, count, name="web"):
+        """``count`` daphnes as the Procfile starts them, on one socket bound here and
+        passed to each (``--fd``), as supervisord does for ``--webs``; returns the port."""
+        import socket
+
+        listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        port = listener.getsockname()[1]
+        try:
+            for i in range(count):
+                argv = procfile_argv("web", fd=listener.fileno())
+                self.spawn(f"{name}{i}", argv, pass_fds=(listener.fileno(),))
+        finally:
+            listener.close()  # the daphnes hold it now
+        # The socket accepts before any daphne does: wait for an answer instead.
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=60).close()
+        except urllib.error.HTTPError:
+            pass  # an answer all the same
+        for i in range(count):
+            if self.procs[f"{name}{i}"].poll() is not None:
+                raise RuntimeError(f"daphne {name}{i} exited: {self.log(f'{name}{i}')[-2000:]}")
         return port
 
     def start_worker(self, name="worker"):

@@ -18,8 +18,12 @@ def procfile(path=ROOT / "Procfile"):
     return lines
 
 
-def procfile_argv(name, port=None, bind=None, lines=None):
-    """The command for ``name`` with this virtualenv's programs and, for web, ``port`` and ``bind``."""
+def procfile_argv(name, port=None, bind=None, lines=None, fd=None):
+    """The command for ``name`` with this virtualenv's programs and, for web, ``port`` and ``bind``.
+
+    ``fd``: web listens on that inherited socket instead of binding one (daphne's
+    ``--fd``): several daphne processes started so serve one address, the
+    socket bound once by whoever starts them (see supervisor.py)."""
     argv = list((lines or procfile())[name])
     if argv[0] == "python":
         argv[0] = sys.executable
@@ -28,6 +32,11 @@ def procfile_argv(name, port=None, bind=None, lines=None):
     for option, value in (("-p", port), ("-b", bind)):
         if value is not None and option in argv:
             argv[argv.index(option) + 1] = str(value)
+    if fd is not None and "-p" in argv:
+        for option in ("-b", "-p"):
+            if option in argv:
+                del argv[argv.index(option) : argv.index(option) + 2]
+        argv[1:1] = ["--fd", str(fd)]
     return argv
 
 

@@ -1,7 +1,7 @@
 """The demo's supervisor: supervisord's configuration, written from the Procfile.
 
     python -m kvmweb.supervisor redis VAR_DIR [--port 6379]     # prints the demo Redis's URL
-    python -m kvmweb.supervisor conf VAR_DIR [--bind 127.0.0.1] [--port 8000] [--with-redis]
+    python -m kvmweb.supervisor conf VAR_DIR [--bind 127.0.0.1] [--port 8000] [--with-redis] [--webs 1]
 
 Every Procfile line (web, worker, and any line added later) becomes a program
 that supervisord restarts when it dies; with ``--with-redis``, Redis too: the
@@ -40,6 +40,10 @@ def _command(argv):
     return _escape(shlex.join(argv))
 
 
+class _Expanded(str):
+    """A value written as it is: supervisord expands its %(...)s."""
+
+
 def _private_write(path, text):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -64,7 +68,12 @@ def redis_setup(var_dir, port=6379):
     return url
 
 
-def render(var_dir, bind="127.0.0.1", port=8000, with_redis=False, procfile_path=ROOT / "Procfile"):
+def render(var_dir, bind="127.0.0.1", port=8000, with_redis=False, procfile_path=ROOT / "Procfile", webs=1):
+    """supervisord's configuration. ``webs`` > 1: that many daphne processes
+    serve ``bind``:``port``, a socket supervisord binds once and hands each as
+    its stdin (an fcgi-program; daphne's ``--fd 0``), the way Channels' own
+    deployment notes run several. One daphne runs every synchronous view on a
+    single thread: the load bench saw one saturate near 55 requests a second."""
     var = Path(var_dir).resolve()
     sections = [
         ("unix_http_server", {"file": var / "supervisor.sock", "chmod": "0700"}),
@@ -89,12 +98,22 @@ def render(var_dir, bind="127.0.0.1", port=8000, with_redis=False, procfile_path
     if with_redis:
         programs.append(("redis", [shutil.which("redis-server") or "redis-server", str(var / "redis.conf")], 10))
     lines = procfile(procfile_path)
+    shared = {}
     for name in lines:
-        programs.append((name, procfile_argv(name, port=port, bind=bind, lines=lines), 20))
+        if name == "web" and webs > 1:
+            programs.append((name, procfile_argv(name, lines=lines, fd=0), 20))
+            shared[name] = {
+                "socket": f"tcp://{bind}:{port}",
+                "numprocs": webs,
+                "process_name": _Expanded("%(program_name)s_%(process_num)s"),
+                "stdout_logfile": _Expanded(f"{_escape(var / name)}_%(process_num)s.log"),
+            }
+        else:
+            programs.append((name, procfile_argv(name, port=port, bind=bind, lines=lines), 20))
     for name, argv, priority in programs:
         sections.append(
             (
-                f"program:{name}",
+                f"fcgi-program:{name}" if name in shared else f"program:{name}",
                 {
                     "command": _command(argv),
                     "directory": ROOT,
@@ -114,13 +133,17 @@ def render(var_dir, bind="127.0.0.1", port=8000, with_redis=False, procfile_path
                     "stdout_logfile": var / f"{name}.log",
                     "stdout_logfile_maxbytes": "10MB",
                     "stdout_logfile_backups": 3,
+                    **shared.get(name, {}),
                 },
             )
         )
     out = []
     for title, values in sections:
         out.append(f"[{title}]")
-        out.extend(f"{key}={value if key == 'command' else _escape(value)}" for key, value in values.items())
+        out.extend(
+            f"{key}={value if key == 'command' or isinstance(value, _Expanded) else _escape(value)}"
+            for key, value in values.items()
+        )
         out.append("")
     return "\n".join(out)
 
@@ -138,12 +161,13 @@ def main():
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--port", type=int)
     parser.add_argument("--with-redis", action="store_true")
+    parser.add_argument("--webs", type=int, default=1, help="daphne processes serving the one address")
     args = parser.parse_args()
     os.umask(0o077)
     if args.what == "redis":
         print(redis_setup(args.var_dir, port=args.port or 6379))
     else:
-        print(write(args.var_dir, bind=args.bind, port=args.port or 8000, with_redis=args.with_redis))
+        print(write(args.var_dir, bind=args.bind, port=args.port or 8000, with_redis=args.with_redis, webs=args.webs))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 # virtualenv are in place. Settings come from the environment as in
 # kvmweb/settings.py; besides those:
 #   KVMWEB_BIND (127.0.0.1), KVMWEB_PORT (8000), KVMWEB_LAB_NAME (demo),
-#   KVMWEB_REDIS_PORT (6379), KVMWEB_ADMIN_PASSWORD (default: a random one, printed once).
+#   KVMWEB_REDIS_PORT (6379), KVMWEB_ADMIN_PASSWORD (default: a random one, printed once),
+#   KVMWEB_WEBS (1): daphne processes serving the one address (supervisord binds it once).
 #
 # supervisord (Debian's `supervisor`) runs every line of the Procfile and,
 # unless REDIS_URL names a Redis of your own, a Redis that requires a password
@@ -136,10 +137,10 @@ start() {
 
     stop_legacy
     if [ -n "$OWN_REDIS" ]; then
-        "$PY" -m kvmweb.supervisor conf "$VAR" --bind "$BIND" --port "$PORT" --with-redis >/dev/null
+        "$PY" -m kvmweb.supervisor conf "$VAR" --bind "$BIND" --port "$PORT" --webs "${KVMWEB_WEBS:-1}" --with-redis >/dev/null
     else
         redis_answers || { echo "redis: nothing answers at REDIS_URL" >&2; exit 1; }
-        "$PY" -m kvmweb.supervisor conf "$VAR" --bind "$BIND" --port "$PORT" >/dev/null
+        "$PY" -m kvmweb.supervisor conf "$VAR" --bind "$BIND" --port "$PORT" --webs "${KVMWEB_WEBS:-1}" >/dev/null
     fi
     if supervisor_running; then
         # Run the code as it is now, and any program the Procfile gained.

@@ -40,14 +40,15 @@ def running_pid(conf, name, timeout=60, not_pid=None):
 
 
 @pytest.fixture
-def supervised(transactional_db, tmp_path):
+def supervised(transactional_db, tmp_path, request):
+    webs = getattr(request, "param", 1)
     if shutil.which("supervisord") is None:
         pytest.fail("supervisord is not installed: `make demo` or `make test` installs it (Debian's supervisor).")
     var = tmp_path / "var"
     var.mkdir(mode=0o700)
     port = free_port()
     redis_url = supervisor.redis_setup(var, port=free_port())
-    conf = supervisor.write(var, bind="127.0.0.1", port=port, with_redis=True)
+    conf = supervisor.write(var, bind="127.0.0.1", port=port, with_redis=True, webs=webs)
     env = {
         **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
         "KVMWEB_VAR_DIR": str(var),
@@ -115,3 +116,33 @@ def test_a_killed_worker_web_server_and_redis_come_back(supervised):
     # What supervisord writes is private too.
     for path in var.iterdir():
         assert path.stat().st_mode & 0o077 == 0, path.name
+
+
+def listening_socket(port):
+    """The inode of the socket listening on 127.0.0.1:port."""
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
+            return fields[9]
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def holds(pid, inode):
+    fds = f"/proc/{pid}/fd"
+    return any(os.readlink(f"{fds}/{fd}") == f"socket:[{inode}]" for fd in os.listdir(fds))
+
+
+@pytest.mark.parametrize("supervised", [2], indirect=True)
+def test_several_daphnes_serve_one_address_and_one_dying_leaves_it_served(supervised):
+    conf, port, var, url = supervised
+    first, second = (running_pid(conf, f"web:web_{i}") for i in range(2))
+    wait_port(port, what="daphnes under supervisord", timeout=60)
+    # supervisord bound the address once; both daphnes accept on that socket.
+    inode = listening_socket(port)
+    assert first != second and holds(first, inode) and holds(second, inode)
+    os.kill(first, signal.SIGKILL)
+    # The other one answers meanwhile; supervisord starts the killed one again.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=10) as response:
+        assert response.status == 200
+    again = running_pid(conf, "web:web_0", not_pid=first)
+    assert holds(again, listening_socket(port))
