@@ -7,6 +7,8 @@ same (``display``) to the browsers, so the JavaScript only puts text in place.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +114,14 @@ def checks_html(checks: list[dict[str, Any]]) -> str:
     """The pre-flight check list, as the page shows it (an HTML fragment, escaped)."""
     if not checks:
         return ""
-    return render_to_string("migrations_app/_checks.html", {"checks": checks})
+    # Rendered once per distinct list: a migration's state is sent twice a
+    # second while it runs, its checks unchanged since they ran.
+    return _rendered_checks(json.dumps(checks, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _rendered_checks(checks_json: str) -> str:
+    return render_to_string("migrations_app/_checks.html", {"checks": json.loads(checks_json)})
 
 
 def chart_point(progress: Mapping[str, Any]) -> list[float] | None:

@@ -104,3 +104,19 @@ def test_only_a_change_of_state_carries_the_hosts_counts_to_the_dashboard(tmp_pa
         await layer.group_discard(events.DASHBOARD_GROUP, channel)
 
     async_to_sync(scenario)()
+
+
+def test_a_check_list_is_rendered_once_however_often_its_state_is_sent(monkeypatch):
+    from migrations_app import display
+
+    renders = []
+    real = display.render_to_string
+    monkeypatch.setattr(display, "render_to_string", lambda *a, **k: renders.append(a) or real(*a, **k))
+    display._rendered_checks.cache_clear()
+    checks = [{"name": "memory", "result": "pass", "message": "kvm02 has room <b>", "detail": "", "label": "Memory"}]
+    first = display.checks_html(checks)
+    assert display.checks_html([dict(c) for c in checks]) == first
+    assert len(renders) == 1
+    assert "&lt;b&gt;" in first  # escaped as before
+    failed = display.checks_html([{**checks[0], "result": "fail"}])
+    assert failed != first and len(renders) == 2
