@@ -7,7 +7,7 @@ what watching costs per host.
    started from the Procfile's lines (bench/stack.py), a private redis-server,
    a SQLite file; a viewer's WebSocket on /ws/dashboard/. ROUNDS times each:
    `virsh start`, `virsh destroy` of a guest on kvm01, and `virsh migrate
-   --live` of a running guest between kvm01 and kvm02 (the article's way),
+   --live` of a running guest between kvm01 and kvm02 (the usual way by hand),
    each run inside the host. Latency is from the moment virsh returns to the
    moment the socket has the dashboard.domain message saying the new state
    (0 when the message was there first: libvirt's event fires before virsh

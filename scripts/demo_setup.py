@@ -22,7 +22,7 @@ ADMIN = "admin"
 
 # The three guests of issue 3: one on the shared pool (live-migrates as is),
 # one with a disk on a local pool (needs copy storage or a cold migration),
-# one that keeps rewriting 64 MiB of its memory (the article's "memory changes
+# one that keeps rewriting 64 MiB of its memory (the "memory changes
 # frequently": capped at 16 MiB/s a live migration of it does not converge).
 GUESTS = [
     ("web01", "kvm01", dict(memory_mib=256, disk="shared")),

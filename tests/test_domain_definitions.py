@@ -17,7 +17,7 @@ WEB01 = domain_uuid("kvm02", 1)
 
 
 def hand_migrated(tmp_path):
-    """The article's way: web01 moved live from kvm02 to kvm01 without
+    """The usual way by hand: web01 moved live from kvm02 to kvm01 without
     --undefinesource, so kvm02 keeps it shut off. kvm03 has only its own VM."""
     write_host(tmp_path, "kvm01", domains=[("web01", WEB01, "running"), ("db01", domain_uuid("kvm01", 1), "running")])
     write_host(tmp_path, "kvm02", domains=[("web01", WEB01, "shutoff")])

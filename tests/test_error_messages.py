@@ -1,4 +1,4 @@
-"""libvirt's errors, the article's four among them, in plain words with libvirt's text kept."""
+"""libvirt's errors, the four common ones of a migration by hand among them, in plain words with libvirt's text kept."""
 
 import libvirt
 import pytest
@@ -14,7 +14,7 @@ def libvirt_error(message, code=libvirt.VIR_ERR_INTERNAL_ERROR):
     return error
 
 
-def test_a_uri_libvirt_cannot_parse():  # the article's error 4
+def test_a_uri_libvirt_cannot_parse():  # "Unable to parse URI"
     # kvmweb refuses such a URI when the host is registered; libvirt's own
     # refusal still reads plainly should one get through.
     with pytest.raises(libvirt.libvirtError) as caught:
@@ -24,7 +24,7 @@ def test_a_uri_libvirt_cannot_parse():  # the article's error 4
     assert "Unable to parse URI" in error.detail
 
 
-def test_an_unreachable_host_says_what_to_check():  # the article's error 1, at connect time
+def test_an_unreachable_host_says_what_to_check():  # "No route to host", at connect time
     with pytest.raises(HostUnreachable) as caught:
         with open_host("qemu+tcp://127.0.0.1:1/system", timeout=2):
             pass
@@ -32,7 +32,7 @@ def test_an_unreachable_host_says_what_to_check():  # the article's error 1, at 
     assert caught.value.permanent is False
 
 
-def test_the_migration_port_blocked_on_the_target():  # the article's error 1, as it printed it
+def test_the_migration_port_blocked_on_the_target():  # "No route to host", as virsh prints it
     error = translate(
         libvirt_error("unable to connect to server at 'KVM-2:49152': No route to host", libvirt.VIR_ERR_SYSTEM_ERROR)
     )
@@ -41,13 +41,13 @@ def test_the_migration_port_blocked_on_the_target():  # the article's error 1, a
     assert error.detail == "unable to connect to server at 'KVM-2:49152': No route to host"
 
 
-def test_storage_that_is_not_mounted():  # the article's error 2
+def test_storage_that_is_not_mounted():  # "Input/output error": storage not mounted
     error = translate(libvirt_error("Failed to open file '/mnt/CentOS6.8.qcow2': Input/output error"))
     assert "The storage is probably not mounted there" in error.plain
     assert error.code == "storage"
 
 
-def test_a_target_name_resolving_to_localhost():  # the article's error 3
+def test_a_target_name_resolving_to_localhost():  # "requires an FQDN"
     error = translate(
         libvirt_error("internal error hostname on destination resolved to localhost, but migration requires an FQDN")
     )

@@ -1,4 +1,4 @@
-"""The article's hand migration and a split brain, on the lab's real libvirtds."""
+"""A migration by hand with virsh and a split brain, on the lab's real libvirtds."""
 
 import itertools
 import os
@@ -29,7 +29,7 @@ def test_a_vm_moved_with_virsh_is_where_it_runs_and_its_stale_definition_can_go(
     sync_all()
     disk = Domain.objects.get(name=name).disks[0]["path"]
 
-    # The article's way: live, without --persistent or --undefinesource.
+    # The usual way by hand: live, without --persistent or --undefinesource.
     virsh(lab, "kvm01", "migrate", "--live", name, "qemu+tcp://kvm02/system")
     assert lab.where(name) == ["kvm02"]
 
@@ -48,7 +48,7 @@ def test_a_vm_moved_with_virsh_is_where_it_runs_and_its_stale_definition_can_go(
     refused = api.post(url, {"host": "kvm01"}, format="json")
     assert refused.status_code == 409 and "only saved definition" in refused.json()["detail"]
 
-    # Saved on kvm02 (as the article's next step would), the stale one can go.
+    # Saved on kvm02 (as the usual next step by hand would), the stale one can go.
     lab.host_exec(
         "kvm02", "sh", "-c", f"virsh dumpxml --migratable {name} > /tmp/{name}.xml && virsh define /tmp/{name}.xml"
     )

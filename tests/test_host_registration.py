@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 @pytest.mark.parametrize(
     "uri, says",
     [
-        ("qemu+ssh://", "names the ssh transport but no host"),  # the article's error 4
+        ("qemu+ssh://", "names the ssh transport but no host"),  # "Unable to parse URI"
         ("kvm02", "has no '://'"),
         ("qemu+sssh://kvm02/system", "The transport 'sssh' is not allowed; use ssh, libssh or tls"),
         ("kvm://kvm02/system", "'kvm' is not allowed as a libvirt driver"),

@@ -122,7 +122,7 @@ def quick_policy():
 def test_a_guest_dirtying_memory_too_fast_gets_the_policy_steps_then_the_deadline(
     api, operator, lab, lab_guest, hosts, quick_policy
 ):
-    # The article's "memory changes frequently" case: 30 MiB/s of dirtying
+    # The "memory changes frequently" case: 30 MiB/s of dirtying
     # against a 30 MiB/s link never converges.
     name = lab_guest("kvm01", disk="shared", memory_mib=384, dirty_mib=64, dirty_rate_mib=30)
     pk = request(api, operator, domain(name), hosts["kvm02"], policy="test-quick", bandwidth_mib=30).json()["id"]

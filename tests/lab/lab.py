@@ -272,7 +272,7 @@ class Lab:
             self._write_peer_ssh()
 
     def set_peer_ssh(self, keys=True, known_hosts=True):
-        """Host-to-host SSH, as the article sets it up for peer-to-peer migration.
+        """Host-to-host SSH, as administrators set it up for peer-to-peer migration.
 
         keys: each host's root key authorised for root on every other host;
         known_hosts: every other host's host key (by name and address) in each
