@@ -213,7 +213,7 @@ _SHAPES = {
 }
 # Values no key takes, put where a prepared query's values go (see _compiled).
 _MARKERS = (-7_000_001, -7_000_002)
-_COMPILED: dict[tuple[str, str], tuple[str, tuple[Any, ...], list[list[int]]]] = {}
+_COMPILED: dict[tuple[str, str], tuple[str, tuple[Any, ...], list[list[int]], list[str]]] = {}
 
 
 def _compiled(name):
@@ -228,22 +228,31 @@ def _compiled(name):
     if key not in _COMPILED:
         build = _SHAPES[name]
         markers = _MARKERS[: build.__code__.co_argcount]
-        sql, params = build(*markers).query.sql_with_params()
+        query = build(*markers).query
+        sql, params = query.sql_with_params()
         slots = [[i for i, p in enumerate(params) if p == m] for m in markers]
         if not all(slots):
             raise RuntimeError(f"the prepared query {name} lost a value")
-        _COMPILED[key] = (sql, tuple(params), slots)
+        _COMPILED[key] = (sql, tuple(params), slots, list(query.annotations))
     return _COMPILED[key]
 
 
 def _prepared(name, *values):
     """The hosts the query ``name`` selects for ``values``."""
-    sql, params, slots = _compiled(name)
+    sql, params, slots, annotations = _compiled(name)
     bound = list(params)
     for value, where in zip(values, slots, strict=True):
         for i in where:
             bound[i] = value
-    return list(Host.objects.raw(sql, bound))
+    rows = list(Host.objects.raw(sql, bound))
+    # A raw query does not convert what the annotations' output fields would:
+    # PostgreSQL's SUM of bigints is a numeric (a Decimal). Every one here is a count.
+    for row in rows:
+        for field in annotations:
+            value = getattr(row, field)
+            if value is not None:
+                setattr(row, field, int(value))
+    return rows
 
 
 def prepare():

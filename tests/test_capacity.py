@@ -366,4 +366,6 @@ def test_the_prepared_queries_give_what_django_builds_each_time(hosts):
         h.name: (h.domain_count, h.running_count, *(getattr(h, f) for f in fields)) for h in capacity.with_counts()
     }
     assert list(listed) == ["kvm01", "kvm02"]
+    # Integers on every database, as the ORM gives them (PostgreSQL's SUM is a numeric).
+    assert all(type(v) is int for row in listed.values() for v in row)
     assert listed == {"kvm01": (3, 2, *built(kvm01)), "kvm02": (2, 1, *built(kvm02))}
