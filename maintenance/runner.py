@@ -22,7 +22,7 @@ from hosts.sync import sync_hosts
 from migrations_app import engine
 from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
-from migrations_app.models import Migration
+from migrations_app.models import Migration, migration_ended
 from migrations_app.models import Status as MigrationStatus
 from migrations_app.request import MigrationRequest
 
@@ -31,7 +31,8 @@ from .models import Evacuation, Item, Kind, Status
 
 log = logging.getLogger(__name__)
 
-# How often the runner looks for moves that ended and slots that freed.
+# How often the runner looks for moves that ended, slots that freed and a
+# cancel, at the latest: a move of its own that ends wakes it at once.
 POLL_SECONDS = 0.2
 ATTEMPTS = 2  # the planned target, then once on another
 
@@ -52,14 +53,30 @@ class Runner:
         self.moving = {}  # plan index -> thread
         self.finishing = []  # threads of moves that ended, refreshing the inventory
         self.sent = None  # the state last published
+        # Set when one of this runner's moves ended (or its thread did): the
+        # next move starts then, not at the next look.
+        self.wake = threading.Event()
 
     @property
     def plan(self):
         return self.evacuation.plan
 
+    def _move_ended(self, sender, migration, **kwargs):
+        if any(item["migrations"] and item["migrations"][-1] == migration.pk for item in self.plan):
+            self.wake.set()
+
     def run(self):
+        uid = f"evacuation-runner-{self.evacuation.pk}"
+        migration_ended.connect(self._move_ended, sender=Migration, weak=False, dispatch_uid=uid)
+        try:
+            self._run()
+        finally:
+            migration_ended.disconnect(sender=Migration, dispatch_uid=uid)
+
+    def _run(self):
         try:
             while True:
+                self.wake.clear()  # what is read below sees any move that ended before this
                 cancelling = Evacuation.objects.filter(pk=self.evacuation.pk, cancel_requested=True).exists()
                 self._collect(cancelling)
                 if cancelling:
@@ -73,7 +90,7 @@ class Runner:
                 self.sent = services.publish(self.evacuation, unless=self.sent)
                 if not self.moving and all(i["state"] != Item.PENDING for i in self.plan):
                     break
-                time.sleep(POLL_SECONDS)
+                self.wake.wait(POLL_SECONDS)
         except Exception as e:  # a bug must still leave a readable record
             log.exception("evacuation %s crashed", self.evacuation.pk)
             self._finish(f"kvmweb failed unexpectedly ({e!r}); the worker's log has the details.")
@@ -139,7 +156,7 @@ class Runner:
         if Evacuation.objects.filter(pk=self.evacuation.pk, cancel_requested=True).exists():
             # Cancelled while this move was being requested: the cancel did not see it.
             migration_services.cancel(self.user, migration)
-        self.moving[index] = _start_thread(migration.pk)
+        self.moving[index] = _start_thread(migration.pk, self.wake)
         return True
 
     # -- moves that ended ------------------------------------------------------
@@ -150,7 +167,7 @@ class Runner:
             migration = Migration.objects.get(pk=item["migrations"][-1])
             if migration.status in MIGRATION_ACTIVE:
                 if migration.status == MigrationStatus.QUEUED and not thread.is_alive():
-                    self.moving[index] = _start_thread(migration.pk)  # its thread crashed: drive it again
+                    self.moving[index] = _start_thread(migration.pk, self.wake)  # its thread crashed: drive it again
                 # Or a worker runs it (the periodic requeue found it waiting):
                 # either way it is not over.
                 continue
@@ -244,14 +261,15 @@ class Runner:
             log.warning("inventory refresh after evacuation %s failed", self.evacuation.pk, exc_info=True)
 
 
-def _start_thread(pk):
-    thread = threading.Thread(target=_move, args=(pk,), name=f"evacuation-move-{pk}", daemon=True)
+def _start_thread(pk, wake):
+    thread = threading.Thread(target=_move, args=(pk, wake), name=f"evacuation-move-{pk}", daemon=True)
     thread.start()
     return thread
 
 
-def _move(pk):
-    """One migration, in a thread: wait for the hosts' slots as any worker would, then run it."""
+def _move(pk, wake):
+    """One migration, in a thread: wait for the hosts' slots as any worker would, then run it.
+    ``wake`` is set when the thread ends (a failed move is planned again only then)."""
     try:
         while True:
             migration = Migration.objects.select_related("source", "target").get(pk=pk)
@@ -269,3 +287,4 @@ def _move(pk):
     finally:
         # A thread's database connection is its own.
         connection.close()
+        wake.set()

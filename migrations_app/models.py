@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,6 +27,11 @@ class Status(models.TextChoices):
 
 ACTIVE = (Status.QUEUED, Status.CHECKING, Status.RUNNING)
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+# Sent in the process that ended a migration, once its final state is recorded
+# and told (and again for a note added after it): an evacuation's runner
+# starts its next move then, rather than at its next look.
+migration_ended = Signal()
 
 
 class Mode(models.TextChoices):
@@ -175,6 +181,8 @@ class Migration(TrackedRequest):
             action, message = audit
             AuditEntry.record(action, message, user=user, migration=self, **data)
         events.publish_migration(self, dashboard=dashboard, counts=counts)
+        if self.status in FINISHED:
+            migration_ended.send(sender=Migration, migration=self)
 
     def start_checking(self) -> None:
         self._transition([Status.QUEUED], status=Status.CHECKING, phase=Phase.CHECKING)

@@ -172,3 +172,27 @@ def test_several_moves_may_open_their_source_at_the_same_moment(lab, settings):
     for _ in range(5):
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(open_once, range(4))) == ["kvm01"] * 4
+
+
+def test_the_runner_starts_the_next_move_when_one_ends_not_at_its_next_look(
+    api, operator, lab, lab_guest, hosts, monkeypatch
+):
+    # The runner would not look again on its own for an hour: each move that
+    # ends (succeeded, or refused and its thread done) must wake it.
+    monkeypatch.setattr(runner, "POLL_SECONDS", 3600)
+    guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
+    Host.objects.filter(name="kvm01").update(max_outgoing=1)  # one at a time
+    pk = evacuate(api, operator, hosts["kvm01"])
+    # One planned target already has a different VM of that name: refused, then tried elsewhere.
+    item = Evacuation.objects.get(pk=pk).plan[1]
+    lab.make_guest(item["target_name"], item["domain_name"], bridge=False, start=False)
+
+    thread = run_in_thread(pk, runner.run_evacuation)
+    thread.join(120)
+
+    assert not thread.is_alive(), "the runner waited for its next look instead of the moves"
+    evacuation = Evacuation.objects.get(pk=pk)
+    assert evacuation.status == "succeeded", evacuation.error
+    assert sorted(len(i["migrations"]) for i in evacuation.plan) == [1, 2]
+    for name in guests:
+        assert lab.where(name) != ["kvm01"]
