@@ -87,6 +87,14 @@ class Coalescer:
         self.pending.clear()
 
 
+def _sampled_at(state):
+    """When the progress sample a state reflects was taken: a dashboard row
+    (as_line) says it itself; a full state has it in its progress."""
+    if "sampled_at" in state:
+        return state["sampled_at"]
+    return (state.get("progress") or {}).get("sampled_at")
+
+
 def _is_stale(previous, state):
     """True if ``state`` is older than what the socket already has.
 
@@ -98,8 +106,7 @@ def _is_stale(previous, state):
     if previous["status"] in FINISHED and state["status"] not in FINISHED:
         return True
     if previous["status"] == state["status"]:
-        before = (previous.get("progress") or {}).get("sampled_at")
-        now = (state.get("progress") or {}).get("sampled_at")
+        before, now = _sampled_at(previous), _sampled_at(state)
         if before is not None and now is not None and now < before:
             return True
     return False
@@ -202,7 +209,7 @@ class DashboardConsumer(SessionBoundConsumer):
         self.joined = False
         self.last = {}
         self.coalescer = Coalescer(self.send_json, self.min_interval)
-        may_watch, self.detail = await database_sync_to_async(_access)(self.scope.get("user"))
+        may_watch, _ = await database_sync_to_async(_access)(self.scope.get("user"))
         if not may_watch:
             await self.close(code=CLOSE_NOT_ALLOWED)
             return
@@ -237,8 +244,8 @@ class DashboardConsumer(SessionBoundConsumer):
         self.last[state["id"]] = state
         if state["status"] in FINISHED:
             self.last.pop(state["id"], None)
-        shown = state if self.detail else plain_only(state)
-        await self.coalescer.offer(state["id"], {"type": "dashboard.migration", "migration": shown}, urgent=urgent)
+        # A dashboard row carries the plain words only: the same for every role.
+        await self.coalescer.offer(state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
         if new_status and state["status"] != Status.SUCCEEDED:
             # Claimed (checking) or ended: what the target has promised changed.
             await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts(event)})
@@ -257,14 +264,12 @@ class DashboardConsumer(SessionBoundConsumer):
     @database_sync_to_async
     def _current_state(self):
         migrations = [
-            m.as_event()
+            m.as_line()
             for m in Migration.objects.filter(status__in=ACTIVE).order_by("-created_at")[: self.active_limit]
         ]
         for m in migrations:
             self.last[m["id"]] = m
         alarms = [d.as_event() for d in Domain.objects.split_brains()]
-        if not self.detail:
-            migrations = [plain_only(m) for m in migrations]
         return {"migrations": migrations, **hosts_message(host_counts()), "alarms": alarms, "sent_at": time.time()}
 
     async def _hosts(self, event):

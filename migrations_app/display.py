@@ -16,7 +16,7 @@ from django.template.loader import render_to_string
 
 from kvmweb.formatting import duration, figure, named_figure, rate, size
 
-from .wire import ChartDisplay, EventRow, FigureRow, MigrationDisplay
+from .wire import ChartDisplay, EventRow, FigureRow, LineDisplay, MigrationDisplay
 
 if TYPE_CHECKING:
     from .models import Migration
@@ -152,16 +152,23 @@ def chart(samples: list[list[float]]) -> ChartDisplay:
     return {"points": points, "scale": f"top: {size(ymax)}, {duration(xmax)} shown"}
 
 
-def display(migration: Migration) -> MigrationDisplay:
-    """Everything the pages show of a migration, formatted."""
+def line(migration: Migration) -> LineDisplay:
+    """What the dashboard's row of a migration shows, formatted."""
     active = migration.is_active
     return {
         "status_colour": migration.status_colour,
         "finished": not active,
         "percent": percent(migration),
         "phase": migration.get_phase_display() if active and migration.phase else "",
-        "progress": progress_rows(migration.progress or {}),
         "summary": summary(migration),
+    }
+
+
+def display(migration: Migration) -> MigrationDisplay:
+    """Everything the pages show of a migration, formatted."""
+    return {
+        **line(migration),
+        "progress": progress_rows(migration.progress or {}),
         "stats": stat_rows(migration.stats or {}),
         "events": event_rows(migration.events[-50:]),
         "checks_html": checks_html(migration.checks),

@@ -101,8 +101,9 @@ def _host_counts():
 
 
 def publish_migration(migration: Migration, dashboard: bool = True, counts: bool = True) -> None:
-    """Send a migration's full state to its watchers. Never raises: a
-    migration must not fail because nobody could be told about it.
+    """Send a migration's full state to its watchers, and its dashboard row
+    (``as_line``) to the dashboards. Never raises: a migration must not fail
+    because nobody could be told about it.
 
     Its own watchers are told first: the dashboard's message waits for the
     hosts' counts (a query of ~10 ms), and a user waiting for `succeeded` on
@@ -118,8 +119,10 @@ def publish_migration(migration: Migration, dashboard: bool = True, counts: bool
     if not dashboard:
         return
     hosts = _host_counts() if counts else None
+    line = migration.as_line()
+    line["sent_at"] = payload["sent_at"]
     try:
-        _send((DASHBOARD_GROUP, {"type": "dashboard.update", "migration": payload, "hosts": hosts}))
+        _send((DASHBOARD_GROUP, {"type": "dashboard.update", "migration": line, "hosts": hosts}))
     except Exception as e:
         log.warning("could not publish migration %s to the dashboard: %s", migration.pk, e)
 

@@ -22,15 +22,20 @@ class ChartDisplay(TypedDict):
     scale: str  # "top: 1.0 GiB, 2 min 05 s shown"
 
 
-class MigrationDisplay(TypedDict):
-    """What the pages show, formatted on the server: the JavaScript only places it."""
+class LineDisplay(TypedDict):
+    """What the dashboard's row of a migration shows, formatted on the server."""
 
     status_colour: str
     finished: bool
     percent: int
     phase: str  # the phase while active, else ""
-    progress: list[FigureRow]  # the figures of the progress card, in order
     summary: str  # the dashboard's line: "40 % · 232.0 MiB left · 8.0 MiB/s"
+
+
+class MigrationDisplay(LineDisplay):
+    """What the pages show, formatted on the server: the JavaScript only places it."""
+
+    progress: list[FigureRow]  # the figures of the progress card, in order
     stats: list[FigureRow]
     events: list[EventRow]  # the last 50
     checks_html: str  # the pre-flight check list, an escaped HTML fragment ("" if none ran)
@@ -63,4 +68,24 @@ class MigrationEvent(TypedDict):
     url: str
     display: MigrationDisplay
     # Set when published: the publisher's clock, for measuring latency.
+    sent_at: NotRequired[float]
+
+
+class MigrationLine(TypedDict):
+    """A migration as the dashboard shows it: one row, not the whole record
+    (about half a kilobyte where ``MigrationEvent`` is some twenty)."""
+
+    id: int
+    domain: str
+    domain_id: int | None
+    source: str
+    target: str
+    mode: str
+    status: str
+    status_display: str
+    phase: str
+    error: str  # the plain words only: never libvirt's own text
+    url: str
+    sampled_at: float | None  # of the progress sample it reflects, to drop a stale one
+    display: LineDisplay
     sent_at: NotRequired[float]
