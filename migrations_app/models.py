@@ -13,7 +13,7 @@ from django.utils import timezone
 from kvmweb.formatting import size
 from kvmweb.records import InvalidTransition, TrackedRequest
 
-from .wire import MigrationEvent, MigrationLine
+from .wire import MigrationEvent, MigrationLine, MigrationRow
 
 
 class Status(models.TextChoices):
@@ -367,10 +367,8 @@ class Migration(TrackedRequest):
         """Whether someone asked to cancel, as the database says now."""
         return Migration.objects.filter(pk=self.pk, cancel_requested=True).exists()
 
-    def as_event(self) -> MigrationEvent:
-        """The full state as sent to browsers; small enough to send often."""
-        from .display import display
-
+    def as_row(self) -> MigrationRow:
+        """What every message about it names."""
         return {
             "id": self.pk,
             "domain": self.domain_name,
@@ -378,21 +376,29 @@ class Migration(TrackedRequest):
             "source": self.source_name,
             "target": self.target_name,
             "mode": self.mode,
-            "storage": self.storage,
-            "policy": self.policy,
             "status": self.status,
             "status_display": self.get_status_display(),
             "phase": self.phase,
+            "error": self.error,
+            "url": self.get_absolute_url(),
+        }
+
+    def as_event(self) -> MigrationEvent:
+        """The full state as sent to its own page's browsers."""
+        from .display import display
+
+        return {
+            **self.as_row(),
+            "storage": self.storage,
+            "policy": self.policy,
             "phase_display": self.get_phase_display(),
             "progress": self.progress,
             "stats": self.stats,
             "events": self.events[-50:],
             "checks": self.checks,
-            "error": self.error,
             "error_detail": self.error_detail,
             "cancel_requested": self.cancel_requested,
             **self.timestamps(),
-            "url": self.get_absolute_url(),
             "display": display(self),
         }
 
@@ -403,17 +409,7 @@ class Migration(TrackedRequest):
         from .display import line
 
         return {
-            "id": self.pk,
-            "domain": self.domain_name,
-            "domain_id": self.domain_id,
-            "source": self.source_name,
-            "target": self.target_name,
-            "mode": self.mode,
-            "status": self.status,
-            "status_display": self.get_status_display(),
-            "phase": self.phase,
-            "error": self.error,
-            "url": self.get_absolute_url(),
+            **self.as_row(),
             "sampled_at": (self.progress or {}).get("sampled_at"),
             "display": line(self),
         }

@@ -42,38 +42,8 @@ class MigrationDisplay(LineDisplay):
     chart: ChartDisplay
 
 
-class MigrationEvent(TypedDict):
-    id: int
-    domain: str
-    domain_id: int | None
-    source: str
-    target: str
-    mode: str
-    storage: str
-    policy: str
-    status: str
-    status_display: str
-    phase: str
-    phase_display: str
-    progress: dict[str, Any]
-    stats: dict[str, Any]
-    events: list[dict[str, Any]]  # the last 50: {"at": ISO time, "message": str, ...decision data}
-    checks: list[dict[str, Any]]  # CheckResult.as_dict(): name, label, result, message, detail
-    error: str
-    error_detail: str
-    cancel_requested: bool
-    created_at: str | None
-    started_at: str | None
-    finished_at: str | None
-    url: str
-    display: MigrationDisplay
-    # Set when published: the publisher's clock, for measuring latency.
-    sent_at: NotRequired[float]
-
-
-class MigrationLine(TypedDict):
-    """A migration as the dashboard shows it: one row, not the whole record
-    (about half a kilobyte where ``MigrationEvent`` is some twenty)."""
+class MigrationRow(TypedDict):
+    """What every message about a migration names: which, from where to where, how far."""
 
     id: int
     domain: str
@@ -86,6 +56,30 @@ class MigrationLine(TypedDict):
     phase: str
     error: str  # the plain words only: never libvirt's own text
     url: str
+
+
+class MigrationEvent(MigrationRow):
+    storage: str
+    policy: str
+    phase_display: str
+    progress: dict[str, Any]
+    stats: dict[str, Any]
+    events: list[dict[str, Any]]  # the last 50: {"at": ISO time, "message": str, ...decision data}
+    checks: list[dict[str, Any]]  # CheckResult.as_dict(): name, label, result, message, detail
+    error_detail: str
+    cancel_requested: bool
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    display: MigrationDisplay
+    # Set when published: the publisher's clock, for measuring latency.
+    sent_at: NotRequired[float]
+
+
+class MigrationLine(MigrationRow):
+    """A migration as the dashboard shows it: one row, not the whole record
+    (about half a kilobyte where ``MigrationEvent`` is some twenty)."""
+
     sampled_at: float | None  # of the progress sample it reflects, to drop a stale one
     display: LineDisplay
     sent_at: NotRequired[float]
