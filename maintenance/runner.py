@@ -227,6 +227,11 @@ class Runner:
             error = f"{len(not_moved)} of {len(self.plan)} VM(s) were not moved: " + " ".join(
                 f"{i['domain_name']}: {i['error'] or 'not started'}" for i in not_moved
             )
+        # Each move's thread refreshes its two hosts' inventory after the move
+        # ended: an evacuation is over only when the inventory shows where its
+        # VMs went (a return planned at once reads it).
+        for thread in self.finishing:
+            thread.join(60)
         evacuation.save_plan()
         evacuation.finish(status, error)
         moved = len(self.plan) - len(not_moved)
@@ -244,8 +249,6 @@ class Runner:
             outcome=str(status),
         )
         services.publish(evacuation)
-        for thread in self.finishing:
-            thread.join(60)
         self._refresh_inventory()
 
     def _refresh_inventory(self):

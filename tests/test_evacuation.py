@@ -1,10 +1,11 @@
 """Evacuating a lab host and bringing its guests home: real guests, real moves."""
 
 import threading
+import time
 
 import pytest
 
-from hosts.models import Host
+from hosts.models import Domain, Host
 from maintenance import runner
 from maintenance.models import Evacuation
 from migrations_app.models import AuditEntry, Migration
@@ -196,3 +197,33 @@ def test_the_runner_starts_the_next_move_when_one_ends_not_at_its_next_look(
     assert sorted(len(i["migrations"]) for i in evacuation.plan) == [1, 2]
     for name in guests:
         assert lab.where(name) != ["kvm01"]
+
+
+def test_an_evacuation_is_over_only_once_the_inventory_shows_where_its_vms_went(
+    api, operator, lab, lab_guest, hosts, monkeypatch
+):
+    # Each move refreshes its hosts' inventory after it ended; make that slow.
+    from migrations_app import engine
+
+    refresh = engine.refresh_inventory
+
+    def slow_refresh(migration):
+        time.sleep(1.5)
+        refresh(migration)
+
+    monkeypatch.setattr(engine, "refresh_inventory", slow_refresh)
+    guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
+    pk = evacuate(api, operator, hosts["kvm01"])
+    thread = run_in_thread(pk, runner.run_evacuation)
+
+    def ended():
+        evacuation = Evacuation.objects.get(pk=pk)
+        return None if evacuation.is_active else evacuation
+
+    evacuation = wait_for(ended, 120, interval=0.02, what="the evacuation to end")
+
+    # What a return planned this very moment would read.
+    assert evacuation.status == "succeeded", evacuation.error
+    where = dict(Domain.objects.filter(name__in=guests).values_list("name", "host__name"))
+    assert where == {i["domain_name"]: i["target_name"] for i in evacuation.plan}
+    thread.join(60)
