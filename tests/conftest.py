@@ -56,6 +56,21 @@ def _fresh_throttles():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A channel layer of each test's own, as each web process has its own.
+
+    The tests run consumers in a new event loop each (async_to_sync), and a
+    channels-redis layer keeps its receiving state (a count and a lock) across
+    loops: a consumer that one test left inside receive() made the next
+    tests' sockets fail with "Lock ... is bound to a different event loop"."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.pop("default", None)
+    yield
+    channel_layers.backends.pop("default", None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _test_connections(tmp_path_factory):
     """What the suite may connect with: libvirt's test driver (files below the
