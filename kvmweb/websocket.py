@@ -25,10 +25,8 @@ import hashlib
 import logging
 from importlib import import_module
 
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.signals import user_logged_out
@@ -37,6 +35,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.utils.crypto import constant_time_compare
+
+from kvmweb.publishing import send_to_groups
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def user_group(user_pk):
 
 def _tell(group, kind):
     try:
-        async_to_sync(get_channel_layer().group_send)(group, {"type": kind})
+        send_to_groups((group, {"type": kind}))
     except Exception:
         # Logging out or saving a user must work even when Redis does not answer;
         # the periodic check still closes what should be closed.
@@ -173,13 +173,13 @@ class SessionBoundConsumer(AsyncJsonWebsocketConsumer):
         await self.close_unless_session_good()
 
     async def recheck_every(self):
-        while await self.close_unless_session_good(sleep_first=settings.KVMWEB_SOCKET_RECHECK_SECONDS):
-            pass
+        while True:
+            await asyncio.sleep(settings.KVMWEB_SOCKET_RECHECK_SECONDS)
+            if not await self.close_unless_session_good():
+                return
 
-    async def close_unless_session_good(self, sleep_first=0.0):
+    async def close_unless_session_good(self):
         """Close the socket if its session no longer logs its user in; whether it stays."""
-        if sleep_first:
-            await asyncio.sleep(sleep_first)
         try:
             good = await database_sync_to_async(session_still_good)(self.session_key, self.user_pk)
         except Exception:

@@ -8,17 +8,12 @@ Messages are ``{"type": "migration.update", "migration": {...}}`` (and
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-
 from hosts.models import Domain
+from kvmweb.publishing import send_to_groups
 
 if TYPE_CHECKING:
     from .models import Migration
@@ -26,59 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DASHBOARD_GROUP = "dashboard"
-# A publish waits this long at most (Redis gone): a migration must not stall on it.
-PUBLISH_TIMEOUT = 5.0
-
-_loop = None
-_loop_pid = None
-_loop_lock = threading.Lock()
-
-
-def _publishing_loop():
-    """This process's event loop for publishing from synchronous code.
-
-    ``async_to_sync`` from a plain thread (the worker's engine) makes a new
-    event loop per call, and channels-redis a new Redis connection per loop:
-    about 10 ms per message, six or more of them on a migration's way to
-    `succeeded`. One loop, kept in a thread, keeps one connection pool. RQ
-    forks a work horse per job and threads do not survive a fork, hence the pid.
-    """
-    global _loop, _loop_pid
-    if _loop_pid != os.getpid():
-        with _loop_lock:
-            if _loop_pid != os.getpid():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="channel-layer-publish", daemon=True).start()
-                _loop, _loop_pid = loop, os.getpid()
-    return _loop
-
-
-def _send(*messages):
-    """group_send each ``(group, message)``, together; raises what the layer raises."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-
-    async def send_all():
-        await asyncio.gather(*(layer.group_send(group, message) for group, message in messages))
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        # Called from a thread that runs an event loop: blocking here would
-        # stall it; let asgiref run the send in a thread of its own.
-        async_to_sync(send_all)()
-        return
-    future = asyncio.run_coroutine_threadsafe(send_all(), _publishing_loop())
-    try:
-        future.result(timeout=PUBLISH_TIMEOUT)
-    except TimeoutError:
-        future.cancel()
-        raise
-
-
 # Beyond this many VMs changed at once, an inventory message names none of them.
 INVENTORY_DETAIL_LIMIT = 200
 
@@ -113,7 +55,7 @@ def publish_migration(migration: Migration, dashboard: bool = True, counts: bool
     payload = migration.as_event()
     payload["sent_at"] = time.time()
     try:
-        _send((migration_group(migration.pk), {"type": "migration.update", "migration": payload}))
+        send_to_groups((migration_group(migration.pk), {"type": "migration.update", "migration": payload}))
     except Exception as e:
         log.warning("could not publish migration %s: %s", migration.pk, e)
     if not dashboard:
@@ -122,14 +64,14 @@ def publish_migration(migration: Migration, dashboard: bool = True, counts: bool
     line = migration.as_line()
     line["sent_at"] = payload["sent_at"]
     try:
-        _send((DASHBOARD_GROUP, {"type": "dashboard.update", "migration": line, "hosts": hosts}))
+        send_to_groups((DASHBOARD_GROUP, {"type": "dashboard.update", "migration": line, "hosts": hosts}))
     except Exception as e:
         log.warning("could not publish migration %s to the dashboard: %s", migration.pk, e)
 
 
 def publish_dashboard(kind: str, data: Any) -> None:
     try:
-        _send((DASHBOARD_GROUP, {"type": "dashboard.update", kind: data, "hosts": _host_counts()}))
+        send_to_groups((DASHBOARD_GROUP, {"type": "dashboard.update", kind: data, "hosts": _host_counts()}))
     except Exception as e:
         log.warning("could not publish %s to the dashboard: %s", kind, e)
 
