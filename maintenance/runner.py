@@ -232,6 +232,10 @@ class Runner:
         # VMs went (a return planned at once reads it).
         for thread in self.finishing:
             thread.join(60)
+        # And the net for a move's refresh that failed (one VM half-way between
+        # hosts while another move read them): the inventory is right before
+        # the evacuation says it is over.
+        self._refresh_inventory()
         evacuation.save_plan()
         evacuation.finish(status, error)
         moved = len(self.plan) - len(not_moved)
@@ -249,7 +253,6 @@ class Runner:
             outcome=str(status),
         )
         services.publish(evacuation)
-        self._refresh_inventory()
 
     def _refresh_inventory(self):
         """Every host a move touched, read again now that none is moving. Each move
