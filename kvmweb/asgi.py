@@ -1,16 +1,26 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels.
+
+HTTP runs Django's synchronous handler (middleware and view together) in one
+of a fixed number of threads (``KVMWEB_HTTP_THREADS``), through a2wsgi.
+Django's own ASGI handler gives every request a thread of its own and hops
+between that thread and the event loop at each async-capable middleware: under
+load a web process held a hundred threads fighting for the GIL (and as many
+database connections), while the event loop that carries every WebSocket
+waited its turn. Every view is synchronous, so nothing is lost.
+"""
 
 import os
 
 from django.conf import settings
-from django.core.asgi import get_asgi_application
+from a2wsgi import WSGIMiddleware
+from django.core.wsgi import get_wsgi_application
 
 from kvmweb.private import make_private
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kvmweb.settings")
 make_private(settings.VAR_DIR)
 # Django must be set up before anything imports models (the consumers do).
-django_asgi_app = get_asgi_application()
+django_http_app = WSGIMiddleware(get_wsgi_application(), workers=settings.KVMWEB_HTTP_THREADS)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -22,7 +32,7 @@ from migrations_app.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         # Static files: WhiteNoise's middleware (kvmweb.settings).
-        "http": django_asgi_app,
+        "http": django_http_app,
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns + maintenance_sockets))),
     }
 )

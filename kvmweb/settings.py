@@ -153,7 +153,11 @@ DATABASES = {
     "default": dj_database_url.config(
         env="DATABASE_URL",
         default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
-        conn_max_age=0,
+        # The web process serves HTTP from a fixed pool of threads (kvmweb.asgi),
+        # so each thread keeps its connection, checked before each request's
+        # first query (a database restarted meanwhile costs no failed request).
+        conn_max_age=env_int("KVMWEB_DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -365,6 +369,9 @@ KVMWEB_SYNC_INTERVAL = env_int("KVMWEB_SYNC_INTERVAL", 60)
 # How often an open WebSocket checks that its login session is still good
 # (not expired or removed, the user active, the password unchanged), in
 # seconds. A password change or a deactivation closes sockets at once.
+# Threads per web process that run HTTP requests (Django's handler, middleware
+# and view); more requests wait their turn on the event loop.
+KVMWEB_HTTP_THREADS = env_int("KVMWEB_HTTP_THREADS", 6, minimum=1)
 KVMWEB_SOCKET_RECHECK_SECONDS = env_number("KVMWEB_SOCKET_RECHECK_SECONDS", 60.0, 0.1, float)
 
 # Capacity (hosts/capacity.py), for hosts that do not set their own in the admin
