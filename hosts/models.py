@@ -5,9 +5,10 @@ from urllib.parse import urlsplit
 
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
+
+from kvmweb.links import row_url
 
 from . import sshkeys
 from .validators import validate_libvirt_uri
@@ -211,7 +212,7 @@ class Host(models.Model):
             self.uri = validate_uri(self.uri)
 
     def get_absolute_url(self):
-        return reverse("host-detail", args=[self.name])
+        return row_url("host-detail", self.name)
 
     @property
     def status_colour(self):
@@ -487,10 +488,30 @@ ACTIVITY = {
 }
 
 
+# What a list of VMs shows of each (DomainQuerySet.for_listing).
+LISTED_FIELDS = ("name", "uuid", "state", "memory", "vcpus", "split_brain", "host")
+
+
 class DomainQuerySet(models.QuerySet):
     def with_definitions(self):
         return self.select_related("host").prefetch_related(
             models.Prefetch("definitions", queryset=DomainDefinition.objects.select_related("host"))
+        )
+
+    def for_listing(self):
+        """What a list of VMs shows of each: its own facts without disks and
+        interfaces, its host's name, and only its definitions on other hosts
+        (``other_definitions``; most VMs have none): a third of the work of
+        ``with_definitions`` for a page of 100."""
+        others = (
+            DomainDefinition.objects.exclude(host=models.F("domain__host"))
+            .select_related("host")
+            .only("domain", "state", "host__name")
+        )
+        return (
+            self.select_related("host")
+            .only(*LISTED_FIELDS, "host__name")
+            .prefetch_related(models.Prefetch("definitions", queryset=others, to_attr="listed_others"))
         )
 
     def split_brains(self):
@@ -570,7 +591,7 @@ class Domain(DomainFacts):
         return self.name
 
     def get_absolute_url(self):
-        return reverse("domain-detail", args=[self.uuid])
+        return row_url("domain-detail", self.uuid)
 
     @property
     def is_running(self):
@@ -599,6 +620,8 @@ class Domain(DomainFacts):
     @property
     def other_definitions(self):
         """The definitions on hosts other than the one it is shown on ("also defined on")."""
+        if hasattr(self, "listed_others"):  # read by for_listing()
+            return self.listed_others
         return [d for d in self.definitions.all() if d.host_id != self.host_id]
 
     @property

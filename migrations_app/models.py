@@ -7,10 +7,10 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
 from django.dispatch import Signal
-from django.urls import reverse
 from django.utils import timezone
 
 from kvmweb.formatting import size
+from kvmweb.links import row_url
 from kvmweb.records import InvalidTransition, TrackedRequest
 
 from .wire import MigrationEvent, MigrationLine, MigrationRow
@@ -138,7 +138,7 @@ class Migration(TrackedRequest):
         return f"#{self.pk} {self.domain_name} {self.source_name} → {self.target_name} ({self.mode})"
 
     def get_absolute_url(self):
-        return reverse("migration-detail", args=[self.pk])
+        return row_url("migration-detail", self.pk)
 
     @property
     def duration(self):
