@@ -78,9 +78,7 @@ def host_trust(request, name):
 
 
 def domain_list(request):
-    filters, domains, status = filter_or_400(
-        DomainFilter, request, Domain.objects.for_listing().order_by("name", "id")
-    )
+    filters, domains, status = filter_or_400(DomainFilter, request, Domain.objects.for_listing().order_by("name", "id"))
     values = filters.form.cleaned_data if status == 200 and filters.is_bound else {}
     return render(
         request,

@@ -11,8 +11,8 @@ waited its turn. Every view is synchronous, so nothing is lost.
 
 import os
 
-from django.conf import settings
 from a2wsgi import WSGIMiddleware
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 from kvmweb.private import make_private
