@@ -78,7 +78,7 @@ class HostViewSet(
 
 class DomainViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = DomainSerializer
-    queryset = Domain.objects.with_definitions().order_by("name", "id")
+    queryset = Domain.objects.for_api().order_by("name", "id")
     filterset_class = DomainFilter
 
     @extend_schema(
@@ -103,4 +103,4 @@ class DomainViewSet(viewsets.ReadOnlyModelViewSet):
             definitions.remove_definition(request.user, domain, host)
         except definitions.DefinitionRefused as refused:
             return Response({"detail": refused.message}, status=refused.status)
-        return Response(DomainSerializer(Domain.objects.with_definitions().get(pk=domain.pk)).data)
+        return Response(DomainSerializer(Domain.objects.for_api().get(pk=domain.pk)).data)

@@ -514,6 +514,19 @@ class DomainQuerySet(models.QuerySet):
             .prefetch_related(models.Prefetch("definitions", queryset=others, to_attr="listed_others"))
         )
 
+    def for_api(self):
+        """Every field of each VM, every definition, and of the hosts only their
+        names: what the API shows (hosts' rows are wide: CPU XML, SSH keys)."""
+        definitions = DomainDefinition.objects.select_related("host").only(
+            "domain", "state", "persistent", "last_seen", "host__name"
+        )
+        own = [f.name for f in Domain._meta.concrete_fields]
+        return (
+            self.select_related("host")
+            .only(*own, "host__name")
+            .prefetch_related(models.Prefetch("definitions", queryset=definitions))
+        )
+
     def split_brains(self):
         """VMs running on several hosts at once, for the alarms."""
         return self.filter(split_brain=True).with_definitions().order_by("name")
