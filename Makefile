@@ -15,7 +15,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-LAB_NAME ?= demo
+# The lab's name: LAB_NAME=x or KVMWEB_LAB_NAME=x (what scripts/demo.sh reads), else demo.
+LAB_NAME ?= $(or $(KVMWEB_LAB_NAME),demo)
 export KVMWEB_LAB_NAME := $(LAB_NAME)
 
 .PHONY: help demo stop status lint test test-postgres lab-up lab-down lab-status bench load scale-test \
