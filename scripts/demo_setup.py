@@ -163,6 +163,13 @@ def main(argv=None):
     import django
 
     django.setup()
+    from django.conf import settings
+
+    # Nobody watches yet: the demo's Redis starts with its web processes,
+    # after this (and a running demo's web processes restart after it).
+    # Without a channel layer nothing is published, and nothing warns that
+    # Redis does not answer.
+    settings.CHANNEL_LAYERS = {}
     ensure_admin()
     if args.lab:
         setup_lab(args.lab)
