@@ -80,6 +80,13 @@ def validate(req: MigrationRequest) -> None:
     # Last: a request refused for the hosts' sake says so, not that a pool is full.
     if req.storage == StorageMode.COPY and not req.target_pool:
         req.target_pool = default_target_pool(domain, target)
+    elif req.storage == StorageMode.COPY and not target.pools.filter(name=req.target_pool).exists():
+        names = sorted(target.pools.filter(active=True).values_list("name", flat=True))
+        raise MigrationRefused(
+            f"{target.name} has no storage pool named {req.target_pool}. Choose one of: "
+            f"{', '.join(names) or 'none (it has no active pool)'}; or leave the pool empty for the default.",
+            field="target_pool",
+        )
 
 
 def default_target_pool(domain, target):

@@ -90,6 +90,20 @@ def test_a_pool_chosen_by_hand_is_kept(tmp_path, api, operator):
     assert response.json()["target_pool"] == "local"
 
 
+def test_a_pool_the_target_does_not_have_is_refused_with_the_ones_it_has(tmp_path, api, operator):
+    domain, kvm02 = make_hosts(tmp_path, [("images", 100), ("local", 40)])
+    api.force_authenticate(operator)
+    response = api.post(
+        "/api/migrations/",
+        {"domain": domain.pk, "target_host": kvm02.pk, "mode": "live", "storage": "copy", "target_pool": "nvme"},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    said = response.json()["target_pool"][0]
+    assert said.startswith("kvm02 has no storage pool named nvme. Choose one of: images, local;")
+    assert not Migration.objects.exists()
+
+
 def test_the_form_left_on_its_default_pool_creates_the_same_migration(tmp_path, client, operator):
     domain, kvm02 = make_hosts(tmp_path, [("local", 90), ("images", 10)])
     client.force_login(operator)
