@@ -18,9 +18,9 @@ from django.core.management import call_command
 
 from hosts.models import Domain
 from migrations_app import events
-from migrations_app.models import AuditEntry
+from migrations_app.models import AuditEntry, Migration
 from tests.lab import devices as lab_devices
-from tests.migration_helpers import domain, register_lab, request, run
+from tests.migration_helpers import domain, register_lab, request, run, run_in_thread, wait_transferring
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -114,43 +114,7 @@ def test_a_vnc_password_moves_with_the_vm_and_is_written_nowhere(
         assert any(e["message"].startswith("Adapted for kvm02: VNC graphics listens on") for e in migration.events)
         moved = domain(name, host="kvm02")
 
-        api.force_authenticate(operator)
-        client.force_login(operator)
-        places = {
-            "migration.events": json.dumps(migration.events),
-            "migration.stats": json.dumps(migration.stats),
-            "migration.progress": json.dumps(migration.progress),
-            "migration.checks": json.dumps(migration.checks),
-            "migration.as_event()": json.dumps(migration.as_event(), default=str),
-            "domain.as_event()": json.dumps(Domain.objects.with_definitions().get(pk=moved.pk).as_event()),
-            "the audit": json.dumps([[e.message, e.data] for e in AuditEntry.objects.all()], default=str),
-            "the database": dump_database(),
-        }
-        for url in (
-            f"/api/migrations/{pk}/",
-            "/api/migrations/",
-            f"/api/domains/{moved.pk}/",
-            "/api/domains/",
-            "/api/audit/",
-            "/api/hosts/",
-        ):
-            answer = api.get(url)
-            assert answer.status_code == 200, (url, answer.status_code)
-            places[url] = answer.content.decode()
-        for url in (
-            f"/migrations/{pk}/",
-            f"/domains/{moved.uuid}/",
-            "/migrations/",
-            "/domains/",
-            "/audit/",
-            "/audit/export.csv",
-            "/hosts/kvm01/",
-            "/hosts/kvm02/",
-            "/",
-        ):
-            page = client.get(url)
-            assert page.status_code == 200, (url, page.status_code)
-            places[url] = b"".join(page.streaming_content if page.streaming else [page.content]).decode()
+        places = everywhere(api, client, operator, migration, moved)
     places["redis"] = everything_in_redis(redis_url)
     messages = received(layer, channel)
     # The live messages the sockets forward, from the request to the end.
@@ -164,6 +128,86 @@ def test_a_vnc_password_moves_with_the_vm_and_is_written_nowhere(
     assert leaks == [], "the password is in: " + ", ".join(leaks)
     # ...and the password went with the VM: it was read, kept from every record, and not lost.
     assert f"passwd='{secret}'" in secure_xml(lab, "kvm02", name)
+
+
+def test_a_vnc_password_is_written_nowhere_when_the_migration_is_cancelled(
+    api, client, operator, lab, lab_guest, caplog, redis_url
+):
+    """The failure path: the definition with the password was read and rewritten for the target, the
+    transfer started (the target holds an incoming copy), then it is cancelled and cleaned up."""
+    secret = "".join(secrets.choice("GHJKLMNPQRSTVWXYZghjkmnpqrstvwxyz") for _ in range(8))
+    hosts = register_lab(lab)
+    vnc = lab_devices.vnc(lab.address("kvm01"), passwd=secret)
+    name = lab_guest("kvm01", disk="shared", memory_mib=384, extra_devices=[vnc])
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events.DASHBOARD_GROUP, channel)
+    with every_log_line(caplog):
+        # 384 MiB at 8 MiB/s: long enough to cancel while it runs.
+        pk = request(api, operator, domain(name), hosts["kvm02"], bandwidth_mib=8).json()["id"]
+        thread = run_in_thread(pk)
+        wait_transferring(pk)
+        assert api.post(f"/api/migrations/{pk}/cancel/").status_code == 202
+        thread.join(60)
+        assert not thread.is_alive()
+        migration = Migration.objects.get(pk=pk)
+        assert migration.status == "cancelled", (migration.status, migration.error)
+        places = everywhere(api, client, operator, migration, domain(name, host="kvm01"))
+    places["redis"] = everything_in_redis(redis_url)
+    messages = received(layer, channel)
+    assert [m["migration"]["status"] for m in messages if m.get("migration")][-1] == "cancelled"
+    places["the live messages"] = json.dumps(messages, default=str)
+    places["the logs"] = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+
+    leaks = [where for where, text in places.items() if secret in text]
+    assert leaks == [], "the password is in: " + ", ".join(leaks)
+    # The VM stayed where it was, its password with it.
+    assert lab.where(name) == ["kvm01"]
+    assert f"passwd='{secret}'" in secure_xml(lab, "kvm01", name)
+
+
+def everywhere(api, client, operator, migration, moved):
+    """What kvmweb shows and keeps of a migration and its VM: records, API answers, pages."""
+    pk = migration.pk
+    api.force_authenticate(operator)
+    client.force_login(operator)
+    places = {
+        "migration.events": json.dumps(migration.events),
+        "migration.stats": json.dumps(migration.stats),
+        "migration.progress": json.dumps(migration.progress),
+        "migration.checks": json.dumps(migration.checks),
+        "migration.error": f"{migration.error} {migration.error_detail}",
+        "migration.as_event()": json.dumps(migration.as_event(), default=str),
+        "domain.as_event()": json.dumps(Domain.objects.with_definitions().get(pk=moved.pk).as_event()),
+        "the audit": json.dumps([[e.message, e.data] for e in AuditEntry.objects.all()], default=str),
+        "the database": dump_database(),
+    }
+    for url in (
+        f"/api/migrations/{pk}/",
+        "/api/migrations/",
+        f"/api/domains/{moved.pk}/",
+        "/api/domains/",
+        "/api/audit/",
+        "/api/hosts/",
+    ):
+        answer = api.get(url)
+        assert answer.status_code == 200, (url, answer.status_code)
+        places[url] = answer.content.decode()
+    for url in (
+        f"/migrations/{pk}/",
+        f"/domains/{moved.uuid}/",
+        "/migrations/",
+        "/domains/",
+        "/audit/",
+        "/audit/export.csv",
+        "/hosts/kvm01/",
+        "/hosts/kvm02/",
+        "/",
+    ):
+        page = client.get(url)
+        assert page.status_code == 200, (url, page.status_code)
+        places[url] = b"".join(page.streaming_content if page.streaming else [page.content]).decode()
+    return places
 
 
 def dump_database():
