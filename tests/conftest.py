@@ -12,6 +12,7 @@ os.environ.setdefault("KVMWEB_STATIC_FROM_SOURCE", "true")
 import pytest  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import Group, User  # noqa: E402
+from django.db import connections  # noqa: E402
 
 from kvmweb import settings as kvmweb_settings  # noqa: E402
 from tests.localservers import PrivateRedis  # noqa: E402
@@ -47,6 +48,11 @@ def _use_test_redis(redis_url):
     settings.WHITENOISE_USE_FINDERS = True
     # Hashing test users' passwords properly costs a third of a second each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # A connection per request in this process, as before kvmweb kept them:
+    # one kept by a thread of the HTTP pool or the consumers' thread would stop
+    # the test database from being dropped at the end (PostgreSQL). The servers
+    # tests start keep theirs, and end with their process.
+    connections["default"].settings_dict["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import pytest
 from channels.testing import HttpCommunicator
 from django.conf import settings
 from django.core.signals import request_started
-from django.db import connection
+from django.db import connection, connections
 
 from tests.test_consumers import cookie_for, run
 
@@ -27,7 +27,29 @@ def get(path, *headers):
     return HttpCommunicator(application, "GET", path, headers=[HOST, *headers]).get_response(timeout=30)
 
 
-def test_requests_share_a_fixed_pool_of_threads_and_their_database_connections():
+@pytest.fixture
+def kept_connections():
+    """Connections kept as kvmweb's settings keep them (the suite closes them
+    after each request), closed in every thread of the pool afterwards."""
+    from kvmweb.asgi import django_http_app
+
+    kept = connections["default"].settings_dict
+    before = kept["CONN_MAX_AGE"]
+    kept["CONN_MAX_AGE"] = 60
+    yield
+    kept["CONN_MAX_AGE"] = before
+    # One task per thread, each waiting for all the others: every thread runs one.
+    everyone = threading.Barrier(settings.KVMWEB_HTTP_THREADS)
+
+    def close():
+        everyone.wait(timeout=10)
+        connections.close_all()
+
+    for done in [django_http_app.executor.submit(close) for _ in range(settings.KVMWEB_HTTP_THREADS)]:
+        done.result(timeout=20)
+
+
+def test_requests_share_a_fixed_pool_of_threads_and_their_database_connections(kept_connections):
     threads, connections = set(), set()
 
     def seen(**kwargs):
