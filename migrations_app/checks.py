@@ -9,13 +9,16 @@ on. A failed check stops the migration; a warning does not.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import socket
+import time
 import uuid as uuidlib
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.core.cache import cache
 from django.utils import timezone
 
 from hosts import capacity
@@ -40,6 +43,16 @@ MiB = 1024 * 1024
 # same path, holding files of the same names. A probe that finds the pool not
 # shared replaces the proof at once.
 SHARED_PROOF_SECONDS = 300
+
+# The source host proved it can log in to the target's libvirt itself (the
+# peer-login probe, a connection from the one to the other: an SSH handshake
+# over qemu+ssh, about 0.6 s) this long ago at most: within it the probe is
+# not made again. Kept in the cache (Redis), by the pair of URIs. What could
+# change unnoticed meanwhile: the source's key or certificate removed; the
+# migration then fails at its start with the login's own message, the VM
+# where it was, and forgets the proof (forget_peer_login).
+PEER_PROOF_SECONDS = 300
+PEER_LOGIN_CODES = ("peer_ssh", "peer_tls")
 
 
 LABELS = {
@@ -258,11 +271,41 @@ def _check_peer_login(checks: Any, v: Any, dom: Any, source: Any, target: Any) -
     before anything starts, so a missing key fails the check rather than the migration."""
     if v["mode"] != Mode.LIVE or not dom.active or not allowed(v["source"].uri).remote:
         return  # nothing to ask of libvirt's test driver
+    key = _peer_proof_key(v["source"].uri, v["target"].uri)
+    proved_at = _cached(key)
+    if isinstance(proved_at, float) and 0 <= time.time() - proved_at < PEER_PROOF_SECONDS:
+        checks.add(
+            "peer_login",
+            PASS,
+            f"{v['source'].name} can open {v['target'].name}'s libvirt itself: it did "
+            f"{time.time() - proved_at:.0f} s ago (kvmweb asks again after {PEER_PROOF_SECONDS // 60} minutes).",
+        )
+        return
     problem = source.probe_peer(v["uuid"], v["target"].uri)
     if problem is None:
+        with contextlib.suppress(Exception):  # no cache: the probe is made each time
+            cache.set(key, time.time(), PEER_PROOF_SECONDS)
         checks.add("peer_login", PASS, f"{v['source'].name} can open {v['target'].name}'s libvirt itself.")
     else:
+        forget_peer_login(v["source"].uri, v["target"].uri)
         checks.add("peer_login", FAIL, problem.plain, problem.detail)
+
+
+def _peer_proof_key(source_uri: str, target_uri: str) -> str:
+    return "kvmweb:peer-login:" + hashlib.sha256(f"{source_uri}\n{target_uri}".encode()).hexdigest()[:40]
+
+
+def _cached(key: str) -> Any:
+    try:
+        return cache.get(key)
+    except Exception:  # Redis away: no proof, so the probe
+        return None
+
+
+def forget_peer_login(source_uri: str, target_uri: str) -> None:
+    """The source could not log in to the target after all: probe again next time."""
+    with contextlib.suppress(Exception):
+        cache.delete(_peer_proof_key(source_uri, target_uri))
 
 
 def migration_address(target_host: Any, target_conn: Any = None) -> tuple[str | None, str]:

@@ -74,6 +74,36 @@ def test_a_pool_proved_shared_is_not_probed_again_until_the_proof_is_old(
     assert "probe volume .kvmweb-probe-" in later["shared_storage"]["message"]
 
 
+def test_a_peer_login_proved_is_not_probed_again_until_the_proof_is_old(
+    api, operator, lab, lab_guest, hosts, monkeypatch
+):
+    from hosts.libvirt import Connection
+    from migrations_app import checks as preflight
+
+    probes = []
+    probe = Connection.probe_peer
+    monkeypatch.setattr(Connection, "probe_peer", lambda self, *a: probes.append(a) or probe(self, *a))
+    name = lab_guest("kvm01", disk="shared")
+    _, first = dry_run(api, operator, name, hosts["kvm02"])
+    assert first["peer_login"]["message"] == "kvm01 can open kvm02's libvirt itself."
+    assert len(probes) == 1
+    # Proved a moment ago: kvm01 is not asked to log in to kvm02 again.
+    _, again = dry_run(api, operator, name, hosts["kvm02"])
+    assert again["peer_login"]["result"] == "pass"
+    assert re.search(r"it did \d+ s ago \(kvmweb asks again after 5 minutes\)", again["peer_login"]["message"])
+    assert len(probes) == 1
+    # The other way round is another pair: asked.
+    back_name = lab_guest("kvm02", disk="shared")
+    _, back = dry_run(api, operator, back_name, hosts["kvm01"], dom=domain(back_name, host="kvm02"))
+    assert back["peer_login"]["message"] == "kvm02 can open kvm01's libvirt itself."
+    assert len(probes) == 2
+    # Once the proof is older than the bound, kvm01 is asked again.
+    monkeypatch.setattr(preflight, "PEER_PROOF_SECONDS", 0)
+    _, later = dry_run(api, operator, name, hosts["kvm02"])
+    assert later["peer_login"]["message"] == "kvm01 can open kvm02's libvirt itself."
+    assert len(probes) == 3
+
+
 def test_a_name_already_used_on_the_target_fails(api, operator, lab, lab_guest, hosts):
     name = lab_guest("kvm01", disk="shared")
     lab_guest("kvm02", name=name, start=False)

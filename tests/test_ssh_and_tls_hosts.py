@@ -202,6 +202,30 @@ def test_without_host_to_host_keys_the_migration_fails_fast_with_the_ssh_key_mes
     print(f"missing host-to-host {missing}: migration failed in {took:.1f} s, migrate() alone in {direct_took:.2f} s")
 
 
+def test_a_peer_login_proved_then_lost_fails_the_migration_plainly_and_is_asked_again(
+    lab, lab_guest, api, operator, kvmweb_ssh
+):
+    hosts = register_ssh(lab, api, operator)
+    name = lab_guest("kvm01", disk="shared")
+    proved = request(api, operator, domain(name), hosts["kvm02"], dry_run=True).json()
+    assert {c["name"]: c["result"] for c in proved["checks"]}["peer_login"] == "pass"
+    lab.set_peer_ssh(keys=False)
+    try:
+        # Within the proof's minutes the check trusts it; the transfer finds the login gone.
+        migration = run(request(api, operator, domain(name), hosts["kvm02"]).json()["id"])
+        checks = {c["name"]: c for c in migration.checks}
+        assert "s ago (kvmweb asks again" in checks["peer_login"]["message"]
+        assert (migration.status, migration.error_code) == ("failed", "peer_ssh"), migration.error
+        assert "ssh-copy-id root@" in migration.error and f"{name} is still running on kvm01" in migration.error
+        assert lab.where(name) == ["kvm01"]
+        # ...and the proof is gone: the next check asks kvm01 to log in again, and fails.
+        again = request(api, operator, domain(name), hosts["kvm02"], dry_run=True).json()
+        peer = {c["name"]: c for c in again["checks"]}["peer_login"]
+        assert peer["result"] == "fail" and "ssh-copy-id root@" in peer["message"]
+    finally:
+        lab.set_peer_ssh()
+
+
 def test_the_host_page_shows_the_key_to_compare_and_an_operator_confirms_it_with_a_button(
     lab, api, client, operator, viewer, kvmweb_ssh
 ):
