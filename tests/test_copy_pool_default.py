@@ -31,11 +31,12 @@ def make_hosts(tmp_path, target_pools):
     return domain, kvm02
 
 
-def copy_by_api(api, user, domain, target):
+def copy_by_api(api, user, domain, target, **pool):
+    """A live migration with copy storage, asked through the API (``target_pool=`` to name one)."""
     api.force_authenticate(user)
     return api.post(
         "/api/migrations/",
-        {"domain": domain.pk, "target_host": target.pk, "mode": "live", "storage": "copy"},
+        {"domain": domain.pk, "target_host": target.pk, "mode": "live", "storage": "copy", **pool},
         format="json",
     )
 
@@ -80,24 +81,14 @@ def test_a_pool_of_that_name_too_small_for_the_disks_gives_way_to_one_with_room(
 
 def test_a_pool_chosen_by_hand_is_kept(tmp_path, api, operator):
     domain, kvm02 = make_hosts(tmp_path, [("images", 100), ("local", 40)])
-    api.force_authenticate(operator)
-    response = api.post(
-        "/api/migrations/",
-        {"domain": domain.pk, "target_host": kvm02.pk, "mode": "live", "storage": "copy", "target_pool": "local"},
-        format="json",
-    )
+    response = copy_by_api(api, operator, domain, kvm02, target_pool="local")
     assert response.status_code == 201, response.content
     assert response.json()["target_pool"] == "local"
 
 
 def test_a_pool_the_target_does_not_have_is_refused_with_the_ones_it_has(tmp_path, api, operator):
     domain, kvm02 = make_hosts(tmp_path, [("images", 100), ("local", 40)])
-    api.force_authenticate(operator)
-    response = api.post(
-        "/api/migrations/",
-        {"domain": domain.pk, "target_host": kvm02.pk, "mode": "live", "storage": "copy", "target_pool": "nvme"},
-        format="json",
-    )
+    response = copy_by_api(api, operator, domain, kvm02, target_pool="nvme")
     assert response.status_code == 400, response.content
     said = response.json()["target_pool"][0]
     assert said.startswith("kvm02 has no storage pool named nvme. Choose one of: images, local;")
