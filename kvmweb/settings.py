@@ -370,8 +370,13 @@ KVMWEB_SYNC_INTERVAL = env_int("KVMWEB_SYNC_INTERVAL", 60)
 # (not expired or removed, the user active, the password unchanged), in
 # seconds. A password change or a deactivation closes sockets at once.
 # Threads per web process that run HTTP requests (Django's handler, middleware
-# and view); more requests wait their turn on the event loop.
-KVMWEB_HTTP_THREADS = env_int("KVMWEB_HTTP_THREADS", 6, minimum=1)
+# and view); more requests wait their turn on the event loop. Few: they share
+# one GIL with the event loop that carries the WebSockets, and under 200
+# simulated users each thread more made pages and the dashboard slower
+# (bench.load: 1 thread p95 0.60 s, 3: 0.71 s, 6: 0.77 s, 12: 1.1 s; dashboard
+# lag 0.14, 0.28, 0.71, 3.1 s). More than one, so that an operator's slow
+# action (a dry run against hosts over SSH) does not hold up every page.
+KVMWEB_HTTP_THREADS = env_int("KVMWEB_HTTP_THREADS", 3, minimum=1)
 KVMWEB_SOCKET_RECHECK_SECONDS = env_number("KVMWEB_SOCKET_RECHECK_SECONDS", 60.0, 0.1, float)
 
 # Capacity (hosts/capacity.py), for hosts that do not set their own in the admin
