@@ -103,8 +103,8 @@ class MigrationForm(forms.Form):
             self.fields["domain"].queryset = Domain.objects.select_related("host").filter(pk=domain.pk)
             self.fields["domain"].initial = domain.pk
             self.fields["domain"].widget = forms.HiddenInput()
-        # Pools grouped by host; the page shows only the chosen target's, and
-        # clean() checks the pool really is on the target.
+        # Pools grouped by host; the page shows only the chosen target's
+        # (services.validate checks the pool really is on the target).
         groups, free, names = {}, {}, {}
         for pool in StoragePool.objects.select_related("host").filter(active=True).order_by("host__name", "name"):
             groups.setdefault(pool.host.name, []).append((pool.name, f"{pool.name} ({pool.type})"))
@@ -136,11 +136,10 @@ class MigrationForm(forms.Form):
         for name, default in DEFAULTS.items():
             if name in data and data[name] in (None, ""):
                 data[name] = default
-        target, pool = data.get("target_host"), data.get("target_pool")
         if data.get("storage") != StorageMode.COPY:
             data["target_pool"] = ""
-        elif target and pool and not target.pools.filter(name=pool).exists():
-            self.add_error("target_pool", f"{target.name} has no storage pool named {pool}.")
+        # A pool the target does not have: services.validate refuses it (every
+        # path of the form goes through it), naming the pools it has.
         if data.get("mode") != Mode.COLD:
             data["force_off"] = False
         return data
