@@ -364,6 +364,12 @@ KVMWEB_ALLOW_TCP = env_bool("KVMWEB_ALLOW_TCP", False)
 KVMWEB_ALLOW_TEST_DRIVER = env_bool("KVMWEB_ALLOW_TEST_DRIVER", False)
 # Test-driver files kvmweb itself writes (tests, demo) may be used only below this directory.
 KVMWEB_TEST_DRIVER_DIR = os.environ.get("KVMWEB_TEST_DRIVER_DIR", str(VAR_DIR / "test-hosts"))
+# The worker line of the Procfile (manage.py runworkers, kvmweb/workerpool.py):
+# how many migrations may run at once (each in a process of its own; the
+# hosts' own limits apply on top), and how many processes take short jobs
+# (syncs, reconcile, evacuation steps), which never wait behind a migration.
+KVMWEB_WORKERS = env_int("KVMWEB_WORKERS", 4, minimum=1)
+KVMWEB_SHORT_WORKERS = env_int("KVMWEB_SHORT_WORKERS", 2, minimum=1)
 # How often the worker refreshes every host's inventory, in seconds (0: never).
 KVMWEB_SYNC_INTERVAL = env_int("KVMWEB_SYNC_INTERVAL", 60)
 # How often an open WebSocket checks that its login session is still good

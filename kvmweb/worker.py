@@ -1,13 +1,18 @@
 """The RQ worker kvmweb runs: it starts the periodic work when it starts."""
 
 import logging
+import os
 from datetime import timedelta
 
 import redis
 from django.conf import settings
+from django.db import close_old_connections
 from rq import Worker as RQWorker
 from rq import get_current_job
+from rq.defaults import DEFAULT_WORKER_TTL
+from rq.exceptions import StopRequested
 from rq.serializers import resolve_serializer
+from rq.worker import WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +62,26 @@ def refresh_inventory():
 
 
 def reconcile_periodically():
-    """Settle migrations whose worker died, queue again those whose job Redis
-    lost, then schedule the next run."""
+    """Hand each migration whose worker died to a migration slot (settling or
+    adopting it may take as long as the migration), queue again those whose
+    job Redis lost, carry on evacuations no step is running for, then
+    schedule the next run. Quick: it runs in a short-job slot."""
     import django_rq
 
-    from migrations_app.engine import reconcile_all
+    from maintenance.runner import advance_all
+    from migrations_app.engine.reconcile import orphans
+    from migrations_app.jobs import reconcile_migration
     from migrations_app.services import requeue_lost
 
     try:
-        return reconcile_all() + [(pk, "queued again") for pk in requeue_lost()]
+        migrations = django_rq.get_queue("migrations")
+        done = []
+        for pk in orphans():
+            migrations.enqueue(reconcile_migration, pk, job_id=f"reconcile-{pk}", result_ttl=3600)
+            done.append((pk, "handed to a worker to settle"))
+        done += [(pk, "queued again") for pk in requeue_lost()]
+        done += [(pk, "evacuation carried on") for pk in advance_all()]
+        return done
     finally:
         schedule_next(django_rq.get_queue("default"), "reconcile", reconcile_periodically)
 
@@ -122,6 +138,10 @@ class Worker(RQWorker):
     with, so a pickle someone wrote into Redis is never unpickled.
     """
 
+    # Whether starting this worker schedules the periodic jobs and looks for
+    # orphans at once (the pool's short-job slots do; its migration slots not).
+    starts_periodic_jobs = True
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", SCHEDULER_TAKEOVER_SECONDS)
         kwargs["serializer"] = resolve_serializer(settings.RQ_SERIALIZER)
@@ -151,7 +171,7 @@ class Worker(RQWorker):
         while True:
             try:
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            except redis.exceptions.RedisError:
+            except (redis.exceptions.RedisError, StopRequested):
                 raise
             except Exception as e:
                 job_id = getattr(e, "job_id", None)
@@ -166,8 +186,41 @@ class Worker(RQWorker):
             preload()
         except Exception:
             log.exception("could not preload the engine; each job loads it itself")
-        try:
-            start_periodic_jobs(django_rq.get_queue("default"))
-        except Exception:
-            log.exception("could not schedule the periodic jobs")
+        if self.starts_periodic_jobs:
+            try:
+                start_periodic_jobs(django_rq.get_queue("default"))
+            except Exception:
+                log.exception("could not schedule the periodic jobs")
         return super().work(*args, **kwargs)
+
+
+class PoolWorker(Worker):
+    """A slot of the worker pool (kvmweb/workerpool.py): it runs each job in
+    its own process, started once, rather than in a work horse forked per job.
+
+    A fork per job cost ~15 ms of every migration's start and threw away what
+    the process had loaded and connected. A job that kills its process (a
+    crash in a C library) takes the slot with it; the pool starts the slot
+    again and reconcile settles the migration, as for a killed work horse.
+    """
+
+    def execute_job(self, job, queue):
+        # What a work horse's environment says of it (engine.worker_name).
+        os.environ["RQ_WORKER_ID"] = self.name
+        os.environ["RQ_JOB_ID"] = job.id
+        execution = self.prepare_execution(job)
+        # Kept connections that went stale (or past CONN_MAX_AGE) are dropped
+        # before and after each job, as Django does around each request.
+        close_old_connections()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            close_old_connections()
+            self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job, working_time=0.0):
+        # The process that heartbeats is the one running the job: its key must
+        # outlive the job's timeout (as RQ's SimpleWorker keeps it).
+        if job.timeout == -1:
+            return DEFAULT_WORKER_TTL
+        return int(job.timeout or DEFAULT_WORKER_TTL) + 60

@@ -2,9 +2,8 @@
 
 import contextlib
 import logging
-from datetime import timedelta
+import time
 
-import django_rq
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import IntegrityError, transaction
@@ -165,41 +164,29 @@ def _item(move):
 
 
 def enqueue(evacuation):
-    from .runner import run_evacuation
+    """Its first step: it asks for every move at once (see runner.py)."""
+    from .runner import enqueue as enqueue_step
 
-    django_rq.get_queue("migrations").enqueue(
-        run_evacuation, evacuation.pk, job_id=f"evacuation-{evacuation.pk}", result_ttl=86400
-    )
-
-
-# The runner writes its evacuation's row several times a second; one silent
-# for this long has no runner any more (its worker died).
-ORPHANED_AFTER = timedelta(seconds=30)
+    enqueue_step(evacuation.pk)
 
 
 def cancel(user, evacuation):
-    """Start no more moves; ask the running ones to stop (each VM stays where it is)."""
-    unattended = evacuation.status == Status.QUEUED or evacuation.updated_at < timezone.now() - ORPHANED_AFTER
+    """Start no more moves; ask the running ones to stop (each VM stays where it is).
+
+    The evacuation's next step (queued here, and again as each move's job
+    ends) marks what had not started as cancelled and finishes it once the
+    moves under way have stopped."""
     try:
         evacuation.request_cancel()
     except InvalidTransition as e:
         raise Refused(str(e)) from None
-    if unattended:
-        # No runner will see the request: a queued one never started, and one
-        # whose worker died is not resumed. Moves under way still finish, and
-        # reconciliation settles them.
+    if evacuation.status == Status.QUEUED:
+        # No step has run: nothing was asked for, and it ends here and now.
         for item in evacuation.plan:
-            if item["state"] in (Item.PENDING, Item.MOVING):
-                item["state"] = Item.CANCELLED
-                item["error"] = item["error"] or "The evacuation was cancelled before it moved."
+            item.update(state=Item.CANCELLED, error=item["error"] or "The evacuation was cancelled before it moved.")
         evacuation.save_plan()
         with contextlib.suppress(InvalidTransition):
-            evacuation.finish(
-                Status.CANCELLED,
-                "Cancelled before it started."
-                if evacuation.status == Status.QUEUED
-                else "Cancelled; the worker that ran it had stopped.",
-            )
+            evacuation.finish(Status.CANCELLED, "Cancelled before it started.")
     audit(
         user,
         evacuation.host_name,
@@ -212,6 +199,8 @@ def cancel(user, evacuation):
             migration_services.cancel(user, migration)
         except migration_services.MigrationRefused:
             pass  # it finished meanwhile
+    if evacuation.is_active:
+        enqueue(evacuation)
     publish(evacuation)
 
 
@@ -222,6 +211,24 @@ def group(pk):
 def state(evacuation):
     migrations = {m.pk: m for m in evacuation.migrations.all()}
     return evacuation.as_event(migrations)
+
+
+# How often, at most, a move's progress is passed on to its evacuation's page
+# (per evacuation and process): each time sends the whole plan.
+PROGRESS_EVERY_SECONDS = 1.0
+_progress_sent: dict[int, float] = {}
+
+
+def on_migration_published(sender, migration, **kwargs):
+    """A move's news, passed on to its evacuation's page: its state at once,
+    its progress at most once a PROGRESS_EVERY_SECONDS."""
+    now = time.monotonic()
+    for evacuation in Evacuation.objects.filter(migrations=migration.pk, status__in=ACTIVE):
+        sample = migration.status == "running"  # a progress sample, or a phase or note while it runs
+        if sample and now - _progress_sent.get(evacuation.pk, 0.0) < PROGRESS_EVERY_SECONDS:
+            continue
+        _progress_sent[evacuation.pk] = now
+        publish(evacuation)
 
 
 def publish(evacuation, unless=None):

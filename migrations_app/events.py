@@ -12,6 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from django.dispatch import Signal
+
 from hosts.models import Domain
 from kvmweb.publishing import send_to_groups
 
@@ -23,6 +25,12 @@ log = logging.getLogger(__name__)
 DASHBOARD_GROUP = "dashboard"
 # Beyond this many VMs changed at once, an inventory message names none of them.
 INVENTORY_DETAIL_LIMIT = 200
+
+
+# Sent after each publish of a migration's state (``migration``): whoever shows
+# it as part of something larger (an evacuation's page) tells its own watchers.
+# Receivers must be quick and must not raise.
+migration_published = Signal()
 
 
 def migration_group(pk):
@@ -58,6 +66,10 @@ def publish_migration(migration: Migration, dashboard: bool = True, counts: bool
         send_to_groups((migration_group(migration.pk), {"type": "migration.update", "migration": payload}))
     except Exception as e:
         log.warning("could not publish migration %s: %s", migration.pk, e)
+    try:
+        migration_published.send(sender=type(migration), migration=migration)
+    except Exception:
+        log.exception("a receiver of migration %s's news failed", migration.pk)
     if not dashboard:
         return
     hosts = _host_counts() if counts else None

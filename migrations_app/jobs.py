@@ -1,23 +1,46 @@
-"""RQ jobs. They take primary keys, never model instances."""
+"""RQ jobs. They take primary keys, never model instances.
+
+Migrations run on the ``migrations`` queue (the pool's migration slots), one
+job per migration; what waits for a host's slot is woken when a migration on
+that host ends, and also looks again every SLOT_RETRY_SECONDS in case a wake
+was lost. Whoever cares that a migration's job is over (an evacuation waiting
+for its moves) listens to ``migration_job_done``.
+"""
 
 import logging
 from datetime import timedelta
 
 import django_rq
+from django.db.models import Q
+from django.dispatch import Signal
 
 from . import engine
-from .models import Migration, Status
+from .engine.reconcile import is_orphaned
+from .models import Migration, Phase, Status
 
 log = logging.getLogger(__name__)
 
-# How long a migration waits before asking again for a free slot on its hosts.
+# How long a migration waits before asking again for a free slot on its hosts,
+# at the latest: one that ends on either host wakes it at once.
 SLOT_RETRY_SECONDS = 5
+
+# Sent in the worker when a migration's job is over: its record is final (or it
+# still waits for a slot) and the two hosts' inventory has been read again.
+# ``migration`` is the Migration. Receivers must be quick and must not raise.
+migration_job_done = Signal()
 
 
 def run_migration(pk):
     migration = Migration.objects.select_related("source", "target").filter(pk=pk).first()
     if migration is None or migration.status != Status.QUEUED:
         return f"migration {pk} is not queued; nothing to do"
+    try:
+        return _run(migration)
+    finally:
+        _done(migration)
+
+
+def _run(migration):
     if migration.source is None or migration.target is None:
         engine.finish_failed(migration, "A host of this migration was removed from kvmweb.", code="host_gone")
         return "failed"
@@ -26,9 +49,57 @@ def run_migration(pk):
             return migration.status  # the target cannot hold the guest: failed, and why
         migration.wait_for_slot()
         django_rq.get_queue("migrations").enqueue_in(
-            timedelta(seconds=SLOT_RETRY_SECONDS), run_migration, pk, job_id=f"migration-{pk}-retry"
+            timedelta(seconds=SLOT_RETRY_SECONDS), run_migration, migration.pk, job_id=retry_id(migration.pk)
         )
         return "waiting for a slot"
     engine.run(migration)
     migration.refresh_from_db()
     return migration.status
+
+
+def reconcile_migration(pk):
+    """Settle or adopt one migration whose worker died (see engine.reconcile).
+
+    A migration slot's job, not a short one: adopting a live migration that
+    libvirtd still drives means governing it until it ends."""
+    migration = Migration.objects.select_related("source", "target").filter(pk=pk).first()
+    if migration is None or migration.status not in (Status.CHECKING, Status.RUNNING):
+        return f"migration {pk} is not active; nothing to do"
+    if not is_orphaned(migration):
+        return f"migration {pk} has a worker again; nothing to do"
+    try:
+        return engine.reconcile(migration)
+    finally:
+        migration.refresh_from_db()
+        _done(migration)
+
+
+def retry_id(pk):
+    return f"migration-{pk}-retry"
+
+
+def _done(migration):
+    if migration.status not in Migration.ACTIVE and migration.source_id and migration.target_id:
+        wake_waiting([migration.source_id, migration.target_id])
+    try:
+        migration_job_done.send(sender=Migration, migration=migration)
+    except Exception:
+        log.exception("a receiver of migration %s's end failed", migration.pk)
+
+
+def wake_waiting(host_ids):
+    """Queue at once the migrations waiting for a slot on these hosts, oldest
+    first, instead of at their next look: a slot just freed there."""
+    waiting = list(
+        Migration.objects.filter(status=Status.QUEUED, phase=Phase.WAITING)
+        .filter(Q(source_id__in=host_ids) | Q(target_id__in=host_ids))
+        .order_by("-created_at", "-pk")
+        .values_list("pk", flat=True)
+    )
+    if not waiting:
+        return []
+    queue = django_rq.get_queue("migrations")
+    for pk in waiting:  # newest first, each to the front: the oldest ends up first
+        queue.scheduled_job_registry.remove(retry_id(pk))
+        queue.enqueue(run_migration, pk, job_id=retry_id(pk), at_front=True)
+    return waiting[::-1]

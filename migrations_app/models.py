@@ -297,7 +297,7 @@ class Migration(TrackedRequest):
             phase=Phase.WAITING, updated_at=timezone.now()
         ):
             self.phase = Phase.WAITING
-            self.note(f"Waiting: {self.source_name} or {self.target_name} already runs as many migrations as allowed.")
+            self.note(f"{self.waiting_reason()}.".replace("..", "."))
 
     wait_for_slot.alters_data = True
 
@@ -381,7 +381,14 @@ class Migration(TrackedRequest):
             "phase": self.phase,
             "error": self.error,
             "url": self.get_absolute_url(),
+            "waiting_reason": self.waiting_reason(),
         }
+
+    def waiting_reason(self) -> str:
+        """Why it has not started yet ("" unless queued): see waiting.py."""
+        from .waiting import waiting_reason
+
+        return waiting_reason(self)
 
     def as_event(self) -> MigrationEvent:
         """The full state as sent to its own page's browsers."""

@@ -37,6 +37,9 @@ class MigrationSerializer(serializers.ModelSerializer):
     source_host = serializers.PrimaryKeyRelatedField(source="source", read_only=True)
     target_host = serializers.PrimaryKeyRelatedField(source="target", read_only=True)
     requested_by = serializers.CharField(source="requested_by_name", read_only=True)
+    waiting_reason = serializers.SerializerMethodField(
+        help_text="Queued only: why it has not started yet, with its place in line; empty otherwise."
+    )
 
     class Meta:
         model = Migration
@@ -61,6 +64,7 @@ class MigrationSerializer(serializers.ModelSerializer):
             "eject_media",
             "status",
             "phase",
+            "waiting_reason",
             "was_running",
             "flags",
             "checks",
@@ -76,6 +80,9 @@ class MigrationSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+    def get_waiting_reason(self, migration) -> str:
+        return migration.waiting_reason()
 
     def to_representation(self, instance):
         data = super().to_representation(instance)

@@ -56,6 +56,7 @@ class MigrationRow(TypedDict):
     phase: str
     error: str  # the plain words only: never libvirt's own text
     url: str
+    waiting_reason: str  # queued only: why it has not started, with its place in line; else ""
 
 
 class MigrationEvent(MigrationRow):

@@ -37,6 +37,7 @@
     var status = K.el("td");
     status.appendChild(K.el("span", { "class": "status " + d.status_colour }, m.status_display));
     if (d.phase) status.appendChild(K.el("div", { "class": "small muted" }, d.phase));
+    if (m.waiting_reason) status.appendChild(K.el("div", { "class": "small muted" }, m.waiting_reason));
     if (m.status === "failed" && m.error) status.appendChild(K.el("div", { "class": "small reason" }, m.error));
     var progress = K.el("td");
     var bar = K.el("div", { "class": "bar" });

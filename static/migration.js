@@ -27,6 +27,9 @@
     badge.textContent = m.status_display;
     badge.className = "status " + d.status_colour;
     bind("phase").textContent = m.phase_display;
+    var waiting = bind("waiting_reason");
+    waiting.textContent = m.waiting_reason || "";
+    waiting.hidden = !m.waiting_reason;
     document.title = "Migration #" + id + ": " + m.domain + " (" + m.status_display + ") · kvmweb";
 
     var bar = bind("bar");

@@ -160,12 +160,16 @@ def database_url_for_subprocess():
 
 
 class WorkerProcess:
-    """A real `manage.py rqworker` in its own process group, as in production."""
+    """A real worker in its own process group, as in production: `manage.py
+    rqworker` on ``queues``, or with ``pool=True`` the Procfile's worker line
+    (the pool of migration and short-job slots, kvmweb/workerpool.py)."""
 
-    def __init__(self, redis_url, queues=("migrations",)):
+    def __init__(self, redis_url, queues=("migrations",), pool=False, **env):
         import os
         import sys
         from pathlib import Path
+
+        from kvmweb.procfile import procfile_argv
 
         root = Path(__file__).resolve().parent.parent
         env = {
@@ -173,10 +177,14 @@ class WorkerProcess:
             "DATABASE_URL": database_url_for_subprocess(),
             "REDIS_URL": redis_url,
             "KVMWEB_SYNC_INTERVAL": "0",
+            **{k: str(v) for k, v in env.items()},
         }
+        argv = (
+            procfile_argv("worker") if pool else [sys.executable, "manage.py", "rqworker", "--with-scheduler", *queues]
+        )
         self.log = tempfile.NamedTemporaryFile(prefix="kvmweb-worker-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", "--with-scheduler", *queues],
+            argv,
             cwd=root,
             env=env,
             stdout=self.log,
@@ -192,9 +200,21 @@ class WorkerProcess:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, sig or signal.SIGKILL)
             self.proc.wait(timeout=10)
+        if sig in (None, signal.SIGKILL):
+            # The pool's slots die with it (their parent-death signal), but
+            # only after a moment: wait, so none outlives the test.
+            import time
+
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
 
     def output(self):
-        with open(self.log.name) as f:
+        with open(self.log.name, errors="replace") as f:
             return f.read()
 
 
@@ -202,8 +222,8 @@ class WorkerProcess:
 def worker_process(redis_url):
     workers = []
 
-    def start(queues=("migrations",)):
-        w = WorkerProcess(redis_url, queues)
+    def start(queues=("migrations",), pool=False, **env):
+        w = WorkerProcess(redis_url, queues, pool=pool, **env)
         workers.append(w)
         return w
 

@@ -1,17 +1,16 @@
-"""Evacuating a lab host and bringing its guests home: real guests, real moves."""
+"""Evacuating a lab host and bringing its guests home: real guests, real moves,
+carried out by the Procfile's worker line (the pool) as in production."""
 
+import signal
 import threading
-import time
 
 import pytest
 
 from hosts.models import Domain, Host
-from maintenance import runner
 from maintenance.models import Evacuation
 from migrations_app.models import AuditEntry, Migration
 from tests.migration_helpers import (
     register_lab,
-    run_in_thread,
     sync_all,
     ticks_carry_on,
     wait_for,
@@ -27,6 +26,12 @@ def hosts(lab):
     return register_lab(lab)
 
 
+@pytest.fixture
+def pool(worker_process):
+    """The worker line of the Procfile, running while the test runs."""
+    return worker_process(pool=True)
+
+
 def post(api, user, url, **body):
     api.force_authenticate(user)
     return api.post(url, body, format="json")
@@ -39,14 +44,18 @@ def evacuate(api, user, host, **body):
     return response.json()["id"]
 
 
-def run(pk):
-    """Run the evacuation's job here, as a worker would."""
-    runner.run_evacuation(pk)
-    return Evacuation.objects.get(pk=pk)
+def ended(pk, timeout=180):
+    """The evacuation once it is over (the pool carries it out)."""
+
+    def over():
+        evacuation = Evacuation.objects.get(pk=pk)
+        return None if evacuation.is_active else evacuation
+
+    return wait_for(over, timeout, interval=0.05, what=f"evacuation {pk} to end")
 
 
 def test_an_evacuation_moves_every_guest_live_at_once_and_the_return_brings_them_home(
-    api, operator, lab, lab_guest, hosts
+    api, operator, lab, lab_guest, hosts, pool
 ):
     guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
     before = {name: lab.last_tick(name) for name in guests}
@@ -57,7 +66,7 @@ def test_an_evacuation_moves_every_guest_live_at_once_and_the_return_brings_them
     assert sorted(targets.values()) == ["kvm02", "kvm03"]
     assert all(m["storage"] == "shared" and m["mode"] == "live" for m in plan["plan"])
 
-    evacuation = run(evacuate(api, operator, hosts["kvm01"]))
+    evacuation = ended(evacuate(api, operator, hosts["kvm01"]))
 
     assert evacuation.status == "succeeded", evacuation.error
     for name in guests:
@@ -72,7 +81,7 @@ def test_an_evacuation_moves_every_guest_live_at_once_and_the_return_brings_them
 
     response = post(api, operator, f"/api/hosts/{hosts['kvm01'].pk}/activate/", return_vms=True)
     assert response.status_code == 202, response.content
-    back = run(response.json()["id"])
+    back = ended(response.json()["id"])
 
     assert (back.kind, back.status) == ("return", "succeeded"), back.error
     for name in guests:
@@ -84,14 +93,15 @@ def test_an_evacuation_moves_every_guest_live_at_once_and_the_return_brings_them
     assert len(body["migrations"]) == 2
 
 
-def test_a_refused_arrival_is_tried_once_on_another_host(api, operator, lab, lab_guest, hosts):
+def test_a_refused_arrival_is_tried_once_on_another_host(api, operator, lab, lab_guest, hosts, worker_process):
     name = lab_guest("kvm01", disk="shared")
     pk = evacuate(api, operator, hosts["kvm01"])
     planned = Evacuation.objects.get(pk=pk).plan[0]["target_name"]
     # Behind kvmweb's back, the planned target gets a different VM of that name.
     lab.make_guest(planned, name, bridge=False, start=False)
+    worker_process(pool=True)
 
-    evacuation = run(pk)
+    evacuation = ended(pk)
 
     assert evacuation.status == "succeeded", evacuation.error
     [item] = evacuation.plan
@@ -105,18 +115,17 @@ def test_a_refused_arrival_is_tried_once_on_another_host(api, operator, lab, lab
     assert f"{planned} refused it" in item["error"]
 
 
-def test_a_cancelled_evacuation_leaves_each_guest_where_it_was(api, operator, lab, lab_guest, hosts):
+def test_a_cancelled_evacuation_leaves_each_guest_where_it_was(api, operator, lab, lab_guest, hosts, pool):
     guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
     before = {name: lab.last_tick(name) for name in guests}
     Host.objects.filter(name="kvm01").update(max_outgoing=1)  # one at a time
     # 8 MiB/s: ~30 s per guest, long enough to cancel the first mid-way.
     pk = evacuate(api, operator, hosts["kvm01"], bandwidth_mib=8)
-    thread = run_in_thread(pk, runner.run_evacuation)
     first = wait_for(lambda: Evacuation.objects.get(pk=pk).migrations.first(), what="the first move")
     wait_transferring(first.pk)
 
     response = post(api, operator, f"/api/evacuations/{pk}/cancel/")
-    thread.join(120)
+    ended(pk, 120)
 
     assert response.status_code == 202
     evacuation = Evacuation.objects.get(pk=pk)
@@ -130,7 +139,7 @@ def test_a_cancelled_evacuation_leaves_each_guest_where_it_was(api, operator, la
     assert {e["domain_name"] for e in evacuation.left} == set(guests)
 
 
-def test_a_guest_that_fits_nowhere_stays_and_the_others_leave(api, operator, lab, lab_guest, hosts):
+def test_a_guest_that_fits_nowhere_stays_and_the_others_leave(api, operator, lab, lab_guest, hosts, pool):
     small = lab_guest("kvm01", disk="shared", memory_mib=256)
     big = lab_guest("kvm01", disk="shared", memory_mib=384)
     # kvm02 and kvm03 may promise guests 300 MiB each (the capacity model's reserve).
@@ -146,7 +155,7 @@ def test_a_guest_that_fits_nowhere_stays_and_the_others_leave(api, operator, lab
     assert f"of memory room and {big} needs 384.0 MiB" in unplaced["reason"]
     assert not Host.objects.get(name="kvm01").maintenance
 
-    evacuation = run(evacuate(api, operator, hosts["kvm01"], allow_partial=True))
+    evacuation = ended(evacuate(api, operator, hosts["kvm01"], allow_partial=True))
 
     assert evacuation.status == "succeeded", evacuation.error
     assert lab.where(small) in (["kvm02"], ["kvm03"])
@@ -175,55 +184,66 @@ def test_several_moves_may_open_their_source_at_the_same_moment(lab, settings):
             assert list(pool.map(open_once, range(4))) == ["kvm01"] * 4
 
 
-def test_the_runner_starts_the_next_move_when_one_ends_not_at_its_next_look(
-    api, operator, lab, lab_guest, hosts, monkeypatch
-):
-    # The runner would not look again on its own for an hour: each move that
-    # ends (succeeded, or refused and its thread done) must wake it.
-    monkeypatch.setattr(runner, "POLL_SECONDS", 3600)
+def test_the_next_move_starts_when_one_ends_not_at_its_next_look(api, operator, lab, lab_guest, hosts, worker_process):
+    # One at a time: the second move waits for kvm01's slot. It looks again
+    # on its own only every SLOT_RETRY_SECONDS (5 s): the end of the first
+    # move must wake it, and the end of a refused move must re-plan it, at once.
     guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
-    Host.objects.filter(name="kvm01").update(max_outgoing=1)  # one at a time
+    Host.objects.filter(name="kvm01").update(max_outgoing=1)
     pk = evacuate(api, operator, hosts["kvm01"])
     # One planned target already has a different VM of that name: refused, then tried elsewhere.
     item = Evacuation.objects.get(pk=pk).plan[1]
     lab.make_guest(item["target_name"], item["domain_name"], bridge=False, start=False)
+    worker_process(pool=True)
 
-    thread = run_in_thread(pk, runner.run_evacuation)
-    thread.join(120)
+    evacuation = ended(pk, 120)
 
-    assert not thread.is_alive(), "the runner waited for its next look instead of the moves"
-    evacuation = Evacuation.objects.get(pk=pk)
     assert evacuation.status == "succeeded", evacuation.error
     assert sorted(len(i["migrations"]) for i in evacuation.plan) == [1, 2]
     for name in guests:
         assert lab.where(name) != ["kvm01"]
+    moves = sorted(Migration.objects.filter(evacuations=evacuation), key=lambda m: m.created_at)
+    for before, after in zip(moves, moves[1:], strict=False):
+        if before.finished_at and after.started_at and after.started_at > before.finished_at:
+            gap = (after.started_at - before.finished_at).total_seconds()
+            assert gap < 3, (
+                f"move #{after.pk} started {gap:.1f} s after #{before.pk} ended: it waited for its next look"
+            )
 
 
 def test_an_evacuation_is_over_only_once_the_inventory_shows_where_its_vms_went(
-    api, operator, lab, lab_guest, hosts, monkeypatch
+    api, operator, lab, lab_guest, hosts, pool
 ):
-    # Each move refreshes its hosts' inventory after it ended; make that slow.
-    from migrations_app import engine
-
-    refresh = engine.refresh_inventory
-
-    def slow_refresh(migration):
-        time.sleep(1.5)
-        refresh(migration)
-
-    monkeypatch.setattr(engine, "refresh_inventory", slow_refresh)
     guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
     pk = evacuate(api, operator, hosts["kvm01"])
-    thread = run_in_thread(pk, runner.run_evacuation)
 
-    def ended():
-        evacuation = Evacuation.objects.get(pk=pk)
-        return None if evacuation.is_active else evacuation
-
-    evacuation = wait_for(ended, 120, interval=0.02, what="the evacuation to end")
+    evacuation = ended(pk, 120)
 
     # What a return planned this very moment would read.
     assert evacuation.status == "succeeded", evacuation.error
     where = dict(Domain.objects.filter(name__in=guests).values_list("name", "host__name"))
     assert where == {i["domain_name"]: i["target_name"] for i in evacuation.plan}
-    thread.join(60)
+
+
+def test_an_evacuation_outlives_the_killing_of_every_worker(api, operator, lab, lab_guest, hosts, worker_process):
+    # The periodic reconcile (every 5 s here) carries on what the killed pool left.
+    guests = [lab_guest("kvm01", disk="shared"), lab_guest("kvm01", disk="shared")]
+    before = {name: lab.last_tick(name) for name in guests}
+    Host.objects.filter(name="kvm01").update(max_outgoing=1)  # one at a time
+    first_pool = worker_process(pool=True, KVMWEB_SYNC_INTERVAL=5)
+    pk = evacuate(api, operator, hosts["kvm01"], bandwidth_mib=16)
+    first = wait_for(lambda: Evacuation.objects.get(pk=pk).migrations.first(), what="the first move")
+    wait_transferring(first.pk)
+
+    first_pool.kill(signal.SIGKILL)  # every process of the worker line, at once
+    worker_process(pool=True, KVMWEB_SYNC_INTERVAL=5)
+    evacuation = ended(pk, 240)
+
+    assert evacuation.status == "succeeded", (evacuation.error, evacuation.plan)
+    assert [i["state"] for i in evacuation.plan] == ["moved", "moved"]
+    for name in guests:
+        assert lab.where(name) != ["kvm01"]
+        ticks_carry_on(lab, name, before[name])
+    first.refresh_from_db()
+    assert first.status == "succeeded"
+    assert AuditEntry.objects.filter(migration=first, action="reconciled").exists()

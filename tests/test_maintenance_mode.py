@@ -3,6 +3,7 @@ the audit, and coming home (the moves themselves run on the lab)."""
 
 from datetime import timedelta
 
+import django_rq
 import pytest
 from django.utils import timezone
 
@@ -116,20 +117,30 @@ def test_the_evacuation_can_be_read_and_cancelled_before_it_starts(api, operator
     # Nothing had started: it ends at once, and a worker picking it up later does nothing.
     assert (cancelled.json()["status"], cancelled.json()["cancel_requested"]) == ("cancelled", True)
     assert [i["state"] for i in cancelled.json()["plan"]] == ["cancelled", "cancelled"]
-    runner.run_evacuation(pk)
+    runner.advance(pk)
     assert not Migration.objects.exists()
     # The host stays in maintenance until an operator takes it out.
     assert Host.objects.get(pk=hosts["kvm01"].pk).maintenance
 
 
-def test_an_evacuation_whose_worker_died_can_still_be_cancelled(api, operator, hosts):
+def test_a_running_evacuation_is_cancelled_by_its_next_step(api, operator, hosts, django_capture_on_commit_callbacks):
     pk = maintenance(api, operator, hosts["kvm01"]).json()["id"]
+    # A step started it; no move was asked for yet (the worker is not running).
     Evacuation.objects.filter(pk=pk).update(status="running", updated_at=timezone.now() - timedelta(minutes=5))
+    jobs_before = django_rq.get_queue("default").count
 
-    response = api.post(f"/api/evacuations/{pk}/cancel/")
+    with django_capture_on_commit_callbacks(execute=True):  # django-rq queues a job once its transaction commits
+        response = api.post(f"/api/evacuations/{pk}/cancel/")
 
-    assert response.json()["status"] == "cancelled"
-    assert "worker that ran it had stopped" in response.json()["error"]
+    assert response.status_code == 202
+    assert (response.json()["status"], response.json()["cancel_requested"]) == ("running", True)
+    # Its next step is queued, and whoever runs it finishes the evacuation.
+    assert django_rq.get_queue("default").count == jobs_before + 1
+    runner.advance(pk)
+    evacuation = Evacuation.objects.get(pk=pk)
+    assert evacuation.status == "cancelled"
+    assert [i["state"] for i in evacuation.plan] == ["cancelled", "cancelled"]
+    assert not Migration.objects.exists()
     # The host can leave maintenance and be evacuated again.
     assert api.post(f"/api/hosts/{hosts['kvm01'].pk}/activate/", {}, format="json").status_code == 200
 

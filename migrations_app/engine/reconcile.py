@@ -29,6 +29,12 @@ def is_orphaned(migration: Migration, now: datetime | None = None) -> bool:
     return (now - migration.updated_at).total_seconds() > HEARTBEAT_TIMEOUT
 
 
+def orphans() -> list[int]:
+    """The ids of active migrations no worker is watching (heartbeat gone stale)."""
+    active = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING])
+    return [m.pk for m in active if is_orphaned(m)]
+
+
 def reconcile_all(force: bool = False) -> list[tuple[int, str]]:
     """Every active migration no worker is watching. ``force``: do not wait for
     the heartbeat to go stale (on worker start, when no other worker runs)."""

@@ -1,0 +1,93 @@
+"""Why a queued migration has not started yet, in words, with its place in line.
+
+A migration waits for one of two things: a slot on its hosts (each host sends
+and receives only so many at once: ``Host.max_outgoing``/``max_incoming``,
+counted by ``engine.claim``) or a worker (the pool has ``KVMWEB_WORKERS``
+migration slots, kvmweb/workerpool.py). The reason is worked out when asked,
+from the database and RQ's registry of workers, so it is never stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from django.db.models import Q
+
+if TYPE_CHECKING:
+    from .models import Migration
+
+log = logging.getLogger(__name__)
+
+QUEUE = "migrations"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def waiting_reason(migration: Migration) -> str:
+    """ "" unless ``migration`` is queued; else why it waits, e.g.
+    "Waiting for a slot: kvm01 already sends 2 (limit 2); 1st in line"."""
+    from .models import Migration, Status
+
+    if migration.status != Status.QUEUED:
+        return ""
+    busy = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING])
+    ahead = Migration.objects.filter(status=Status.QUEUED).filter(
+        Q(created_at__lt=migration.created_at) | Q(created_at=migration.created_at, pk__lt=migration.pk)
+    )
+    source, target = migration.source, migration.target
+    if source is not None:
+        sending = busy.filter(source=source).count()
+        if sending >= source.max_outgoing:
+            place = ahead.filter(source=source).count() + 1
+            return (
+                f"Waiting for a slot: {source.name} already sends {sending} (limit {source.max_outgoing}); "
+                f"{ordinal(place)} in line"
+            )
+    if target is not None:
+        receiving = busy.filter(target=target).count()
+        if receiving >= target.max_incoming:
+            place = ahead.filter(target=target).count() + 1
+            return (
+                f"Waiting for a slot: {target.name} already receives {receiving} (limit {target.max_incoming}); "
+                f"{ordinal(place)} in line"
+            )
+    return _worker_reason(migration)
+
+
+def _worker_reason(migration: Migration) -> str:
+    try:
+        total, working = workers()
+    except Exception as e:  # Redis away: say so rather than fail the page
+        log.warning("could not count the workers: %s", e)
+        return "Waiting for a worker (kvmweb cannot reach Redis to say more)"
+    if total == 0:
+        return "Waiting for a worker: none is running (start the worker line of the Procfile: manage.py runworkers)"
+    if working >= total:
+        place = _place_in_queue(migration)
+        return f"Waiting for a worker: {working} of {total} busy" + (f"; {ordinal(place)} in line" if place else "")
+    return "About to start: a worker is free."
+
+
+def workers() -> tuple[int, int]:
+    """(workers that take migrations, how many of them are running a job)."""
+    import django_rq
+    from rq import Worker
+
+    queue = django_rq.get_queue(QUEUE)
+    found = Worker.all(queue=queue)
+    return len(found), sum(1 for w in found if w.get_state() == "busy")
+
+
+def _place_in_queue(migration: Migration) -> int:
+    import django_rq
+
+    queue = django_rq.get_queue(QUEUE)
+    for job_id in (f"migration-{migration.pk}", f"migration-{migration.pk}-retry"):
+        position = queue.get_job_position(job_id)
+        if position is not None:
+            return position + 1
+    return 0
