@@ -2,6 +2,7 @@
 
 import logging
 import os
+import threading
 from datetime import timedelta
 
 import redis
@@ -9,7 +10,6 @@ from django.conf import settings
 from django.db import close_old_connections
 from rq import Worker as RQWorker
 from rq import get_current_job
-from rq.defaults import DEFAULT_WORKER_TTL
 from rq.exceptions import StopRequested
 from rq.serializers import resolve_serializer
 from rq.worker import WorkerStatus
@@ -202,6 +202,11 @@ class PoolWorker(Worker):
     the process had loaded and connected. A job that kills its process (a
     crash in a C library) takes the slot with it; the pool starts the slot
     again and reconcile settles the migration, as for a killed work horse.
+
+    While a job runs, a thread keeps the worker's heartbeat (a forking worker's
+    main process does that while its horse works): a slot is alive when its
+    heartbeat is recent (``waiting.workers``), and a killed one's record
+    expires within minutes instead of outliving the job's timeout.
     """
 
     def execute_job(self, job, queue):
@@ -212,15 +217,28 @@ class PoolWorker(Worker):
         # Kept connections that went stale (or past CONN_MAX_AGE) are dropped
         # before and after each job, as Django does around each request.
         close_old_connections()
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat_until, args=(done,), name="heartbeat", daemon=True)
+        beat.start()
         try:
             self.perform_job(job, queue, execution)
         finally:
+            done.set()
+            beat.join(5)
             close_old_connections()
             self.set_state(WorkerStatus.IDLE)
 
+    def _beat_until(self, done):
+        while not done.wait(HEARTBEAT_SECONDS):
+            try:
+                self.heartbeat()
+            except Exception as e:  # Redis away for a moment: the next beat tries again
+                log.warning("worker %s: heartbeat failed: %s", self.name, e)
+
     def get_heartbeat_ttl(self, job, working_time=0.0):
-        # The process that heartbeats is the one running the job: its key must
-        # outlive the job's timeout (as RQ's SimpleWorker keeps it).
-        if job.timeout == -1:
-            return DEFAULT_WORKER_TTL
-        return int(job.timeout or DEFAULT_WORKER_TTL) + 60
+        return self.worker_ttl + 60
+
+
+# How often a busy pool slot says it is alive: well within waiting.LIVE_SECONDS
+# (the idle ones say it every SCHEDULER_TAKEOVER_SECONDS).
+HEARTBEAT_SECONDS = 10

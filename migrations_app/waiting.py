@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE = "migrations"
+# A worker whose heartbeat is older than this is dead, whatever its record says
+# (the pool's slots beat every 10 s busy, every 15 s idle: kvmweb/worker.py).
+LIVE_SECONDS = 45
 
 
 def ordinal(n: int) -> str:
@@ -73,13 +76,20 @@ def _worker_reason(migration: Migration) -> str:
 
 
 def workers() -> tuple[int, int]:
-    """(workers that take migrations, how many of them are running a job)."""
+    """(live workers that take migrations, how many of them are running a job).
+
+    Live: its heartbeat is recent. A killed worker's record stays in Redis
+    until it expires, minutes later: it counts for nothing meanwhile."""
+    from datetime import timedelta
+
     import django_rq
     from rq import Worker
+    from rq.utils import now
 
     queue = django_rq.get_queue(QUEUE)
-    found = Worker.all(queue=queue)
-    return len(found), sum(1 for w in found if w.get_state() == "busy")
+    since = now() - timedelta(seconds=LIVE_SECONDS)
+    live = [w for w in Worker.all(queue=queue) if w.last_heartbeat and w.last_heartbeat >= since]
+    return len(live), sum(1 for w in live if w.get_state() == "busy")
 
 
 def _place_in_queue(migration: Migration) -> int:

@@ -179,6 +179,7 @@ class WorkerProcess:
             "KVMWEB_SYNC_INTERVAL": "0",
             **{k: str(v) for k, v in env.items()},
         }
+        self.pool = pool
         argv = (
             procfile_argv("worker") if pool else [sys.executable, "manage.py", "rqworker", "--with-scheduler", *queues]
         )
@@ -229,7 +230,17 @@ def worker_process(redis_url):
 
     yield start
     import os
+    import signal
 
     for w in workers:
+        if w.pool and w.proc.poll() is None:
+            # As a supervisor stops it, so that its slots leave RQ's registry
+            # (a killed slot's record lingers and would count as a worker in
+            # the next test); killed if a slot is still busy after a while.
+            w.proc.send_signal(signal.SIGTERM)
+            try:
+                w.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
         w.kill()
         os.unlink(w.log.name)
