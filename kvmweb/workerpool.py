@@ -54,7 +54,7 @@ MAX_PAUSE = 30.0
 # How often the parent looks for dead slots (a SIGCHLD wakes it sooner).
 LOOK_SECONDS = 1.0
 # How long TERM waits for the slots' warm shutdown before it kills them.
-STOP_SECONDS = 30.0
+STOP_SECONDS = 20.0  # within systemd's TimeoutStopSec (deploy/) and supervisord's wait
 
 PR_SET_PDEATHSIG = 1
 
