@@ -16,7 +16,7 @@ def register(serializer, user: AbstractBaseUser | AnonymousUser) -> Host:
 
     host = serializer.save()
     AuditEntry.record(
-        AuditAction.HOST,
+        AuditAction.REGISTER,
         f"Registered host {host.name} at {host.uri}"
         + (f", its SSH host key pinned: {host.ssh_fingerprint}" if host.ssh_fingerprint else ""),
         user=user,

@@ -22,7 +22,7 @@ from hosts.sync import sync_hosts
 from migrations_app import engine
 from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
-from migrations_app.models import Migration, migration_ended
+from migrations_app.models import AuditAction, Migration, migration_ended
 from migrations_app.models import Status as MigrationStatus
 from migrations_app.request import MigrationRequest
 
@@ -251,6 +251,7 @@ class Runner:
             ),
             evacuation=evacuation.pk,
             outcome=str(status),
+            action=AuditAction.EVACUATION,
         )
         services.publish(evacuation)
 
