@@ -210,3 +210,38 @@ def test_an_operator_registers_an_ssh_lab_host_from_the_page_and_confirms_its_ke
     assert host.status == "online", host.status_reason
     assert page.locator("#host-key").count() == 0
     assert AuditEntry.objects.filter(source_name="kvm02", message__startswith="Registered host kvm02").exists()
+
+
+def test_login_dark_mode_favicon_zone_and_titles(live_server, inventory, operator, browser):
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, color_scheme="dark", timezone_id="Europe/Berlin"
+    )
+    page = context.new_page()
+    page.goto(live_server.url + "/accounts/login/")
+    # The two inputs line up.
+    boxes = [page.locator(f"input[name={n}]").bounding_box() for n in ("username", "password")]
+    assert boxes[0]["x"] == boxes[1]["x"] and boxes[0]["width"] == boxes[1]["width"], boxes
+    # Dark mode follows the browser's preference.
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(16, 20, 28)"
+    icon = page.evaluate("document.querySelector('link[rel=icon]').href")
+    assert page.request.get(icon).status == 200
+    page.fill("input[name=username]", "oscar")
+    page.fill("input[name=password]", "pw-oscar")
+    page.click("button[type=submit]")
+    page.wait_for_url(live_server.url + "/")
+
+    # The browser named its zone on the first page: later pages show dates in it, with the zone.
+    page.goto(live_server.url + "/audit/")
+    first = page.locator("#audit tbody tr td time").first
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d CET", first.inner_text()), first.inner_text()
+
+    # Titles carry the status, kept up to date by the page.
+    page.goto(live_server.url + inventory["evacuation"].get_absolute_url())
+    assert page.title().startswith("Queued · Evacuation #")
+    page.goto(live_server.url + inventory["migration"].get_absolute_url())
+    assert page.title().startswith("Succeeded · Migration #"), page.title()
+    page.locator("h1 [data-bind=status]").evaluate("el => { el.textContent = 'Failed'; }")
+    page.wait_for_function("document.title.startsWith('Failed · Migration #')")
+    page.goto(live_server.url + "/hosts/kvm03-with-a-long-name/")
+    assert page.title() == "Offline · kvm03-with-a-long-name · kvmweb"
+    context.close()
