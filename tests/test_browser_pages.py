@@ -244,4 +244,8 @@ def test_login_dark_mode_favicon_zone_and_titles(live_server, inventory, operato
     page.wait_for_function("document.title.startsWith('Failed · Migration #')")
     page.goto(live_server.url + "/hosts/kvm03-with-a-long-name/")
     assert page.title() == "Offline · kvm03-with-a-long-name · kvmweb"
+    if os.environ.get("KVMWEB_SCREENSHOTS"):
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.goto(live_server.url + "/hosts/kvm01/")
+        page.screenshot(path=str(ARTIFACTS / "dark-host.png"), full_page=True)
     context.close()
