@@ -31,3 +31,14 @@ def test_the_api_keeps_answering_json_for_an_unknown_address(client, viewer):
 def test_the_500_page_renders_without_a_request_or_the_database():
     page = render_to_string("500.html")
     assert "Server error" in page and 'href="/hosts/"' in page and "kvmweb.css" in page
+
+
+def test_a_form_without_its_csrf_token_gets_a_page_that_says_what_to_do(viewer):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(viewer)
+    response = client.post("/hosts/", {"name": "kvm02", "uri": "test:///default"})
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert '<header class="top">' in page and "reload the page and send it again" in page
