@@ -42,3 +42,9 @@ def test_a_form_without_its_csrf_token_gets_a_page_that_says_what_to_do(viewer):
     assert response.status_code == 403
     page = response.content.decode()
     assert '<header class="top">' in page and "reload the page and send it again" in page
+
+
+def test_the_favicon_is_there_for_anyone(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("favicon.svg")
+    assert client.get(response["Location"]).status_code == 200
