@@ -124,6 +124,25 @@ class HostAdmin(admin.ModelAdmin):
         "ssh_offered_fingerprint",
     ]
 
+    # Labels Django would otherwise make from the names ("Ssh fingerprint").
+    @admin.display(description="SSH host key")
+    def host_key_state(self, obj):
+        return obj.host_key_state.label
+
+    @admin.display(description="SSH fingerprint")
+    def ssh_fingerprint(self, obj):
+        return obj.ssh_fingerprint or "—"
+
+    @admin.display(description="SSH fingerprint offered, not confirmed")
+    def ssh_offered_fingerprint(self, obj):
+        return obj.ssh_offered_fingerprint or "—"
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "ssh_pinned_fingerprint" in form.base_fields:
+            form.base_fields["ssh_pinned_fingerprint"].label = "Pinned SSH fingerprint"
+        return form
+
     @admin.display(description="kvmweb's SSH key")
     def kvmweb_ssh_key(self, obj):
         try:

@@ -5,7 +5,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
-from . import capacity, definitions, sync, trust
+from . import capacity, definitions, registration, sync, trust
 from .filters import DomainFilter
 from .models import Domain, Host, HostKeyRefused
 from .serializers import (
@@ -38,10 +38,7 @@ class HostViewSet(
         return qs
 
     def perform_create(self, serializer):
-        host = serializer.save()
-        # An unreachable host is still registered: it shows offline with the
-        # reason, and the periodic refresh picks it up once it answers.
-        sync.sync_host(host)
+        registration.register(serializer, self.request.user)
 
     @extend_schema(request=None, responses=HostDetailSerializer)
     @action(detail=True, methods=["post"])

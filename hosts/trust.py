@@ -27,10 +27,10 @@ def confirm_host_key(host, fingerprint, user):
     host.save(update_fields=host.SSH_FIELDS)
     write_known_hosts()
     AuditEntry.record(
-        AuditAction.HOST,
+        AuditAction.HOST_KEY,
         f"Confirmed the SSH host key of {host.name}: {host.ssh_fingerprint}",
         user=user,
-        host=host.name,
+        source=host.name,  # found by the audit log's host filter
         fingerprint=host.ssh_fingerprint,
     )
     return sync.sync_host(host)

@@ -4,6 +4,7 @@ from . import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("hosts/", views.host_list, name="host-list"),
     path("hosts/<slug:name>/", views.host_detail, name="host-detail"),
     path("hosts/<slug:name>/sync/", views.host_sync, name="host-sync"),
     path("hosts/<slug:name>/trust/", views.host_trust, name="host-trust"),

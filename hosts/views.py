@@ -10,10 +10,11 @@ from kvmweb.filters import filter_or_400
 from kvmweb.formatting import hosts_summary
 from kvmweb.pagination import paginate
 
-from . import capacity, definitions, sshkeys, sync, trust
+from . import capacity, definitions, registration, sshkeys, sync, trust
 from .filters import DomainFilter
 from .models import Domain, DomainStateChoices, Host, HostKeyRefused
 from .roles import is_operator
+from .serializers import HostSerializer
 
 
 def dashboard(request):
@@ -24,6 +25,52 @@ def dashboard(request):
     alarms = Domain.objects.split_brains()
     summary = hosts_summary(len(hosts), totals["total"], totals["running"])
     return render(request, "hosts/dashboard.html", {"hosts": hosts, "summary": summary, "alarms": alarms})
+
+
+@require_http_methods(["GET", "POST"])
+def host_list(request):
+    """Every host, and for operators the "Add host" form: the API's serializer
+    validates it and registration.register saves, audits and reads it, as for
+    POST /api/hosts/."""
+    operator = is_operator(request.user)
+    serializer = None
+    if request.method == "POST":
+        if not operator:
+            raise PermissionDenied(
+                "Only operators may register hosts. Ask an administrator to add you to the 'operators' group."
+            )
+        data = {key: request.POST.get(key, "").strip() for key in ("name", "uri", "fingerprint")}
+        serializer = HostSerializer(data=data, context={"request": request})
+        if serializer.is_valid():
+            host = registration.register(serializer, request.user)
+            if host.host_key_state in ("unconfirmed", "changed"):
+                messages.warning(
+                    request,
+                    f"{host.name} is registered. Compare the SSH host key it offers with the host's own "
+                    "and confirm it: kvmweb does not connect before.",
+                )
+            elif host.status == "online":
+                messages.success(request, f"{host.name} is registered and its inventory read.")
+            else:
+                messages.warning(request, f"{host.name} is registered but could not be read: {host.status_reason}")
+            return redirect(host)
+    public_key = ssh_line = ""
+    if operator:
+        with contextlib.suppress(sshkeys.SSHKeyError):
+            public_key, ssh_line = sshkeys.public_key(), sshkeys.authorized_keys_line()
+    return render(
+        request,
+        "hosts/host_list.html",
+        {
+            "hosts": capacity.with_counts(),
+            "errors": serializer.errors if serializer is not None else {},
+            "values": serializer.initial_data if serializer is not None else {},
+            "open_form": serializer is not None or "add" in request.GET or not Host.objects.exists(),
+            "public_key": public_key,
+            "ssh_line": ssh_line,
+        },
+        status=400 if serializer is not None else 200,
+    )
 
 
 def host_detail(request, name):

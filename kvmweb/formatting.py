@@ -19,6 +19,25 @@ DASH = "—"
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 
 
+# An audit entry's outcome in words: pre-flight checks record pass/warn/fail,
+# migrations and evacuations succeeded/failed/cancelled.
+OUTCOME_LABELS = {
+    "pass": "Checks passed",
+    "warn": "Checks warned",
+    "fail": "Checks failed",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+
+
+@register.filter
+def outcome_label(value: str) -> str:
+    if not value:
+        return DASH
+    return OUTCOME_LABELS.get(value, value.replace("_", " ").capitalize())
+
+
 @register.filter
 def size(n: float | None) -> str:
     """A number of bytes: "512 B", "1.5 MiB", "16.0 GiB"."""

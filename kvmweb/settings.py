@@ -115,6 +115,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Dates in the browser's zone, as it names it in a cookie.
+    "kvmweb.timezones.UserTimeZoneMiddleware",
     # Every page needs login unless a view is explicitly marked otherwise.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "hosts.middleware.RoleRequiredMiddleware",

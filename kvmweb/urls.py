@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import JsonResponse
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpResponsePermanentRedirect, JsonResponse
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
@@ -29,6 +31,13 @@ def not_found(request, exception):
 
 handler404 = not_found
 
+
+@login_not_required
+def favicon(request):
+    """Pages name the icon in <link rel=icon>; this is for clients that ask for /favicon.ico anyway."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
+
+
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -38,6 +47,7 @@ urlpatterns = [
     path("api/hosts/<int:pk>/activate/", maintenance_api.activate, name="api-host-activate"),
     path("api/", include(router.urls)),
     path("metrics", metrics, name="metrics"),
+    path("favicon.ico", favicon),
     path("", include("maintenance.urls")),
     path("", include("migrations_app.urls")),
     path("", include("hosts.urls")),

@@ -33,7 +33,7 @@ from hosts.models import Domain, Host
 from hosts.sync import sync_hosts
 from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
-from migrations_app.models import Migration
+from migrations_app.models import AuditAction, Migration
 from migrations_app.models import Status as MigrationStatus
 from migrations_app.request import MigrationRequest
 
@@ -259,6 +259,7 @@ class Step:
             ),
             evacuation=evacuation.pk,
             outcome=str(status),
+            action=AuditAction.EVACUATION,
         )
         services.publish(evacuation)
 

@@ -32,11 +32,11 @@ class Refused(Exception):
         self.extra = extra
 
 
-def audit(user, host_name, message, outcome="", **data):
+def audit(user, host_name, message, outcome="", action=AuditAction.HOST, **data):
     """A maintenance decision in the audit log, found under the host's name."""
     known = user is not None and user.is_authenticated
     AuditEntry(
-        action=AuditAction.HOST,
+        action=action,
         message=message,
         outcome=outcome,
         user=user if known else None,
@@ -89,6 +89,7 @@ def enter_maintenance(user, host, allow_partial=False, bandwidth_mib=None):
                 f"{len(plan.moves)} VM(s) away"
                 + (f", {len(plan.unplaced)} fit nowhere and stay" if plan.unplaced else "")
                 + ".",
+                action=AuditAction.MAINTENANCE,
                 maintenance=True,
                 evacuation=evacuation.pk,
                 plan=plan.moves,
@@ -126,6 +127,7 @@ def activate(user, host, return_vms=False):
             host.name,
             f"{user.get_username()} took {host.name} out of maintenance"
             + (f"; return #{evacuation.pk} brings back {len(evacuation.plan)} VM(s)." if evacuation else "."),
+            action=AuditAction.ACTIVATE,
             maintenance=False,
             evacuation=evacuation.pk if evacuation else None,
         )
@@ -192,6 +194,7 @@ def cancel(user, evacuation):
         evacuation.host_name,
         f"{user.get_username()} asked to cancel {evacuation.get_kind_display().lower()} #{evacuation.pk} "
         f"of {evacuation.host_name}.",
+        action=AuditAction.CANCEL,
         evacuation=evacuation.pk,
     )
     for migration in evacuation.migrations.filter(status__in=MIGRATION_ACTIVE):

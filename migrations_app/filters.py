@@ -6,6 +6,7 @@ from django import forms
 from django.db.models import Q
 
 from kvmweb.filters import IdFilter, MomentFilter
+from kvmweb.formatting import outcome_label
 
 from .models import AuditAction, AuditEntry, Migration, Status
 
@@ -52,9 +53,12 @@ class AuditFilter(django_filters.FilterSet):
         fields = ["domain", "host", "user", "action", "outcome", "since", "until", "migration"]
 
     def offer_recorded_outcomes(self):
-        """For the page: the outcome select lists what has been recorded."""
+        """For the page: the outcome select lists what has been recorded, in words
+        (pre-flight checks record pass/warn/fail, migrations succeeded/failed/...)."""
         outcomes = AuditEntry.objects.order_by().exclude(outcome="").values_list("outcome", flat=True).distinct()
-        self.form.fields["outcome"].widget.choices = [("", "Any outcome")] + [(o, o) for o in sorted(set(outcomes))]
+        self.form.fields["outcome"].widget.choices = [("", "Any outcome")] + sorted(
+            ((o, outcome_label(o)) for o in set(outcomes)), key=lambda choice: choice[1]
+        )
 
     def filter_host(self, queryset, name, value):
         return queryset.filter(Q(source_name=value) | Q(target_name=value))

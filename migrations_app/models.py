@@ -464,6 +464,12 @@ class AuditAction(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     RECONCILED = "reconciled", "Reconciled"
     HOST = "host", "Host changed"
+    # Host events by name (the audit log said "Host changed" for all of them).
+    REGISTER = "register", "Registered host"
+    HOST_KEY = "host_key", "Confirmed host key"
+    MAINTENANCE = "maintenance", "Entered maintenance"
+    ACTIVATE = "activate", "Left maintenance"
+    EVACUATION = "evacuation", "Evacuation ended"
     INVENTORY = "inventory", "Seen outside kvmweb"
 
 
@@ -487,6 +493,7 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-at", "-id"]
         indexes = [models.Index(fields=["domain_name", "-at"], name="audit_domain_at")]
+        verbose_name_plural = "audit entries"
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or 'system'} {self.action}: {self.message}"

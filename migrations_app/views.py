@@ -59,7 +59,7 @@ def migration_new(request):
                 elif request.POST.get("confirmed") == "1":
                     migration = services.request_migration(request.user, req)
                     messages.success(
-                        request, f"Migration of {migration.domain_name} to {migration.target_name} queued."
+                        request, f"Migration of {migration.domain_name} to {migration.target_name} requested."
                     )
                     return redirect(migration)
                 else:

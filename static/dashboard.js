@@ -65,6 +65,11 @@
       tr.querySelector("td.vms").replaceChildren(K.el("span", { "class": "count" }, h.running_count),
                                                  document.createTextNode(" running / " + h.domain_count));
       if (h.capacity) capacity(tr.querySelector(".capacity"), h.capacity);
+      // A host never read when the page was made has been read now: its figures come with a reload.
+      if (h.status === "online") tr.querySelectorAll(".not-read").forEach(function (td) {
+        td.classList.remove("not-read");
+        td.replaceChildren(K.el("a", { href: location.pathname }, "read now: reload for its figures"));
+      });
       var badge = tr.querySelector(".maintenance");
       if (badge) badge.hidden = !h.maintenance;
     });

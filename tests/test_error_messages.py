@@ -28,7 +28,7 @@ def test_an_unreachable_host_says_what_to_check():  # "No route to host", at con
     with pytest.raises(HostUnreachable) as caught:
         with open_host("qemu+tcp://127.0.0.1:1/system", timeout=2):
             pass
-    assert "Check that the host is up, that libvirtd listens there" in caught.value.plain
+    assert "Check that the host is up, that libvirtd listens there (listen_tcp = 1" in caught.value.plain
     assert caught.value.permanent is False
 
 
@@ -116,3 +116,19 @@ def test_snapshots_that_stop_a_live_move():
     )
     assert "refuses to move a running VM that has snapshots" in error.plain
     assert error.code == "snapshots"
+
+
+@pytest.mark.parametrize(
+    "uri, says, not_says",
+    [
+        ("qemu+ssh://root@192.0.2.9/system", "could not reach sshd on 192.0.2.9 port 22", "listen_tcp"),
+        ("qemu+libssh://root@192.0.2.9:2222/system", "could not reach sshd on 192.0.2.9 port 2222", "listen_tcp"),
+        ("qemu+tls://192.0.2.9/system", "listen_tls = 1", "listen_tcp"),
+        ("qemu+tcp://192.0.2.9/system", "listen_tcp = 1", "sshd"),
+    ],
+)
+def test_an_unreachable_host_s_advice_matches_its_uri_s_transport(uri, says, not_says):
+    from hosts.libvirt.uri import unreachable_message
+
+    message = unreachable_message(uri)
+    assert says in message and not_says not in message

@@ -45,7 +45,7 @@ def test_an_unreachable_host_is_accepted_and_shown_offline_with_the_reason(api, 
     assert response.status_code == 201
     detail = api.get(f"/api/hosts/{response.json()['id']}/").json()
     assert detail["status"] == "offline"
-    assert "Check that the host is up, that libvirtd listens there" in detail["status_reason"]
+    assert "Check that the host is up, that libvirtd listens there (listen_tcp = 1" in detail["status_reason"]
     # Not the socket's own words ("Connection refused"): they tell a closed port from a filtered one.
     assert detail["status_detail"] == ""
 

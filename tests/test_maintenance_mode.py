@@ -85,6 +85,7 @@ def test_entering_maintenance_is_audited_and_refuses_migrations_onto_the_host(ap
     assert Host.objects.get(pk=hosts["kvm01"].pk).maintenance
     entry = AuditEntry.objects.filter(source_name="kvm01").first()
     assert entry.username == "oscar" and "put kvm01 into maintenance" in entry.message
+    assert entry.action == "maintenance" and entry.get_action_display() == "Entered maintenance"
 
     api.force_authenticate(operator)
     other = Domain.objects.create(uuid="11111111-2222-3333-4444-555555555555", name="elsewhere", host=hosts["kvm03"])
@@ -154,7 +155,8 @@ def test_leaving_maintenance_without_return_only_ends_it(api, operator, hosts):
     assert response.status_code == 200, response.content
     assert response.json() == {"maintenance": False}
     assert not Host.objects.get(pk=hosts["kvm01"].pk).maintenance
-    assert "took kvm01 out of maintenance" in AuditEntry.objects.filter(source_name="kvm01").first().message
+    left = AuditEntry.objects.filter(source_name="kvm01").first()
+    assert "took kvm01 out of maintenance" in left.message and left.get_action_display() == "Left maintenance"
     again = api.post(f"/api/hosts/{hosts['kvm01'].pk}/activate/", {}, format="json")
     assert again.status_code == 409 and "not in maintenance" in again.json()["detail"]
 

@@ -81,7 +81,7 @@ def test_a_new_ssh_host_shows_its_fingerprint_and_is_read_only_after_an_operator
     assert right.status_code == 200, right.content
     assert right.json()["host_key_state"] == "trusted"
     assert right.json()["status"] == "online" and right.json()["hostname"] == "kvm01"
-    assert AuditEntry.objects.filter(action="host", message__contains=lab.ssh_fingerprint("kvm01")).exists()
+    assert AuditEntry.objects.filter(action="host_key", message__contains=lab.ssh_fingerprint("kvm01")).exists()
     known = sshkeys.known_hosts_path().read_text()
     assert known.split() == [lab.address("kvm01"), *lab.ssh_host_key("kvm01").split()[:2]]
 

@@ -336,14 +336,26 @@ def probe(uri: str | HostURI, timeout: float) -> None:
     raise HostUnreachable(unreachable_message(uri))
 
 
+# What to check on the host, by transport: the port kvmweb could not reach is
+# sshd's for SSH URIs and libvirtd's own for TLS and TCP.
+UNREACHABLE_ADVICE = {
+    "ssh": "that sshd runs there and no firewall is in the way",
+    "libssh": "that sshd runs there and no firewall is in the way",
+    "tls": "that libvirtd listens for TLS there (listen_tls = 1 and libvirtd --listen) and no firewall is in the way",
+    "tcp": "that libvirtd listens there (listen_tcp = 1 and libvirtd --listen) and no firewall is in the way",
+}
+
+
 def unreachable_message(uri: str | HostURI) -> str:
-    host, port = remote_target(uri) or (uri, None)
+    try:
+        parsed = uri if isinstance(uri, HostURI) else allowed(uri)
+    except InvalidURI:
+        return f"kvmweb could not reach {uri}. Check that the host is up and no firewall is in the way."
+    host, port = remote_target(parsed) or (str(uri), None)
     where = f"{host} port {port}" if port else host
-    return (
-        f"kvmweb could not reach libvirtd on {where}. Check that the host is up, that libvirtd "
-        "listens there (for qemu+tcp: listen_tcp = 1 and libvirtd --listen), and that no "
-        "firewall is in the way."
-    )
+    what = "sshd" if parsed.transport in ("ssh", "libssh") else "libvirtd"
+    advice = UNREACHABLE_ADVICE.get(parsed.transport, UNREACHABLE_ADVICE["tcp"])
+    return f"kvmweb could not reach {what} on {where}. Check that the host is up, {advice}."
 
 
 def reachable(uri: str | HostURI, timeout: float = 2.0) -> bool:
