@@ -4,7 +4,7 @@ the audit log's filters."""
 from django import forms
 
 from hosts import capacity
-from hosts.models import Domain, Host, StoragePool
+from hosts.models import Domain, Host, PoolSharing, StoragePool
 
 from .models import Mode, StorageMode
 from .policies import POLICIES, policy_choices
@@ -79,14 +79,18 @@ def unavailable_reason(host: Host) -> str:
 
 
 def local_disk_domains(domains) -> set[str]:
-    """The pks (as text) of ``domains`` with a disk in a pool only its host has:
-    a migration must copy their disks (shared storage would be refused)."""
+    """The pks (as text) of ``domains`` with a disk in a pool only its host has (a
+    pool neither network storage, nor marked shared, nor proved shared by the
+    storage check): a migration must copy their disks, shared storage would be refused."""
+    host_ids = {d.host_id for d in domains}
     shared = {
         (host_id, name): pool_shared or marked
-        for host_id, name, pool_shared, marked in StoragePool.objects.filter(
-            host__in={d.host_id for d in domains}
-        ).values_list("host_id", "name", "shared", "marked_shared")
+        for host_id, name, pool_shared, marked in StoragePool.objects.filter(host__in=host_ids).values_list(
+            "host_id", "name", "shared", "marked_shared"
+        )
     }
+    for host_id, name in PoolSharing.objects.filter(host__in=host_ids, shared=True).values_list("host_id", "pool"):
+        shared[(host_id, name)] = True
     local = set()
     for domain in domains:
         for disk in domain.disks or []:
