@@ -160,10 +160,11 @@ def outcome_rows(migration: Migration) -> list[FigureRow]:
     if stats.get("data_transferred") is None and (migration.progress or {}).get("data_processed") is not None:
         stats["data_transferred"] = migration.progress["data_processed"]
     rows = stat_rows({key: stats.get(key) for key in OUTCOME_STATS})
-    if migration.mode == "cold":
-        for row in rows:
-            if row["key"] == "data_transferred":
-                row["label"] = "Disk data copied"
+    for row in rows:
+        if row["key"] == "time_ms":
+            row["text"] = duration(stats["time_ms"] / 1000)  # "12 s", not "11800 ms"
+        if row["key"] == "data_transferred" and migration.mode == "cold":
+            row["label"] = "Disk data copied"
     return rows
 
 

@@ -62,8 +62,6 @@ class Phase(models.TextChoices):
 
 # The most progress samples a migration keeps for its chart.
 MAX_SAMPLES = 300
-# The newest events sent with each update; the page links to all of them (every one is kept).
-EVENTS_SENT = 50
 
 
 class Migration(TrackedRequest):
@@ -389,7 +387,7 @@ class Migration(TrackedRequest):
 
     def as_event(self) -> MigrationEvent:
         """The full state as sent to its own page's browsers."""
-        from .display import display
+        from .display import EVENTS_SHOWN, display
 
         return {
             **self.as_row(),
@@ -398,7 +396,8 @@ class Migration(TrackedRequest):
             "phase_display": self.get_phase_display(),
             "progress": self.progress,
             "stats": self.stats,
-            "events": self.events[-EVENTS_SENT:],
+            # The newest only, with each update; the page links to all of them (every one is kept).
+            "events": self.events[-EVENTS_SHOWN:],
             "checks": self.checks,
             "error_detail": self.error_detail,
             "cancel_requested": self.cancel_requested,

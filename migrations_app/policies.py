@@ -149,6 +149,7 @@ class ConvergenceWatch:
     _candidate: str | None = None
     _since: float = 0.0
     _rates: list[tuple[int, int]] = field(default_factory=list)
+    _told_rates: tuple[int, int] = (0, 0)
 
     def observe(self, now: float, dirty_rate_bps: int, send_rate_bps: int) -> str | None:
         seen = convergence(dirty_rate_bps, send_rate_bps)
@@ -163,15 +164,15 @@ class ConvergenceWatch:
         if self.told_at is not None and now - self.told_at < self.hold_seconds:
             return None
         self.state, self.told_at, self._candidate = seen, now, None
+        self._told_rates = (
+            round(sum(d for d, _ in self._rates) / len(self._rates)),
+            round(sum(s for _, s in self._rates) / len(self._rates)),
+        )
         return seen
 
     def rates(self) -> tuple[int, int]:
-        """The average (dirty, send) rates of the samples that confirmed the state just told."""
-        rates = self._rates or [(0, 0)]
-        return (
-            round(sum(d for d, _ in rates) / len(rates)),
-            round(sum(s for _, s in rates) / len(rates)),
-        )
+        """The average (dirty, send) rates of the samples that confirmed the state last told."""
+        return self._told_rates
 
 
 def convergence_sentence(state: str, dirty_rate_bps: int, send_rate_bps: int, iteration: int) -> str:

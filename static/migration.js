@@ -27,7 +27,7 @@
     badge.textContent = m.status_display;
     badge.className = "status " + d.status_colour;
     section("phase").hidden = d.finished;  // a phase is live only while it runs
-    bind("phase").textContent = m.phase_display;
+    bind("phase").textContent = d.finished ? "" : m.phase_display;
     document.title = "Migration #" + id + ": " + m.domain + " (" + m.status_display + ") · kvmweb";
 
     var headline = bind("headline");
