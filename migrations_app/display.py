@@ -283,7 +283,7 @@ def chart(migration: Migration) -> ChartDisplay:
         sent.insert(0, (0.0, 0))
         total = (migration.stats or {}).get("data_transferred")
         if migration.finished_at and total is not None:
-            sent.append((end, total))
+            sent.append((end, max(total, sent[-1][1])))  # bytes sent never go back
     if migration.mode == "cold":
         left = []  # what is left of a copy mirrors what was copied: one line says it
     if len(sent) < 2 and len(left) < 2:

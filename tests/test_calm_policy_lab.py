@@ -80,6 +80,8 @@ def test_a_migration_that_will_not_converge_audits_decisions_only_and_keeps_ever
         else:
             assert dirty <= send, e["message"]  # rounded to 0.1 MiB/s
 
+    print(f"{len(audited)} decisions audited, {len(told)} sentences on convergence, {len(migration.events)} events")
+
     # Every event stays, the first steps included, on its events page.
     client.force_login(operator)
     shown = []
