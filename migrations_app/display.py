@@ -95,12 +95,18 @@ def bar(migration: Migration) -> int | None:
 
 
 def percent_text(migration: Migration | None) -> str:
-    """Done, as shown beside a VM of an evacuation: "40 %", "100 %" once it succeeded,
-    "" before libvirt reported any progress (or without a migration)."""
+    """How far, as shown beside a VM of an evacuation: "40 %", "100 %" once it
+    succeeded, "pass 4 · 196.0 MiB left" for a live migration past its first pass
+    (its percentage would start again at each pass), "" before libvirt reported
+    any progress (or without a migration)."""
     if migration is None:
         return ""
-    if migration.status != "succeeded" and (migration.progress or {}).get("percent") is None:
+    progress = migration.progress or {}
+    if migration.status != "succeeded" and progress.get("percent") is None:
         return ""
+    if migration.is_active and migration.mode != "cold" and (progress.get("iteration") or 0) >= 2:
+        left = progress.get("memory_remaining")
+        return f"pass {progress['iteration']}" + (f" · {size(left)} left" if left is not None else "")
     return f"{percent(migration)} %"
 
 
