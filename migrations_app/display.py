@@ -131,6 +131,8 @@ def progress_rows(progress: Mapping[str, Any], mode: str = "live") -> list[Figur
             continue  # the guest was not slowed down
         if key == "disk_remaining" and not progress.get("disk_total"):
             continue  # shared storage: no disk is copied
+        if key == "dirty_rate_bps" and (progress.get("iteration") or 0) < 2:
+            continue  # known from the second pass on: "0 B/s" before it would be a guess
         if key == "eta_seconds" and progress.get("convergence") == NOT_CONVERGING:
             continue  # a time left computed from a transfer that does not converge is a guess
         rows.append({"key": key, "label": label, "text": _progress_figure(key, value, kind)})

@@ -42,6 +42,7 @@
     }
     var figures = bind("figures");
     figures.replaceChildren();
+    figures.hidden = !d.progress.length && !d.outcome.length;
     d.progress.concat(d.outcome).forEach(function (row) {
       figures.appendChild(K.el("dt", null, row.label));
       figures.appendChild(K.el("dd", { "data-field": row.key }, row.text));

@@ -287,6 +287,9 @@ def test_the_live_payload_carries_the_text_the_page_shows(client, viewer, hosts,
     assert figures["Memory left to send"] == "232.0 MiB" and figures["Speed"] == "8.0 MiB/s"
     assert figures["Pass over memory"] == "2"
     assert "—" not in figures.values(), "a figure without a value is left out, not shown as a dash"
+    other = hosts[0].domains.get(name="kvm01-vm000")
+    first_pass = migration_for(other, hosts[1], status="running", progress={"iteration": 1, "dirty_rate_bps": 0})
+    assert "The guest dirties" not in {row["label"] for row in first_pass.as_event()["display"]["progress"]}
     assert shown["outcome"] == [] and shown["stats"] == []
     assert shown["events"] == [{"at": "2026-01-01T10:00:05+00:00", "time": "10:00:05", "message": "Started."}]
     assert shown["events_total"] == 1
