@@ -164,7 +164,7 @@ def sample(n, total=384 * 2**20, speed=8 * 2**20):
         "iteration": 1 + n // 100,
         "downtime_ms": 300,
         "eta_seconds": (total - done) / speed,
-        "converging": True,
+        "convergence": "converging",
         "elapsed": n / 2,
         "sampled_at": time.time(),
     }

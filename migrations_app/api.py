@@ -30,6 +30,8 @@ def refused(e):
     body = {"detail": e.message}
     if e.field:
         body[e.field] = [e.message]
+    if e.running is not None:
+        body["migration"] = {"id": e.running.pk, "url": e.running.get_absolute_url()}
     return Response(body, status=e.status)
 
 

@@ -4,7 +4,7 @@ the audit log's filters."""
 from django import forms
 
 from hosts import capacity
-from hosts.models import Domain, Host, StoragePool
+from hosts.models import Domain, Host, PoolSharing, StoragePool
 
 from .models import Mode, StorageMode
 from .policies import POLICIES, policy_choices
@@ -16,7 +16,27 @@ FORCE_OFF_CHOICES = [
 ]
 
 
+class TargetSelect(forms.Select):
+    """Target hosts; those that cannot take a VM now stay listed but disabled,
+    the reason in their label, so nobody picks one only to be refused."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unavailable: dict[str, str] = {}  # host pk -> why it cannot take a VM
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        reason = self.unavailable.get(str(value))
+        if reason:
+            option["label"] = f"{label}: {reason}"
+            option["attrs"]["disabled"] = True
+        option["attrs"]["data-name"] = getattr(getattr(value, "instance", None), "name", "")
+        return option
+
+
 class HostChoiceField(forms.ModelChoiceField):
+    widget = TargetSelect
+
     def label_from_instance(self, host):
         label = host.name
         if host.status != "online":
@@ -24,9 +44,62 @@ class HostChoiceField(forms.ModelChoiceField):
         return label
 
 
+class DomainSelect(forms.Select):
+    """VMs, each option saying its host (data-host: the page disables that host
+    as a target) and whether its disks are local (data-local: copy them)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.local: set[str] = set()  # pks of VMs with a disk on storage only their host has
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        domain = getattr(value, "instance", None)
+        if domain is not None:
+            option["attrs"]["data-host"] = domain.host.name
+            option["attrs"]["data-local"] = "1" if str(value) in self.local else ""
+        return option
+
+
 class DomainChoiceField(forms.ModelChoiceField):
+    widget = DomainSelect
+
     def label_from_instance(self, domain):
         return f"{domain.name} (on {domain.host.name}, {domain.get_state_display().lower()})"
+
+
+def unavailable_reason(host: Host) -> str:
+    """Why ``host`` cannot take a VM now ("" if it can): in maintenance, or not answering.
+    The checks and services.validate say so too; the form does not offer it."""
+    if host.maintenance:
+        return "in maintenance"
+    if host.status in ("offline", "error"):
+        return "not answering"
+    return ""
+
+
+def local_disk_domains(domains) -> set[str]:
+    """The pks (as text) of ``domains`` with a disk in a pool only its host has (a
+    pool neither network storage, nor marked shared, nor proved shared by the
+    storage check): a migration must copy their disks, shared storage would be refused."""
+    host_ids = {d.host_id for d in domains}
+    shared = {
+        (host_id, name): pool_shared or marked
+        for host_id, name, pool_shared, marked in StoragePool.objects.filter(host__in=host_ids).values_list(
+            "host_id", "name", "shared", "marked_shared"
+        )
+    }
+    for host_id, name in PoolSharing.objects.filter(host__in=host_ids, shared=True).values_list("host_id", "pool"):
+        shared[(host_id, name)] = True
+    local = set()
+    for domain in domains:
+        for disk in domain.disks or []:
+            if disk.get("device") != "disk" or not disk.get("path"):
+                continue
+            if shared.get((domain.host_id, disk.get("pool"))) is False:
+                local.add(str(domain.pk))
+                break
+    return local
 
 
 class PoolSelect(forms.Select):
@@ -99,10 +172,21 @@ class MigrationForm(forms.Form):
 
     def __init__(self, *args, domain=None, **kwargs):
         super().__init__(*args, **kwargs)
+        hosts = self.fields["target_host"]
         if domain is not None:
             self.fields["domain"].queryset = Domain.objects.select_related("host").filter(pk=domain.pk)
             self.fields["domain"].initial = domain.pk
             self.fields["domain"].widget = forms.HiddenInput()
+            if "storage" not in self.initial and local_disk_domains([domain]):
+                self.initial["storage"] = StorageMode.COPY
+        else:
+            self.fields["domain"].widget.local = local_disk_domains(list(self.fields["domain"].queryset))
+        hosts.widget.unavailable = {
+            str(host.pk): reason for host in hosts.queryset if (reason := unavailable_reason(host))
+        }
+        if domain is not None:
+            # Listed, not left out: a request for it still gets services.validate's words.
+            hosts.widget.unavailable[str(domain.host_id)] = f"{domain.name} runs here now"
         # Pools grouped by host; the page shows only the chosen target's
         # (services.validate checks the pool really is on the target).
         groups, free, names = {}, {}, {}
@@ -147,10 +231,14 @@ class MigrationForm(forms.Form):
     def to_request(self):
         return MigrationRequest.from_fields(self.cleaned_data)
 
+    # The migration in the way of a refused request ("already being migrated"), linked beside the error.
+    running = None
+
     def add_refusal(self, refused):
         """Show a services.MigrationRefused beside the field it is about."""
         field = refused.field if refused.field in self.fields else None
         self.add_error(field, refused.message)
+        self.running = refused.running
 
     def summary(self, req):
         """What will happen, in one or two sentences, for the confirmation of

@@ -113,6 +113,7 @@ class Migration(TrackedRequest):
     samples = models.JSONField(
         default=list,
         blank=True,
+        # Since issue 22: [sampled_at, bytes sent, bytes left] (older rows: pairs without bytes sent).
         help_text="[sampled_at, bytes remaining] pairs for the chart, thinned to a few hundred.",
     )
     stats = models.JSONField(default=dict, blank=True)
@@ -324,7 +325,8 @@ class Migration(TrackedRequest):
         else:
             samples = [*self.samples, point]
             if len(samples) > MAX_SAMPLES:
-                samples = samples[::2]  # thin out evenly; the chart keeps its shape
+                # Thin out evenly (301 samples: the first and the newest stay); the chart keeps its shape.
+                samples = samples[::2]
             self._write(progress=progress, samples=samples)
         self._announce(dashboard=False)
 
@@ -392,7 +394,7 @@ class Migration(TrackedRequest):
 
     def as_event(self) -> MigrationEvent:
         """The full state as sent to its own page's browsers."""
-        from .display import display
+        from .display import EVENTS_SHOWN, display
 
         return {
             **self.as_row(),
@@ -401,13 +403,21 @@ class Migration(TrackedRequest):
             "phase_display": self.get_phase_display(),
             "progress": self.progress,
             "stats": self.stats,
-            "events": self.events[-50:],
+            # The newest only, with each update; the page links to all of them (every one is kept).
+            "events": self.events[-EVENTS_SHOWN:],
             "checks": self.checks,
             "error_detail": self.error_detail,
             "cancel_requested": self.cancel_requested,
             **self.timestamps(),
             "display": display(self),
         }
+
+    @property
+    def summary_line(self) -> str:
+        """How far it is, in a few words (display.summary): the list page's progress column."""
+        from .display import summary
+
+        return summary(self)
 
     def as_line(self) -> MigrationLine:
         """What the dashboard shows of it: one row. The dashboard is told of

@@ -9,6 +9,8 @@ give up at a deadline, leaving the guest running on the source.
 
 from dataclasses import dataclass, field
 
+from kvmweb.formatting import size
+
 
 @dataclass(frozen=True)
 class DowntimeStep:
@@ -95,6 +97,90 @@ OUTPACED_RATIO = 0.9
 
 def outpaced(dirty_rate_bps: int, send_rate_bps: int) -> bool:
     return bool(send_rate_bps) and dirty_rate_bps >= OUTPACED_RATIO * send_rate_bps
+
+
+# How a transfer is going, as the page and the migration's log say it. Three
+# states, not two: "sends 7.9 MiB/s, dirties 7.2 MiB/s" is neither converging
+# well nor "not converging" (more is sent than dirtied), it is converging slowly.
+CONVERGING = "converging"
+SLOWLY = "converging_slowly"
+NOT_CONVERGING = "not_converging"
+
+CONVERGENCE_WORDS = {
+    CONVERGING: "converging",
+    SLOWLY: "converging slowly",
+    NOT_CONVERGING: "not converging",
+}
+
+# A new state is told only once it has held this long (samples come twice a
+# second and the rates jitter around the thresholds)...
+CONFIRM_SECONDS = 3.0
+# ...and never sooner than this after the last state told: the log and the
+# page must not flap between two sentences every second.
+HOLD_SECONDS = 10.0
+
+
+def convergence(dirty_rate_bps: int, send_rate_bps: int) -> str:
+    """The state of a transfer from its rates: dirtied at least as fast as sent
+    (not converging), nearly as fast (slowly), or clearly slower (converging)."""
+    if not send_rate_bps or dirty_rate_bps >= send_rate_bps:
+        return NOT_CONVERGING
+    if outpaced(dirty_rate_bps, send_rate_bps):
+        return SLOWLY
+    return CONVERGING
+
+
+@dataclass
+class ConvergenceWatch:
+    """Turns twice-a-second rate samples into a state that changes calmly.
+
+    ``observe`` returns the state to tell (a change that held CONFIRM_SECONDS,
+    at least HOLD_SECONDS after the last one told), else None. Before anything
+    was told the state is taken to be converging: a transfer that goes well
+    says nothing. The rates told are the averages over the confirming span,
+    so the sentence matches what was seen, not one jittery sample.
+    """
+
+    confirm_seconds: float = CONFIRM_SECONDS
+    hold_seconds: float = HOLD_SECONDS
+    state: str = CONVERGING
+    told_at: float | None = None
+    # The candidate state, since when, and its samples' rates (dirty, send).
+    _candidate: str | None = None
+    _since: float = 0.0
+    _rates: list[tuple[int, int]] = field(default_factory=list)
+    _told_rates: tuple[int, int] = (0, 0)
+
+    def observe(self, now: float, dirty_rate_bps: int, send_rate_bps: int) -> str | None:
+        seen = convergence(dirty_rate_bps, send_rate_bps)
+        if seen == self.state:
+            self._candidate, self._rates = None, []
+            return None
+        if seen != self._candidate:
+            self._candidate, self._since, self._rates = seen, now, []
+        self._rates.append((dirty_rate_bps, send_rate_bps))
+        if now - self._since < self.confirm_seconds:
+            return None
+        if self.told_at is not None and now - self.told_at < self.hold_seconds:
+            return None
+        self.state, self.told_at, self._candidate = seen, now, None
+        self._told_rates = (
+            round(sum(d for d, _ in self._rates) / len(self._rates)),
+            round(sum(s for _, s in self._rates) / len(self._rates)),
+        )
+        return seen
+
+    def rates(self) -> tuple[int, int]:
+        """The average (dirty, send) rates of the samples that confirmed the state last told."""
+        return self._told_rates
+
+
+def convergence_sentence(state: str, dirty_rate_bps: int, send_rate_bps: int, iteration: int) -> str:
+    """ "Sends 7.9 MiB/s, the guest dirties 7.2 MiB/s: converging slowly (pass 5)." """
+    return (
+        f"Sends {size(send_rate_bps)}/s, the guest dirties {size(dirty_rate_bps)}/s: "
+        f"{CONVERGENCE_WORDS[state]} (pass {iteration})."
+    )
 
 
 def get_policy(name: str | None) -> "Policy | None":

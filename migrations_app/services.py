@@ -25,11 +25,13 @@ log = logging.getLogger(__name__)
 class MigrationRefused(Exception):
     """A request that cannot be accepted; ``status`` is the HTTP status to answer."""
 
-    def __init__(self, message, status=400, field=None):
+    def __init__(self, message, status=400, field=None, running=None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.field = field
+        # The migration in the way ("already being migrated"), for pages to link to.
+        self.running = running
 
 
 def validate(req: MigrationRequest) -> None:
@@ -184,6 +186,7 @@ def request_migration(user, req, queue=True):
         raise MigrationRefused(
             f"{domain.name} is already being migrated{which}. Wait for it to finish or cancel it.",
             status=409,
+            running=running,
         ) from None
     events.publish_migration(migration)
     return migration

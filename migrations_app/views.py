@@ -20,6 +20,7 @@ from kvmweb.filters import filter_or_400
 from kvmweb.pagination import paginate
 
 from . import services
+from .display import event_rows
 from .filters import AuditFilter, MigrationFilter
 from .forms import MigrationForm
 from .models import AuditEntry, Migration, Status, plain_only
@@ -104,6 +105,18 @@ def migration_detail(request, pk):
             "may_cancel": is_operator(request.user) and migration.is_active,
         },
     )
+
+
+# Events on one page of a migration's full log.
+EVENTS_PER_PAGE = 100
+
+
+def migration_events(request, pk):
+    """Every event of a migration, oldest first, paged: its page shows the newest
+    50, and the first steps (flags, the downtime ramp, a throttle) stay here."""
+    migration = get_object_or_404(Migration.objects.only("pk", "domain_name", "status", "events"), pk=pk)
+    context = paginate(request, event_rows(migration.events or []), EVENTS_PER_PAGE)
+    return render(request, "migrations_app/migration_events.html", {"migration": migration, **context})
 
 
 @require_http_methods(["GET", "POST"])

@@ -18,7 +18,8 @@ class EventRow(TypedDict):
 
 
 class ChartDisplay(TypedDict):
-    points: str  # an SVG polyline's points in a 600 x 160 box
+    points: str  # bytes sent over time: an SVG polyline's points in a 600 x 160 box ("" if none)
+    remaining_points: str  # a live migration's memory left to send, on the same scale ("" if none)
     scale: str  # "top: 1.0 GiB, 2 min 05 s shown"
 
 
@@ -27,17 +28,21 @@ class LineDisplay(TypedDict):
 
     status_colour: str
     finished: bool
-    percent: int
+    percent: int  # libvirt's figure: for a live migration, of the current pass (it goes back)
+    bar: int | None  # a progress bar that never goes backwards (a cold copy), else None: no bar
     phase: str  # the phase while active, else ""
-    summary: str  # the dashboard's line: "40 % · 232.0 MiB left · 8.0 MiB/s"
+    summary: str  # the dashboard's line: "pass 3 · 232.0 MiB left · 8.0 MiB/s" (cold: "40 % · …")
 
 
 class MigrationDisplay(LineDisplay):
     """What the pages show, formatted on the server: the JavaScript only places it."""
 
-    progress: list[FigureRow]  # the figures of the progress card, in order
-    stats: list[FigureRow]
-    events: list[EventRow]  # the last 50
+    headline: str  # where a running migration is ("Pass 3 over memory · …"), or how it ended
+    progress: list[FigureRow]  # the live figures that have a value, in order; [] once it ended
+    outcome: list[FigureRow]  # once it ended: total time, downtime, data sent, passes; [] before
+    stats: list[FigureRow]  # the other final statistics; [] before the end
+    events: list[EventRow]  # the newest 50
+    events_total: int  # how many it has in all (its events page lists every one)
     checks_html: str  # the pre-flight check list, an escaped HTML fragment ("" if none ran)
     chart: ChartDisplay
 
@@ -65,7 +70,7 @@ class MigrationEvent(MigrationRow):
     phase_display: str
     progress: dict[str, Any]
     stats: dict[str, Any]
-    events: list[dict[str, Any]]  # the last 50: {"at": ISO time, "message": str, ...decision data}
+    events: list[dict[str, Any]]  # the newest 50: {"at": ISO time, "message": str, ...decision data}
     checks: list[dict[str, Any]]  # CheckResult.as_dict(): name, label, result, message, detail
     error_detail: str
     cancel_requested: bool

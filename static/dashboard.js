@@ -40,11 +40,15 @@
     if (m.waiting_reason) status.appendChild(K.el("div", { "class": "small muted" }, m.waiting_reason));
     if (m.status === "failed" && m.error) status.appendChild(K.el("div", { "class": "small reason" }, m.error));
     var progress = K.el("td");
-    var bar = K.el("div", { "class": "bar" });
-    var fill = K.el("span");
-    fill.style.width = d.percent + "%";
-    bar.appendChild(fill);
-    progress.appendChild(bar);
+    // A bar only where progress cannot go back (d.bar, a cold copy); a live
+    // migration's summary says its pass and the memory left instead.
+    if (d.bar !== null) {
+      var bar = K.el("div", { "class": "bar" });
+      var fill = K.el("span");
+      fill.style.width = d.bar + "%";
+      bar.appendChild(fill);
+      progress.appendChild(bar);
+    }
     progress.appendChild(K.el("div", { "class": "small" }, d.summary));
     tr.replaceChildren(vm, route, status, progress);
     if (d.finished && !tr.dataset.leaving) {

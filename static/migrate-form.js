@@ -77,16 +77,44 @@
 
     // What the server said is wrong with the form, as it shows it.
     function errors(doc) {
-      return Array.prototype.map.call(doc.querySelectorAll(".form-errors li, .errorlist li"), function (li) {
+      var found = Array.prototype.map.call(doc.querySelectorAll(".form-errors li, .errorlist li"), function (li) {
         return K.el("p", { "class": "error" }, li.textContent);
       });
+      // "Already being migrated": the link to that migration, as the server made it.
+      var link = doc.querySelector("[data-refusal-link]");
+      if (link) found.push(document.adoptNode(link));
+      return found;
+    }
+
+    // The VM chosen in the dashboard's form: its own host is no target, and a
+    // VM with local disks has them copied (the server marks both on the option).
+    function followDomain() {
+      var select = form.elements.domain;
+      if (!select || select.tagName !== "SELECT") return;
+      var option = select.options[select.selectedIndex];
+      var host = option ? option.getAttribute("data-host") : null;
+      var targets = form.elements.target_host;
+      Array.prototype.forEach.call(targets.options, function (o) {
+        if (!o.value) return;
+        var own = o.getAttribute("data-name") === host;
+        if (own) o.disabled = true;
+        else if (o.hasAttribute("data-own")) o.disabled = false;
+        o.toggleAttribute("data-own", own);
+        if (own && o.selected) targets.value = "";
+      });
+      if (option && option.value) {
+        var copy = option.getAttribute("data-local") === "1";
+        var radio = form.querySelector('input[name=storage][value="' + (copy ? "copy" : "shared") + '"]');
+        if (radio) radio.checked = true;
+      }
     }
 
     function runChecks() {
       clearTimeout(timer);
+      // "Migrate…" waits for the checks: it is enabled only once they pass.
+      startButton.disabled = true;
       if (!value(form, "domain") || !value(form, "target_host")) { show([]); return; }
       var mine = ++sequence;
-      startButton.disabled = false;
       show([K.el("p", { "class": "muted" }, "Checking " + targetName() + "…")]);
       ask({ check: "1" }).then(function (doc) {
         if (mine !== sequence) return;  // a newer check is on its way
@@ -100,13 +128,16 @@
           show(found.length ? found : [K.el("p", { "class": "error" }, "The checks could not run.")]);
         }
       }).catch(function () {
-        if (mine === sequence) show([K.el("p", { "class": "error" }, "The checks could not run: no answer from the server.")]);
+        if (mine !== sequence) return;
+        show([K.el("p", { "class": "error" }, "The checks could not run: no answer from the server.")]);
+        startButton.disabled = false;  // the server checks again when asked to start
       });
     }
 
     function soon() { clearTimeout(timer); timer = setTimeout(runChecks, 250); }
 
     form.addEventListener("change", function (e) {
+      if (e.target.name === "domain") followDomain();
       toggle();
       if (["domain", "target_host", "mode", "storage", "target_pool"].indexOf(e.target.name) >= 0) soon();
     });
@@ -118,15 +149,17 @@
       e.preventDefault();
       ask({}).then(function (doc) {
         var question = doc.querySelector("[data-summary]");
-        if (!question) { show(errors(doc)); return; }
+        if (!question) { show(errors(doc)); startButton.disabled = true; return; }
         if (!window.confirm(question.textContent)) return;
         form.appendChild(K.el("input", { type: "hidden", name: "confirmed", value: "1" }));
         form.submit();
       }).catch(function () { form.submit(); });  // the confirmation page asks instead
     });
 
+    followDomain();
     toggle();
     if (value(form, "target_host") && !slot.children.length) soon();
+    else if (!value(form, "target_host")) startButton.disabled = true;  // nothing to check yet
   }
 
   function load(panel) {

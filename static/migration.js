@@ -26,22 +26,33 @@
     var badge = bind("status");
     badge.textContent = m.status_display;
     badge.className = "status " + d.status_colour;
-    bind("phase").textContent = m.phase_display;
+    section("phase").hidden = d.finished;  // a phase is live only while it runs
+    bind("phase").textContent = d.finished ? "" : m.phase_display;
     var waiting = bind("waiting_reason");
     waiting.textContent = m.waiting_reason || "";
     waiting.hidden = !m.waiting_reason;
     document.title = "Migration #" + id + ": " + m.domain + " (" + m.status_display + ") · kvmweb";
 
+    var headline = bind("headline");
+    headline.textContent = d.headline;
+    headline.hidden = !d.headline;
+    // A bar only for progress that cannot go back (d.bar is null otherwise).
     var bar = bind("bar");
-    bar.setAttribute("aria-valuenow", d.percent);
-    bar.firstElementChild.style.width = d.percent + "%";
-    bind("percent").textContent = String(d.percent);
-    d.progress.forEach(function (row) {
-      var dd = document.querySelector('#progress [data-field="' + row.key + '"]');
-      if (dd) dd.textContent = row.text;
+    bar.hidden = d.bar === null;
+    if (d.bar !== null) {
+      bar.setAttribute("aria-valuenow", d.bar);
+      bar.firstElementChild.style.width = d.bar + "%";
+    }
+    var figures = bind("figures");
+    figures.replaceChildren();
+    figures.hidden = !d.progress.length && !d.outcome.length;
+    d.progress.concat(d.outcome).forEach(function (row) {
+      figures.appendChild(K.el("dt", null, row.label));
+      figures.appendChild(K.el("dd", { "data-field": row.key }, row.text));
     });
-    document.querySelector("#chart polyline").setAttribute("points", d.chart.points);
-    bind("chart-scale").textContent = d.chart.scale ? " (" + d.chart.scale + ")" : "";
+    document.querySelector('#chart [data-series="sent"]').setAttribute("points", d.chart.points);
+    document.querySelector('#chart [data-series="remaining"]').setAttribute("points", d.chart.remaining_points);
+    bind("chart-scale").textContent = d.chart.scale ? " (" + d.chart.scale + ")" : ": nothing sent yet";
 
     bind("cancel_requested").hidden = !(m.cancel_requested && !d.finished);
     var cancelForm = document.querySelector("[data-cancel-form]");
@@ -58,6 +69,9 @@
     section("stats").hidden = d.stats.length === 0;
     rows(bind("stats"), d.stats);
 
+    section("earlier-events").hidden = d.events_total <= d.events.length;
+    bind("events-shown").textContent = String(d.events.length);
+    bind("events-total").textContent = String(d.events_total);
     var events = bind("events");
     events.replaceChildren();
     if (!d.events.length) events.appendChild(K.el("li", { "class": "muted" }, "Nothing yet."));

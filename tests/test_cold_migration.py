@@ -57,6 +57,10 @@ def test_a_running_guest_is_shut_down_copied_verified_and_started_on_the_target(
     # A clean ACPI shutdown, not a forced power-off.
     assert not any("powering it off" in m for m in messages)
     assert migration.stats["data_transferred"] < migration.stats["disk_total"]  # sparse
+    # Its page: its own figures (no downtime, no passes) and a chart of the bytes copied.
+    shown = migration.as_event()["display"]
+    assert [row["label"] for row in shown["outcome"]] == ["Total time", "Disk data copied"]
+    assert shown["chart"]["points"].count(",") >= 3 and shown["chart"]["remaining_points"] == ""
 
 
 def test_a_shut_off_guest_on_shared_storage_is_redefined_on_the_target(api, operator, lab, lab_guest, hosts):

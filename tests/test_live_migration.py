@@ -78,7 +78,7 @@ def last_gap(migration):
     and the longest gap between two samples while it ran."""
     started = next(e["at"] for e in migration.events if e["message"].startswith("Starting the transfer"))
     job_end = datetime.fromisoformat(started).timestamp() + migration.stats["time_ms"] / 1000
-    times = [t for t, _ in migration.samples]
+    times = [sample[0] for sample in migration.samples]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     return job_end - times[-1], max(gaps, default=0)
 
@@ -96,3 +96,8 @@ def test_progress_is_sampled_until_the_transfer_ends(api, operator, lab, lab_gue
         blind_end, longest_gap = last_gap(migration)
         assert blind_end < 1.5, f"no sample in the last {blind_end:.1f} s of the transfer to {target}"
         assert longest_gap < 1.5, f"{longest_gap:.1f} s between two samples on the way to {target}"
+        # The kept samples: bytes sent only grow, and the chart draws them across its width.
+        sent = [sample[1] for sample in migration.samples]
+        assert sent == sorted(sent) and sent[-1] > 0, migration.samples
+        points = migration.as_event()["display"]["chart"]["points"].split()
+        assert points[0] == "4.0,156.0" and points[-1].startswith("596.0,"), points

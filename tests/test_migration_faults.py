@@ -132,7 +132,8 @@ def test_a_guest_dirtying_memory_too_fast_gets_the_policy_steps_then_the_deadlin
     messages = [e["message"] for e in migration.events]
     downtimes = [e["downtime_ms"] for e in migration.events if e.get("decision") == "downtime"]
     assert downtimes == [50, 80, 120], messages
-    assert any(e.get("decision") == "not_converging" for e in migration.events), messages
+    # How it went is the migration's own log, never the audit log's (test_calm_policy_lab).
+    assert not AuditEntry.objects.filter(migration=migration, message__contains="dirties").exists()
     assert migration.status == "failed", messages
     assert migration.error_code == "not_converging"
     assert "did not converge within the policy's 15 s" in migration.error

@@ -1,8 +1,10 @@
 """The migration form, a migration's page, the cancel fallback and the list."""
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from hosts.models import Host
 from hosts.sync import sync_host
@@ -221,13 +223,14 @@ def test_the_migration_page_shows_the_progress_figures(client, viewer, hosts, do
             "data_total": 400 * 2**20,
             "data_processed": 168 * 2**20,
             "data_remaining": 232 * 2**20,
+            "memory_total": 400 * 2**20,
             "memory_remaining": 232 * 2**20,
             "speed_bps": 8 * 2**20,
             "dirty_rate_bps": 2**20,
             "iteration": 3,
             "downtime_ms": 300,
             "eta_seconds": 29,
-            "converging": True,
+            "convergence": "converging_slowly",
             "elapsed": 21.5,
             "sampled_at": 1.0,
         },
@@ -238,14 +241,12 @@ def test_the_migration_page_shows_the_progress_figures(client, viewer, hosts, do
     page = client.get(f"/migrations/{migration.pk}/").content.decode()
     for text in (
         "Transferring memory",
-        'aria-valuenow="42"',
-        'data-percent="42"',
+        "Pass 3 over memory · 232.0 MiB of 400.0 MiB left to send",
         "168.0 MiB",
-        "232.0 MiB",
-        "400.0 MiB",
         "8.0 MiB/s",
         "1.0 MiB/s",
         ">3<",
+        "converging slowly",
         "300 ms",
         "29 s",
         "22 s",
@@ -255,6 +256,8 @@ def test_the_migration_page_shows_the_progress_figures(client, viewer, hosts, do
         "migration.js",
     ):
         assert text in page, text
+    # The percentage of the current pass is no progress bar: it goes back at each pass.
+    assert re.search(r'<div class="bar big"[^>]* data-bind="bar" hidden>', page)
     # A viewer may not cancel.
     assert "Cancel migration" not in page
 
@@ -265,17 +268,31 @@ def test_the_live_payload_carries_the_text_the_page_shows(client, viewer, hosts,
         hosts[1],
         status="running",
         phase="transferring_memory",
-        progress={"percent": 42.4, "data_total": 400 * 2**20, "data_remaining": 232 * 2**20, "speed_bps": 8 * 2**20},
+        progress={
+            "percent": 42.4,
+            "data_total": 400 * 2**20,
+            "data_remaining": 232 * 2**20,
+            "memory_remaining": 232 * 2**20,
+            "speed_bps": 8 * 2**20,
+            "iteration": 2,
+        },
         checks=[{"name": "arch", "label": "Architecture", "result": "warn", "message": f"x86_64 {EVIL}"}],
         events=[{"at": "2026-01-01T10:00:05+00:00", "message": "Started."}],
     )
     shown = migration.as_event()["display"]
 
-    assert (shown["status_colour"], shown["percent"], shown["finished"]) == ("blue", 42, False)
-    assert shown["summary"] == "42 % · 232.0 MiB left · 8.0 MiB/s"
+    assert (shown["status_colour"], shown["bar"], shown["finished"]) == ("blue", None, False)
+    assert shown["summary"] == "pass 2 · 232.0 MiB left · 8.0 MiB/s"
     figures = {row["label"]: row["text"] for row in shown["progress"]}
-    assert figures["Remaining"] == "232.0 MiB" and figures["Speed"] == "8.0 MiB/s" and figures["Pass"] == "—"
+    assert figures["Memory left to send"] == "232.0 MiB" and figures["Speed"] == "8.0 MiB/s"
+    assert figures["Pass over memory"] == "2"
+    assert "—" not in figures.values(), "a figure without a value is left out, not shown as a dash"
+    other = hosts[0].domains.get(name="kvm01-vm000")
+    first_pass = migration_for(other, hosts[1], status="running", progress={"iteration": 1, "dirty_rate_bps": 0})
+    assert "The guest dirties" not in {row["label"] for row in first_pass.as_event()["display"]["progress"]}
+    assert shown["outcome"] == [] and shown["stats"] == []
     assert shown["events"] == [{"at": "2026-01-01T10:00:05+00:00", "time": "10:00:05", "message": "Started."}]
+    assert shown["events_total"] == 1
     # The check list is the page's own fragment, escaped, with the result's colour.
     assert '<span class="status orange">warn</span>' in shown["checks_html"] and EVIL not in shown["checks_html"]
     client.force_login(viewer)
@@ -285,28 +302,45 @@ def test_the_live_payload_carries_the_text_the_page_shows(client, viewer, hosts,
 
 
 def test_a_page_opened_after_the_end_draws_the_chart_from_the_kept_samples(client, viewer, hosts, domain):
-    migration = migration_for(domain, hosts[1], status="running", phase="transferring_memory")
+    started = timezone.now() - timedelta(seconds=10)
+    migration = migration_for(domain, hosts[1], status="running", phase="transferring_memory", started_at=started)
     total = 400 * 2**20
-    migration.save_progress({"memory_total": 0, "memory_remaining": 0, "sampled_at": 99.0})  # size not known yet
+    t0 = started.timestamp()
+    migration.save_progress({"memory_total": 0, "memory_remaining": 0, "sampled_at": t0})  # size not known yet
     for second in range(5):
         remaining = total - second * 100 * 2**20
-        migration.save_progress({"memory_total": total, "memory_remaining": remaining, "sampled_at": 100.0 + second})
-    migration.succeed({"time_ms": 4000})
+        migration.save_progress(
+            {
+                "memory_total": total,
+                "memory_remaining": remaining,
+                "data_processed": second * 100 * 2**20,
+                "sampled_at": t0 + 1 + second,
+            }
+        )
+    migration.succeed({"time_ms": 5000, "data_transferred": total})
+    # The chart's end: the migration's, five seconds after its last sample.
+    Migration.objects.filter(pk=migration.pk).update(finished_at=started + timedelta(seconds=10))
 
     client.force_login(viewer)
     page = client.get(f"/migrations/{migration.pk}/").content.decode()
-    points = re.search(r'<polyline points="([^"]*)"', page).group(1).split()
-    assert points == ["4.0,4.0", "152.0,42.0", "300.0,80.0", "448.0,118.0", "596.0,156.0"]
-    assert "(top: 400.0 MiB, 4 s shown)" in page
+    sent = re.search(r'<polyline points="([^"]*)" class="series" data-series="sent"', page).group(1).split()
+    left = re.search(r'<polyline points="([^"]*)" class="series remaining"', page).group(1).split()
+    # Bytes sent: from nothing at the start to all of it at the end, across the whole width.
+    assert sent[0] == "4.0,156.0" and sent[-1] == "596.0,4.0", sent
+    assert [float(p.split(",")[1]) for p in sent] == sorted((float(p.split(",")[1]) for p in sent), reverse=True)
+    assert left == ["63.2,4.0", "122.4,42.0", "181.6,80.0", "240.8,118.0", "300.0,156.0"]
+    assert "(top: 400.0 MiB, 10 s shown)" in page
 
 
 def test_a_long_migration_keeps_a_thinned_chart(hosts, domain):
     migration = migration_for(domain, hosts[1], status="running", phase="transferring_memory")
     for n in range(700):
-        migration.save_progress({"data_total": 700, "data_remaining": 700 - n, "sampled_at": 1000.0 + n})
+        migration.save_progress(
+            {"data_total": 700, "data_processed": n, "data_remaining": 700 - n, "sampled_at": 1000.0 + n}
+        )
     migration.refresh_from_db()
     assert 150 <= len(migration.samples) <= 300
-    assert migration.samples[0] == [1000.0, 700] and migration.samples[-1][0] > 1600
+    assert migration.samples[0] == [1000.0, 0, 700] and migration.samples[-1][0] > 1600
 
 
 def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, operator, tmp_path):
@@ -337,7 +371,8 @@ def test_the_migration_page_escapes_the_name_and_libvirt_text(client, viewer, op
     assert re.search(
         r"<details[^>]*>\s*<summary>What libvirt said</summary>\s*<pre[^>]*>internal error: &lt;script&gt;", page
     )
-    assert "Final statistics" in page and "90 ms" in page
+    assert "Final statistics" in page and "Note" in page
+    assert "90 ms" not in page, "a failed migration never paused the guest for a switch-over"
     # The JSON for the script is escaped too (json_script turns < into \u003C).
     state = re.search(r'<script id="migration-state" type="application/json">(.*?)</script>', page, re.S).group(1)
     assert "<" not in state

@@ -20,7 +20,7 @@ from kvmweb.records import InvalidTransition
 from .. import device_moves
 from ..checks import migration_address
 from ..models import AuditAction, Migration, Phase, StorageMode
-from ..policies import Policy, outpaced
+from ..policies import CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
 from .outcome import hosts_of, policy_of
 from .progress import live_sample
 from .settle import ABORT_CANCEL, ABORT_DEADLINE, ABORT_TARGET_LOST, settle
@@ -192,8 +192,9 @@ class Governor:
         self.started = time.monotonic() - (progress.get("elapsed") or 0)
         self.aborted: str | None = None
         self.downtime_ms: int | None = progress.get("downtime_ms")
-        self.throttle: int | None = None
-        self.not_converging = False
+        # What was told already, so that a worker adopting the migration does not tell it again.
+        self.throttle: int | None = progress.get("throttle_percent")
+        self.convergence = ConvergenceWatch(state=progress.get("convergence") or CONVERGING)
         self.postcopy_started = False
         self.last_stats: JobStats | None = None
         self.errors = 0
@@ -222,7 +223,7 @@ class Governor:
             elapsed,
             self.downtime_ms,
             created_volumes=(self.m.progress or {}).get("created_volumes", []),
-            converging=not self.not_converging,
+            convergence=self.convergence.state,
         )
         if self.m.storage == StorageMode.COPY and stats.disk_remaining == 0 and stats.memory_processed:
             if self.m.phase == Phase.COPYING_DISK:
@@ -298,28 +299,30 @@ class Governor:
             )
 
     def _watch_convergence(self, stats: JobStats) -> None:
+        """Say how the transfer goes when that changes, calmly (see ConvergenceWatch).
+
+        An observation, not a decision: it goes to the migration's own log and
+        page, never to the audit log, which keeps what the policy did about it."""
         if stats.iteration < 2 or not stats.memory_bps:
             return
-        behind = outpaced(stats.dirty_rate_bps, stats.memory_bps)
-        if behind and not self.not_converging:
-            suggestion = (
-                "post-copy is next"
-                if "postcopy" in self.flags
-                else "auto-converge is on"
-                if "auto_converge" in self.flags
-                else "try the 'Make it converge' policy, more bandwidth, or a cold migration"
+        told = self.convergence.observe(time.monotonic(), stats.dirty_rate_bps, stats.memory_bps)
+        if told is None:
+            return
+        dirty, send = self.convergence.rates()
+        sentence = convergence_sentence(told, dirty, send, stats.iteration)
+        if told == NOT_CONVERGING:
+            sentence = (
+                sentence[:-1]
+                + "; "
+                + (
+                    "post-copy is next."
+                    if "postcopy" in self.flags
+                    else "auto-converge is on."
+                    if "auto_converge" in self.flags
+                    else "try the 'Make it converge' policy, more bandwidth, or a cold migration."
+                )
             )
-            self.m.note(
-                f"Not converging: the guest dirties {size(stats.dirty_rate_bps)}/s while "
-                f"{size(stats.memory_bps)}/s is sent (pass {stats.iteration}); {suggestion}.",
-                AuditAction.POLICY,
-                decision="not_converging",
-                dirty_rate_bps=stats.dirty_rate_bps,
-                memory_bps=stats.memory_bps,
-            )
-        elif not behind and self.not_converging:
-            self.m.note("Converging again: memory is now sent faster than the guest dirties it.")
-        self.not_converging = behind
+        self.m.note(sentence, convergence=told, dirty_rate_bps=dirty, memory_bps=send)
 
     def _maybe_postcopy(self, stats: JobStats) -> None:
         policy = self.policy

@@ -45,7 +45,7 @@ def live_sample(
     elapsed: float,
     downtime_ms: int | None,
     created_volumes: Iterable[str] = (),
-    converging: bool | None = None,
+    convergence: str | None = None,
 ) -> dict[str, Any]:
     """A progress sample from libvirt's job statistics."""
     total = stats.data_total or (stats.memory_total + stats.disk_total)
@@ -70,7 +70,8 @@ def live_sample(
         iteration=stats.iteration,
         downtime_ms=downtime_ms,
         throttle_percent=stats.throttle_percent,
-        converging=converging if stats.iteration >= 2 else None,
+        # policies.CONVERGING, SLOWLY or NOT_CONVERGING, as last told (from the second pass on).
+        convergence=convergence if stats.iteration >= 2 else None,
     )
 
 
