@@ -264,12 +264,29 @@ class Step:
         services.publish(evacuation)
 
     def _refresh_inventory(self) -> None:
-        names = {self.evacuation.host_name}
-        for item in self.plan:
-            names.update({item["source_name"], item["target_name"]})
+        """Read again every host a move touched whose last good read is older
+        than the end of the last move there. Each move's job read its two
+        hosts after it ended, so usually none is: this is the net for a read
+        that failed (a host that did not answer for a moment)."""
+        ended: dict[str, Any] = {}
+        for source, target, finished in self.evacuation.migrations.values_list(
+            "source_name", "target_name", "finished_at"
+        ):
+            for name in (source, target):
+                if finished is not None and (name not in ended or finished > ended[name]):
+                    ended[name] = finished
+        stale = sorted(
+            name
+            for name, last_seen in Host.objects.filter(name__in=ended).values_list("name", "last_seen")
+            if last_seen is None or last_seen < ended[name]
+        )
+        if not stale:
+            return
         started = time.monotonic()
         try:
-            sync_hosts(sorted(names))
+            sync_hosts(stale)
         except Exception:
             log.warning("inventory refresh after evacuation %s failed", self.evacuation.pk, exc_info=True)
-        log.debug("evacuation %s: inventory read again in %.2f s", self.evacuation.pk, time.monotonic() - started)
+        log.info(
+            "evacuation %s: read %s again in %.2f s", self.evacuation.pk, ", ".join(stale), time.monotonic() - started
+        )

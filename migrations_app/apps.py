@@ -10,3 +10,4 @@ class MigrationsAppConfig(AppConfig):
         import kvmweb.websocket  # noqa: F401
 
         from . import inventory  # noqa: F401  (connects the inventory signals' receivers)
+        from . import jobs  # noqa: F401  (a migration's end wakes those waiting for its hosts)

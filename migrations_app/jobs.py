@@ -16,7 +16,7 @@ from django.dispatch import Signal
 
 from . import engine
 from .engine.reconcile import is_orphaned
-from .models import Migration, Phase, Status
+from .models import Migration, Phase, Status, migration_ended
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,23 @@ def retry_id(pk):
 
 
 def _done(migration):
-    if migration.status not in Migration.ACTIVE and migration.source_id and migration.target_id:
-        wake_waiting([migration.source_id, migration.target_id])
     try:
         migration_job_done.send(sender=Migration, migration=migration)
     except Exception:
         log.exception("a receiver of migration %s's end failed", migration.pk)
+
+
+def on_migration_ended(sender, migration, **kwargs):
+    """A migration reached its final state: its hosts' slots are free now,
+    before its job reads their inventory again."""
+    if migration.source_id and migration.target_id:
+        try:
+            wake_waiting([migration.source_id, migration.target_id])
+        except Exception:
+            log.exception("could not wake the migrations waiting for %s's hosts", migration.pk)
+
+
+migration_ended.connect(on_migration_ended, sender=Migration, dispatch_uid="wake-waiting-migrations")
 
 
 def wake_waiting(host_ids):
