@@ -13,6 +13,7 @@ from kvmweb.formatting import size
 from kvmweb.links import row_url
 from kvmweb.records import InvalidTransition, TrackedRequest
 
+from .tallies import Tally, migration_finished  # noqa: F401  (Tally: a model of this app)
 from .wire import MigrationEvent, MigrationLine, MigrationRow
 
 
@@ -218,6 +219,7 @@ class Migration(TrackedRequest):
             stats=stats or self.stats,
             finished_at=timezone.now(),
         )
+        migration_finished(self)
         self._announce(
             (
                 AuditAction.SUCCEEDED,
@@ -239,6 +241,7 @@ class Migration(TrackedRequest):
             stats=stats or self.stats,
             finished_at=timezone.now(),
         )
+        migration_finished(self)
         self._announce((AuditAction.FAILED, error), outcome="failed", detail=detail, code=code)
 
     fail.alters_data = True
@@ -250,6 +253,7 @@ class Migration(TrackedRequest):
             error=reason,
             finished_at=timezone.now(),
         )
+        migration_finished(self)
         self._announce((AuditAction.CANCELLED, reason), outcome="cancelled")
 
     cancel.alters_data = True
@@ -277,6 +281,8 @@ class Migration(TrackedRequest):
         self.refresh_from_db()
         if not outcome:
             raise InvalidTransition(f"Migration #{self.pk} has already {self.status}.")
+        if outcome == "cancelled":
+            migration_finished(self)
         self._announce(
             (
                 AuditAction.CANCEL,
