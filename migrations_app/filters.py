@@ -57,4 +57,6 @@ class AuditFilter(django_filters.FilterSet):
         self.form.fields["outcome"].widget.choices = [("", "Any outcome")] + [(o, o) for o in sorted(set(outcomes))]
 
     def filter_host(self, queryset, name, value):
-        return queryset.filter(Q(source_name=value) | Q(target_name=value))
+        # data__host: host key confirmations recorded before AuditEntry.record
+        # took a host kept its name there (the log is never rewritten).
+        return queryset.filter(Q(source_name=value) | Q(target_name=value) | Q(data__host=value))
