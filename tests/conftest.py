@@ -84,6 +84,10 @@ def _use_test_redis(redis_url):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.KVMWEB_SYNC_INTERVAL = 0
     settings.WHITENOISE_USE_FINDERS = True
+    settings.MIDDLEWARE = [
+        "tests.static_files.WhiteNoiseReadOnce" if m == "whitenoise.middleware.WhiteNoiseMiddleware" else m
+        for m in settings.MIDDLEWARE
+    ]
     # Hashing test users' passwords properly costs a third of a second each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # A connection per request in this process, as before kvmweb kept them:
