@@ -3,8 +3,9 @@
 #   make demo           install what is missing, start the lab, web and worker
 #   make stop           stop the web server, the worker and the Redis the demo started
 #   make status         what of the demo runs
-#   make lint           ruff (lint and format) on the tree, mypy on the libvirt seam, the engine and the request schema
+#   make lint           ruff (lint and format) on the tree, strict mypy on the modules pyproject.toml lists
 #   make test           the whole suite (honours DATABASE_URL; extra args: PYTEST_ARGS='-m "not lab"')
+#   make test-fast      the developer's loop, under a minute: no lab, browser, started processes or waits; no root
 #   make test-postgres  the whole suite on a local PostgreSQL it installs and starts
 #   make lab-up / lab-down / lab-status   the demo's lab of simulated KVM hosts
 #   make bench          the benchmarks, as `name: value` lines
@@ -19,8 +20,8 @@ PYTEST_ARGS ?=
 LAB_NAME ?= $(or $(KVMWEB_LAB_NAME),demo)
 export KVMWEB_LAB_NAME := $(LAB_NAME)
 
-.PHONY: help demo stop status lint test test-postgres lab-up lab-down lab-status bench load scale-test \
-	system-deps-demo system-deps-test system-deps-ci
+.PHONY: help demo stop status lint test test-fast test-postgres lab-up lab-down lab-status bench load scale-test \
+	system-deps-fast system-deps-demo system-deps-test system-deps-ci
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -41,6 +42,12 @@ lint: $(VENV)/.installed-dev
 
 test: system-deps-test $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The markers are declared in pytest.ini; a test that starts a server or
+# Python without `processes` fails (tests/conftest.py), so this stays fast.
+FAST_MARKERS := not lab and not browser and not processes and not slow
+test-fast: system-deps-fast $(VENV)/.installed-dev
+	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 test-postgres: system-deps-ci $(VENV)/.installed-dev
 	DATABASE_URL="$$(scripts/start-postgres.sh)" $(PY) -m pytest $(PYTEST_ARGS)
@@ -64,6 +71,9 @@ load: system-deps-demo $(VENV)/.installed-dev
 SCALE_ARGS ?=
 scale-test: system-deps-ci $(VENV)/.installed-dev
 	$(PY) -m bench.scale $(SCALE_ARGS)
+
+system-deps-fast:
+	@scripts/install-system-deps.sh fast
 
 system-deps-demo:
 	@scripts/install-system-deps.sh demo

@@ -21,12 +21,13 @@ them empty gets the defaults from the settings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from kvmweb.formatting import size
@@ -73,35 +74,35 @@ class Capacity:
     memory_incoming: int = 0  # bytes of memory_committed that are on their way in
 
     @property
-    def memory_capacity(self):
+    def memory_capacity(self) -> int:
         return max(0, int((self.memory_total - self.memory_reserved - self.hugepage_pool) * self.memory_ratio))
 
     @property
-    def memory_room(self):
+    def memory_room(self) -> int:
         """What can still be promised; negative when the host is over-committed."""
         return self.memory_capacity - self.memory_committed
 
     @property
-    def memory_over(self):
+    def memory_over(self) -> int:
         """By how much the host is over-committed; 0 when it is not."""
         return max(0, -self.memory_room)
 
     @property
-    def memory_percent(self):
+    def memory_percent(self) -> int:
         """Committed against capacity, in percent (may exceed 100)."""
         if not self.memory_capacity:
             return 100 if self.memory_committed else 0
         return round(100 * self.memory_committed / self.memory_capacity)
 
     @property
-    def bar(self):
+    def bar(self) -> dict[str, int]:
         """Widths for a bar of the capacity: what runs here and what is on its way, in percent."""
         full = self.memory_capacity or 1
         running = min(100, round(100 * (self.memory_committed - self.memory_incoming) / full))
         return {"running": running, "incoming": min(100 - running, round(100 * self.memory_incoming / full))}
 
     @property
-    def summary(self):
+    def summary(self) -> str:
         """The bar's words, the same on the page and in the dashboard's live updates."""
         words = f"{size(self.memory_committed)} committed of {size(self.memory_capacity)} ({self.memory_percent} %)"
         if self.incoming:
@@ -111,50 +112,50 @@ class Capacity:
             words += f" · over by {size(self.memory_over)}"
         return words
 
-    def as_bar(self):
+    def as_bar(self) -> dict[str, Any]:
         """What the dashboard's script needs to redraw the bar: widths, colour, words."""
         return {**self.bar, "level": self.level, "summary": self.summary}
 
     @property
-    def level(self):
+    def level(self) -> str:
         """The bar's colour: full (nothing more fits), filling, or fine."""
         if self.memory_committed and self.memory_room <= 0:
             return "red"
         return "orange" if self.memory_percent >= 90 else ""
 
     @property
-    def vcpu_capacity(self):
+    def vcpu_capacity(self) -> int:
         return int(self.cpu_count * self.cpu_ratio)
 
-    def memory_fits(self, guest):
+    def memory_fits(self, guest: Guest) -> bool:
         if guest.hugepage_kib:
             return True  # its memory comes from the huge page pool: see HugePages
         return self.memory_committed + guest.max_memory <= self.memory_capacity
 
-    def vcpus_fit(self, guest):
+    def vcpus_fit(self, guest: Guest) -> bool:
         return self.vcpus_committed + guest.vcpus <= self.vcpu_capacity
 
 
-def memory_reserved(host):
+def memory_reserved(host: Host) -> int:
     mib = host.memory_reserved_mib
     return (settings.KVMWEB_RESERVED_MEMORY_MIB if mib is None else mib) * MiB
 
 
-def memory_ratio(host):
+def memory_ratio(host: Host) -> float:
     return settings.KVMWEB_MEMORY_ALLOCATION_RATIO if host.memory_ratio is None else host.memory_ratio
 
 
-def cpu_ratio(host):
+def cpu_ratio(host: Host) -> float:
     return settings.KVMWEB_CPU_ALLOCATION_RATIO if host.cpu_ratio is None else host.cpu_ratio
 
 
-def hugepage_pool(host):
+def hugepage_pool(host: Host) -> int:
     """Bytes the host has set aside as huge pages, all sizes."""
     return sum(int(size) * 1024 * pages for size, pages in (host.hugepages or {}).items())
 
 
-def of(host):
-    """The capacity of a host fetched with ``with_committed()``."""
+def of(host: Any) -> Capacity:
+    """The capacity of a host fetched with ``with_committed()`` (its annotations: hence Any)."""
     return Capacity(
         memory_total=host.memory_total,
         memory_reserved=memory_reserved(host),
@@ -169,7 +170,7 @@ def of(host):
     )
 
 
-def for_host(host, exclude_migration=None):
+def for_host(host: Host, exclude_migration: int | None = None) -> Capacity:
     """A host's capacity as the database says it is now (one query).
 
     ``exclude_migration``: a migration's own claim does not count against it."""
@@ -182,17 +183,17 @@ def for_host(host, exclude_migration=None):
     return of(rows[0])
 
 
-def with_counts():
+def with_counts() -> list[Host]:
     """Every host by name, with its domain counts (``domain_count``, ``running_count``)
     and its committed figures: the dashboard's list, on its page and its socket."""
     return _prepared("dashboard")
 
 
-def _dashboard_query():
+def _dashboard_query() -> QuerySet[Host]:
     return with_committed(Host.objects.annotate(**domain_counts())).order_by("name")
 
 
-def domain_counts():
+def domain_counts() -> dict[str, Coalesce]:
     """Annotations ``domain_count`` and ``running_count`` of hosts, each a subquery:
     a Count across the join would group every domain row and evaluate the
     committed figures' subqueries once per row (40 ms instead of 1 ms for 8 hosts of
@@ -206,7 +207,7 @@ def domain_counts():
 
 # The queries asked most often (every migration's claim, checks and change of
 # state, every dashboard), by name: each builds the query from its values.
-_SHAPES = {
+_SHAPES: dict[str, Callable[..., QuerySet[Host]]] = {
     "host": lambda pk: with_committed(Host.objects.filter(pk=pk)),
     "host_excluding": lambda pk, excluded: with_committed(Host.objects.filter(pk=pk), excluded),
     "dashboard": _dashboard_query,
@@ -216,7 +217,7 @@ _MARKERS = (-7_000_001, -7_000_002)
 _COMPILED: dict[tuple[str, str], tuple[str, tuple[Any, ...], list[list[int]], list[str]]] = {}
 
 
-def _compiled(name):
+def _compiled(name: str) -> tuple[str, tuple[Any, ...], list[list[int]], list[str]]:
     """The SQL of the query ``name``, its parameters, and where its values go in
     them: built and compiled once per process and database.
 
@@ -237,7 +238,7 @@ def _compiled(name):
     return _COMPILED[key]
 
 
-def _prepared(name, *values):
+def _prepared(name: str, *values: int) -> list[Host]:
     """The hosts the query ``name`` selects for ``values``."""
     sql, params, slots, annotations = _compiled(name)
     bound = list(params)
@@ -255,7 +256,7 @@ def _prepared(name, *values):
     return rows
 
 
-def prepare():
+def prepare() -> None:
     """Compile the prepared queries now (a worker, before it forks its work horses)."""
     for name in _SHAPES:
         _compiled(name)
@@ -264,27 +265,27 @@ def prepare():
 # -- the database side: one annotation, so a list of hosts costs one query ----
 
 
-def _migrations():
+def _migrations() -> Any:
     # The Migration model, reached through Host's reverse relation: hosts does
     # not import migrations_app.
     return Host._meta.get_field("incoming_migrations").related_model
 
 
-def _running_here(host_ref):
+def _running_here(host_ref: Any) -> QuerySet[Domain]:
     return Domain.objects.filter(host=host_ref, state__in=HOLDS_MEMORY)
 
 
-def _on_their_way(host_ref, exclude_migration):
+def _on_their_way(host_ref: Any, exclude_migration: int | None) -> QuerySet[Any]:
     """Migrations into the host whose guest it does not run yet (a sync during a
     live migration may already show the guest, paused, on the target), less
     cold migrations of a guest that was shut off: it stays so on the target."""
-    qs = _migrations().objects.filter(target=host_ref, status__in=IN_FLIGHT).exclude(was_running=False)
+    qs: QuerySet[Any] = _migrations().objects.filter(target=host_ref, status__in=IN_FLIGHT).exclude(was_running=False)
     if exclude_migration is not None:
         qs = qs.exclude(pk=exclude_migration)
     return qs.exclude(Exists(_running_here(OuterRef("target")).filter(uuid=OuterRef("domain_uuid"))))
 
 
-def _guest_figure(field, hugepage_kib=None):
+def _guest_figure(field: str, hugepage_kib: int | None = None) -> Subquery:
     """One figure of a migration's guest, from the inventory (its largest row)."""
     rows = Domain.objects.filter(uuid=OuterRef("domain_uuid"))
     if hugepage_kib is not None:
@@ -292,7 +293,7 @@ def _guest_figure(field, hugepage_kib=None):
     return Subquery(rows.order_by(f"-{field}").values(field)[:1])
 
 
-def _total(qs, group_by, expression):
+def _total(qs: QuerySet[Any], group_by: str, expression: Any) -> Coalesce:
     return Coalesce(
         Subquery(qs.order_by().values(group_by).annotate(total=Sum(expression)).values("total")[:1]),
         Value(0),
@@ -300,7 +301,7 @@ def _total(qs, group_by, expression):
     )
 
 
-def with_committed(queryset, exclude_migration=None):
+def with_committed(queryset: QuerySet[Host], exclude_migration: int | None = None) -> QuerySet[Host]:
     """Annotate hosts with ``memory_committed`` (bytes; ``memory_incoming`` of it on
     its way in), ``vcpus_committed`` and ``incoming_count``: one query for any number."""
     host = OuterRef("pk")
@@ -321,15 +322,15 @@ class HugePages:
     pool: int  # pages of this size on the host
     committed: int  # pages promised to guests
 
-    def fits(self, guest):
+    def fits(self, guest: Guest) -> bool:
         return self.committed + pages_for(guest) <= self.pool
 
 
-def pages_for(guest):
+def pages_for(guest: Guest) -> int:
     return -(-guest.max_memory // (guest.hugepage_kib * 1024))
 
 
-def hugepages_for(host, size_kib, exclude_migration=None):
+def hugepages_for(host: Host, size_kib: int, exclude_migration: int | None = None) -> HugePages:
     """The host's pool of one huge page size and the pages its guests are promised."""
     incoming = _on_their_way(host.pk, exclude_migration).values("domain_uuid")
     rows = Domain.objects.filter(Q(host=host, state__in=HOLDS_MEMORY) | Q(uuid__in=incoming), hugepage_kib=size_kib)

@@ -6,11 +6,15 @@ while the definition is active, while the VM is being migrated, while it runs
 on several hosts at once, and when it is the VM's only saved definition.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from django.db import transaction
 
 from . import signals
 from .libvirt import HostError, open_host
-from .models import Domain
+from .models import Domain, Host
 from .sync import announce, lock_domains, resolve
 
 # Migration statuses that hold the VM (migrations_app.models.ACTIVE; hosts
@@ -19,13 +23,13 @@ MIGRATING = ("queued", "checking", "running")
 
 
 class DefinitionRefused(Exception):
-    def __init__(self, message, status=409):
+    def __init__(self, message: str, status: int = 409) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
 
 
-def refusal(domain, host):
+def refusal(domain: Domain, host: Host) -> str | None:
     """Why the definition of ``domain`` on ``host`` may not be removed, or None."""
     definition = next((d for d in domain.definitions.all() if d.host_id == host.pk), None)
     if definition is None:
@@ -51,7 +55,7 @@ def refusal(domain, host):
     return None
 
 
-def remove_definition(user, domain, host):
+def remove_definition(user: Any, domain: Domain, host: Host) -> Domain:
     """Undefine ``domain`` on ``host`` (which must be stale), then store that."""
     domain = Domain.objects.with_definitions().get(pk=domain.pk)
     reason = refusal(domain, host)

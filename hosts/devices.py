@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import xml.etree.ElementTree as ET
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 CHARDEV_TAGS = ("serial", "console", "parallel", "channel")
@@ -28,7 +29,7 @@ class Medium:
     target: str
     path: str
 
-    def describe(self):
+    def describe(self) -> str:
         return f"the {'CD-ROM' if self.device == 'cdrom' else self.device} {self.target} ({self.path})"
 
 
@@ -40,7 +41,7 @@ class Listener:
     address: str
     port: str = ""
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.kind} on {self.address}" + (f" port {self.port}" if self.port else "")
 
 
@@ -52,7 +53,7 @@ class HostDevice:
     address: str  # 0000:03:00.0, 046d:c52b (vendor:product), 1.3 (bus.device), mdev UUID
     nodedev: str = ""  # libvirt's node device name where it can be derived (pci_0000_03_00_0)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.type.upper()} device {self.address}"
 
 
@@ -89,9 +90,10 @@ class DomainDevices:
     snapshots: int = 0
 
 
-def parse_cpuset(text):
+def parse_cpuset(text: str | None) -> set[int]:
     """libvirt's cpuset syntax ("0-3,^2,8") as a set of numbers."""
-    wanted, unwanted = set(), set()
+    wanted: set[int] = set()
+    unwanted: set[int] = set()
     for part in (text or "").replace(" ", "").split(","):
         if not part:
             continue
@@ -103,9 +105,10 @@ def parse_cpuset(text):
     return wanted - unwanted
 
 
-def format_cpuset(numbers):
+def format_cpuset(numbers: Iterable[int]) -> str:
     """The other way round, compressed into ranges: {0,1,2,5} -> "0-2,5"."""
-    out, run = [], []
+    out: list[str] = []
+    run: list[int] = []
     for n in sorted(numbers):
         if run and n == run[-1] + 1:
             run.append(n)
@@ -118,7 +121,7 @@ def format_cpuset(numbers):
     return ",".join(out)
 
 
-def is_portable_address(address):
+def is_portable_address(address: str | None) -> bool:
     """Whether an address to listen on exists on any host (wildcard, loopback), so it can stay."""
     if not address:
         return True
@@ -149,14 +152,17 @@ def parse(xml: str) -> DomainDevices:
         for dev in devices.iterfind(tag):
             source = _bind_source(dev)
             if source is not None and not _mirrors_serial(tag, dev):
-                found.listeners.append(Listener(_chardev_kind(tag, dev), source.get("host"), source.get("service", "")))
+                # _bind_source returns only a source that names its host.
+                found.listeners.append(
+                    Listener(_chardev_kind(tag, dev), source.get("host", ""), source.get("service", ""))
+                )
     for hostdev in devices.iterfind("hostdev"):
         _parse_hostdev(found, hostdev)
     for nic in devices.iterfind("interface"):
         if nic.get("type") == "direct":
             source = nic.find("source")
             if source is not None and source.get("dev"):
-                found.direct.append(DirectInterface(source.get("dev"), source.get("mode", "vepa")))
+                found.direct.append(DirectInterface(source.get("dev", ""), source.get("mode", "vepa")))
         elif nic.get("type") == "hostdev":
             _parse_hostdev(found, nic)
     vcpu = root.find("vcpu")
@@ -188,14 +194,14 @@ def parse(xml: str) -> DomainDevices:
     return found
 
 
-def _parse_disk(found, disk):
+def _parse_disk(found: DomainDevices, disk: ET.Element) -> None:
     device = disk.get("device", "disk")
     source = disk.find("source")
     path = ""
     if source is not None:
         path = source.get("file") or source.get("dev") or ""
-    target = disk.find("target")
-    target = target.get("dev", "") if target is not None else ""
+    target_element = disk.find("target")
+    target = target_element.get("dev", "") if target_element is not None else ""
     if device in ("cdrom", "floppy"):
         found.media.append(Medium(device, target, path))
         return
@@ -214,7 +220,7 @@ def _parse_disk(found, disk):
     found.chains.append(chain)
 
 
-def _graphics_address(graphics):
+def _graphics_address(graphics: ET.Element) -> str | None:
     """The address a VNC/SPICE console listens on, or None if it does not listen on one."""
     if graphics.get("type") not in ("vnc", "spice"):
         return None
@@ -226,7 +232,7 @@ def _graphics_address(graphics):
     return graphics.get("listen")
 
 
-def _bind_source(dev):
+def _bind_source(dev: ET.Element) -> ET.Element | None:
     if dev.get("type") not in SOCKET_CHARDEVS:
         return None
     for source in dev.iterfind("source"):
@@ -235,22 +241,22 @@ def _bind_source(dev):
     return None
 
 
-def _mirrors_serial(tag, dev):
+def _mirrors_serial(tag: str, dev: ET.Element) -> bool:
     """A <console> that is the first serial port seen again (libvirt lists both)."""
     target = dev.find("target")
     return tag == "console" and target is not None and target.get("type", "serial") == "serial"
 
 
-def _chardev_kind(tag, dev):
+def _chardev_kind(tag: str, dev: ET.Element) -> str:
     target = dev.find("target")
     number = target.get("port") if target is not None else None
     name = {"serial": "serial port", "channel": "channel"}.get(tag, tag)
     if tag == "channel" and target is not None and target.get("name"):
         number = target.get("name")
-    return f"{name}{' ' + number if number else ''} ({dev.get('type').upper()})"
+    return f"{name}{' ' + number if number else ''} ({dev.get('type', '').upper()})"
 
 
-def _parse_hostdev(found, element):
+def _parse_hostdev(found: DomainDevices, element: ET.Element) -> None:
     kind = element.get("type", "")
     source = element.find("source")
     if source is None:
@@ -263,7 +269,7 @@ def _parse_hostdev(found, element):
     elif kind == "usb":
         vendor, product = source.find("vendor"), source.find("product")
         if vendor is not None and product is not None:
-            text = f"{int(vendor.get('id'), 0):04x}:{int(product.get('id'), 0):04x}"
+            text = f"{int(vendor.get('id', ''), 0):04x}:{int(product.get('id', ''), 0):04x}"
         elif address is not None:
             text = f"{address.get('bus')}.{address.get('device')}"
         else:
@@ -281,7 +287,7 @@ def _parse_hostdev(found, element):
 # The destination XML
 
 
-def adapt(xml, addresses=None, eject=()):
+def adapt(xml: str, addresses: dict[str, str] | None = None, eject: Collection[str] = ()) -> tuple[str, list[str]]:
     """Rewrite a domain's XML for another host.
 
     ``addresses`` maps a listen address of the source to the one to use on the
@@ -292,7 +298,7 @@ def adapt(xml, addresses=None, eject=()):
     """
     addresses = addresses or {}
     root = ET.fromstring(xml)
-    changes = []
+    changes: list[str] = []
     devices = root.find("devices")
     if devices is None:
         return xml, changes
@@ -322,7 +328,7 @@ def adapt(xml, addresses=None, eject=()):
             source = _bind_source(dev)
             if source is None or source.get("host") not in addresses:
                 continue
-            old = source.get("host")
+            old = source.get("host", "")
             source.set("host", addresses[old])
             if not _mirrors_serial(tag, dev):
                 changes.append(f"{_chardev_kind(tag, dev)} listens on {addresses[old]} instead of {old}")

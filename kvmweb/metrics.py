@@ -1,8 +1,12 @@
 """``/metrics``: kvmweb's figures for Prometheus, read from the database and Redis.
 
-Every figure is computed at scrape time from what all processes share (the
-database and the RQ queues), so any daphne of several answers the same and
-nothing is lost when a worker dies; no process keeps counters of its own.
+Every figure comes from what all processes share (the database and the RQ
+queues), so any daphne of several answers the same and nothing is lost when a
+worker dies; no process keeps counters of its own. What only grows (migrations
+ended, bytes moved, the duration and downtime histograms) is counted once, when
+a migration ends, in rows of its own (``migrations_app.tallies``): a scrape
+reads those rows, never the history of migrations. Units are Prometheus' base
+units (seconds, bytes); counters end in ``_total``.
 
 Not public: a scrape must carry ``Authorization: Bearer <KVMWEB_METRICS_TOKEN>``
 or come from an address in ``KVMWEB_METRICS_ALLOW``. With neither configured,
@@ -11,22 +15,19 @@ the endpoint refuses everyone.
 
 import ipaddress
 import secrets
-from datetime import timedelta
+from collections import defaultdict
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db.models import Count, DurationField, ExpressionWrapper, F, FloatField, Q, Sum
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
+from django.db.models import Count
 from django.http import HttpResponse, HttpResponseForbidden
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-# Seconds from start to finish of a migration, and milliseconds of downtime.
-DURATION_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-DOWNTIME_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+MODES = ("live", "cold")
+OUTCOMES = ("succeeded", "failed", "cancelled")
 
 
 class KvmwebCollector:
@@ -34,33 +35,20 @@ class KvmwebCollector:
 
     def collect(self):
         from hosts.models import Host, HostStatus
-        from migrations_app.models import Migration, Status
+        from migrations_app.models import ACTIVE, Migration
 
-        by_status = GaugeMetricFamily(
-            "kvmweb_migrations", "Migrations by status and mode (all time).", labels=["status", "mode"]
+        active = GaugeMetricFamily(
+            "kvmweb_migrations_active",
+            "Migrations not ended yet, by status (queued, checking, running) and mode.",
+            labels=["status", "mode"],
         )
-        counts = {(s, m): 0 for s in Status.values for m in ("live", "cold")}
-        for row in Migration.objects.values("status", "mode").annotate(n=Count("pk")):
+        counts = {(s, m): 0 for s in ACTIVE for m in MODES}
+        for row in Migration.objects.filter(status__in=ACTIVE).values("status", "mode").annotate(n=Count("pk")):
             counts[(row["status"], row["mode"])] = row["n"]
         for (status, mode), n in sorted(counts.items()):
-            by_status.add_metric([status, mode], n)
-        yield by_status
-
-        succeeded = Migration.objects.filter(status=Status.SUCCEEDED, started_at__isnull=False)
-        yield self._durations(succeeded)
-        yield self._downtimes(succeeded)
-
-        moved = GaugeMetricFamily(
-            "kvmweb_migration_bytes_moved", "Bytes sent by succeeded migrations (all time).", labels=["mode"]
-        )
-        for mode in ("live", "cold"):
-            total = (
-                succeeded.filter(mode=mode)
-                .annotate(b=Cast(KeyTextTransform("data_transferred", "stats"), FloatField()))
-                .aggregate(s=Sum("b"))["s"]
-            )
-            moved.add_metric([mode], total or 0)
-        yield moved
+            active.add_metric([status, mode], n)
+        yield active
+        yield from self._tallies()
 
         hosts = GaugeMetricFamily("kvmweb_hosts", "Registered hosts by status.", labels=["status"])
         host_counts = dict.fromkeys(HostStatus.values, 0)
@@ -107,39 +95,54 @@ class KvmwebCollector:
                 family.add_metric([host.name], getattr(host.capacity, figure))
         yield from families.values()
 
-    def _durations(self, succeeded):
-        family = HistogramMetricFamily(
-            "kvmweb_migration_duration_seconds",
-            "Start (after the pre-flight checks) to success, of succeeded migrations.",
-            labels=["mode"],
-        )
-        duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-        for mode in ("live", "cold"):
-            self._add(family, mode, succeeded.filter(mode=mode), duration, DURATION_BUCKETS, timedelta_seconds=True)
-        return family
-
-    def _downtimes(self, succeeded):
-        family = HistogramMetricFamily(
-            "kvmweb_migration_downtime_milliseconds",
-            "The guest's downtime during the switch-over, of succeeded live migrations, as libvirt measured it.",
-            labels=["mode"],
-        )
-        downtime = Cast(KeyTextTransform("downtime_ms", "stats"), FloatField())
-        self._add(family, "live", succeeded.filter(mode="live"), downtime, DOWNTIME_BUCKETS)
-        return family
-
     @staticmethod
-    def _add(family, mode, queryset, value, buckets, timedelta_seconds=False):
-        def limit(b):
-            return timedelta(seconds=b) if timedelta_seconds else b
+    def _tallies():
+        """The counters and histograms of ended migrations, as ``tallies`` keeps them (zero until one ends)."""
+        from migrations_app import tallies
 
-        aggregates = {f"le_{i}": Count("pk", filter=Q(v__lte=limit(b))) for i, b in enumerate(buckets)}
-        row = queryset.annotate(v=value).filter(v__isnull=False).aggregate(n=Count("pk"), total=Sum("v"), **aggregates)
-        total = row["total"] or 0
-        if isinstance(total, timedelta):
-            total = total.total_seconds()
-        cumulative = [(str(b), row[f"le_{i}"]) for i, b in enumerate(buckets)] + [("+Inf", row["n"])]
-        family.add_metric([mode], cumulative, total)
+        rows: dict[str, dict[str, float]] = defaultdict(dict)
+        for name, label_text, value in tallies.Tally.objects.values_list("name", "labels", "value"):
+            rows[name][label_text] = value
+
+        finished = CounterMetricFamily(
+            "kvmweb_migrations_finished", "Migrations that ended, by mode and outcome.", labels=["mode", "outcome"]
+        )
+        for mode in MODES:
+            for outcome in OUTCOMES:
+                finished.add_metric(
+                    [mode, outcome], rows[tallies.FINISHED_TOTAL].get(tallies.labels(mode=mode, outcome=outcome), 0)
+                )
+        yield finished
+
+        moved = CounterMetricFamily(
+            "kvmweb_migration_moved_bytes", "Bytes sent by succeeded migrations (memory and disks).", labels=["mode"]
+        )
+        for mode in MODES:
+            moved.add_metric([mode], rows[tallies.MOVED_BYTES_TOTAL].get(tallies.labels(mode=mode), 0))
+        yield moved
+
+        helps = {
+            "kvmweb_migration_duration_seconds": (
+                "Start (after the pre-flight checks) to success, of succeeded migrations.",
+                MODES,
+            ),
+            "kvmweb_migration_downtime_seconds": (
+                "The guest's downtime during the switch-over, of succeeded live migrations, as libvirt measured it.",
+                ("live",),
+            ),
+        }
+        for name, (help_text, modes) in helps.items():
+            family = HistogramMetricFamily(name, help_text, labels=["mode"])
+            buckets, total = rows[f"{name}_bucket"], rows[f"{name}_sum"]
+            for mode in modes:
+                cumulative = [
+                    (tallies.bound(upper), buckets.get(tallies.labels(mode=mode, le=tallies.bound(upper)), 0))
+                    for upper in tallies.HISTOGRAMS[name]
+                ]
+                cumulative.append(("+Inf", buckets.get(tallies.labels(mode=mode, le="+Inf"), 0)))
+                key = tallies.labels(mode=mode)
+                family.add_metric([mode], cumulative, total.get(key, 0))
+            yield family
 
     @staticmethod
     def _queues():

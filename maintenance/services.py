@@ -34,16 +34,7 @@ class Refused(Exception):
 
 def audit(user, host_name, message, outcome="", action=AuditAction.HOST, **data):
     """A maintenance decision in the audit log, found under the host's name."""
-    known = user is not None and user.is_authenticated
-    AuditEntry(
-        action=action,
-        message=message,
-        outcome=outcome,
-        user=user if known else None,
-        username=user.get_username() if known else "",
-        source_name=host_name,
-        data=data,
-    ).save()
+    AuditEntry.record(action, message, user=user, host=host_name, outcome=outcome, **data)
 
 
 def dry_run(host):

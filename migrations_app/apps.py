@@ -9,5 +9,7 @@ class MigrationsAppConfig(AppConfig):
         # Connects the logout signal that closes a session's WebSockets.
         import kvmweb.websocket  # noqa: F401
 
-        from . import inventory  # noqa: F401  (connects the inventory signals' receivers)
-        from . import jobs  # noqa: F401  (a migration's end wakes those waiting for its hosts)
+        from . import (
+            inventory,  # noqa: F401  (connects the inventory signals' receivers)
+            jobs,  # noqa: F401  (a migration's end wakes those waiting for its hosts)
+        )

@@ -61,4 +61,6 @@ class AuditFilter(django_filters.FilterSet):
         )
 
     def filter_host(self, queryset, name, value):
-        return queryset.filter(Q(source_name=value) | Q(target_name=value))
+        # data__host: host key confirmations recorded before AuditEntry.record
+        # took a host kept its name there (the log is never rewritten).
+        return queryset.filter(Q(source_name=value) | Q(target_name=value) | Q(data__host=value))

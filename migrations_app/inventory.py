@@ -22,17 +22,18 @@ RECENT = timedelta(minutes=10)
 
 
 def _record(message, domain, seen_at, source="", target="", action=AuditAction.INVENTORY, user=None, **data):
-    AuditEntry(
-        at=seen_at,
-        action=action,
+    AuditEntry.record(
+        action,
+        message,
         user=user,
-        username=user.get_username() if user is not None else "",
-        message=message,
-        domain_name=domain.name,
-        source_name=source,
-        target_name=target,
-        data={"uuid": str(domain.uuid), "seen_at": seen_at.isoformat(), **data},
-    ).save()
+        domain=domain.name,
+        source=source,
+        target=target,
+        at=seen_at,
+        uuid=str(domain.uuid),
+        seen_at=seen_at.isoformat(),
+        **data,
+    )
 
 
 def by_kvmweb(domain, target, seen_at):

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models, transaction
@@ -13,7 +14,12 @@ from kvmweb.formatting import size
 from kvmweb.links import row_url
 from kvmweb.records import InvalidTransition, TrackedRequest
 
+from .tallies import Tally, migration_finished  # noqa: F401  (Tally: a model of this app)
 from .wire import MigrationEvent, MigrationLine, MigrationRow
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
 
 
 class Status(models.TextChoices):
@@ -219,6 +225,7 @@ class Migration(TrackedRequest):
             stats=stats or self.stats,
             finished_at=timezone.now(),
         )
+        migration_finished(self)
         self._announce(
             (
                 AuditAction.SUCCEEDED,
@@ -240,6 +247,7 @@ class Migration(TrackedRequest):
             stats=stats or self.stats,
             finished_at=timezone.now(),
         )
+        migration_finished(self)
         self._announce((AuditAction.FAILED, error), outcome="failed", detail=detail, code=code)
 
     fail.alters_data = True
@@ -251,6 +259,7 @@ class Migration(TrackedRequest):
             error=reason,
             finished_at=timezone.now(),
         )
+        migration_finished(self)
         self._announce((AuditAction.CANCELLED, reason), outcome="cancelled")
 
     cancel.alters_data = True
@@ -278,6 +287,8 @@ class Migration(TrackedRequest):
         self.refresh_from_db()
         if not outcome:
             raise InvalidTransition(f"Migration #{self.pk} has already {self.status}.")
+        if outcome == "cancelled":
+            migration_finished(self)
         self._announce(
             (
                 AuditAction.CANCEL,
@@ -522,28 +533,43 @@ class AuditEntry(models.Model):
         action: str,
         message: str,
         *,
-        user: Any = None,
+        user: AbstractBaseUser | AnonymousUser | None = None,
         migration: Migration | None = None,
-        outcome: str = "",
+        host: str = "",
         domain: str = "",
         source: str = "",
         target: str = "",
+        outcome: str = "",
+        at: datetime | None = None,
         **data: Any,
     ) -> AuditEntry:
-        """One entry. The VM and host columns come from ``migration``, or for an
-        entry without one (a dry run) from ``domain``, ``source`` and ``target``
-        (names), so that filtering by VM or host finds every entry."""
+        """The one writer of the audit log: every app records through it.
+
+        ``user`` is the actor (None, or anonymous: kvmweb itself; for an entry
+        about a migration, the user who asked for it). What the entry is about,
+        by name, so it is found by ``?domain=`` and ``?host=`` after the objects
+        are gone: a ``migration`` (its VM, source and target), or a ``host``
+        (maintenance, host keys), or a ``domain`` moved from ``source`` to
+        ``target`` without a migration row (a dry run, a move seen outside
+        kvmweb). ``outcome`` is a short word (succeeded, fail...); ``at`` when it
+        happened, if not now; ``data`` anything else, as JSON (never a secret).
+        """
+        if host and (source or target or migration is not None):
+            raise TypeError("An audit entry is about a host, or about a move from a source to a target: not both.")
+        known = user is not None and user.is_authenticated
         entry = cls(
             action=action,
             message=message,
-            user=user if user is not None and user.is_authenticated else None,
-            username=user.get_username() if user is not None and user.is_authenticated else "",
+            user=user if known else None,
+            username=user.get_username() if known and user is not None else "",
             outcome=outcome,
             domain_name=domain,
-            source_name=source,
+            source_name=source or host,
             target_name=target,
             data=data,
         )
+        if at is not None:
+            entry.at = at
         if migration is not None:
             entry.migration = migration
             entry.domain_name = migration.domain_name

@@ -1,6 +1,6 @@
 """What browsers receive about a migration: the typed shape of the payload of
 ``migration.state`` / ``migration.update`` WebSocket messages and of the
-migration pages' initial state (see DESIGN.md, WebSocket contract)."""
+migration pages' initial state (docs/ARCHITECTURE.md: where each contract lives)."""
 
 from typing import Any, NotRequired, TypedDict
 

@@ -1,12 +1,16 @@
 #!/bin/sh
 # Install the Debian packages kvmweb needs, and nothing when they are all there.
 #
-#   scripts/install-system-deps.sh [demo|test|ci]
+#   scripts/install-system-deps.sh [fast|demo|test|ci]
 #
+#   fast: what `make test-fast` needs: Redis (the session's own), libvirt's
+#         library and headers (libvirt-python and its test driver) and
+#         OpenSSH's client tools (ssh-keygen, ssh-keyscan), promtool (Debian's
+#         prometheus: the metrics test checks /metrics with it; no server is started)
 #   demo: libvirt, QEMU, Redis, supervisor, OpenSSH (kvmweb's SSH key and host
 #         keys; sshd in every lab host), GnuTLS certtool (the lab's CA) and what
 #         the lab of simulated hosts uses (UEFI and TPM for its guests included)
-#   test: demo + Chromium for the browser tests
+#   test: demo + Chromium for the browser tests, promtool for the metrics test
 #   ci:   test + PostgreSQL
 #
 # Checks each package with dpkg first and runs `apt-get update` only when
@@ -18,14 +22,16 @@ set_name=${1:-demo}
 DEMO="libvirt-daemon-system libvirt-clients libvirt-dev pkg-config qemu-system-x86 qemu-utils
 redis-server supervisor tini busybox-static iproute2 bridge-utils bindfs gcc libc6-dev make ovmf swtpm swtpm-tools
 openssh-client openssh-server gnutls-bin"
-TEST="chromium"
+FAST="libvirt-dev pkg-config redis-server openssh-client prometheus"
+TEST="chromium prometheus"
 CI="postgresql"
 
 case "$set_name" in
+    fast) wanted="$FAST" ;;
     demo) wanted="$DEMO" ;;
     test) wanted="$DEMO $TEST" ;;
     ci) wanted="$DEMO $TEST $CI" ;;
-    *) echo "usage: $0 [demo|test|ci]" >&2; exit 2 ;;
+    *) echo "usage: $0 [fast|demo|test|ci]" >&2; exit 2 ;;
 esac
 
 # The virtualenv needs a Python with venv and ensurepip. A Python built from

@@ -2,6 +2,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 # Static files from the source tree, never from an old collectstatic copy, in
@@ -19,6 +20,43 @@ from tests.localservers import PrivateRedis  # noqa: E402
 
 if importlib.util.find_spec("tests.lab.conftest_plugin"):
     pytest_plugins = ["tests.lab.conftest_plugin"]
+
+
+# Programs that make a test slow and that `make test-fast` promises not to
+# start: servers, workers, and Python itself (a Django start-up costs a second
+# or more). Short helpers kvmweb runs itself (ssh-keyscan, ssh-keygen) are not
+# among them.
+SERVERS = {"daphne", "rqworker", "supervisord", "supervisorctl", "redis-server", "postgres", "pg_ctl", "initdb"}
+_starting_processes_allowed = True
+
+
+def _starts_a_server_or_python(argv) -> bool:
+    program = os.path.basename(str(argv if isinstance(argv, (str, bytes)) else argv[0]).split()[0])
+    return program in SERVERS or program.startswith("python") or program == os.path.basename(sys.executable)
+
+
+def _refuse_unmarked_processes(event, args):
+    if event == "subprocess.Popen" and not _starting_processes_allowed and _starts_a_server_or_python(args[1]):
+        raise RuntimeError(
+            f"this test starts {args[1]!r}: mark it @pytest.mark.processes, which `make test-fast` leaves out"
+        )
+
+
+def pytest_configure(config):
+    # An audit hook stays for the life of the interpreter: installed once, it
+    # only looks at the flag the fixture below sets for each test.
+    sys.addaudithook(_refuse_unmarked_processes)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_where_marked(request):
+    """A test that starts a server or Python without the `processes` marker
+    (or `lab`, `browser`) fails, saying so: the marker stays true."""
+    global _starting_processes_allowed
+    marked = any(request.node.get_closest_marker(m) for m in ("processes", "lab", "browser"))
+    _starting_processes_allowed = marked
+    yield
+    _starting_processes_allowed = True
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +84,10 @@ def _use_test_redis(redis_url):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.KVMWEB_SYNC_INTERVAL = 0
     settings.WHITENOISE_USE_FINDERS = True
+    settings.MIDDLEWARE = [
+        "tests.static_files.WhiteNoiseReadOnce" if m == "whitenoise.middleware.WhiteNoiseMiddleware" else m
+        for m in settings.MIDDLEWARE
+    ]
     # Hashing test users' passwords properly costs a third of a second each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # A connection per request in this process, as before kvmweb kept them:

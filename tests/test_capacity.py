@@ -271,6 +271,7 @@ def test_the_admin_edits_the_capacity_settings(client, owner, hosts):
     assert "/static/bars.js" in page and "/static/bars.css" in page
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     "value, says",
     [("lots", "KVMWEB_MEMORY_ALLOCATION_RATIO must be a number, not 'lots'."), ("0", "must be at least 0.1, not 0")],

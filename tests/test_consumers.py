@@ -175,6 +175,7 @@ def test_a_viewer_gets_the_full_state_first_then_updates(client, migration, view
     run(scenario)
 
 
+@pytest.mark.slow
 def test_a_socket_that_stays_quiet_for_a_while_still_gets_the_next_update(client, migration, viewer):
     # A queued migration can wait minutes for its first update; the channel
     # layer's idle read must not time out meanwhile (it did, after 5 s, with

@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.processes
 def test_var_and_everything_kvmweb_writes_there_is_private(tmp_path):
     var = tmp_path / "var"
     var.mkdir(mode=0o755)

@@ -28,12 +28,14 @@ def check_deploy(**env):
     )
 
 
+@pytest.mark.processes
 def test_check_deploy_is_clean_with_django_secure():
     done = check_deploy(DJANGO_SECURE="true")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
 
 
+@pytest.mark.processes
 def test_without_django_secure_check_deploy_names_what_is_missing():
     done = check_deploy()
     assert done.returncode != 0
@@ -41,6 +43,7 @@ def test_without_django_secure_check_deploy_names_what_is_missing():
         assert warning in done.stdout + done.stderr
 
 
+@pytest.mark.processes
 def test_django_secure_sets_cookies_hsts_and_the_proxy_header():
     code = (
         "from django.conf import settings as s; "

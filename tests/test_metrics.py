@@ -1,14 +1,20 @@
 """/metrics: refused without the token or an allowed address; figures follow the database and the queues."""
 
+import shutil
+import subprocess
+import uuid
+from datetime import timedelta
+
 import django_rq
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from prometheus_client.parser import text_string_to_metric_families
 
-from hosts.models import Host
+from hosts.models import Domain, Host
 from hosts.sync import sync_host
 from kvmweb.settings import env_networks
-from tests.migration_helpers import domain, register_lab, request, run
+from migrations_app.models import Migration
+from tests.migration_helpers import domain, migration_for, register_lab, request, run
 from tests.testdriver import write_host
 
 pytestmark = pytest.mark.django_db
@@ -112,7 +118,7 @@ def test_a_real_live_migration_shows_in_the_counts_durations_downtime_and_bytes(
     hosts = register_lab(lab)
     name = lab_guest("kvm01", disk="shared")
     before = scrape(client)
-    assert value(before, "kvmweb_migrations", status="succeeded", mode="live") == 0
+    assert value(before, "kvmweb_migrations_finished_total", mode="live", outcome="succeeded") == 0
 
     response = request(api, operator, domain(name), hosts["kvm02"])
     assert response.status_code == 201, response.content
@@ -120,13 +126,96 @@ def test_a_real_live_migration_shows_in_the_counts_durations_downtime_and_bytes(
     assert migration.status == "succeeded", migration.error
 
     after = scrape(client)
-    assert value(after, "kvmweb_migrations", status="succeeded", mode="live") == 1
-    assert value(after, "kvmweb_migrations", status="queued", mode="live") == 0
+    assert value(after, "kvmweb_migrations_finished_total", mode="live", outcome="succeeded") == 1
+    assert value(after, "kvmweb_migrations_active", status="queued", mode="live") == 0
     assert value(after, "kvmweb_migration_duration_seconds_count", mode="live") == 1
     seconds = (migration.finished_at - migration.started_at).total_seconds()
     assert value(after, "kvmweb_migration_duration_seconds_sum", mode="live") == pytest.approx(seconds, abs=0.01)
     assert value(after, "kvmweb_migration_duration_seconds_bucket", mode="live", le="+Inf") == 1
-    assert value(after, "kvmweb_migration_downtime_milliseconds_count", mode="live") == 1
-    assert value(after, "kvmweb_migration_downtime_milliseconds_sum", mode="live") == migration.stats["downtime_ms"]
-    assert value(after, "kvmweb_migration_bytes_moved", mode="live") == migration.stats["data_transferred"] > 0
+    assert value(after, "kvmweb_migration_downtime_seconds_count", mode="live") == 1
+    downtime = migration.stats["downtime_ms"] / 1000
+    assert value(after, "kvmweb_migration_downtime_seconds_sum", mode="live") == pytest.approx(downtime)
+    assert value(after, "kvmweb_migration_moved_bytes_total", mode="live") == migration.stats["data_transferred"] > 0
     assert value(after, "kvmweb_hosts", status="online") == len(lab.hosts)
+
+
+@pytest.fixture
+def two_hosts():
+    kvm01 = Host.objects.create(name="kvm01", uri="test:///default", status="online")
+    kvm02 = Host.objects.create(name="kvm02", uri="test:///kvm02", status="online")
+    return kvm01, kvm02
+
+
+def ended(source, target, name, mode="live", outcome="succeeded", seconds=12.0, stats=None):
+    """A migration taken through its real states to ``outcome``, as the worker takes it."""
+    dom = Domain.objects.create(uuid=uuid.uuid4(), name=name, host=source, state="running")
+    migration = migration_for(dom, target, mode=mode)
+    migration.start_checking()
+    migration.start()
+    # As if it had started ``seconds`` ago.
+    Migration.objects.filter(pk=migration.pk).update(started_at=migration.started_at - timedelta(seconds=seconds))
+    migration.refresh_from_db()
+    if outcome == "succeeded":
+        migration.succeed(stats)
+    elif outcome == "failed":
+        migration.fail("The target refused the guest.")
+    else:
+        migration.cancel("Cancelled by the operator.")
+    return migration
+
+
+def test_an_ended_migration_is_counted_once_when_it_ends_not_recomputed_from_rows(client, open_to_token, two_hosts):
+    kvm01, kvm02 = two_hosts
+    stats = {"downtime_ms": 80, "data_transferred": 300 * 2**20}
+    fast = ended(kvm01, kvm02, "web01", seconds=12, stats=stats)
+    ended(kvm01, kvm02, "db01", mode="cold", outcome="failed")
+    ended(kvm01, kvm02, "app01", outcome="cancelled")
+    migration_for(Domain.objects.create(uuid=uuid.uuid4(), name="new01", host=kvm01), kvm02)  # still queued
+
+    samples = scrape(client)
+    assert value(samples, "kvmweb_migrations_finished_total", mode="live", outcome="succeeded") == 1
+    assert value(samples, "kvmweb_migrations_finished_total", mode="cold", outcome="failed") == 1
+    assert value(samples, "kvmweb_migrations_finished_total", mode="live", outcome="cancelled") == 1
+    assert value(samples, "kvmweb_migrations_active", status="queued", mode="live") == 1
+    seconds = (fast.finished_at - fast.started_at).total_seconds()
+    assert 12 <= seconds < 13
+    assert value(samples, "kvmweb_migration_duration_seconds_sum", mode="live") == pytest.approx(seconds)
+    assert value(samples, "kvmweb_migration_duration_seconds_bucket", mode="live", le="10.0") == 0
+    assert value(samples, "kvmweb_migration_duration_seconds_bucket", mode="live", le="30.0") == 1
+    assert value(samples, "kvmweb_migration_duration_seconds_count", mode="cold") == 0  # a failure has no duration
+    assert value(samples, "kvmweb_migration_downtime_seconds_sum", mode="live") == pytest.approx(0.08)
+    assert value(samples, "kvmweb_migration_downtime_seconds_bucket", mode="live", le="0.05") == 0
+    assert value(samples, "kvmweb_migration_downtime_seconds_bucket", mode="live", le="0.1") == 1
+    assert value(samples, "kvmweb_migration_moved_bytes_total", mode="live") == 300 * 2**20
+
+    # A note after the end (the signal an evacuation listens to fires again)
+    # counts nothing twice; the counts outlive the rows they came from.
+    fast.note("Source volumes removed.")
+    Migration.objects.all().delete()
+    again = scrape(client)
+    assert value(again, "kvmweb_migrations_finished_total", mode="live", outcome="succeeded") == 1
+    assert value(again, "kvmweb_migration_duration_seconds_count", mode="live") == 1
+    assert value(again, "kvmweb_migrations_active", status="queued", mode="live") == 0
+
+
+def test_a_queued_migration_cancelled_before_it_started_is_counted(client, open_to_token, two_hosts, operator):
+    kvm01, kvm02 = two_hosts
+    migration = migration_for(Domain.objects.create(uuid=uuid.uuid4(), name="web01", host=kvm01), kvm02)
+    assert migration.request_cancel(operator) == "cancelled"
+    assert value(scrape(client), "kvmweb_migrations_finished_total", mode="live", outcome="cancelled") == 1
+
+
+def test_promtool_finds_nothing_wrong_in_a_real_scrape(client, open_to_token, two_hosts):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: `make test` installs it (Debian's prometheus package).")
+    kvm01, kvm02 = two_hosts
+    ended(kvm01, kvm02, "web01", stats={"downtime_ms": 80, "data_transferred": 2**20})
+    ended(kvm01, kvm02, "db01", mode="cold", outcome="failed")
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    exposition = response.content.decode()
+    assert "kvmweb_migration_downtime_seconds_bucket" in exposition and "kvmweb_host_online" in exposition
+
+    checked = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True)
+    assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked.stdout + checked.stderr

@@ -40,6 +40,7 @@ def test_queues_are_configured_for_json(settings):
         assert django_rq.get_queue(name).serializer is JSONSerializer
 
 
+@pytest.mark.processes
 def test_the_worker_never_unpickles_and_survives_garbage(redis_url, worker_process, tmp_path):
     conn = redis.Redis.from_url(redis_url)
     pwned = tmp_path / "pwned"

@@ -7,7 +7,7 @@ import django_rq
 import pytest
 from rq.scheduler import RQScheduler
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 
 def lock_holder(connection, queue):

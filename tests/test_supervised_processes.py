@@ -79,6 +79,7 @@ def test_every_procfile_line_is_a_supervised_program():
     assert "-p 8123" in conf
 
 
+@pytest.mark.processes
 def test_the_demos_redis_requires_its_password(supervised):
     conf, port, var, url = supervised
     running_pid(conf, "redis")
@@ -96,6 +97,7 @@ def test_the_demos_redis_requires_its_password(supervised):
     assert url not in (var / "supervisord.conf").read_text()
 
 
+@pytest.mark.processes
 def test_a_killed_worker_web_server_and_redis_come_back(supervised):
     conf, port, var, url = supervised
     wait_port(port, what="daphne under supervisord", timeout=60)
@@ -132,6 +134,7 @@ def holds(pid, inode):
     return any(os.readlink(f"{fds}/{fd}") == f"socket:[{inode}]" for fd in os.listdir(fds))
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("supervised", [2], indirect=True)
 def test_several_daphnes_serve_one_address_and_one_dying_leaves_it_served(supervised):
     conf, port, var, url = supervised

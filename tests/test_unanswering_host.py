@@ -38,6 +38,7 @@ def open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow
 def test_syncing_a_silent_host_costs_one_waiting_open_not_one_per_request(api, operator, silent_port, fast):
     host = Host.objects.create(name="silent", uri=f"qemu+tcp://127.0.0.1:{silent_port}/system")
     api.force_authenticate(operator)
@@ -56,6 +57,7 @@ def test_syncing_a_silent_host_costs_one_waiting_open_not_one_per_request(api, o
     assert "could not reach libvirtd on 127.0.0.1" in body["status_reason"]
 
 
+@pytest.mark.slow
 def test_a_closed_port_and_a_silent_one_read_the_same(api, operator, silent_port, fast):
     closed = free_port()
     reasons = []

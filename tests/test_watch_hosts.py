@@ -74,6 +74,7 @@ def test_a_defined_and_undefined_vm_comes_and_goes(watcher, default_driver, tmp_
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_host_that_does_not_answer_is_offline_and_tried_again(watcher):
     host = Host.objects.create(name="kvm09", uri="qemu+tcp://127.0.0.1:1/system")
     wait_for(lambda: Host.objects.get(pk=host.pk).status == HostStatus.OFFLINE, 10, what="offline")

@@ -5,7 +5,8 @@ private mount and UTS namespace in which ``/run`` is a tmpfs and private copies
 are bind-mounted over ``/etc/libvirt``, ``/etc/hosts``, ``/var/lib/libvirt``,
 ``/var/log/libvirt`` and ``/var/cache/libvirt``. Its daemons run under
 ``tini -s``: PID 1 on these machines does not reap orphans, and libvirt hangs
-waiting on zombie QEMU processes without a reaper (see DESIGN.md).
+waiting on zombie QEMU processes without a reaper (``define`` and ``start``
+hang for 15-30 s, or for good).
 
 Everything a lab creates is named after the lab's NAME, so several labs (the
 demo, a test run, another engineer's test run) live side by side. The state
