@@ -30,7 +30,7 @@ def confirm_host_key(host, fingerprint, user):
         AuditAction.HOST_KEY,
         f"Confirmed the SSH host key of {host.name}: {host.ssh_fingerprint}",
         user=user,
-        source=host.name,  # found by the audit log's host filter
+        host=host.name,
         fingerprint=host.ssh_fingerprint,
     )
     return sync.sync_host(host)

@@ -35,7 +35,7 @@ def test_a_confirmed_host_key_is_found_by_the_hosts_name(api, operator, viewer, 
     api.force_authenticate(viewer)
     found = api.get("/api/audit/", {"host": "kvm07"}).json()["results"]
     assert [e["message"] for e in found] == [f"Confirmed the SSH host key of kvm07: {sshkeys.fingerprint(key)}"]
-    assert found[0]["username"] == "oscar" and found[0]["action"] == AuditAction.HOST
+    assert found[0]["username"] == "oscar" and found[0]["action"] == AuditAction.HOST_KEY
     assert found[0]["data"]["fingerprint"] == sshkeys.fingerprint(key)
     assert api.get("/api/audit/", {"host": "kvm08"}).json()["results"] == []
 

@@ -9,7 +9,7 @@ import django_rq
 import pytest
 from rq import Worker
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 
 def registered(pool):
