@@ -144,6 +144,7 @@ class Runner:
             storage=item["storage"],
             target_pool=item["target_pool"],
             bandwidth_mib=self.evacuation.bandwidth_mib,
+            replace_own_leftovers=item.get("replace_own_leftovers", False),
         )
         try:
             migration = migration_services.request_migration(self.user, req, queue=False)
