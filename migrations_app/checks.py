@@ -168,9 +168,9 @@ def _request_values(req):
     """The fields the checks need, from a MigrationRequest or a Migration."""
     values = {name: getattr(req, name) for name in SHARED_FIELDS}
     if isinstance(req, Migration):
-        values.update(uuid=req.domain_uuid, name=req.domain_name, source=req.source, migration=req.pk)
+        values.update(uuid=req.domain_uuid, name=req.domain_name, source=req.source, migration=req.pk, record=req)
     else:
-        values.update(uuid=req.domain.uuid, name=req.domain.name, source=req.domain.host, migration=None)
+        values.update(uuid=req.domain.uuid, name=req.domain.name, source=req.domain.host, migration=None, record=None)
     return values
 
 
@@ -672,7 +672,9 @@ def _replace_own_leftovers(checks, v, pool, clashes, target):
     """An evacuation's return (``replace_own_leftovers``) first removes the VM's
     own leftover: a same-named volume an earlier move of this same VM recorded
     leaving on the target, which no definition there uses. Returns the clashes left."""
-    migration = Migration.objects.filter(pk=v["migration"]).first() if v["migration"] else None
+    # The engine's own instance: a note written through another would be lost
+    # when the engine writes its next one.
+    migration = v["record"]
     if migration is None or not migration.replace_own_leftovers:
         return clashes
     from hosts.volumes import shared_pool_names, used_paths

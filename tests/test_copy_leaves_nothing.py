@@ -152,3 +152,61 @@ def test_a_viewer_cannot_remove_a_leftover(api, viewer, lab, lab_guest, hosts):
     )
     assert response.status_code == 403
     assert f"{name}.qcow2" in volumes(lab, "kvm02")
+
+
+def test_a_return_removes_the_vms_own_recorded_leftover_first_and_says_so(api, operator, lab, lab_guest, hosts):
+    from migrations_app.request import MigrationRequest
+    from migrations_app.services import request_migration
+
+    name = lab_guest("kvm01", disk="local")
+    pk = domain(name).pk
+    kept = move(api, operator, pk, hosts["kvm02"], keep_source_volumes=True)  # its copy stays on kvm01
+    sync_all()
+
+    req = MigrationRequest(
+        domain=Domain.objects.get(pk=pk),
+        target=hosts["kvm01"],
+        storage="copy",
+        target_pool="local",
+        replace_own_leftovers=True,
+    )
+    back = run(request_migration(operator, req, queue=False).pk)
+
+    assert back.status == "succeeded", (back.error, back.error_detail)
+    said = [e["message"] for e in back.events if "own leftover" in e["message"]]
+    assert said and f"{name}.qcow2" in said[0]
+    assert AuditEntry.objects.filter(migration=back, action="volume", message__contains="own leftover").exists()
+    assert lab.where(name) == ["kvm01"] and api_domain(api, pk)["host"] == "kvm01"
+    assert f"{name}.qcow2" not in volumes(lab, "kvm02")  # removed after the return, by default
+    assert leftovers(api, hosts["kvm01"]) == [] and leftovers(api, hosts["kvm02"]) == []
+    assert kept.pk != back.pk
+
+
+def test_an_evacuation_and_its_return_bring_a_local_disk_vm_home_with_no_leftovers(
+    api, operator, lab, lab_guest, hosts
+):
+    from maintenance import runner
+    from maintenance.models import Evacuation
+
+    name = lab_guest("kvm01", disk="local")
+    pk = domain(name).pk
+    api.force_authenticate(operator)
+    response = api.post(f"/api/hosts/{hosts['kvm01'].pk}/maintenance/", {}, format="json")
+    assert response.status_code == 202, response.content
+    runner.run_evacuation(response.json()["id"])
+    away = Evacuation.objects.get(pk=response.json()["id"])
+    assert away.status == "succeeded", away.error
+    where = api_domain(api, pk)["host"]
+    assert where != "kvm01" and f"{name}.qcow2" not in volumes(lab, "kvm01")
+
+    response = api.post(f"/api/hosts/{hosts['kvm01'].pk}/activate/", {"return_vms": True}, format="json")
+    assert response.status_code == 202, response.content
+    runner.run_evacuation(response.json()["id"])
+    back = Evacuation.objects.get(pk=response.json()["id"])
+
+    assert back.status == "succeeded", back.error
+    assert lab.where(name) == ["kvm01"] and api_domain(api, pk)["host"] == "kvm01"
+    assert f"{name}.qcow2" in volumes(lab, "kvm01")
+    for other in ("kvm02", "kvm03"):
+        assert f"{name}.qcow2" not in volumes(lab, other)
+        assert leftovers(api, hosts[other]) == []
