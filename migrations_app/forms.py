@@ -171,11 +171,11 @@ class MigrationForm(forms.Form):
                 "keeps running; it pauses only for the final switch-over."
             )
         if req.storage == StorageMode.COPY:
-            text += f" Its disks are copied into pool {req.target_pool} on {target.name}"
+            text += f" Its disks are copied into pool {req.target_pool} on {target.name}."
             if data["keep_source_volumes"]:
-                text += f"; the copy on {domain.host.name} is kept (listed as left over on its host page)."
+                text += f" The copy on {domain.host.name} is kept (listed as left over on its host page)."
             else:
-                text += f"; once the move is verified, the copy on {domain.host.name} is removed."
+                text += f" Once the move is verified, the copy on {domain.host.name} is removed."
         if data["eject_media"]:
             text += " CD-ROM and floppy images the target cannot see are ejected for the move."
         return text

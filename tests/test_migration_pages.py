@@ -138,7 +138,7 @@ def test_copy_storage_without_a_pool_takes_the_target_pool_of_the_same_name(clie
     client.force_login(operator)
     page = client.post(new_url(domain), form_data(domain, hosts[1], storage="copy")).content.decode()
     assert (
-        "Its disks are copied into pool local on kvm02; once the move is verified, the copy on kvm01 is removed."
+        "Its disks are copied into pool local on kvm02. Once the move is verified, the copy on kvm01 is removed."
         in page
     )
 
@@ -181,7 +181,7 @@ def test_a_cold_migration_says_it_shuts_the_vm_down(client, operator, hosts, dom
         form_data(domain, hosts[1], mode="cold", force_off="1", storage="copy", keep_source_volumes="on"),
     ).content.decode()
     assert "will be shut down on kvm01" in page
-    assert "powered off" in page and "the copy on kvm01 is kept" in page
+    assert "powered off" in page and "The copy on kvm01 is kept" in page
     assert "shut it down and migrate" in page
 
 
