@@ -69,8 +69,18 @@ def remove_source_copy(migration: Migration, src: Connection, dst: Connection) -
         )
         return {"left_on_source": [v["path"] for v in volumes]}
     good, problems = verified_copies(migration, dst)
+    try:
+        # Never a disk a definition on the source still uses (a source
+        # definition libvirt did not undefine, another VM sharing it).
+        in_use = {d.path for info in src.domains() for d in info.disks if d.path}
+    except HostError as e:
+        in_use = {v["path"] for v in good}
+        problems.append(f"{source} could not be asked which disks its VMs use ({e.plain})")
     removed: list[str] = []
     for vol in good:
+        if vol["path"] in in_use:
+            problems.append(f"a definition on {source} still uses {vol['path']}")
+            continue
         try:
             src.delete_volume(vol["path"])
             removed.append(vol["path"])
