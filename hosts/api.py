@@ -5,7 +5,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
-from . import capacity, definitions, registration, sync, trust
+from . import capacity, definitions, registration, sync, trust, volumes
 from .filters import DomainFilter
 from .models import Domain, Host, HostKeyRefused
 from .serializers import (
@@ -13,6 +13,7 @@ from .serializers import (
     HostDetailSerializer,
     HostSerializer,
     RemoveDefinitionSerializer,
+    RemoveVolumeSerializer,
     TrustSerializer,
 )
 
@@ -72,11 +73,41 @@ class HostViewSet(
         host = self.get_queryset().get(pk=host.pk)
         return Response(HostDetailSerializer(host, context=self.get_serializer_context()).data)
 
+    @extend_schema(
+        request=RemoveVolumeSerializer,
+        responses={
+            200: OpenApiResponse(HostDetailSerializer, description="The host, without that volume."),
+            404: OpenApiResponse(description="No such host, pool or volume."),
+            409: OpenApiResponse(description="Refused, with the reason: it is not a leftover, or it is in use."),
+            502: OpenApiResponse(description="The host did not remove it, with libvirt's reason."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="remove-volume")
+    def remove_volume(self, request, pk=None):
+        """Remove a leftover volume (see ``leftovers``) from this host (operators):
+        {"pool", "name"}; refused while any definition on the host uses it."""
+        host = self.get_object()
+        params = RemoveVolumeSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        try:
+            volumes.remove_volume(request.user, host, params.validated_data["pool"], params.validated_data["name"])
+        except volumes.VolumeRefused as refused:
+            return Response({"detail": refused.message}, status=refused.status)
+        host = self.get_queryset().get(pk=host.pk)
+        return Response(HostDetailSerializer(host, context=self.get_serializer_context()).data)
+
 
 class DomainViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = DomainSerializer
     queryset = Domain.objects.for_api().order_by("name", "id")
     filterset_class = DomainFilter
+
+    def get_queryset(self):
+        # A VM's id stays valid for good: one that is gone shows as such
+        # ("state": "gone"), where it was last; lists show the VMs that exist.
+        if self.action == "retrieve":
+            return Domain.rows.for_api().order_by("name", "id")
+        return super().get_queryset()
 
     @extend_schema(
         request=RemoveDefinitionSerializer,

@@ -272,7 +272,8 @@ def _migrations() -> Any:
 
 
 def _running_here(host_ref: Any) -> QuerySet[Domain]:
-    return Domain.objects.filter(host=host_ref, state__in=HOLDS_MEMORY)
+    running: QuerySet[Domain] = Domain.objects.filter(host=host_ref, state__in=HOLDS_MEMORY)
+    return running
 
 
 def _on_their_way(host_ref: Any, exclude_migration: int | None) -> QuerySet[Any]:

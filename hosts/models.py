@@ -57,6 +57,10 @@ class DomainStateChoices(models.TextChoices):
     CRASHED = "crashed", "Crashed"
     PMSUSPENDED = "pmsuspended", "Suspended"
     NOSTATE = "nostate", "No state"
+    # Defined on no host any more: the VM's row is kept (with its id, its
+    # migrations and its audit entries) rather than deleted, and comes back
+    # to life as it was if a host reports the VM again.
+    GONE = "gone", "Gone"
 
     @property
     def colour(self):
@@ -403,6 +407,11 @@ class StoragePool(models.Model):
         help_text="Set for a directory pool that is really a mounted share (an NFS mount "
         "defined as a dir pool). Pre-flight checks still verify it.",
     )
+    volumes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Its volumes at the last sync: [{"name", "path", "capacity", "allocation"}].',
+    )
 
     class Meta:
         ordering = ["host", "name"]
@@ -532,6 +541,14 @@ class DomainQuerySet(models.QuerySet):
         return self.filter(split_brain=True).with_definitions().order_by("name")
 
 
+class DomainManager(models.Manager.from_queryset(DomainQuerySet)):  # type: ignore[misc]
+    """The VMs that exist: a gone VM's row is kept for its history, but
+    lists, counts, capacity and forms never see it (``Domain.rows`` does)."""
+
+    def get_queryset(self):
+        return super().get_queryset().exclude(state=DomainStateChoices.GONE)
+
+
 class DomainFacts(models.Model):
     """What libvirt says of a VM on one host: a definition's facts, and the
     resolved VM's copy of them."""
@@ -594,10 +611,14 @@ class Domain(DomainFacts):
     # until the next word from there tells which.
     moved_from = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
-    objects = DomainQuerySet.as_manager()
+    objects = DomainManager()
+    # Every row, the gone included: the inventory sync matches VMs by UUID
+    # here, so a VM keeps its one row (and id) for life.
+    rows = DomainQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
+        base_manager_name = "rows"
         indexes = [models.Index(fields=["host", "name"], name="domain_host_name")]
 
     def __str__(self):

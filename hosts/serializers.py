@@ -1,4 +1,5 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import sshkeys
@@ -187,12 +188,36 @@ class NetworkSerializer(serializers.ModelSerializer):
         fields = ["name", "bridge", "forward_mode", "active"]
 
 
+class LeftoverSerializer(serializers.Serializer):
+    pool = serializers.CharField()
+    name = serializers.CharField()
+    path = serializers.CharField()
+    capacity = serializers.IntegerField()
+    allocation = serializers.IntegerField()
+    vm = serializers.CharField(help_text="The VM elsewhere whose disk is named like it; empty if none.")
+    vm_host = serializers.CharField()
+    migration = serializers.IntegerField(allow_null=True, help_text="The migration that recorded leaving it.")
+    reason = serializers.CharField(help_text='"left over from migration #N" or "not used by any VM here".')
+
+
 class HostDetailSerializer(HostSerializer):
     pools = PoolSerializer(source="pools_with_sharing", many=True, read_only=True)
     networks = NetworkSerializer(many=True, read_only=True)
+    leftovers = serializers.SerializerMethodField()
 
     class Meta(HostSerializer.Meta):
-        fields = HostSerializer.Meta.fields + ["pools", "networks"]
+        fields = HostSerializer.Meta.fields + ["pools", "networks", "leftovers"]
+
+    @extend_schema_field(LeftoverSerializer(many=True))
+    def get_leftovers(self, host):
+        from .volumes import leftovers
+
+        return LeftoverSerializer(leftovers(host), many=True).data
+
+
+class RemoveVolumeSerializer(serializers.Serializer):
+    pool = serializers.CharField(max_length=255)
+    name = serializers.CharField(max_length=255)
 
 
 class DefinitionSerializer(serializers.ModelSerializer):

@@ -20,3 +20,6 @@ inventory_changed = Signal()
 
 # An operator removed a stale definition: domain, host, user. Sent inside the transaction.
 definition_removed = Signal()
+
+# An operator removed a leftover volume: host, leftover (volumes.Leftover), user. Sent inside a transaction.
+volume_removed = Signal()

@@ -173,7 +173,7 @@ def _store_pools(host, pools):
         StoragePool,
         host,
         pools,
-        ("uuid", "type", "target_path", "capacity", "allocation", "available", "active", "shared"),
+        ("uuid", "type", "target_path", "capacity", "allocation", "available", "active", "shared", "volumes"),
     )
 
 
@@ -185,15 +185,16 @@ def _store_domains(host, domains):
     """Store this host's definitions, then resolve every VM they concern."""
     now = timezone.now()
     seen = {uuidlib.UUID(d.uuid): d for d in domains}
-    known = set(Domain.objects.filter(uuid__in=seen.keys()).values_list("uuid", flat=True))
+    # Gone VMs included: one that comes back keeps its row and its id.
+    known = set(Domain.rows.filter(uuid__in=seen.keys()).values_list("uuid", flat=True))
     new = [
         Domain(uuid=uuid, host=host, last_seen=now, **_facts(info)) for uuid, info in seen.items() if uuid not in known
     ]
     # ignore_conflicts: another process may have created the same VM since.
     Domain.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
     locked = lock_domains(
-        Domain.objects.filter(uuid__in=seen.keys()).values("pk"),
-        Domain.objects.filter(definitions__host=host).values("pk"),
+        Domain.rows.filter(uuid__in=seen.keys()).values("pk"),
+        Domain.rows.filter(definitions__host=host).values("pk"),
     )
     by_uuid = {d.uuid: d for d in locked}
     existing = {d.domain_id: d for d in DomainDefinition.objects.filter(host=host)}
@@ -237,7 +238,7 @@ def store_domain(host, uuid, info):
     uuid = uuidlib.UUID(str(uuid))
     if info is not None:
         Domain.objects.bulk_create([Domain(uuid=uuid, host=host, last_seen=now, **_facts(info))], ignore_conflicts=True)
-    locked = lock_domains(Domain.objects.filter(uuid=uuid).values("pk"))
+    locked = lock_domains(Domain.rows.filter(uuid=uuid).values("pk"))
     if not locked:
         return Resolution()
     row = DomainDefinition.objects.filter(host=host, domain=locked[0]).first()
@@ -314,7 +315,7 @@ def lock_domains(*pk_queries):
     match = Q()
     for query in pk_queries:
         match |= Q(pk__in=query)
-    return list(Domain.objects.select_for_update().filter(match).order_by("uuid"))
+    return list(Domain.rows.select_for_update().filter(match).order_by("uuid"))
 
 
 @dataclass
@@ -364,7 +365,7 @@ def choose(definitions):
 
 
 def resolve(domains, now=None):
-    """Set each Domain's host and facts from all its definitions; delete the
+    """Set each Domain's host and facts from all its definitions; mark gone the
     Domains no host defines any more. The rows must be locked by the caller."""
     now = now or timezone.now()
     result = Resolution()
@@ -378,7 +379,8 @@ def resolve(domains, now=None):
     for domain in domains:
         definitions = grouped.get(domain.pk)
         if not definitions:
-            result.removed.append(domain.pk)
+            if domain.state != DomainStateChoices.GONE:
+                result.removed.append(domain.pk)
             continue
         for d in definitions:
             hosts[d.host_id] = d.host
@@ -402,9 +404,14 @@ def resolve(domains, now=None):
             domain.last_seen = now
             result.changed.append(domain)
     if result.changed:
-        Domain.objects.bulk_update(result.changed, DOMAIN_FIELDS, batch_size=500)
+        Domain.rows.bulk_update(result.changed, DOMAIN_FIELDS, batch_size=500)
     if result.removed:
-        Domain.objects.filter(pk__in=result.removed).delete()
+        # Kept as gone, not deleted: a VM between two hosts' reports during a
+        # move (or an event's) is defined nowhere for a moment, and must come
+        # back as the same row, with the same id.
+        Domain.rows.filter(pk__in=result.removed).update(
+            state=DomainStateChoices.GONE, split_brain=False, moved_from=None, last_seen=now
+        )
     missing = {m.source_id for m in result.moved} - hosts.keys()
     if missing:
         hosts.update(Host.objects.in_bulk(missing))

@@ -10,7 +10,7 @@ from kvmweb.filters import filter_or_400
 from kvmweb.formatting import hosts_summary
 from kvmweb.pagination import paginate
 
-from . import capacity, definitions, registration, sshkeys, sync, trust
+from . import capacity, definitions, registration, sshkeys, sync, trust, volumes
 from .filters import DomainFilter
 from .models import Domain, DomainStateChoices, Host, HostKeyRefused
 from .roles import is_operator
@@ -90,7 +90,30 @@ def host_detail(request, name):
             "domains": host.domains.order_by("name"),
             # Definitions here of VMs that are elsewhere: stale copies, or a cluster's spares.
             "elsewhere": host.definitions.exclude(domain__host=host).select_related("domain__host"),
+            "leftovers": volumes.leftovers(host),
         },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def volume_remove(request, name):
+    """Remove a leftover volume: a confirmation page, then a POST."""
+    if not is_operator(request.user):
+        raise PermissionDenied("Only operators may remove volumes.")
+    host = get_object_or_404(Host, name=name)
+    params = request.POST if request.method == "POST" else request.GET
+    pool, volume = params.get("pool", ""), params.get("name", "")
+    if request.method == "POST":
+        try:
+            volumes.remove_volume(request.user, host, pool, volume)
+        except volumes.VolumeRefused as refused:
+            messages.error(request, refused.message)
+        else:
+            messages.success(request, f"Removed the leftover {volume} from pool {pool} on {host.name}.")
+        return redirect(host)
+    leftover = next((x for x in volumes.leftovers(host) if x.pool == pool and x.name == volume), None)
+    return render(
+        request, "hosts/volume_remove.html", {"host": host, "pool": pool, "name": volume, "leftover": leftover}
     )
 
 

@@ -95,6 +95,8 @@ def figure(value: Any, kind: str = "plain") -> str:
     if kind == "bool":
         return "yes" if value else "no"
     if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return ", ".join(value) or DASH  # volumes removed, warnings
         if isinstance(value, dict | list):
             return json.dumps(value)
         return str(value)

@@ -4,7 +4,7 @@ memory check and the claim use): each host's memory capacity and what it has
 committed, the guests it runs and those on their way in."""
 
 from hosts import capacity
-from hosts.models import Domain, Host
+from hosts.models import Domain, Host, StoragePool
 from migrations_app.models import Migration, Mode, Status
 
 from . import planner
@@ -33,7 +33,15 @@ def hosts():
             max_incoming=h.max_incoming,
             max_outgoing=h.max_outgoing,
             pools={
-                p.name: planner.Pool(p.name, p.target_path, p.available, p.active, p.is_shared) for p in h.pools.all()
+                p.name: planner.Pool(
+                    p.name,
+                    p.target_path,
+                    p.available,
+                    p.active,
+                    p.is_shared,
+                    frozenset(v.get("name", "") for v in p.volumes or []),
+                )
+                for p in h.pools.all()
             },
             bridges=frozenset(n.bridge for n in h.networks.all() if n.bridge and n.active),
             networks=frozenset(n.name for n in h.networks.all() if n.active),
@@ -41,6 +49,25 @@ def hosts():
             domain_uuids=frozenset(uuids.get(h.pk, ())),
         )
     return facts
+
+
+def own_leftovers(domain):
+    """(host id, pool, volume name) of the copies earlier moves of this VM
+    recorded leaving behind (hosts.volumes, migrations' ``left_on_source``)
+    that are still there, in the inventory."""
+    left = {}
+    moves = Migration.objects.filter(domain_uuid=domain.uuid, status=Status.SUCCEEDED, storage="copy")
+    for source_id, stats in moves.exclude(source=None).values_list("source_id", "stats"):
+        for path in (stats or {}).get("left_on_source") or []:
+            left[path] = source_id
+    if not left:
+        return frozenset()
+    found = set()
+    for pool in StoragePool.objects.filter(host_id__in=set(left.values())):
+        for v in pool.volumes or []:
+            if left.get(v.get("path")) == pool.host_id:
+                found.add((pool.host_id, pool.name, v.get("name", "")))
+    return frozenset(found)
 
 
 def guest(domain):
@@ -63,6 +90,7 @@ def guest(domain):
         disks=disks,
         bridges=frozenset(i["bridge"] for i in domain.interfaces if i.get("type") == "bridge" and i.get("bridge")),
         networks=frozenset(i["network"] for i in domain.interfaces if i.get("type") == "network" and i.get("network")),
+        own_leftovers=own_leftovers(domain),
     )
 
 
@@ -92,4 +120,6 @@ def plan_return(items, home):
     """Bring these VMs (Domain rows) back to ``home``, and only there."""
     facts = hosts()
     others = [pk for pk in facts if pk != home.pk]
-    return planner.plan(guests(items), facts.values(), exclude=others, speed_bps=speed_bps())
+    return planner.plan(
+        guests(items), facts.values(), exclude=others, speed_bps=speed_bps(), replace_own_leftovers=True
+    )

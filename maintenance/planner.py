@@ -42,6 +42,8 @@ class Pool:
     available: int
     active: bool = True
     shared: bool = False
+    # The names of the volumes in it (a copy of a disk named like one clashes).
+    volumes: frozenset = frozenset()
 
 
 @dataclass
@@ -86,6 +88,9 @@ class Guest:
     disks: tuple = ()
     bridges: frozenset = frozenset()
     networks: frozenset = frozenset()
+    # (host id, pool name, volume name) of copies an earlier move of this VM
+    # recorded leaving behind: provably its own, so its return may remove them.
+    own_leftovers: frozenset = frozenset()
 
     @property
     def live(self):
@@ -108,9 +113,14 @@ class Plan:
         }
 
 
-def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS):
+def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS, replace_own_leftovers=False):
     """Place every guest on one of ``hosts`` (HostFacts, the guests' own hosts
-    among them), never on a host in ``exclude`` nor where it is now."""
+    among them), never on a host in ``exclude`` nor where it is now.
+
+    A copy never goes into a pool holding a volume named like one of its disks
+    without the plan saying so: another pool is chosen, or with
+    ``replace_own_leftovers`` (a return) the guest's own leftover is removed
+    first, or the host is refused naming the volume."""
     by_id = {h.id: h for h in hosts}
     committed = {h.id: h.memory_committed for h in hosts}
     copy_room = {}  # (host id, pool name) -> bytes the plan has already copied there
@@ -137,16 +147,21 @@ def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS):
             if why_not:
                 refusals[host.name] = why_not
                 continue
-            storage = _storage(guest, source, host, copy_room)
+            storage = _storage(guest, source, host, copy_room, replace_own_leftovers)
             if isinstance(storage, str):
                 refusals[host.name] = storage
                 continue
-            mode, pool, copied = storage
+            mode, pool, copied, leftovers, replace = storage
             if guest.live and not guest.hugepages:
                 committed[host.id] += guest.memory
             if copied:
                 copy_room[host.id, pool] = copy_room.get((host.id, pool), 0) + copied
-            result.moves.append(_move(guest, source, host, mode, pool, copied, committed[host.id], speed_bps))
+            move = _move(guest, source, host, mode, pool, copied, committed[host.id], speed_bps)
+            if leftovers:
+                move["why"] += " " + leftovers
+            if replace:
+                move["replace_own_leftovers"] = True
+            result.moves.append(move)
             break
         else:
             reason = _nowhere(refusals)
@@ -193,24 +208,54 @@ def _refusal(guest, source, host, committed):
     return ""
 
 
-def _storage(guest, source, host, copy_room):
-    """(mode, target pool, bytes to copy) for moving ``guest`` to ``host``, or why not."""
+def _storage(guest, source, host, copy_room, replace_own_leftovers=False):
+    """(mode, target pool, bytes to copy, what it says of leftovers in the way,
+    whether its own leftover is removed first) for moving ``guest`` to ``host``,
+    or why not."""
     mode = "live" if guest.live else "cold"
     if not guest.disks:
-        return mode, "", 0
+        return mode, "", 0, "", False
     if all(_shared_with(d, source, host) for d in guest.disks):
-        return mode, "", 0
+        return mode, "", 0, "", False
     if not guest.live:
         unshared = next(d for d in guest.disks if not _shared_with(d, source, host))
         return f"{unshared.path} is not on storage it shares, and a shut-off VM only moves its definition"
     need = sum(d.size for d in guest.disks)
     first = next((d.pool for d in guest.disks if d.pool), "")
     free = {p.name: p.available - copy_room.get((host.id, p.name), 0) for p in host.pools.values() if p.active}
+    names = {d.path.rsplit("/", 1)[-1] for d in guest.disks}
+    clashes = {p.name: sorted(names & p.volumes) for p in host.pools.values() if names & p.volumes}
     pool = choose_copy_pool(free, need, first)
-    if pool is not None:
-        return mode, pool, need
-    best = max(free.values(), default=0)
-    return f"no storage pool of it has room to copy {size(need)} of disks into (at most {size(max(best, 0))} free)"
+    if pool is None:
+        best = max(free.values(), default=0)
+        return f"no storage pool of it has room to copy {size(need)} of disks into (at most {size(max(best, 0))} free)"
+    if pool not in clashes:
+        return mode, pool, need, "", False
+    names_there = ", ".join(clashes[pool])
+    own = {v for h, p, v in guest.own_leftovers if h == host.id and p == pool}
+    if replace_own_leftovers and set(clashes[pool]) <= own:
+        return (
+            mode,
+            pool,
+            need,
+            f"Its own leftover {names_there} in pool {pool} (left by an earlier move of {guest.name}) is "
+            "removed first.",
+            True,
+        )
+    other = choose_copy_pool({n: room for n, room in free.items() if n not in clashes}, need, first)
+    if other is not None:
+        return (
+            mode,
+            other,
+            need,
+            f"Pool {pool} there already holds {names_there} (a leftover copy: remove it on {host.name}'s page), "
+            f"so the disks go into pool {other}.",
+            False,
+        )
+    return (
+        f"its pool {pool} already holds a volume named {names_there} (a leftover copy: remove it on {host.name}'s "
+        "page) and no other pool has room"
+    )
 
 
 def _shared_with(disk, source, host):

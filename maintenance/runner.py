@@ -161,6 +161,7 @@ class Step:
             return
         item.update(
             {k: other[k] for k in ("target", "target_name", "mode", "storage", "target_pool", "predicted_seconds")},
+            replace_own_leftovers=other.get("replace_own_leftovers", False),
             state=Item.PENDING,
             error=said,
             why=f"Tried again on {other['target_name']}: {other['why']}",
@@ -177,7 +178,13 @@ class Step:
             exclude |= {pk for pk in hosts if pk != self.evacuation.host_id}
             if exclude >= set(hosts):
                 return f"its home, {self.evacuation.host_name}, was tried already."
-        result = planner.plan([facts.guest(domain)], hosts.values(), exclude=exclude, speed_bps=facts.speed_bps())
+        result = planner.plan(
+            [facts.guest(domain)],
+            hosts.values(),
+            exclude=exclude,
+            speed_bps=facts.speed_bps(),
+            replace_own_leftovers=self.evacuation.kind == Kind.RETURN,
+        )
         if result.moves:
             return result.moves[0]
         return (result.unplaced or result.staying)[0]["reason"]
@@ -212,6 +219,7 @@ class Step:
             storage=item["storage"],
             target_pool=item["target_pool"],
             bandwidth_mib=self.evacuation.bandwidth_mib,
+            replace_own_leftovers=item.get("replace_own_leftovers", False),
         )
         try:
             migration = migration_services.request_migration(self.user, req)

@@ -27,7 +27,7 @@ from hosts.models import Domain, Host, PoolSharing
 from kvmweb.formatting import size
 
 from . import device_checks
-from .models import Migration, Mode, Status, StorageMode
+from .models import AuditAction, Migration, Mode, Status, StorageMode
 from .policies import get_policy, outpaced
 
 if TYPE_CHECKING:
@@ -168,9 +168,9 @@ def _request_values(req):
     """The fields the checks need, from a MigrationRequest or a Migration."""
     values = {name: getattr(req, name) for name in SHARED_FIELDS}
     if isinstance(req, Migration):
-        values.update(uuid=req.domain_uuid, name=req.domain_name, source=req.source, migration=req.pk)
+        values.update(uuid=req.domain_uuid, name=req.domain_name, source=req.source, migration=req.pk, record=req)
     else:
-        values.update(uuid=req.domain.uuid, name=req.domain.name, source=req.domain.host, migration=None)
+        values.update(uuid=req.domain.uuid, name=req.domain.name, source=req.domain.host, migration=None, record=None)
     return values
 
 
@@ -634,18 +634,71 @@ def _check_copy_storage(checks, v, disks, source, target):
     else:
         checks.add("free_space", PASS, f"Pool {pool.name} on {tname} has {size(pool.available)} free for {size(need)}.")
     clashes = [
-        d.path
+        d.path.rsplit("/", 1)[-1]
         for d in disks
         if target.volume_by_path(f"{pool.target_path.rstrip('/')}/{d.path.rsplit('/', 1)[-1]}", refresh=False)
         is not None
     ]
     if clashes:
-        checks.add(
-            "target_volumes",
-            FAIL,
-            f"Pool {pool.name} on {tname} already has a volume named like "
-            f"{', '.join(c.rsplit('/', 1)[-1] for c in clashes)}. Remove or rename it first.",
+        clashes = _replace_own_leftovers(checks, v, pool, clashes, target)
+    if clashes:
+        checks.add("target_volumes", FAIL, clash_message(v["target"], pool.name, clashes))
+
+
+def clash_message(host: Host, pool: str, names: list[str]) -> str:
+    """Why a copy cannot go into ``pool`` on ``host``, naming each same-named
+    volume as the host page lists it and the action that removes a leftover."""
+    from hosts.volumes import leftovers
+
+    found = {x.name: x for x in leftovers(host) if x.pool == pool}
+    parts = []
+    for name in names:
+        x = found.get(name)
+        if x is None:
+            parts.append(f"{name} (not a leftover kvmweb knows: a VM there may use it; check it on {host.name})")
+        else:
+            parts.append(f"{name} ({x.reason})")
+    removable = [n for n in names if n in found]
+    action = (
+        f" Remove the leftover on {host.name}'s page (Leftover volumes), or POST "
+        f'{{"pool": "{pool}", "name": "{removable[0]}"}} to /api/hosts/{host.pk}/remove-volume/, then try again.'
+        if removable
+        else " Remove or rename it on the host first, or choose another pool."
+    )
+    return f"Pool {pool} on {host.name} already has a volume named {', '.join(parts)}.{action}"
+
+
+def _replace_own_leftovers(checks, v, pool, clashes, target):
+    """An evacuation's return (``replace_own_leftovers``) first removes the VM's
+    own leftover: a same-named volume an earlier move of this same VM recorded
+    leaving on the target, which no definition there uses. Returns the clashes left."""
+    # The engine's own instance: a note written through another would be lost
+    # when the engine writes its next one.
+    migration = v["record"]
+    if migration is None or not migration.replace_own_leftovers:
+        return clashes
+    from hosts.volumes import shared_pool_names, used_paths
+
+    from .engine.source_copy import own_leftovers
+
+    host = v["target"]
+    used = used_paths(host, pool.name, shared_pool_names(host))
+    own = [p for p in own_leftovers(migration, pool.target_path, clashes) if p not in used]
+    removed = []
+    for path in own:
+        try:
+            if target.delete_volume(path):
+                removed.append(path.rsplit("/", 1)[-1])
+        except HostError as e:
+            checks.add("target_volumes", WARN, f"Could not remove {v['name']}'s own leftover {path}: {e.plain}")
+    if removed:
+        message = (
+            f"Removed {v['name']}'s own leftover {', '.join(removed)} from pool {pool.name} on {host.name} "
+            "(an earlier move of this VM recorded leaving it there) to make room for the copy."
         )
+        migration.note(message, AuditAction.VOLUME, host=host.name, volumes=own)
+        checks.add("target_volumes", PASS, message)
+    return [c for c in clashes if c not in removed]
 
 
 def _check_memory(checks, v, dom, source, target):

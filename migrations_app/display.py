@@ -63,6 +63,8 @@ STAT_LABELS = {
     "setup_ms": "Setup",
     "warnings": "Warnings",
     "reconciled": "Settled by reconciliation",
+    "source_volumes_removed": "Removed from the source",
+    "left_on_source": "Left on the source",
 }
 
 # The chart's drawing box (the SVG's viewBox) and margin.

@@ -163,9 +163,7 @@ class MigrationForm(forms.Form):
         widget=forms.RadioSelect,
         label="If it does not shut down in time",
     )
-    delete_source_volumes = forms.BooleanField(
-        required=False, label="Delete the source disks once the copy is verified"
-    )
+    keep_source_volumes = forms.BooleanField(required=False, label="Keep the copy on the source")
     eject_media = forms.BooleanField(
         required=False, label="Eject CD-ROMs and floppies whose image the target cannot see"
     )
@@ -255,8 +253,6 @@ class MigrationForm(forms.Form):
             text += ". It is unavailable until then."
             if data["force_off"]:
                 text += f" If it has not shut down after {data['shutdown_timeout']} s it will be powered off."
-            if data["delete_source_volumes"]:
-                text += " The source disks are deleted once the copy is verified."
         else:
             text = (
                 f"{domain.name} will move from {domain.host.name} to {target.name} while it "
@@ -264,6 +260,10 @@ class MigrationForm(forms.Form):
             )
         if req.storage == StorageMode.COPY:
             text += f" Its disks are copied into pool {req.target_pool} on {target.name}."
+            if data["keep_source_volumes"]:
+                text += f" The copy on {domain.host.name} is kept (listed as left over on its host page)."
+            else:
+                text += f" Once the move is verified, the copy on {domain.host.name} is removed."
         if data["eject_media"]:
             text += " CD-ROM and floppy images the target cannot see are ejected for the move."
         return text

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.dispatch import receiver
 from django.utils import timezone
 
-from hosts.signals import definition_removed, domain_moved, inventory_changed, split_brain_changed
+from hosts.signals import definition_removed, domain_moved, inventory_changed, split_brain_changed, volume_removed
 
 from . import events
 from .models import ACTIVE, AuditAction, AuditEntry, Migration
@@ -83,4 +83,22 @@ def record_definition_removed(sender, domain, host, user, **kwargs):
         source=host.name,
         action=AuditAction.HOST,
         user=user,
+    )
+
+
+@receiver(volume_removed, dispatch_uid="audit-volume-removed")
+def record_volume_removed(sender, host, leftover, user, **kwargs):
+    whose = f" (a copy of {leftover.vm}'s disk, which is on {leftover.vm_host})" if leftover.vm else ""
+    AuditEntry.record(
+        AuditAction.VOLUME,
+        f"{user.get_username()} removed the leftover volume {leftover.name} from pool {leftover.pool} on "
+        f"{host.name}{whose}; it was {leftover.reason}.",
+        user=user,
+        domain=leftover.vm,
+        source=host.name,
+        host=host.name,
+        pool=leftover.pool,
+        volume=leftover.name,
+        path=leftover.path,
+        migration_id=leftover.migration,
     )

@@ -102,8 +102,15 @@ class Migration(TrackedRequest):
     bandwidth_mib = models.PositiveIntegerField(null=True, blank=True, help_text="MiB/s; empty for no limit.")
     shutdown_timeout = models.PositiveIntegerField(default=120, help_text="Cold: seconds to wait for a clean shutdown.")
     force_off = models.BooleanField(default=False, help_text="Cold: power the VM off if it does not shut down in time.")
-    delete_source_volumes = models.BooleanField(
-        default=False, help_text="Cold and copy: delete the source disks once the copy is verified."
+    keep_source_volumes = models.BooleanField(
+        default=False,
+        help_text="Copy storage: keep the source's copy of the disks; by default it is removed once the move "
+        "is verified.",
+    )
+    replace_own_leftovers = models.BooleanField(
+        default=False,
+        help_text="Copy storage: first remove a same-named volume in the target pool when an earlier "
+        "migration of this VM recorded leaving it there (an evacuation's return).",
     )
     eject_media = models.BooleanField(
         default=False, help_text="Empty CD-ROM and floppy drives whose image the target cannot see."
@@ -128,6 +135,12 @@ class Migration(TrackedRequest):
     error_detail = models.TextField(blank=True)
     error_code = models.CharField(max_length=32, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    source_volumes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Copy storage: each source volume copied, as {path, copy, capacity}: what is removed (or "
+        "kept) once the move is verified.",
+    )
     job_id = models.CharField(max_length=64, blank=True)
 
     class Meta:
@@ -350,6 +363,14 @@ class Migration(TrackedRequest):
 
     record_created_volumes.alters_data = True
 
+    def record_source_volumes(self, volumes: list[dict[str, Any]]) -> None:
+        """The source volumes being copied, each with the path of its copy on the
+        target and its size: what settles the move (this worker or a later one)
+        removes from the source once the copy is verified."""
+        self._write(source_volumes=volumes)
+
+    record_source_volumes.alters_data = True
+
     def record_checks(self, checks: list[dict[str, Any]]) -> None:
         self._write(checks=checks)
 
@@ -492,6 +513,7 @@ class AuditAction(models.TextChoices):
     ACTIVATE = "activate", "Left maintenance"
     EVACUATION = "evacuation", "Evacuation ended"
     INVENTORY = "inventory", "Seen outside kvmweb"
+    VOLUME = "volume", "Volume removed"
 
 
 class AuditEntry(models.Model):

@@ -55,7 +55,10 @@ class MigrationRequest:
     bandwidth_mib: int | None = None  # None: no limit
     shutdown_timeout: int = 120
     force_off: bool = False
-    delete_source_volumes: bool = False
+    # Copy storage: keep the source's copy of the disks after a verified move
+    # (by default it is removed, and a return may clear its own leftover first).
+    keep_source_volumes: bool = False
+    replace_own_leftovers: bool = False
     eject_media: bool = False
 
     @classmethod
@@ -66,7 +69,11 @@ class MigrationRequest:
         return cls(domain=data["domain"], target=data["target_host"], **values)
 
 
-FIELD_NAMES = frozenset(f.name for f in fields(MigrationRequest)) - {"domain", "target"}
+# Set by kvmweb's own plans (an evacuation's return), never by a form or the API:
+# a user may not make kvmweb delete volumes on a target.
+INTERNAL_FIELDS = frozenset({"replace_own_leftovers"})
+
+FIELD_NAMES = frozenset(f.name for f in fields(MigrationRequest)) - {"domain", "target"} - INTERNAL_FIELDS
 
 # Each optional field's default, for the form's initial values and the API's defaults.
 DEFAULTS: dict[str, Any] = {

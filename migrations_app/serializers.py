@@ -27,9 +27,23 @@ class MigrationRequestSerializer(serializers.Serializer):
         min_value=SHUTDOWN_TIMEOUT.min, max_value=SHUTDOWN_TIMEOUT.max, default=DEFAULTS["shutdown_timeout"]
     )
     force_off = serializers.BooleanField(default=DEFAULTS["force_off"])
-    delete_source_volumes = serializers.BooleanField(default=DEFAULTS["delete_source_volumes"])
+    keep_source_volumes = serializers.BooleanField(default=DEFAULTS["keep_source_volumes"])
     eject_media = serializers.BooleanField(default=DEFAULTS["eject_media"])
     dry_run = serializers.BooleanField(default=False)
+
+    def validate(self, attrs):
+        # The field that went: silently ignored, a client that sent
+        # "delete_source_volumes": false would lose the source copy it meant to keep.
+        if "delete_source_volumes" in (self.initial_data or {}):
+            raise serializers.ValidationError(
+                {
+                    "delete_source_volumes": [
+                        "This field is gone: after a verified copy-storage move the source's copy is now "
+                        'removed by default. Send "keep_source_volumes": true to keep it, or leave both out.'
+                    ]
+                }
+            )
+        return attrs
 
 
 class MigrationSerializer(serializers.ModelSerializer):
@@ -60,7 +74,8 @@ class MigrationSerializer(serializers.ModelSerializer):
             "bandwidth_mib",
             "shutdown_timeout",
             "force_off",
-            "delete_source_volumes",
+            "keep_source_volumes",
+            "replace_own_leftovers",
             "eject_media",
             "status",
             "phase",

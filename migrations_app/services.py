@@ -163,7 +163,8 @@ def request_migration(user, req, queue=True):
                 bandwidth_mib=req.bandwidth_mib,
                 shutdown_timeout=req.shutdown_timeout,
                 force_off=req.force_off,
-                delete_source_volumes=req.delete_source_volumes,
+                keep_source_volumes=req.keep_source_volumes,
+                replace_own_leftovers=req.replace_own_leftovers,
                 eject_media=req.eject_media,
             )
             AuditEntry.record(

@@ -35,7 +35,6 @@ def test_a_running_guest_is_shut_down_copied_verified_and_started_on_the_target(
         mode="cold",
         storage="copy",
         target_pool="local",
-        delete_source_volumes=True,
     )
     assert response.status_code == 201, response.content
 
@@ -47,7 +46,7 @@ def test_a_running_guest_is_shut_down_copied_verified_and_started_on_the_target(
     wait_for(lambda: lab.last_tick(name), what="the guest to tick on the target")
     assert not defined_on(lab, "kvm01", name)
     assert f"{name}.qcow2" in volume_names(lab, "kvm02")
-    assert f"{name}.qcow2" not in volume_names(lab, "kvm01")  # deleted, as asked
+    assert f"{name}.qcow2" not in volume_names(lab, "kvm01")  # removed once verified, by default
     messages = [e["message"] for e in migration.events]
     order = [
         next(i for i, m in enumerate(messages) if m.startswith(prefix))
@@ -99,7 +98,6 @@ def test_a_copy_damaged_on_the_target_leaves_the_source_untouched(api, operator,
         mode="cold",
         storage="copy",
         target_pool="local",
-        delete_source_volumes=True,
     )
     migration = run(response.json()["id"])
 

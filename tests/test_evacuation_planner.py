@@ -110,3 +110,44 @@ def test_hosts_in_exclude_are_never_chosen():
     hosts = [host(1, "kvm01"), host(2, "kvm02"), host(3, "kvm03", committed=8 * GiB)]
     result = plan([vm(11, "web")], hosts, exclude={2})
     assert result.moves[0]["target_name"] == "kvm03"
+
+
+def local(volumes=(), room=100 * GiB, name="local"):
+    return Pool(name, "/var/lib/libvirt/images", room, volumes=frozenset(volumes))
+
+
+def test_a_copy_never_goes_into_a_pool_holding_a_same_named_volume_without_saying_so():
+    guest = vm(11, "db01", pool="local")
+    crowded = host(2, "kvm02", pools={"local": local({"db01.qcow2"}), "spare": local(name="spare")})
+    result = plan([guest], [host(1, "kvm01"), crowded])
+
+    [move] = result.moves
+    assert move["target_pool"] == "spare"
+    assert (
+        "Pool local there already holds db01.qcow2" in move["why"] and "so the disks go into pool spare" in move["why"]
+    )
+    assert "replace_own_leftovers" not in move
+
+    # With no other pool, the host is refused, naming the volume.
+    only = host(2, "kvm02", pools={"local": local({"db01.qcow2"})})
+    result = plan([guest], [host(1, "kvm01"), only])
+    assert result.moves == []
+    assert "kvm02: its pool local already holds a volume named db01.qcow2" in result.unplaced[0]["reason"]
+
+
+def test_a_return_removes_the_vms_own_leftover_first_and_says_so():
+    mine = vm(11, "db01", pool="local", own_leftovers=frozenset({(1, "local", "db01.qcow2")}))
+    home = host(1, "kvm01", pools={"local": local({"db01.qcow2"})})
+    away = host(2, "kvm02")
+    guest_away = Guest(**{**mine.__dict__, "host_id": 2})
+
+    result = plan([guest_away], [home, away], replace_own_leftovers=True)
+
+    [move] = result.moves
+    assert move["target_name"] == "kvm01" and move["target_pool"] == "local"
+    assert move["replace_own_leftovers"] is True
+    assert "Its own leftover db01.qcow2 in pool local" in move["why"]
+    # Someone else's volume of that name is never removed: refused instead.
+    stranger = Guest(**{**guest_away.__dict__, "own_leftovers": frozenset()})
+    result = plan([stranger], [home, away], replace_own_leftovers=True)
+    assert result.moves == [] and "already holds a volume named db01.qcow2" in result.unplaced[0]["reason"]

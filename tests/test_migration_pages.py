@@ -101,7 +101,7 @@ def test_the_form_page_and_its_fragment(client, operator, hosts, domain):
         "Make it converge",
         "Give up and leave it running on the source",
         "Power it off",
-        "Delete the source disks once the copy is verified",
+        "Keep the copy on the source",
         "Check first",
     ):
         assert words in page, words
@@ -139,7 +139,10 @@ def test_the_same_host_as_the_source_is_refused_in_words(client, operator, hosts
 def test_copy_storage_without_a_pool_takes_the_target_pool_of_the_same_name(client, operator, hosts, domain):
     client.force_login(operator)
     page = client.post(new_url(domain), form_data(domain, hosts[1], storage="copy")).content.decode()
-    assert "Its disks are copied into pool local on kvm02." in page
+    assert (
+        "Its disks are copied into pool local on kvm02. Once the move is verified, the copy on kvm01 is removed."
+        in page
+    )
 
 
 def test_a_pool_of_another_host_is_refused(client, operator, hosts, domain, tmp_path):
@@ -176,10 +179,11 @@ def test_a_live_migration_is_confirmed_before_it_starts(client, operator, hosts,
 def test_a_cold_migration_says_it_shuts_the_vm_down(client, operator, hosts, domain):
     client.force_login(operator)
     page = client.post(
-        new_url(domain), form_data(domain, hosts[1], mode="cold", force_off="1", delete_source_volumes="on")
+        new_url(domain),
+        form_data(domain, hosts[1], mode="cold", force_off="1", storage="copy", keep_source_volumes="on"),
     ).content.decode()
     assert "will be shut down on kvm01" in page
-    assert "powered off" in page and "source disks are deleted" in page
+    assert "powered off" in page and "The copy on kvm01 is kept" in page
     assert "shut it down and migrate" in page
 
 

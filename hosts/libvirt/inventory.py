@@ -166,6 +166,9 @@ class InventoryOps(Ops):
                             continue  # deleted while being read (a pre-flight probe)
                         raise
                     volumes[vol.path()] = (pool.name(), vcap, valloc)
+                    pools[-1].volumes.append(
+                        {"name": vol.name(), "path": vol.path(), "capacity": vcap, "allocation": valloc}
+                    )
         return pools, volumes
 
     def pool(self, name: str) -> PoolInfo | None:

@@ -55,6 +55,14 @@ class StorageOps(Ops):
         )
         return str(pool.createXML(xml, 0).path())
 
+    @translated(absent=(libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL), default=None)
+    def volume_in_pool(self, pool_name: str, name: str) -> str | None:
+        """The path of the volume ``name`` in the pool ``pool_name`` as it is now, or None."""
+        pool = self._conn.storagePoolLookupByName(pool_name)
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.refresh(0)
+        return str(pool.storageVolLookupByName(name).path())
+
     @translated(absent=(libvirt.VIR_ERR_NO_STORAGE_VOL,), default=False)
     def delete_volume(self, path: str) -> bool:
         """Delete the volume at path; False if there was none."""

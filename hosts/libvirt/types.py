@@ -64,6 +64,8 @@ class PoolInfo:
     available: int
     active: bool
     shared: bool
+    # Read with the inventory: each volume as {"name", "path", "capacity", "allocation"}.
+    volumes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from .outcome import (
     finish_succeeded,
 )
 from .progress import progress_sample
+from .source_copy import remove_source_copy
 
 
 class ColdMigration:
@@ -35,7 +36,7 @@ class ColdMigration:
         self.dst = dst
         self.uuid = str(migration.domain_uuid)
         self.created_volumes: list[str] = []
-        self.source_paths: list[str] = []
+        self.source_volumes: list[dict[str, Any]] = []
         # {new path: (old path, digest of what was sent)}
         self.digests: dict[str, tuple[str, str]] = {}
         self.defined_on_target = False
@@ -88,18 +89,16 @@ class ColdMigration:
             self.m.note(f"Removed the definition from {self.m.source_name}.")
         except HostError as e:
             problems.append(f"the source definition could not be removed ({e.plain})")
-        if self.m.delete_source_volumes and self.m.storage == StorageMode.COPY:
-            for old in self.source_paths:
-                try:
-                    self.src.delete_volume(old)
-                except HostError as e:
-                    problems.append(f"{old} could not be deleted ({e.plain})")
-            self.m.note(f"Deleted {len(self.source_paths)} source volume(s) after the verified copy.")
+        # The copies were verified by their digests: the source's copy goes
+        # now, unless the request keeps it.
+        removal = remove_source_copy(self.m, self.src, self.dst)
         stats: dict[str, Any] = {
             "time_ms": int((time.monotonic() - t0) * 1000),
             "data_transferred": self.bytes_sent,
+            "disk_transferred": self.bytes_sent,
             "disk_total": self.disk_total,
             "downtime_ms": None,
+            **removal,
         }
         if problems:
             stats["warnings"] = problems
@@ -171,7 +170,6 @@ class ColdMigration:
         what is sent; returns {old path: new path}."""
         self.m.set_phase(Phase.COPYING_DISK)
         disks = dom.info.movable_disks()
-        self.source_paths = [d.path for d in disks]
         self.disk_total = sum(d.capacity or 0 for d in disks)
         allocated = sum(d.allocation or 0 for d in disks) or self.disk_total
         pool = self.dst.pool(self.m.target_pool)
@@ -217,6 +215,8 @@ class ColdMigration:
                         self.src.delete_volume(read_from)
             self.digests[new] = (disk.path, digest.hexdigest())
             paths[disk.path] = new
+            self.source_volumes.append({"path": disk.path, "copy": new, "capacity": disk.capacity or 0})
+            self.m.record_source_volumes(self.source_volumes)
         self.copy_progress(done, allocated, t0)
         return paths
 

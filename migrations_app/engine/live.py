@@ -120,7 +120,7 @@ class LiveMigration:
         pool = self.dst.pool(self.m.target_pool)
         if pool is None:
             raise HostError(f"The pool {self.m.target_pool} does not exist on {self.m.target_name}.", code="storage")
-        disks, paths = [], {}
+        disks, paths, sources = [], {}, []
         for disk in dom.info.movable_disks():
             name = disk.path.rsplit("/", 1)[-1]
             path = self.dst.create_volume(pool.name, name, disk.capacity or 0, disk.format or "raw")
@@ -128,6 +128,8 @@ class LiveMigration:
             self.m.record_created_volumes(self.created_volumes)
             disks.append(disk.target)
             paths[disk.path] = path
+            sources.append({"path": disk.path, "copy": path, "capacity": disk.capacity or 0})
+        self.m.record_source_volumes(sources)
         self.m.note(f"Created {len(paths)} volume(s) in pool {pool.name} on {self.m.target_name}.")
         dest_xml = rewrite_disk_paths(self.src.domain_xml(self.uuid, inactive=False), paths)
         return disks, dest_xml

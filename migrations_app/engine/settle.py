@@ -19,9 +19,10 @@ from hosts.models import Host
 from kvmweb.records import InvalidTransition
 
 from ..checks import PEER_LOGIN_CODES, forget_peer_login
-from ..models import Migration, Phase
+from ..models import Migration, Phase, StorageMode
 from .outcome import finish_cancelled, finish_failed, finish_succeeded, policy_of
 from .progress import job_record
+from .source_copy import mirrored_bytes, remove_source_copy
 
 # Why the governor stopped a transfer (None: it did not).
 ABORT_CANCEL = "cancel"
@@ -59,7 +60,11 @@ def settle(
             )
         with contextlib.suppress(InvalidTransition):
             migration.set_phase(Phase.CLEANING_UP)
-        finish_succeeded(migration, final_stats(migration, dst, src, last_stats))
+        stats = final_stats(migration, dst, src, last_stats)
+        # libvirt's success and each copy's size on the target verify the move:
+        # the source's copy of the disks goes now, unless the request keeps it.
+        stats.update(remove_source_copy(migration, src, dst))
+        finish_succeeded(migration, stats)
         return
     where = _where(migration, on_source, on_target)
     # What the attempt measured, so the next request's checks can warn from it.
@@ -157,6 +162,11 @@ def final_stats(migration: Migration, dst: Connection, src: Connection, last_sta
             result["dirty_rate_bps"] = max(result.get("dirty_rate_bps") or 0, sample["dirty_rate_bps"])
         if not result.get("speed_bps"):
             result["speed_bps"] = sample["speed_bps"]
+    if migration.storage == StorageMode.COPY and not result.get("disk_transferred"):
+        # libvirt 9.0 reports no disk figures for a non-shared-disk move (the
+        # copy is a block job of its own): the mirrored volumes' size is what was sent.
+        sent = (last_stats.disk_processed if last_stats is not None else 0) or mirrored_bytes(migration, dst)
+        result["disk_transferred"] = sent
     if "time_ms" not in result and migration.started_at:
         result["time_ms"] = int((timezone.now() - migration.started_at).total_seconds() * 1000)
     return result
