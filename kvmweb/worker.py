@@ -209,6 +209,14 @@ class PoolWorker(Worker):
     expires within minutes instead of outliving the job's timeout.
     """
 
+    def work(self, *args, **kwargs):
+        from hosts.libvirt import keep_connections
+
+        # Migration after migration against the same hosts: log in once
+        # (hosts/libvirt/connection.py, "connections kept").
+        keep_connections()
+        return super().work(*args, **kwargs)
+
     def execute_job(self, job, queue):
         # What a work horse's environment says of it (engine.worker_name).
         os.environ["RQ_WORKER_ID"] = self.name

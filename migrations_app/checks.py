@@ -696,7 +696,7 @@ def _replace_own_leftovers(checks, v, pool, clashes, target):
             f"Removed {v['name']}'s own leftover {', '.join(removed)} from pool {pool.name} on {host.name} "
             "(an earlier move of this VM recorded leaving it there) to make room for the copy."
         )
-        migration.note(message, AuditAction.VOLUME, host=host.name, volumes=own)
+        migration.note(message, AuditAction.VOLUME, on_host=host.name, volumes=own)
         checks.add("target_volumes", PASS, message)
     return [c for c in clashes if c not in removed]
 

@@ -94,9 +94,8 @@ def record_volume_removed(sender, host, leftover, user, **kwargs):
         f"{user.get_username()} removed the leftover volume {leftover.name} from pool {leftover.pool} on "
         f"{host.name}{whose}; it was {leftover.reason}.",
         user=user,
-        domain=leftover.vm,
-        source=host.name,
         host=host.name,
+        vm=leftover.vm,
         pool=leftover.pool,
         volume=leftover.name,
         path=leftover.path,

@@ -42,7 +42,7 @@ from .types import (
 from .uri import HostURI, allowed, check_hypervisor_network, check_uri, probe, reachable, refused, validate_uri
 
 if TYPE_CHECKING:
-    from .connection import Connection, open_host, open_hosts
+    from .connection import Connection, keep_connections, open_host, open_hosts
     from .events import ConnectionClosed, DomainEvent, HostWatch, watch
     from .migration import FLAG_NAMES, migration_flags, rewrite_disk_paths
 
@@ -50,6 +50,7 @@ _LAZY = {
     "Connection": "connection",
     "open_host": "connection",
     "open_hosts": "connection",
+    "keep_connections": "connection",
     "ConnectionClosed": "events",
     "DomainEvent": "events",
     "HostWatch": "events",
@@ -88,6 +89,7 @@ __all__ = [
     "migration_flags",
     "open_host",
     "open_hosts",
+    "keep_connections",
     "reachable",
     "rewrite_disk_paths",
     "translate",

@@ -2,7 +2,9 @@
 
 ``open_host`` refuses to wait on an unreachable host for longer than a
 timeout, keeps libvirt's event loop running so keepalive notices a host that
-vanishes, and closes the connection afterwards.
+vanishes, and closes the connection afterwards, or, in a process that keeps
+connections (``keep_connections``: the worker pool's slots), keeps it open for
+the next piece of work on that host.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
@@ -101,6 +104,78 @@ def connection_uri(parsed: HostURI) -> str:
     return base + "?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in options)
 
 
+# -- connections kept between pieces of work -----------------------------------
+#
+# A process that runs one piece of work after another against the same hosts
+# (a worker pool slot: migration after migration) keeps the connections it
+# used, instead of logging in again each time: an open is a TCP (and, over
+# SSH, a key exchange) round trip or several, and a host's libvirtd that has
+# just finished a migration took ~0.5 s to accept a new one in the lab. A kept
+# connection is used by one piece of work at a time, proved alive with one
+# call before it is handed out, closed after KEEP_IDLE_SECONDS unused, and
+# never kept past KEEP_PER_HOST per host. Only what ``open_host``'s callers
+# were given back is kept: the URI is still checked at every use (allowed(),
+# and the callers' own checks of the host's row, such as its confirmed key).
+KEEP_IDLE_SECONDS = 120.0
+KEEP_PER_HOST = 3
+_keeping = False
+_kept: dict[str, list[tuple[libvirt.virConnect, float]]] = {}
+_kept_lock = threading.Lock()
+
+
+def keep_connections(keep: bool = True) -> None:
+    """Keep connections open between pieces of work in this process (see above)."""
+    global _keeping
+    _keeping = keep
+    if not keep:
+        close_kept()
+
+
+def close_kept() -> None:
+    with _kept_lock:
+        idle = [conn for kept in _kept.values() for conn, _ in kept]
+        _kept.clear()
+    for conn in idle:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def _take_kept(uri: str) -> libvirt.virConnect | None:
+    """A kept connection to ``uri`` that answers, or None."""
+    while True:
+        with _kept_lock:
+            kept = _kept.get(uri)
+            if not kept:
+                return None
+            conn, since = kept.pop()
+        if time.monotonic() - since <= KEEP_IDLE_SECONDS:
+            try:
+                conn.getLibVersion()  # one round trip: the host still answers on it
+                return conn
+            except libvirt.libvirtError:
+                pass
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def _release(connection: Connection) -> None:
+    """The end of a piece of work: keep the connection for the next one, or close it."""
+    conn = connection._conn
+    if _keeping:
+        try:
+            alive = conn.isAlive() == 1
+            key = str(allowed(connection.uri))  # as _open looks it up
+        except (libvirt.libvirtError, HostError):
+            alive = False
+        if alive:
+            with _kept_lock:
+                kept = _kept.setdefault(key, [])
+                if len(kept) < KEEP_PER_HOST:
+                    kept.append((conn, time.monotonic()))
+                    return
+    connection.close()
+
+
 # Opens of a host abandoned without an answer, by host: at most one each. A host
 # that accepts connections and never answers would otherwise cost a thread and
 # its sockets per request, for good.
@@ -121,6 +196,10 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
     parsed = allowed(uri)  # checked again at every use, not only when saved
     uri = str(parsed)
     _ensure_event_loop()
+    if _keeping:
+        kept = _take_kept(uri)
+        if kept is not None:
+            return kept
     probe(parsed, timeout)
     open_uri = connection_uri(parsed)
     key = remote_target(parsed) or uri
@@ -200,7 +279,7 @@ def open_host(uri: str, timeout: float | None = None) -> Iterator[Connection]:
     try:
         yield connection
     finally:
-        connection.close()
+        _release(connection)
 
 
 @contextlib.contextmanager
@@ -228,4 +307,4 @@ def open_hosts(*uris: str, timeout: float | None = None) -> Iterator[list[Connec
         yield connections
     finally:
         for connection in connections:
-            connection.close()
+            _release(connection)

@@ -91,7 +91,7 @@ def remove_source_copy(migration: Migration, src: Connection, dst: Connection) -
         migration.note(
             f"Removed the copy on {source} after the verified move: {', '.join(_name(p) for p in removed)}.",
             AuditAction.VOLUME,
-            host=source,
+            on_host=source,
             volumes=removed,
         )
     if problems:
