@@ -183,26 +183,32 @@ def test_a_return_removes_the_vms_own_recorded_leftover_first_and_says_so(api, o
 
 
 def test_an_evacuation_and_its_return_bring_a_local_disk_vm_home_with_no_leftovers(
-    api, operator, lab, lab_guest, hosts
+    api, operator, lab, lab_guest, hosts, worker_process
 ):
-    from maintenance import runner
     from maintenance.models import Evacuation
+
+    worker_process(pool=True)  # the Procfile's worker line carries the evacuations out
+
+    def ended(pk):
+        def over():
+            evacuation = Evacuation.objects.get(pk=pk)
+            return None if evacuation.is_active else evacuation
+
+        return wait_for(over, 180, interval=0.1, what=f"evacuation {pk} to end")
 
     name = lab_guest("kvm01", disk="local")
     pk = domain(name).pk
     api.force_authenticate(operator)
     response = api.post(f"/api/hosts/{hosts['kvm01'].pk}/maintenance/", {}, format="json")
     assert response.status_code == 202, response.content
-    runner.run_evacuation(response.json()["id"])
-    away = Evacuation.objects.get(pk=response.json()["id"])
+    away = ended(response.json()["id"])
     assert away.status == "succeeded", away.error
     where = api_domain(api, pk)["host"]
     assert where != "kvm01" and f"{name}.qcow2" not in volumes(lab, "kvm01")
 
     response = api.post(f"/api/hosts/{hosts['kvm01'].pk}/activate/", {"return_vms": True}, format="json")
     assert response.status_code == 202, response.content
-    runner.run_evacuation(response.json()["id"])
-    back = Evacuation.objects.get(pk=response.json()["id"])
+    back = ended(response.json()["id"])
 
     assert back.status == "succeeded", back.error
     assert lab.where(name) == ["kvm01"] and api_domain(api, pk)["host"] == "kvm01"
