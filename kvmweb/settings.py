@@ -273,8 +273,9 @@ if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 # serializer (kvmweb.worker.Worker insists on it).
 RQ_SERIALIZER = "rq.serializers.JSONSerializer"
 # The cache holds the API's throttle counts; in Redis they hold across every
-# web process.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# web process. JSON, not Django's pickles (kvmweb.cache): a value someone wrote
+# into Redis is read as data or not at all.
+CACHES = {"default": {"BACKEND": "kvmweb.cache.RedisCache", "LOCATION": REDIS_URL}}
 
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600, "SERIALIZER": RQ_SERIALIZER},
@@ -282,7 +283,8 @@ RQ_QUEUES = {
     # migration's deadline, RQ's timeout is only a last resort.
     "migrations": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 6 * 3600, "SERIALIZER": RQ_SERIALIZER},
 }
-RQ = {"WORKER_CLASS": "kvmweb.worker.Worker"}
+# The worker runs only kvmweb's own job functions (kvmweb.jobs.ALLOWED_JOBS).
+RQ = {"WORKER_CLASS": "kvmweb.worker.Worker", "JOB_CLASS": "kvmweb.jobs.KvmwebJob"}
 
 
 def channel_layers(redis_url):
