@@ -3,6 +3,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -25,13 +26,50 @@ def _same_key(a, b):
 
 
 def write_known_hosts():
-    """kvmweb's known_hosts: exactly the host keys operators confirmed."""
+    """kvmweb's known_hosts: exactly the host keys operators confirmed, each
+    through the one row that names its host and port (rows in any other key
+    state are left out, and every open refuses them: Host.connect_uri)."""
     entries = []
     for host in Host.objects.exclude(ssh_host_key=""):
         parsed = host.parsed_uri()
-        if parsed is not None and parsed.transport in SSH_TRANSPORTS:
+        if parsed is not None and parsed.transport in SSH_TRANSPORTS and host.host_key_state == HostKeyState.TRUSTED:
             entries.append((parsed.host, parsed.port, host.ssh_host_key))
     sshkeys.write_known_hosts(entries)
+
+
+def endpoint(uri):
+    """(host name in lower case, port) a URI connects to, or None (the test driver, a refused URI).
+
+    known_hosts, and so the trust in a host key, is per host and port: two rows
+    naming one would share the key one of them confirmed."""
+    from .libvirt import HostError, InvalidURI
+    from .libvirt.uri import remote_target
+
+    try:
+        target = remote_target(uri)
+    except (InvalidURI, HostError):
+        return None
+    return None if target is None else (target[0].lower(), target[1])
+
+
+def host_at_endpoint(uri, exclude_pk=None):
+    """The registered host that already connects to the host and port ``uri`` names, or None."""
+    wanted = endpoint(uri)
+    if wanted is None:
+        return Host.objects.exclude(pk=exclude_pk).filter(uri=uri).first()
+    for other in Host.objects.exclude(pk=exclude_pk).only("pk", "name", "uri"):
+        if endpoint(other.uri) == wanted:
+            return other
+    return None
+
+
+def endpoint_clash_message(other, uri):
+    wanted = endpoint(uri)
+    where = f"{wanted[0]} port {wanted[1]}" if wanted else "this URI"
+    return (
+        f"Host '{other.name}' is already registered at {where} ({other.uri}). One host and port is one host "
+        f"in kvmweb (its SSH host key is trusted through that row): use '{other.name}', or change its URI."
+    )
 
 
 class HostStatus(models.TextChoices):
@@ -210,6 +248,9 @@ class Host(models.Model):
 
         with contextlib.suppress(InvalidURI):
             self.uri = validate_uri(self.uri)
+        other = host_at_endpoint(self.uri, exclude_pk=self.pk)
+        if other is not None:
+            raise ValidationError({"uri": endpoint_clash_message(other, self.uri)})
 
     def get_absolute_url(self):
         return row_url("host-detail", self.name)
@@ -374,6 +415,17 @@ class Host(models.Model):
                 code="host_key_changed",
             )
         return None
+
+    def connect_uri(self) -> str:
+        """The URI to open this host with, or the HostError saying why kvmweb must not.
+
+        Every connection kvmweb opens to a registered host goes through this:
+        over SSH only a row whose own host key an operator confirmed (or
+        pinned) is logged in to, whatever known_hosts holds."""
+        problem = self.host_key_problem()
+        if problem is not None:
+            raise problem
+        return self.uri
 
     def mark_unreachable(self, error):
         """Record why the host cannot be read; keep everything last known of it."""

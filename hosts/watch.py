@@ -53,6 +53,7 @@ class Watcher:
         self.watches = {}  # host pk -> HostWatch
         self.hosts = {}  # host pk -> Host
         self.connecting = set()
+        self.untrusted = set()  # host pks over SSH whose own host key is not confirmed: never connected to
         self.early = {}  # host pk -> events that came before its inventory was stored
         self.retry = {}  # host pk -> (monotonic time of the next try, backoff)
         self.stopping = threading.Event()
@@ -118,8 +119,11 @@ class Watcher:
     def scan(self):
         close_old_connections()
         hosts = {h.pk: h for h in Host.objects.all()}
+        # known_hosts is per host and port, trust is per row (Host.connect_uri):
+        # the sync shows such a row's key to confirm; the watcher stays away.
+        self.untrusted = {pk for pk, h in hosts.items() if h.host_key_problem() is not None}
         for pk, w in list(self.watches.items()):
-            if pk not in hosts or hosts[pk].uri != w.uri:
+            if pk not in hosts or hosts[pk].uri != w.uri or pk in self.untrusted:
                 self.drop(pk)
         for pk, host in hosts.items():
             known = self.hosts.get(pk)
@@ -132,7 +136,7 @@ class Watcher:
     def connect_due(self):
         now = time.monotonic()
         for pk, host in self.hosts.items():
-            if pk in self.watches or pk in self.connecting:
+            if pk in self.watches or pk in self.connecting or pk in self.untrusted:
                 continue
             due, _ = self.retry.get(pk, (0.0, 0.0))
             if now >= due:
