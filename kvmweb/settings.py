@@ -7,7 +7,6 @@ present but malformed raises ImproperlyConfigured instead of being guessed at.
 import ipaddress
 import os
 import secrets
-from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -96,7 +95,6 @@ INSTALLED_APPS = [
     "knox",
     "django_filters",
     "drf_spectacular",
-    "axes",
     "csp",
     "django_rq",
     "channels",
@@ -120,13 +118,13 @@ MIDDLEWARE = [
     "hosts.middleware.RoleRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, as django-axes asks: it answers a locked-out login with 429.
-    "axes.middleware.AxesMiddleware",
+    # A login refused by kvmweb.logins' limits gets 429, saying when to try again.
+    "kvmweb.logins.LoginLimitMiddleware",
 ]
 AUTHENTICATION_BACKENDS = [
-    # First: refuses any login attempt while the client is locked out.
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's password check, limited per user name, per address and in how
+    # many run at once (kvmweb/logins.py says how).
+    "kvmweb.logins.LimitedModelBackend",
 ]
 
 ROOT_URLCONF = "kvmweb.urls"
@@ -239,15 +237,12 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for
-# one user name from one address, further attempts from there are refused
-# with 429 for AXES_COOLOFF_TIME, on the login page and the admin's alike.
-AXES_FAILURE_LIMIT = env_int("KVMWEB_LOGIN_FAILURE_LIMIT", 5, minimum=1)
-AXES_COOLOFF_TIME = timedelta(minutes=env_int("KVMWEB_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_RESET_ON_SUCCESS = True
-AXES_HTTP_RESPONSE_CODE = 429
-AXES_VERBOSE = False
+# Login limits (kvmweb/logins.py): past this many wrong passwords for a user
+# name, each further try for it waits a delay (1 s doubling, at most 60 s);
+# past four times as many from one address, that address waits (at most the
+# cool-off). Failures are forgotten this many minutes after the last.
+KVMWEB_LOGIN_FAILURE_LIMIT = env_int("KVMWEB_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+KVMWEB_LOGIN_COOLOFF_MINUTES = env_int("KVMWEB_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
 
 
 def _redis_url():
@@ -320,8 +315,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "kvmweb.throttling.AnonRateThrottle",
+        "kvmweb.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_rate("KVMWEB_API_ANON_RATE", "60/minute"),
@@ -411,8 +406,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("KVMWEB_LOG_LEVEL", "INFO")},
-    # axes: lockouts (warnings), not every counted attempt.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
 
@@ -429,6 +423,11 @@ def env_networks(name):
                 raise ImproperlyConfigured(f"{name} must list addresses or CIDRs, not {item.strip()!r}.") from None
     return networks
 
+
+# Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs; none
+# by default): every limit per client address (API throttles, logins) reads the
+# address through kvmweb.clientaddr.
+KVMWEB_TRUSTED_PROXIES = env_networks("KVMWEB_TRUSTED_PROXIES")
 
 # /metrics (Prometheus) answers a scrape carrying this bearer token, or one
 # from these addresses; with neither set, nobody. Behind a reverse proxy every
