@@ -4,7 +4,7 @@ import socket
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -15,6 +15,11 @@ from . import sshkeys
 from .validators import validate_libvirt_uri
 
 SSH_TRANSPORTS = ("ssh", "libssh")
+# The largest capacity settings accepted: 16 TiB kept for the host itself, ten
+# times its memory promised, 64 vCPUs per CPU.
+MAX_RESERVED_MIB = 16 * 1024 * 1024
+MAX_MEMORY_RATIO = 10.0
+MAX_CPU_RATIO = 64.0
 
 
 class HostKeyRefused(ValueError):
@@ -180,11 +185,17 @@ class Host(models.Model):
         help_text="Given at registration: the first host key with this fingerprint is trusted without asking.",
     )
 
+    # Every number a user sets has a maximum: a value far beyond any host
+    # (10**29) overflowed the database or the capacity arithmetic into a 500.
     max_incoming = models.PositiveSmallIntegerField(
-        default=2, help_text="Migrations into this host at once; more wait in the queue."
+        default=2,
+        validators=[MaxValueValidator(64)],
+        help_text="Migrations into this host at once (at most 64); more wait in the queue.",
     )
     max_outgoing = models.PositiveSmallIntegerField(
-        default=2, help_text="Migrations out of this host at once; more wait in the queue."
+        default=2,
+        validators=[MaxValueValidator(64)],
+        help_text="Migrations out of this host at once (at most 64); more wait in the queue.",
     )
     # Set and cleared by the maintenance app (it audits who did it); no
     # migration may target a host while it is set.
@@ -196,6 +207,7 @@ class Host(models.Model):
         "memory reserved (MiB)",
         null=True,
         blank=True,
+        validators=[MaxValueValidator(MAX_RESERVED_MIB)],
         help_text="Memory kept for the host itself, never promised to guests. Empty: the default "
         "(KVMWEB_RESERVED_MEMORY_MIB).",
     )
@@ -203,7 +215,7 @@ class Host(models.Model):
         "memory allocation ratio",
         null=True,
         blank=True,
-        validators=[MinValueValidator(0.1)],
+        validators=[MinValueValidator(0.1), MaxValueValidator(MAX_MEMORY_RATIO)],
         help_text="How many times its memory (less the reserve) the host may promise to guests; above 1.0 "
         "only if the guests never all use their memory at once. Empty: the default (KVMWEB_MEMORY_ALLOCATION_RATIO).",
     )
@@ -211,7 +223,7 @@ class Host(models.Model):
         "vCPU allocation ratio",
         null=True,
         blank=True,
-        validators=[MinValueValidator(0.1)],
+        validators=[MinValueValidator(0.1), MaxValueValidator(MAX_CPU_RATIO)],
         help_text="vCPUs the host may run per CPU before the checks warn. Empty: the default "
         "(KVMWEB_CPU_ALLOCATION_RATIO).",
     )
