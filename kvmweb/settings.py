@@ -202,6 +202,12 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = env_bool("KVMWEB_STATIC_FROM_SOURCE", DEBUG)
 WHITENOISE_MAX_AGE = 3600
 
+# No request kvmweb takes comes near this (JSON bodies, small forms, no
+# uploads); kvmweb.bodylimit refuses a larger body before it is read.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the page's script reads it for fetch()
 X_FRAME_OPTIONS = "DENY"
