@@ -44,6 +44,18 @@ class TokenAuthentication(KnoxTokenAuthentication):
             throttle.allow_request(request, None)
             raise
 
+    def validate_user(self, auth_token):
+        # Tokens made before tokens expired have no expiry of their own: they
+        # expire KVMWEB_TOKEN_TTL_DAYS after they were made, as new ones do.
+        from django.utils import timezone
+
+        from kvmweb.tokens import expires
+
+        if expires(auth_token) <= timezone.now():
+            auth_token.delete()
+            raise exceptions.AuthenticationFailed("This token has expired. Ask for a new one (create_api_token).")
+        return super().validate_user(auth_token)
+
     def carries_token(self, request):
         scheme = request.META.get("HTTP_AUTHORIZATION", "").split(maxsplit=1)[:1]
         return scheme == [self.authenticate_header(request)] or [s.lower() for s in scheme] == ["token"]

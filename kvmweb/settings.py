@@ -7,6 +7,7 @@ present but malformed raises ImproperlyConfigured instead of being guessed at.
 import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -346,10 +347,12 @@ SPECTACULAR_SETTINGS = {
         "MigrationStatusEnum": "migrations_app.models.Status",
     },
 }
+# API tokens (create_api_token) expire this many days after they are made;
+# their owner lists and revokes them (/account/tokens/, /api/tokens/), and a
+# new password revokes them all (kvmweb/tokens.py). Only digests are stored.
+KVMWEB_TOKEN_TTL_DAYS = env_int("KVMWEB_TOKEN_TTL_DAYS", 90, minimum=1)
 REST_KNOX = {
-    # Tokens made with create_api_token are for scripts: they last until
-    # deleted (admin site, "Auth tokens"), and only their digest is stored.
-    "TOKEN_TTL": None,
+    "TOKEN_TTL": timedelta(days=KVMWEB_TOKEN_TTL_DAYS),
     "AUTH_HEADER_PREFIX": "Token",
 }
 
