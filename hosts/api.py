@@ -41,14 +41,14 @@ class HostViewSet(
         host = serializer.save()
         # An unreachable host is still registered: it shows offline with the
         # reason, and the periodic refresh picks it up once it answers.
-        sync.sync_host(host)
+        sync.sync_host_evenly(host)
 
     @extend_schema(request=None, responses=HostDetailSerializer)
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
         """Refresh this host's inventory from libvirt now (operators: it opens connections to the host)."""
         host = self.get_object()
-        result = sync.sync_host(host)
+        result = sync.sync_host_evenly(host)
         host = self.get_queryset().get(pk=host.pk)
         data = HostDetailSerializer(host, context=self.get_serializer_context()).data
         data["sync"] = {

@@ -15,6 +15,7 @@ Plain Python: nothing here needs the libvirt binding.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -337,12 +338,31 @@ def probe(uri: str | HostURI, timeout: float) -> None:
 
 
 def unreachable_message(uri: str | HostURI) -> str:
-    host, port = remote_target(uri) or (uri, None)
+    """The one message for every way a host can fail to answer before kvmweb is
+    logged in: a closed port, a filtered one, something else listening there
+    (no SSH host key to fetch, no TLS handshake). Telling them apart would make
+    host registration a port scanner; the log keeps what was seen."""
+    parsed: HostURI | None = None
+    if isinstance(uri, HostURI):
+        parsed = uri
+    else:
+        with contextlib.suppress(HostError):
+            parsed = allowed(uri)
+    host, port = remote_target(parsed or uri) or (uri, None)
     where = f"{host} port {port}" if port else host
+    transport = parsed.transport if parsed is not None else ""
+    if transport in ("ssh", "libssh"):
+        how = "sshd answers there and offers its host key, kvmweb's key may log in"
+    elif transport == "tls":
+        how = (
+            "libvirtd listens there with TLS, KVMWEB_TLS_DIR holds cacert.pem, clientcert.pem and "
+            "clientkey.pem signed by the hosts' CA and the host's certificate names the host as the URI does"
+        )
+    else:
+        how = "for qemu+tcp: listen_tcp = 1 and libvirtd --listen"
     return (
         f"kvmweb could not reach libvirtd on {where}. Check that the host is up, that libvirtd "
-        "listens there (for qemu+tcp: listen_tcp = 1 and libvirtd --listen), and that no "
-        "firewall is in the way."
+        f"listens there ({how}), and that no firewall is in the way."
     )
 
 
