@@ -5,6 +5,11 @@ passwords from anyone locked the admin out for 15 minutes, renewed by every
 further try; one password tried across many user names was never limited; and
 a dozen anonymous logins at once (PBKDF2 each) held every HTTP thread.
 kvmweb/logins.py says the rule that replaced django-axes.
+
+Measured on a real daphne (3 HTTP threads, Django's PBKDF2), a viewer's
+dashboard while 12 clients post wrong passwords as fast as they are answered:
+before, median 2.2 s, max 3.4 s (alone: 0.01 s); after, median 0.045 s, max
+0.13 s, the logins answered 429 while another password is being checked.
 """
 
 import ipaddress
