@@ -113,7 +113,11 @@ def daphne_one_thread(redis_url, transactional_db):
         yield proc, port
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # daphne waits for the application instances it still runs
+            proc.kill()
+            proc.wait(10)
 
 
 def start_slow_download(port, cookie):

@@ -45,7 +45,11 @@ def daphne(redis_url):
         yield proc, port
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # daphne waits for the application instances it still runs
+            proc.kill()
+            proc.wait(10)
 
 
 def rss_mib(pid):
