@@ -178,7 +178,7 @@ class HostAdmin(admin.ModelAdmin):
 
     def _sync(self, request, hosts):
         for host in hosts:
-            result = sync.sync_host(host)
+            result = sync.sync_host_evenly(host)
             level = messages.SUCCESS if result.online else messages.WARNING
             self.message_user(request, str(result), level)
 

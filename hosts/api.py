@@ -46,7 +46,7 @@ class HostViewSet(
     def sync(self, request, pk=None):
         """Refresh this host's inventory from libvirt now (operators: it opens connections to the host)."""
         host = self.get_object()
-        result = sync.sync_host(host)
+        result = sync.sync_host_evenly(host)
         host = self.get_queryset().get(pk=host.pk)
         data = HostDetailSerializer(host, context=self.get_serializer_context()).data
         data["sync"] = {

@@ -62,7 +62,7 @@ def remove_definition(user: Any, domain: Domain, host: Host) -> Domain:
     if reason:
         raise DefinitionRefused(reason)
     try:
-        with open_host(host.uri) as conn:
+        with open_host(host.connect_uri()) as conn:
             conn.undefine_stale(str(domain.uuid))
     except HostError as e:
         raise DefinitionRefused(f"{host.name} did not remove it: {e.plain}", status=502) from None

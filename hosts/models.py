@@ -3,7 +3,8 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from django.core.validators import MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -14,6 +15,11 @@ from . import sshkeys
 from .validators import validate_libvirt_uri
 
 SSH_TRANSPORTS = ("ssh", "libssh")
+# The largest capacity settings accepted: 16 TiB kept for the host itself, ten
+# times its memory promised, 64 vCPUs per CPU.
+MAX_RESERVED_MIB = 16 * 1024 * 1024
+MAX_MEMORY_RATIO = 10.0
+MAX_CPU_RATIO = 64.0
 
 
 class HostKeyRefused(ValueError):
@@ -25,13 +31,50 @@ def _same_key(a, b):
 
 
 def write_known_hosts():
-    """kvmweb's known_hosts: exactly the host keys operators confirmed."""
+    """kvmweb's known_hosts: exactly the host keys operators confirmed, each
+    through the one row that names its host and port (rows in any other key
+    state are left out, and every open refuses them: Host.connect_uri)."""
     entries = []
     for host in Host.objects.exclude(ssh_host_key=""):
         parsed = host.parsed_uri()
-        if parsed is not None and parsed.transport in SSH_TRANSPORTS:
+        if parsed is not None and parsed.transport in SSH_TRANSPORTS and host.host_key_state == HostKeyState.TRUSTED:
             entries.append((parsed.host, parsed.port, host.ssh_host_key))
     sshkeys.write_known_hosts(entries)
+
+
+def endpoint(uri):
+    """(host name in lower case, port) a URI connects to, or None (the test driver, a refused URI).
+
+    known_hosts, and so the trust in a host key, is per host and port: two rows
+    naming one would share the key one of them confirmed."""
+    from .libvirt import HostError, InvalidURI
+    from .libvirt.uri import remote_target
+
+    try:
+        target = remote_target(uri)
+    except (InvalidURI, HostError):
+        return None
+    return None if target is None else (target[0].lower(), target[1])
+
+
+def host_at_endpoint(uri, exclude_pk=None):
+    """The registered host that already connects to the host and port ``uri`` names, or None."""
+    wanted = endpoint(uri)
+    if wanted is None:
+        return Host.objects.exclude(pk=exclude_pk).filter(uri=uri).first()
+    for other in Host.objects.exclude(pk=exclude_pk).only("pk", "name", "uri"):
+        if endpoint(other.uri) == wanted:
+            return other
+    return None
+
+
+def endpoint_clash_message(other, uri):
+    wanted = endpoint(uri)
+    where = f"{wanted[0]} port {wanted[1]}" if wanted else "this URI"
+    return (
+        f"Host '{other.name}' is already registered at {where} ({other.uri}). One host and port is one host "
+        f"in kvmweb (its SSH host key is trusted through that row): use '{other.name}', or change its URI."
+    )
 
 
 class HostStatus(models.TextChoices):
@@ -146,11 +189,17 @@ class Host(models.Model):
         help_text="Given at registration: the first host key with this fingerprint is trusted without asking.",
     )
 
+    # Every number a user sets has a maximum: a value far beyond any host
+    # (10**29) overflowed the database or the capacity arithmetic into a 500.
     max_incoming = models.PositiveSmallIntegerField(
-        default=2, help_text="Migrations into this host at once; more wait in the queue."
+        default=2,
+        validators=[MaxValueValidator(64)],
+        help_text="Migrations into this host at once (at most 64); more wait in the queue.",
     )
     max_outgoing = models.PositiveSmallIntegerField(
-        default=2, help_text="Migrations out of this host at once; more wait in the queue."
+        default=2,
+        validators=[MaxValueValidator(64)],
+        help_text="Migrations out of this host at once (at most 64); more wait in the queue.",
     )
     # Set and cleared by the maintenance app (it audits who did it); no
     # migration may target a host while it is set.
@@ -162,6 +211,7 @@ class Host(models.Model):
         "memory reserved (MiB)",
         null=True,
         blank=True,
+        validators=[MaxValueValidator(MAX_RESERVED_MIB)],
         help_text="Memory kept for the host itself, never promised to guests. Empty: the default "
         "(KVMWEB_RESERVED_MEMORY_MIB).",
     )
@@ -169,7 +219,7 @@ class Host(models.Model):
         "memory allocation ratio",
         null=True,
         blank=True,
-        validators=[MinValueValidator(0.1)],
+        validators=[MinValueValidator(0.1), MaxValueValidator(MAX_MEMORY_RATIO)],
         help_text="How many times its memory (less the reserve) the host may promise to guests; above 1.0 "
         "only if the guests never all use their memory at once. Empty: the default (KVMWEB_MEMORY_ALLOCATION_RATIO).",
     )
@@ -177,7 +227,7 @@ class Host(models.Model):
         "vCPU allocation ratio",
         null=True,
         blank=True,
-        validators=[MinValueValidator(0.1)],
+        validators=[MinValueValidator(0.1), MaxValueValidator(MAX_CPU_RATIO)],
         help_text="vCPUs the host may run per CPU before the checks warn. Empty: the default "
         "(KVMWEB_CPU_ALLOCATION_RATIO).",
     )
@@ -214,6 +264,9 @@ class Host(models.Model):
 
         with contextlib.suppress(InvalidURI):
             self.uri = validate_uri(self.uri)
+        other = host_at_endpoint(self.uri, exclude_pk=self.pk)
+        if other is not None:
+            raise ValidationError({"uri": endpoint_clash_message(other, self.uri)})
 
     def get_absolute_url(self):
         return row_url("host-detail", self.name)
@@ -378,6 +431,17 @@ class Host(models.Model):
                 code="host_key_changed",
             )
         return None
+
+    def connect_uri(self) -> str:
+        """The URI to open this host with, or the HostError saying why kvmweb must not.
+
+        Every connection kvmweb opens to a registered host goes through this:
+        over SSH only a row whose own host key an operator confirmed (or
+        pinned) is logged in to, whatever known_hosts holds."""
+        problem = self.host_key_problem()
+        if problem is not None:
+            raise problem
+        return self.uri
 
     def mark_unreachable(self, error):
         """Record why the host cannot be read; keep everything last known of it."""

@@ -20,8 +20,9 @@ def register(serializer, user: AbstractBaseUser | AnonymousUser) -> Host:
         f"Registered host {host.name} at {host.uri}"
         + (f", its SSH host key pinned: {host.ssh_fingerprint}" if host.ssh_fingerprint else ""),
         user=user,
-        source=host.name,  # found by the audit log's host filter
+        host=host.name,
         uri=host.uri,
     )
-    sync.sync_host(host)
+    # A failure answers after the same time whatever it was (sync_host_evenly).
+    sync.sync_host_evenly(host)
     return host

@@ -5,7 +5,16 @@ from rest_framework import serializers
 from . import sshkeys
 from .libvirt import InvalidURI, check_hypervisor_network, check_uri
 from .libvirt import validate_uri as check_uri_form
-from .models import Domain, DomainDefinition, Host, Network, PoolSharing, StoragePool
+from .models import (
+    Domain,
+    DomainDefinition,
+    Host,
+    Network,
+    PoolSharing,
+    StoragePool,
+    endpoint_clash_message,
+    host_at_endpoint,
+)
 from .roles import is_operator
 
 
@@ -105,11 +114,9 @@ class HostSerializer(serializers.ModelSerializer):
             check_hypervisor_network(value)
         except InvalidURI as e:
             raise serializers.ValidationError(str(e)) from None
-        clash = Host.objects.filter(uri=value)
-        if self.instance is not None:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise serializers.ValidationError(f"Host '{clash.first().name}' is already registered with this URI.")
+        other = host_at_endpoint(value, exclude_pk=self.instance.pk if self.instance is not None else None)
+        if other is not None:
+            raise serializers.ValidationError(endpoint_clash_message(other, value))
         return value
 
     def validate(self, attrs):

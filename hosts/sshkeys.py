@@ -113,6 +113,10 @@ Host *
     ControlMaster no
     ControlPath none
     ProxyCommand none
+    # A host that accepts the connection and never answers: give up after the
+    # connect timeout (it covers the handshake too), not never; one that stops
+    # answering later: after 15 s.
+    ConnectTimeout {connect_timeout}
     ServerAliveInterval 5
     ServerAliveCountMax 3
 """
@@ -150,7 +154,11 @@ def ssh_command() -> Path:
     config = directory / "ssh_config"
     _write_if_changed(
         config,
-        SSH_CONFIG.format(key=_ssh_quote(key_path()), known_hosts=_ssh_quote(known_hosts_path())),
+        SSH_CONFIG.format(
+            key=_ssh_quote(key_path()),
+            known_hosts=_ssh_quote(known_hosts_path()),
+            connect_timeout=int(settings.KVMWEB_CONNECT_TIMEOUT),
+        ),
         0o600,
     )
     wrapper = directory / "ssh"

@@ -1,6 +1,7 @@
 """Inventory sync: make the database say what libvirt says, one host at a time."""
 
 import logging
+import time
 import uuid as uuidlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from . import signals, sshkeys
 from .libvirt import HostError, HostUnreachable, InvalidURI, check_uri, open_host, probe, refused
+from .libvirt.uri import unreachable_message
 from .models import (
     ACTIVITY,
     Domain,
@@ -94,13 +96,33 @@ def _scan(parsed, timeout):
     except HostError as e:
         return e
     except sshkeys.SSHKeyError as e:
-        return HostUnreachable(e.plain, e.detail)
+        # Something other than sshd there, or nothing that answers: the one
+        # message for both (libvirt.uri.unreachable_message), the rest to the log.
+        log.warning("could not fetch the SSH host key of %s port %s: %s", parsed.host, parsed.port or 22, e.detail)
+        return HostUnreachable(unreachable_message(parsed))
 
 
 def sync_host(host, timeout=None):
     """Read one host's inventory from libvirt and store it."""
     write_known_hosts()
     return store(host, read_host(host, timeout), timeout)
+
+
+def sync_host_evenly(host):
+    """sync_host for a person's request (registering a host, its Sync button):
+    a host that cannot be read answers only after the longest time any failure
+    can take (twice the connect timeout, and a second), so that how long the
+    answer took does not tell a closed port (0.01 s) from a filtered one (the
+    whole timeout) or from one where something else listens."""
+    from django.conf import settings
+
+    started = time.monotonic()
+    result = sync_host(host)
+    if not result.online:
+        remaining = started + 2 * settings.KVMWEB_CONNECT_TIMEOUT + 1 - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+    return result
 
 
 def store(host, inventory, timeout=None):

@@ -124,7 +124,7 @@ def host_sync(request, name):
             "Only operators may sync a host. Ask an administrator to add you to the 'operators' group."
         )
     host = get_object_or_404(Host, name=name)
-    result = sync.sync_host(host)
+    result = sync.sync_host_evenly(host)
     if result.online:
         messages.success(request, f"Inventory of {host.name} refreshed: {result}.")
     else:

@@ -25,7 +25,7 @@ from django.db import close_old_connections
 
 from . import sync
 from .libvirt import ConnectionClosed, DomainEvent, HostError, HostUnreachable, watch
-from .models import Host
+from .models import Host, HostStatus
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,33 @@ class Failed:
 
 
 class Watcher:
-    def __init__(self, timeout=None, rescan=10.0, min_backoff=1.0, max_backoff=30.0, connectors=4):
+    def __init__(
+        self,
+        timeout=None,
+        rescan=10.0,
+        min_backoff=1.0,
+        max_backoff=30.0,
+        connectors=4,
+        max_attempts=8,
+        idle_backoff=600.0,
+    ):
         self.timeout = float(timeout if timeout is not None else settings.KVMWEB_CONNECT_TIMEOUT)
         self.rescan = rescan
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
+        # A host that does not answer is tried max_attempts times with backoff,
+        # then only every idle_backoff seconds, or as soon as the worker's
+        # periodic sync finds it online: each try of a host that accepts the
+        # connection and never answers costs a connection (and, over SSH, an
+        # ssh process) for up to twice the connect timeout.
+        self.max_attempts = max_attempts
+        self.idle_backoff = idle_backoff
+        self.failures = {}  # host pk -> consecutive failed tries
         self.events = queue.Queue()
         self.watches = {}  # host pk -> HostWatch
         self.hosts = {}  # host pk -> Host
         self.connecting = set()
+        self.untrusted = set()  # host pks over SSH whose own host key is not confirmed: never connected to
         self.early = {}  # host pk -> events that came before its inventory was stored
         self.retry = {}  # host pk -> (monotonic time of the next try, backoff)
         self.stopping = threading.Event()
@@ -118,13 +136,21 @@ class Watcher:
     def scan(self):
         close_old_connections()
         hosts = {h.pk: h for h in Host.objects.all()}
+        # known_hosts is per host and port, trust is per row (Host.connect_uri):
+        # the sync shows such a row's key to confirm; the watcher stays away.
+        self.untrusted = {pk for pk, h in hosts.items() if h.host_key_problem() is not None}
         for pk, w in list(self.watches.items()):
-            if pk not in hosts or hosts[pk].uri != w.uri:
+            if pk not in hosts or hosts[pk].uri != w.uri or pk in self.untrusted:
                 self.drop(pk)
         for pk, host in hosts.items():
             known = self.hosts.get(pk)
             if known is not None and known.uri != host.uri:
                 self.retry.pop(pk, None)
+                self.failures.pop(pk, None)
+            elif self.failures.get(pk, 0) >= self.max_attempts and host.status == HostStatus.ONLINE:
+                # The periodic sync reached it: try again now.
+                self.retry.pop(pk, None)
+                self.failures.pop(pk, None)
         self.hosts = hosts
         for pk in set(self.retry) - hosts.keys():
             del self.retry[pk]
@@ -132,7 +158,7 @@ class Watcher:
     def connect_due(self):
         now = time.monotonic()
         for pk, host in self.hosts.items():
-            if pk in self.watches or pk in self.connecting:
+            if pk in self.watches or pk in self.connecting or pk in self.untrusted:
                 continue
             due, _ = self.retry.get(pk, (0.0, 0.0))
             if now >= due:
@@ -163,6 +189,7 @@ class Watcher:
             return
         self.watches[item.key] = item.watch
         self.retry.pop(item.key, None)
+        self.failures.pop(item.key, None)
         result = sync.store(host, item.inventory)
         log.info("watching %s: %s", host.name, result)
         early = self.early.pop(item.key, {})
@@ -176,6 +203,9 @@ class Watcher:
             sync.store(host, error)
         _, delay = self.retry.get(pk, (0.0, 0.0))
         delay = min(max(delay * 2, self.min_backoff), self.max_backoff)
+        self.failures[pk] = self.failures.get(pk, 0) + 1
+        if self.failures[pk] >= self.max_attempts:
+            delay = max(delay, self.idle_backoff)
         self.retry[pk] = (time.monotonic() + delay, delay)
 
     def on_closed(self, item):

@@ -25,14 +25,17 @@ django_http_app = WSGIMiddleware(get_wsgi_application(), workers=settings.KVMWEB
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from kvmweb.bodylimit import BodyLimit, limit_daphne  # noqa: E402
 from kvmweb.websocket import SameOriginValidator  # noqa: E402
 from maintenance.routing import websocket_urlpatterns as maintenance_sockets  # noqa: E402
 from migrations_app.routing import websocket_urlpatterns  # noqa: E402
 
+limit_daphne()
 application = ProtocolTypeRouter(
     {
-        # Static files: WhiteNoise's middleware (kvmweb.settings).
-        "http": django_http_app,
+        # Static files: WhiteNoise's middleware (kvmweb.settings). Bodies over
+        # DATA_UPLOAD_MAX_MEMORY_SIZE are refused before they are read.
+        "http": BodyLimit(django_http_app),
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns + maintenance_sockets))),
     }
 )

@@ -4,12 +4,16 @@ DRF checks throttles only after authentication and permissions, so a client
 sending wrong tokens got 401 forever and never met the anonymous rate. Here
 each failed token counts against the client's address at the "anon" rate;
 past it, every token request from there answers 429 until the window moves.
+The address is the one kvmweb.clientaddr finds (X-Forwarded-For only from a
+trusted proxy). A token names no account before it is found, so there is no
+per-user count of wrong tokens; tokens are 256-bit random, not guessable.
 """
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import exceptions
-from rest_framework.throttling import AnonRateThrottle
+
+from kvmweb.throttling import AnonRateThrottle
 
 
 class FailedTokenThrottle(AnonRateThrottle):
@@ -39,6 +43,18 @@ class TokenAuthentication(KnoxTokenAuthentication):
         except exceptions.AuthenticationFailed:
             throttle.allow_request(request, None)
             raise
+
+    def validate_user(self, auth_token):
+        # Tokens made before tokens expired have no expiry of their own: they
+        # expire KVMWEB_TOKEN_TTL_DAYS after they were made, as new ones do.
+        from django.utils import timezone
+
+        from kvmweb.tokens import expires
+
+        if expires(auth_token) <= timezone.now():
+            auth_token.delete()
+            raise exceptions.AuthenticationFailed("This token has expired. Ask for a new one (create_api_token).")
+        return super().validate_user(auth_token)
 
     def carries_token(self, request):
         scheme = request.META.get("HTTP_AUTHORIZATION", "").split(maxsplit=1)[:1]

@@ -96,7 +96,6 @@ INSTALLED_APPS = [
     "knox",
     "django_filters",
     "drf_spectacular",
-    "axes",
     "csp",
     "django_rq",
     "channels",
@@ -122,13 +121,13 @@ MIDDLEWARE = [
     "hosts.middleware.RoleRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, as django-axes asks: it answers a locked-out login with 429.
-    "axes.middleware.AxesMiddleware",
+    # A login refused by kvmweb.logins' limits gets 429, saying when to try again.
+    "kvmweb.logins.LoginLimitMiddleware",
 ]
 AUTHENTICATION_BACKENDS = [
-    # First: refuses any login attempt while the client is locked out.
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's password check, limited per user name, per address and in how
+    # many run at once (kvmweb/logins.py says how).
+    "kvmweb.logins.LimitedModelBackend",
 ]
 
 ROOT_URLCONF = "kvmweb.urls"
@@ -206,6 +205,12 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = env_bool("KVMWEB_STATIC_FROM_SOURCE", DEBUG)
 WHITENOISE_MAX_AGE = 3600
 
+# No request kvmweb takes comes near this (JSON bodies, small forms, no
+# uploads); kvmweb.bodylimit refuses a larger body before it is read.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the page's script reads it for fetch()
 X_FRAME_OPTIONS = "DENY"
@@ -241,15 +246,12 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for
-# one user name from one address, further attempts from there are refused
-# with 429 for AXES_COOLOFF_TIME, on the login page and the admin's alike.
-AXES_FAILURE_LIMIT = env_int("KVMWEB_LOGIN_FAILURE_LIMIT", 5, minimum=1)
-AXES_COOLOFF_TIME = timedelta(minutes=env_int("KVMWEB_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_RESET_ON_SUCCESS = True
-AXES_HTTP_RESPONSE_CODE = 429
-AXES_VERBOSE = False
+# Login limits (kvmweb/logins.py): past this many wrong passwords for a user
+# name, each further try for it waits a delay (1 s doubling, at most 60 s);
+# past four times as many from one address, that address waits (at most the
+# cool-off). Failures are forgotten this many minutes after the last.
+KVMWEB_LOGIN_FAILURE_LIMIT = env_int("KVMWEB_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+KVMWEB_LOGIN_COOLOFF_MINUTES = env_int("KVMWEB_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
 
 
 def _redis_url():
@@ -275,8 +277,9 @@ if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 # serializer (kvmweb.worker.Worker insists on it).
 RQ_SERIALIZER = "rq.serializers.JSONSerializer"
 # The cache holds the API's throttle counts; in Redis they hold across every
-# web process.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# web process. JSON, not Django's pickles (kvmweb.cache): a value someone wrote
+# into Redis is read as data or not at all.
+CACHES = {"default": {"BACKEND": "kvmweb.cache.RedisCache", "LOCATION": REDIS_URL}}
 
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600, "SERIALIZER": RQ_SERIALIZER},
@@ -284,7 +287,8 @@ RQ_QUEUES = {
     # migration's deadline, RQ's timeout is only a last resort.
     "migrations": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 6 * 3600, "SERIALIZER": RQ_SERIALIZER},
 }
-RQ = {"WORKER_CLASS": "kvmweb.worker.Worker"}
+# The worker runs only kvmweb's own job functions (kvmweb.jobs.ALLOWED_JOBS).
+RQ = {"WORKER_CLASS": "kvmweb.worker.Worker", "JOB_CLASS": "kvmweb.jobs.KvmwebJob"}
 
 
 def channel_layers(redis_url):
@@ -320,8 +324,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "kvmweb.throttling.AnonRateThrottle",
+        "kvmweb.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_rate("KVMWEB_API_ANON_RATE", "60/minute"),
@@ -345,10 +349,12 @@ SPECTACULAR_SETTINGS = {
         "MigrationStatusEnum": "migrations_app.models.Status",
     },
 }
+# API tokens (create_api_token) expire this many days after they are made;
+# their owner lists and revokes them (/account/tokens/, /api/tokens/), and a
+# new password revokes them all (kvmweb/tokens.py). Only digests are stored.
+KVMWEB_TOKEN_TTL_DAYS = env_int("KVMWEB_TOKEN_TTL_DAYS", 90, minimum=1)
 REST_KNOX = {
-    # Tokens made with create_api_token are for scripts: they last until
-    # deleted (admin site, "Auth tokens"), and only their digest is stored.
-    "TOKEN_TTL": None,
+    "TOKEN_TTL": timedelta(days=KVMWEB_TOKEN_TTL_DAYS),
     "AUTH_HEADER_PREFIX": "Token",
 }
 
@@ -417,8 +423,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("KVMWEB_LOG_LEVEL", "INFO")},
-    # axes: lockouts (warnings), not every counted attempt.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
 
@@ -435,6 +440,11 @@ def env_networks(name):
                 raise ImproperlyConfigured(f"{name} must list addresses or CIDRs, not {item.strip()!r}.") from None
     return networks
 
+
+# Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs; none
+# by default): every limit per client address (API throttles, logins) reads the
+# address through kvmweb.clientaddr.
+KVMWEB_TRUSTED_PROXIES = env_networks("KVMWEB_TRUSTED_PROXIES")
 
 # /metrics (Prometheus) answers a scrape carrying this bearer token, or one
 # from these addresses; with neither set, nobody. Behind a reverse proxy every

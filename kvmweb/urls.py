@@ -10,6 +10,7 @@ from rest_framework.routers import DefaultRouter
 
 from hosts.api import DomainViewSet, HostViewSet
 from kvmweb.metrics import metrics
+from kvmweb.tokens import TokenViewSet, token_list
 from maintenance import api as maintenance_api
 from migrations_app.api import AuditViewSet, MigrationViewSet
 
@@ -20,6 +21,7 @@ router.register("domains", DomainViewSet, basename="api-domain")
 router.register("migrations", MigrationViewSet, basename="api-migration")
 router.register("audit", AuditViewSet, basename="api-audit")
 router.register("evacuations", maintenance_api.EvacuationViewSet, basename="api-evacuation")
+router.register("tokens", TokenViewSet, basename="api-token")
 
 
 def not_found(request, exception):
@@ -41,6 +43,7 @@ def favicon(request):
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/tokens/", token_list, name="account-tokens"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/hosts/<int:pk>/maintenance/", maintenance_api.maintenance, name="api-host-maintenance"),

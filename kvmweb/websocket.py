@@ -31,7 +31,7 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.utils.crypto import constant_time_compare
@@ -126,16 +126,47 @@ post_save.connect(recheck_sockets_of_the_user, sender=settings.AUTH_USER_MODEL, 
 post_delete.connect(recheck_sockets_of_the_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="socket-recheck-delete")
 
 
+def _recheck_users(user_pks):
+    for pk in set(user_pks):
+        group = user_group(pk)
+        transaction.on_commit(lambda group=group: _tell(group, "session.recheck"))
+
+
+@receiver(m2m_changed, dispatch_uid="socket-recheck-groups")
+def recheck_sockets_when_groups_change(sender, instance, action, reverse, pk_set, **kwargs):
+    """A role is a group: a user taken out of one (or given one) has each socket check again."""
+    if sender is not get_user_model().groups.through:
+        return
+    if action == "pre_clear" and reverse:
+        # Which users the group loses is known only before the clear.
+        _recheck_users(instance.user_set.values_list("pk", flat=True))
+    elif action in ("post_add", "post_remove", "post_clear"):
+        if not reverse:
+            _recheck_users([instance.pk])
+        elif pk_set:
+            _recheck_users(pk_set)
+
+
+@receiver(pre_delete, sender="auth.Group", dispatch_uid="socket-recheck-group-delete")
+def recheck_sockets_when_a_group_goes(sender, instance, **kwargs):
+    _recheck_users(instance.user_set.values_list("pk", flat=True))
+
+
 def session_still_good(session_key, user_pk):
-    """Whether a page request with this session would still be logged in as
+    """Whether a page request with this session would still be let in as
     this user: the session exists and has not expired, names the user, and
-    carries the hash of the user's current password; the user is active."""
+    carries the hash of the user's current password; the user is active and
+    has a role (kvmweb's pages answer a user without one with 403)."""
     data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
     if str(data.get(SESSION_KEY)) != str(user_pk):
         return False
     user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
     stored = data.get(HASH_SESSION_KEY)
-    return bool(user and stored and constant_time_compare(stored, user.get_session_auth_hash()))
+    if not (user and stored and constant_time_compare(stored, user.get_session_auth_hash())):
+        return False
+    from hosts.roles import has_role
+
+    return has_role(user)
 
 
 class SessionBoundConsumer(AsyncJsonWebsocketConsumer):

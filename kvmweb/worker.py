@@ -145,6 +145,7 @@ class Worker(RQWorker):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", SCHEDULER_TAKEOVER_SECONDS)
         kwargs["serializer"] = resolve_serializer(settings.RQ_SERIALIZER)
+        kwargs["job_class"] = "kvmweb.jobs.KvmwebJob"  # only kvmweb's own job functions run
         super().__init__(*args, **kwargs)
 
     @property

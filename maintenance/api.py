@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from hosts.models import Host
 from hosts.permissions import IsOperatorOrReadOnly
+from migrations_app.request import BANDWIDTH_MIB
 
 from . import services
 from .models import Evacuation, Kind, Status
@@ -17,7 +18,12 @@ class MaintenanceRequest(serializers.Serializer):
     dry_run = serializers.BooleanField(required=False, default=False)
     allow_partial = serializers.BooleanField(required=False, default=False)
     bandwidth_mib = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, default=None, help_text="MiB/s each move may use."
+        required=False,
+        allow_null=True,
+        min_value=BANDWIDTH_MIB.min,
+        max_value=BANDWIDTH_MIB.max,
+        default=None,
+        help_text="MiB/s each move may use.",
     )
 
 

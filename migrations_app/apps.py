@@ -6,7 +6,11 @@ class MigrationsAppConfig(AppConfig):
     verbose_name = "Migrations"
 
     def ready(self):
-        # Connects the logout signal that closes a session's WebSockets.
+        # Connects the logout signal that closes a session's WebSockets, the
+        # login limits' counters, and the revocation of tokens on a new password
+        # (in every process: manage.py changepassword too).
+        import kvmweb.logins  # noqa: F401
+        import kvmweb.tokens  # noqa: F401
         import kvmweb.websocket  # noqa: F401
 
         from . import (

@@ -142,7 +142,7 @@ def split_brain_message(domain):
 def _connect(stack, checks, name, host):
     role = "source" if name.startswith("source") else "target"
     try:
-        conn = stack.enter_context(open_host(host.uri))
+        conn = stack.enter_context(open_host(host.connect_uri()))
     except HostError as e:
         checks.add(name, FAIL, f"The {role} host {host.name} cannot be reached: {e.plain}", e.detail)
         return None

@@ -253,7 +253,7 @@ def abort_live_job(migration):
     if migration.status != Status.RUNNING or migration.mode != Mode.LIVE or migration.source is None:
         return False
     try:
-        with open_host(migration.source.uri) as src:
+        with open_host(migration.source.connect_uri()) as src:
             return src.abort_job(migration.domain_uuid)
     except HostError:
         log.warning("could not abort migration %s from the web process", migration.pk, exc_info=True)

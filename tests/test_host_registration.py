@@ -60,7 +60,7 @@ def test_a_duplicate_name_or_uri_is_refused(api, operator, tmp_path):
 
     assert same_name.status_code == 400 and "already exists" in same_name.json()["name"][0]
     assert same_uri.status_code == 400
-    assert "Host 'kvm01' is already registered with this URI" in same_uri.json()["uri"][0]
+    assert "Host 'kvm01' is already registered at this URI" in same_uri.json()["uri"][0]
 
 
 def test_viewers_cannot_register_hosts_but_can_read_them(api, viewer):

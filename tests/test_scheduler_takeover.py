@@ -38,7 +38,7 @@ def test_scheduled_jobs_run_soon_after_the_scheduling_worker_is_killed(worker_pr
     first.kill()
     # RQ lets a dead holder's lock expire after a minute; skip that wait.
     queue.connection.delete(RQScheduler.get_locking_key("migrations"))
-    job = queue.enqueue_in(timedelta(seconds=1), "os.getpid")
+    job = queue.enqueue_in(timedelta(seconds=1), "kvmweb.worker.reconcile_periodically")
 
     # Without a check every 15 s the survivor would look again only after
     # its 405 s wait on the queue or its 10-minute maintenance.

@@ -45,15 +45,14 @@ def test_syncing_a_silent_host_costs_one_waiting_open_not_one_per_request(api, o
     first = api.post(f"/api/hosts/{host.pk}/sync/").json()
     assert first["sync"]["online"] is False
     threads, fds = threading.active_count(), open_fds()
-    started = time.monotonic()
-    for _ in range(30):
+    # (Ten, not thirty: each failed sync a person asks for now answers after
+    # the same fixed time, tests/test_registration_says_the_same.py, so the
+    # time taken no longer shows whether a new open was waited out.)
+    for _ in range(10):
         body = api.post(f"/api/hosts/{host.pk}/sync/").json()
         assert body["sync"]["online"] is False
-    took = time.monotonic() - started
     assert threading.active_count() <= threads + 1, "a thread per request"
     assert open_fds() <= fds + 4, "file descriptors per request"
-    # The later requests do not each wait out the timeout on a new open.
-    assert took < 30 * 2
     assert "could not reach libvirtd on 127.0.0.1" in body["status_reason"]
 
 

@@ -123,7 +123,9 @@ async def assert_closed(sockets, timeout=5):
         await ws.disconnect()
 
 
-@pytest.mark.parametrize("change", ["password", "deactivated", "removed"])
+@pytest.mark.parametrize(
+    "change", ["password", "deactivated", "removed", "role taken away", "taken out of the group", "group deleted"]
+)
 def test_a_change_to_the_user_closes_their_sockets_at_once(client, migration, viewer, operator, settings, change):  # noqa: F811
     settings.KVMWEB_SOCKET_RECHECK_SECONDS = 3600  # only the change itself can close them
     cookie = cookie_for(client, viewer)
@@ -138,6 +140,16 @@ def test_a_change_to_the_user_closes_their_sockets_at_once(client, migration, vi
         elif change == "deactivated":
             viewer.is_active = False
             viewer.save()
+        elif change == "role taken away":  # issue 21, finding 8
+            viewer.groups.clear()
+        elif change == "taken out of the group":
+            from django.contrib.auth.models import Group
+
+            Group.objects.get(name="viewers").user_set.remove(viewer)
+        elif change == "group deleted":
+            from django.contrib.auth.models import Group
+
+            Group.objects.get(name="viewers").delete()
         else:
             viewer.delete()
 
@@ -179,6 +191,29 @@ def test_an_expired_session_closes_its_sockets_within_the_recheck_interval(clien
         # Still good: several checks pass and nothing closes.
         assert await sockets[1].receive_nothing(timeout=1.0)
         await sync_to_async(expire)()
+        await assert_closed(sockets, timeout=3)
+
+    run(scenario)
+
+
+def test_a_role_taken_away_behind_kvmwebs_back_closes_sockets_at_the_recheck(client, migration, viewer, settings):  # noqa: F811
+    """Issue 21, finding 8: the periodic check asks for a role too (here the
+    membership is deleted without the signal that closes sockets at once)."""
+    settings.KVMWEB_SOCKET_RECHECK_SECONDS = 0.3
+    cookie = cookie_for(client, viewer)
+
+    def take_the_role_away():
+        from django.contrib.auth.models import User
+
+        User.groups.through.objects.filter(user=viewer).delete()
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        sockets = open_sockets(cookie, migration.pk)
+        await connect_all(sockets)
+        assert await sockets[1].receive_nothing(timeout=1.0)
+        await sync_to_async(take_the_role_away)()
         await assert_closed(sockets, timeout=3)
 
     run(scenario)

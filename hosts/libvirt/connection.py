@@ -263,7 +263,13 @@ def _open_error(error: libvirt.libvirtError, uri: str) -> HostError:
     """
     translated = translate(error, uri)
     log.warning("libvirt open of %s failed: %s", uri, translated.detail)
-    if isinstance(translated, HostUnreachable) or translated.plain.startswith("libvirt reported an error"):
+    # A TLS handshake that fails looks the same from a port where something
+    # else listens: the one unreachable message (the log has libvirt's words).
+    if (
+        isinstance(translated, HostUnreachable)
+        or translated.code == "tls"
+        or translated.plain.startswith("libvirt reported an error")
+    ):
         return HostUnreachable(unreachable_message(uri))
     return HostError(translated.plain, permanent=translated.permanent, code=translated.code)
 

@@ -15,6 +15,7 @@ Plain Python: nothing here needs the libvirt binding.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -336,26 +337,38 @@ def probe(uri: str | HostURI, timeout: float) -> None:
     raise HostUnreachable(unreachable_message(uri))
 
 
-# What to check on the host, by transport: the port kvmweb could not reach is
-# sshd's for SSH URIs and libvirtd's own for TLS and TCP.
-UNREACHABLE_ADVICE = {
-    "ssh": "that sshd runs there and no firewall is in the way",
-    "libssh": "that sshd runs there and no firewall is in the way",
-    "tls": "that libvirtd listens for TLS there (listen_tls = 1 and libvirtd --listen) and no firewall is in the way",
-    "tcp": "that libvirtd listens there (listen_tcp = 1 and libvirtd --listen) and no firewall is in the way",
-}
-
-
 def unreachable_message(uri: str | HostURI) -> str:
-    try:
-        parsed = uri if isinstance(uri, HostURI) else allowed(uri)
-    except InvalidURI:
-        return f"kvmweb could not reach {uri}. Check that the host is up and no firewall is in the way."
-    host, port = remote_target(parsed) or (str(uri), None)
+    """The one message for every way a host can fail to answer before kvmweb is
+    logged in: a closed port, a filtered one, something else listening there
+    (no SSH host key to fetch, no TLS handshake). Telling them apart would make
+    host registration a port scanner; the log keeps what was seen."""
+    parsed: HostURI | None = None
+    if isinstance(uri, HostURI):
+        parsed = uri
+    else:
+        with contextlib.suppress(HostError):
+            parsed = allowed(uri)
+    host, port = remote_target(parsed or uri) or (uri, None)
     where = f"{host} port {port}" if port else host
-    what = "sshd" if parsed.transport in ("ssh", "libssh") else "libvirtd"
-    advice = UNREACHABLE_ADVICE.get(parsed.transport, UNREACHABLE_ADVICE["tcp"])
-    return f"kvmweb could not reach {what} on {where}. Check that the host is up, {advice}."
+    transport = parsed.transport if parsed is not None else ""
+    if transport in ("ssh", "libssh"):
+        how = "sshd answers there and offers its host key, kvmweb's key may log in"
+    elif transport == "tls":
+        how = (
+            "libvirtd listens there with TLS, KVMWEB_TLS_DIR holds cacert.pem, clientcert.pem and "
+            "clientkey.pem signed by the hosts' CA and the host's certificate names the host as the URI does"
+        )
+    else:
+        how = "listen_tcp = 1 and libvirtd --listen"
+    if transport in ("ssh", "libssh"):
+        return (
+            f"kvmweb could not reach sshd on {where}. Check that the host is up, that {how}, "
+            "and that no firewall is in the way."
+        )
+    return (
+        f"kvmweb could not reach libvirtd on {where}. Check that the host is up, that libvirtd "
+        f"listens there ({how}), and that no firewall is in the way."
+    )
 
 
 def reachable(uri: str | HostURI, timeout: float = 2.0) -> bool:

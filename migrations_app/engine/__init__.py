@@ -99,8 +99,10 @@ def run(migration: Migration) -> None:
         source, target = hosts_of(migration)
         # A live migration's governor watches over a second source connection,
         # opened at the same time as the others (see LiveMigration.transfer).
-        watched = [source.uri] if migration.mode == Mode.LIVE else []
-        with open_hosts(source.uri, target.uri, *watched) as (src, dst, *watch):
+        # Only rows whose SSH host key was confirmed are logged in to (Host.connect_uri).
+        source_uri, target_uri = source.connect_uri(), target.connect_uri()
+        watched = [source_uri] if migration.mode == Mode.LIVE else []
+        with open_hosts(source_uri, target_uri, *watched) as (src, dst, *watch):
             if not preflight(migration, src, dst):
                 return
             migration.start(worker=worker_name())

@@ -59,7 +59,7 @@ def reconcile(migration: Migration) -> str:
         return "failed (checks interrupted)"
     try:
         source, target = hosts_of(migration)
-        with open_hosts(source.uri, target.uri) as (src, dst):
+        with open_hosts(source.connect_uri(), target.connect_uri()) as (src, dst):
             if migration.mode == Mode.LIVE:
                 return _reconcile_live(migration, src, dst)
             return _reconcile_cold(migration, src, dst)

@@ -18,5 +18,8 @@ class Command(BaseCommand):
             user = User.objects.get(username=username)
         except User.DoesNotExist:
             raise CommandError(f"No such user: {username}.") from None
-        _, token = AuthToken.objects.create(user=user, expiry=None)
-        self.stdout.write(f"New API token for {user.username} (shown once, keep it private): {token}")
+        instance, token = AuthToken.objects.create(user=user)
+        self.stdout.write(
+            f"New API token for {user.username}, valid until {instance.expiry:%Y-%m-%d %H:%M} UTC "
+            f"(shown once, keep it private; list and revoke yours at /account/tokens/): {token}"
+        )
