@@ -128,6 +128,7 @@ def start_slow_download(port, cookie):
     return s
 
 
+@pytest.mark.processes
 def test_slow_downloads_do_not_hold_the_http_threads(daphne_one_thread, client, viewer):
     proc, port = daphne_one_thread
     make_log(60_000)

@@ -26,6 +26,7 @@ class _RunsCode:
         return (os.system, (f"touch {self.path}",))
 
 
+@pytest.mark.processes
 def test_the_worker_refuses_a_job_that_names_a_foreign_function(redis_url, worker_process, tmp_path):
     conn = redis.Redis.from_url(redis_url)
     pwned = tmp_path / "pwned"

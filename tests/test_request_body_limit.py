@@ -85,6 +85,7 @@ def post(port, size, chunked=False):
     return answer.split(b"\r\n")[0].decode()
 
 
+@pytest.mark.processes
 def test_large_bodies_are_refused_before_the_web_process_holds_them(daphne):
     proc, port = daphne
     assert post(port, 1000).startswith("HTTP/1.1 401")  # a small body still reaches kvmweb

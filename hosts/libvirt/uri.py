@@ -355,7 +355,7 @@ def unreachable_message(uri: str | HostURI) -> str:
         how = "sshd answers there and offers its host key, kvmweb's key may log in"
     elif transport == "tls":
         how = (
-            "libvirtd listens there with TLS, KVMWEB_TLS_DIR holds cacert.pem, clientcert.pem and "
+            "listen_tls = 1 and libvirtd --listen; KVMWEB_TLS_DIR holds cacert.pem, clientcert.pem and "
             "clientkey.pem signed by the hosts' CA and the host's certificate names the host as the URI does"
         )
     else:
