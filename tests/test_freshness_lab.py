@@ -44,7 +44,7 @@ def test_each_change_after_a_sync_shows_within_a_second_in_the_api_and_on_the_so
     polling = threading.Event()
 
     def poll():
-        """What the API says of the guest, every 50 ms (within the API rate), in a thread of its own as a client would."""
+        """What the API says of the guest every 50 ms (within the API rate), from a thread, as a client would."""
         reader = APIClient()
         reader.force_authenticate(viewer)
         try:
