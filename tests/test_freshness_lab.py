@@ -12,6 +12,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from hosts.models import Domain
+from hosts.sync import read_host, store
 from tests.migration_helpers import wait_for
 from tests.test_consumers import communicator, cookie_for
 from tests.test_watch_hosts_lab import GOAL_S, hosts, virsh, watch_hosts  # noqa: F401  (fixtures)
@@ -100,3 +101,22 @@ def test_each_change_after_a_sync_shows_within_a_second_in_the_api_and_on_the_so
     assert not late, f"(command, state, seconds to the API, seconds to the socket): {seen}"
     # And nothing overwrote the last word afterwards.
     assert Domain.objects.get(name=name).state == "shutoff"
+
+
+def test_a_sync_that_read_kvm01_before_virsh_start_and_writes_after_leaves_the_vm_running(
+    lab,
+    lab_guest,
+    hosts,  # noqa: F811
+    watch_hosts,  # noqa: F811
+):
+    name = lab_guest("kvm01", disk=None, bridge=False, start=False)
+    wait_for(lambda: Domain.objects.filter(name=name, state="shutoff").exists(), 60, what="the first read")
+    stale = read_host(hosts["kvm01"])  # what a sync reads: shut off…
+    virsh(lab, "kvm01", "start", name)
+    wait_for(
+        lambda: Domain.objects.filter(name=name, state="running").exists(), GOAL_S, interval=0.05, what="the event"
+    )
+
+    store(hosts["kvm01"], stale)  # …and writes once watch_hosts stored the start.
+
+    assert Domain.objects.get(name=name).state == "running"
