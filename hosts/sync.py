@@ -188,8 +188,12 @@ def _store_domains(host, domains, read_at=None):
     A definition stored after ``read_at`` (when this read of the host began)
     came from an event of watch_hosts and is newer than what this read saw:
     it is neither overwritten nor deleted (a VM started with virsh while a sync
-    was reading must not show shut off again until the next sync)."""
-    now = timezone.now()
+    was reading must not show shut off again until the next sync). What this
+    read stores is stamped with when it began: stamped with when it was
+    written, a slow read would pass for newer than a later read of the same
+    host that wrote first (two syncs at once: after a migration and the
+    periodic one), and that read's word would be left out."""
+    now = read_at or timezone.now()
     seen = {uuidlib.UUID(d.uuid): d for d in domains}
     known = set(Domain.objects.filter(uuid__in=seen.keys()).values_list("uuid", flat=True))
     new = [

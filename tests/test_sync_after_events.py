@@ -1,6 +1,6 @@
 """A sync that read a host before watch_hosts stored an event, and wrote after
-it, leaves the event's newer word in place (libvirt's test driver, a real
-Watcher thread)."""
+it, leaves the event's newer word in place; of two syncs at once, the later
+read stands (libvirt's test driver, a real Watcher thread)."""
 
 import libvirt
 import pytest
@@ -52,3 +52,16 @@ def test_a_sync_read_before_a_vm_was_defined_does_not_remove_it(host):
             dom.undefine()
     finally:
         conn.close()
+
+
+def test_of_two_syncs_at_once_the_later_read_stands_though_the_earlier_one_writes_first(default_driver):  # noqa: F811
+    host = Host.objects.create(name="kvm01", uri="test:///default")
+    assert sync_host(host).online
+    earlier = read_host(host)  # the periodic sync reads: "running"…
+    default_driver.destroy()
+    later = read_host(host)  # …the sync after a migration reads: "shut off"…
+
+    store(host, earlier)  # …the earlier read is written first,
+    store(host, later)  # the later one after it: the later word stands.
+
+    assert Domain.objects.get(name="test").state == "shutoff"
