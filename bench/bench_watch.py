@@ -1,7 +1,7 @@
 """watch_hosts: how late the dashboard hears of a change made with virsh, and
 what watching costs per host.
 
-    python -m bench.bench_watch [--rounds 10] [--hosts 100] [--keep-lab] [--only cost|latency]
+    python -m bench.bench_watch [--rounds 10] [--hosts 100] [--keep-lab] [--only cost|latency|sync]
 
 1. On the lab (root on Linux; skipped elsewhere): daphne and watch_hosts
    started from the Procfile's lines (bench/stack.py), a private redis-server,
@@ -13,7 +13,14 @@ what watching costs per host.
    (0 when the message was there first: libvirt's event fires before virsh
    returns). No sync runs meanwhile (KVMWEB_SYNC_INTERVAL=0, no worker).
    Reports median and p95 per command; goal p95 <= 1 s.
-2. watch_hosts watching HOSTS test-driver hosts (test:///<file>, 5 VMs each)
+2. (--only sync) The same processes and an operator's `POST /api/hosts/{id}/sync/`
+   of kvm01 (100 more shut-off VMs defined there, so a read takes a while, as
+   on a real host) fired at a random moment while `virsh start` runs, ROUNDS
+   times; a client polls /api/domains/ every 30 ms. A round is wrong when the
+   API says "running" later than 1 s after virsh returned, or says something
+   else after it said "running" (the sync wrote what it read before the start
+   over the event's word). Reports how many rounds were wrong; goal 0.
+3. watch_hosts watching HOSTS test-driver hosts (test:///<file>, 5 VMs each)
    and, as the baseline in the same run, 1 such host: threads and resident
    memory once every host is online, and the cost of each further host.
 """
@@ -136,6 +143,85 @@ def latency(lab, stack, rounds):
         report(f"watch.virsh_{command}_to_socket_p95_ms", percentile(values, 95), "goal <= 1000")
 
 
+def sync_race(lab, stack, rounds):
+    import random
+    import threading
+    import urllib.request
+    import uuid
+
+    from django.contrib.auth.models import Group, User
+    from knox.models import AuthToken
+
+    from hosts.models import Domain, Host
+
+    for name in lab.hosts:
+        Host.objects.create(name=name, uri=lab.uri(name))
+    user = User.objects.create_user("bench-operator", password="bench-password-1")
+    user.groups.add(Group.objects.get(name="operators"))
+    _, token = AuthToken.objects.create(user=user, expiry=None)
+    lab.make_guest("kvm01", GUEST, disk="shared", bridge=False, start=False)
+    extra = [f"{GUEST}-x{i:03d}" for i in range(100)]
+    for name in extra:
+        path = Path(lab.shared_dir) / f"{name}.xml"
+        path.write_text(
+            f"<domain type='qemu'><name>{name}</name><uuid>{uuid.uuid4()}</uuid><memory unit='MiB'>64</memory>"
+            "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>"
+        )
+        virsh(lab, "kvm01", "define", str(path))
+        path.unlink()
+    try:
+        port = stack.start_web()
+        stack.spawn("events", procfile_argv("events"))
+        deadline = time.monotonic() + 120
+        while Domain.objects.filter(name__startswith=GUEST).count() < len(extra) + 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("watch_hosts never read kvm01: " + stack.log("events")[-2000:])
+            time.sleep(0.2)
+        kvm01 = Host.objects.get(name="kvm01")
+
+        def call(method, path):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}", method=method, headers={"Authorization": f"Token {token}"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())
+
+        wrong, firsts = 0, []
+        for _ in range(rounds):
+            samples, done = [], threading.Event()
+
+            def poll(samples=samples, done=done):
+                while not done.is_set():
+                    rows = call("GET", f"/api/domains/?name={GUEST}")
+                    samples.append((time.monotonic(), rows.get("results", rows)[0]["state"]))
+                    time.sleep(0.03)
+
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            starter = threading.Thread(target=virsh, args=(lab, "kvm01", "start", GUEST))
+            starter.start()
+            time.sleep(random.uniform(0.1, 1.0))
+            call("POST", f"/api/hosts/{kvm01.pk}/sync/")
+            starter.join()
+            returned = time.monotonic()
+            time.sleep(3)
+            done.set()
+            poller.join()
+            after = [state for at, state in samples if at >= returned]
+            first = next((at - returned for at, state in samples if at >= returned and state == "running"), None)
+            shown = after.index("running") if "running" in after else len(after)
+            if first is None or first > 1.0 or any(state != "running" for state in after[shown:]):
+                wrong += 1
+            firsts.append((first if first is not None else 60.0) * 1000)
+            virsh(lab, "kvm01", "destroy", GUEST)
+            time.sleep(1)
+        report("watch.sync_during_start_wrong_rounds", wrong, f"of {rounds}; goal 0")
+        report("watch.sync_during_start_to_api_p95_ms", percentile(firsts, 95), "from virsh's return; goal <= 1000")
+    finally:
+        for name in extra:
+            virsh(lab, "kvm01", "undefine", name)
+
+
 def footprint(stack, directory, n_hosts):
     """(threads, RSS KiB) of a watch_hosts watching n_hosts test-driver hosts, once all are online."""
     from hosts.models import Host, HostStatus
@@ -177,13 +263,13 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--hosts", type=int, default=100)
     parser.add_argument("--keep-lab", action="store_true", help="leave the bench lab up")
-    parser.add_argument("--only", choices=["cost", "latency"], help="run one of the two parts")
+    parser.add_argument("--only", choices=["cost", "latency", "sync"], help="run one of the parts")
     args = parser.parse_args(argv)
 
     stack = Stack()
     try:
         stack.setup_django()
-        if args.only != "latency":
+        if args.only in (None, "cost"):
             cost(stack, args.hosts)
         if args.only == "cost":
             return 0
@@ -199,7 +285,10 @@ def main(argv=None):
         lab.up()
         try:
             lab.remove_guest(GUEST)
-            latency(lab, stack, args.rounds)
+            if args.only == "sync":
+                sync_race(lab, stack, args.rounds)
+            else:
+                latency(lab, stack, args.rounds)
         finally:
             try:
                 lab.remove_guest(GUEST)

@@ -167,7 +167,8 @@ def store_inventory(host, inventory):
     host.save(update_fields=Host.STATUS_FIELDS + Host.LIBVIRT_FACTS)
     _store_pools(host, inventory.pools)
     _store_networks(host, inventory.networks)
-    return _store_domains(host, inventory.domains)
+    read_at = datetime.fromtimestamp(inventory.read_at, UTC) if inventory.read_at else None
+    return _store_domains(host, inventory.domains, read_at)
 
 
 def _replace_children(model, host, items, fields):
@@ -203,9 +204,18 @@ def _store_networks(host, networks):
     _replace_children(Network, host, networks, ("uuid", "bridge", "forward_mode", "active"))
 
 
-def _store_domains(host, domains):
-    """Store this host's definitions, then resolve every VM they concern."""
-    now = timezone.now()
+def _store_domains(host, domains, read_at=None):
+    """Store this host's definitions, then resolve every VM they concern.
+
+    A definition stored after ``read_at`` (when this read of the host began)
+    came from an event of watch_hosts and is newer than what this read saw:
+    it is neither overwritten nor deleted (a VM started with virsh while a sync
+    was reading must not show shut off again until the next sync). What this
+    read stores is stamped with when it began: stamped with when it was
+    written, a slow read would pass for newer than a later read of the same
+    host that wrote first (two syncs at once: after a migration and the
+    periodic one), and that read's word would be left out."""
+    now = read_at or timezone.now()
     seen = {uuidlib.UUID(d.uuid): d for d in domains}
     # Gone VMs included: one that comes back keeps its row and its id.
     known = set(Domain.rows.filter(uuid__in=seen.keys()).values_list("uuid", flat=True))
@@ -220,9 +230,12 @@ def _store_domains(host, domains):
     )
     by_uuid = {d.uuid: d for d in locked}
     existing = {d.domain_id: d for d in DomainDefinition.objects.filter(host=host)}
+    newer = {pk for pk, d in existing.items() if read_at is not None and d.last_seen > read_at}
     create, update = [], []
     for uuid, info in seen.items():
         row = existing.pop(by_uuid[uuid].pk, None)
+        if row is not None and row.domain_id in newer:
+            continue
         row, new, changed = _definition(row, host, by_uuid[uuid], _facts(info), now)
         if new:
             create.append(row)
@@ -231,10 +244,12 @@ def _store_domains(host, domains):
     DomainDefinition.objects.bulk_create(create, batch_size=500)
     if update:
         DomainDefinition.objects.bulk_update(update, DEFINITION_FIELDS, batch_size=500)
-    removed = len(existing)
-    if existing:
-        DomainDefinition.objects.filter(pk__in=[d.pk for d in existing.values()]).delete()
-    mine = DomainDefinition.objects.filter(host=host)
+    gone = [d.pk for pk, d in existing.items() if pk not in newer]
+    removed = len(gone)
+    if gone:
+        DomainDefinition.objects.filter(pk__in=gone).delete()
+    # The newer ones keep the time the event saw them: a later read must still compare against it.
+    mine = DomainDefinition.objects.filter(host=host).exclude(domain_id__in=newer)
     mine.update(last_seen=now)
     mine.filter(state__in=list(ACTIVITY)).update(last_active=now)
     changed = resolve(locked, now)

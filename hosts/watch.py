@@ -245,6 +245,14 @@ class Watcher:
                 log.info("could not read %s on %s: %s", event.name, w.uri, e.plain)
                 continue
             sync.store_domain(self.hosts[pk], uuid, info)
+            # How late the inventory is, for whoever measures it (KVMWEB_LOG_LEVEL=DEBUG).
+            log.debug(
+                "stored %s (%s) on %s %.3f s after libvirt reported it",
+                event.name,
+                event.event,
+                w.uri,
+                time.time() - event.received,
+            )
 
     def close(self):
         for pk in list(self.watches):

@@ -3,6 +3,7 @@ checks ask of a host."""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -278,12 +279,14 @@ class InventoryOps(Ops):
         )
 
     def inventory(self) -> Inventory:
+        read_at = time.time()
         pools, volumes = self.pools(with_volumes=True)
         return Inventory(
             host=self.host_info(),
             pools=pools,
             networks=self.networks(),
             domains=self.domains(volumes),
+            read_at=read_at,
         )
 
     @translated(absent=(libvirt.VIR_ERR_NO_DOMAIN,), default=None)

@@ -123,6 +123,8 @@ class Inventory:
     pools: list[PoolInfo]
     networks: list[NetworkInfo]
     domains: list[DomainInfo]
+    # time.time() when the read began: what was stored after it (an event) is newer than this read.
+    read_at: float = 0.0
 
 
 @dataclass
