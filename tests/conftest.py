@@ -98,6 +98,16 @@ def _use_test_redis(redis_url):
 
 
 @pytest.fixture(autouse=True)
+def _quick_failed_registrations(monkeypatch):
+    """A failed registration or sync asked for by a person answers after a
+    fixed time (hosts.sync.sync_host_evenly: 11 s by default); none here, but
+    in the test of that time (it sets it back)."""
+    from hosts import sync
+
+    monkeypatch.setattr(sync, "EVEN_FAILURE_SECONDS", 0)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttles():
     from django.core.cache import cache
 

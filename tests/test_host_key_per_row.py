@@ -114,6 +114,7 @@ def test_known_hosts_holds_only_keys_of_rows_in_the_trusted_state():
     assert "[127.0.0.1]:2223" not in text
 
 
+@pytest.mark.slow  # waits on a host that never answers
 def test_nothing_opens_a_row_whose_own_key_is_not_confirmed(testdriver_hosts, listener):
     """Such rows came from before the rule (or a database edited by hand)."""
     from hosts.libvirt import HostError

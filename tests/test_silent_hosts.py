@@ -46,6 +46,7 @@ def test_kvmweb_s_ssh_gives_up_on_a_host_that_never_answers(settings, tmp_path, 
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow  # waits on a host that never answers
 def test_the_watcher_tries_a_silent_host_a_bounded_number_of_times(listener):
     host = Host.objects.create(name="silent", uri=f"qemu+tcp://127.0.0.1:{listener.port}/system")
     w = Watcher(timeout=0.3, rescan=0.2, min_backoff=0.05, max_backoff=0.1, max_attempts=3, idle_backoff=600)
