@@ -55,22 +55,36 @@ def own_leftovers(domain):
     """(host id, pool, volume name) of the copies earlier moves of this VM
     recorded leaving behind (hosts.volumes, migrations' ``left_on_source``)
     that are still there, in the inventory."""
-    left = {}
-    moves = Migration.objects.filter(domain_uuid=domain.uuid, status=Status.SUCCEEDED, storage="copy")
-    for source_id, stats in moves.exclude(source=None).values_list("source_id", "stats"):
+    return leftovers_by_vm([domain]).get(str(domain.uuid), frozenset())
+
+
+def leftovers_by_vm(domains):
+    """own_leftovers for many VMs at once, by uuid: two queries, not two per VM
+    (a plan of 2,000 VMs spent 2 s here asking for each)."""
+    left = {}  # uuid -> {path: source host id}
+    moves = Migration.objects.filter(
+        domain_uuid__in=[d.uuid for d in domains], status=Status.SUCCEEDED, storage="copy"
+    ).exclude(source=None)
+    for uuid, source_id, stats in moves.values_list("domain_uuid", "source_id", "stats"):
         for path in (stats or {}).get("left_on_source") or []:
-            left[path] = source_id
+            left.setdefault(str(uuid), {})[path] = source_id
     if not left:
-        return frozenset()
-    found = set()
-    for pool in StoragePool.objects.filter(host_id__in=set(left.values())):
+        return {}
+    on_hosts = {host_id for paths in left.values() for host_id in paths.values()}
+    volumes = {}  # (host id, path) -> (pool, name)
+    for pool in StoragePool.objects.filter(host_id__in=on_hosts):
         for v in pool.volumes or []:
-            if left.get(v.get("path")) == pool.host_id:
-                found.add((pool.host_id, pool.name, v.get("name", "")))
-    return frozenset(found)
+            volumes[(pool.host_id, v.get("path"))] = (pool.name, v.get("name", ""))
+    found = {}
+    for uuid, paths in left.items():
+        found[uuid] = frozenset(
+            (host_id, *volumes[(host_id, path)]) for path, host_id in paths.items() if (host_id, path) in volumes
+        )
+    return found
 
 
-def guest(domain):
+def guest(domain, leftovers=None):
+    """The planner's view of one VM; ``leftovers``: own_leftovers already read for it."""
     needs = capacity.Guest.of(domain)
     disks = tuple(
         planner.Disk(d.get("path", ""), d.get("pool") or "", d.get("allocation") or d.get("capacity") or 0)
@@ -90,12 +104,14 @@ def guest(domain):
         disks=disks,
         bridges=frozenset(i["bridge"] for i in domain.interfaces if i.get("type") == "bridge" and i.get("bridge")),
         networks=frozenset(i["network"] for i in domain.interfaces if i.get("type") == "network" and i.get("network")),
-        own_leftovers=own_leftovers(domain),
+        own_leftovers=own_leftovers(domain) if leftovers is None else leftovers,
     )
 
 
 def guests(queryset):
-    return [guest(d) for d in queryset]
+    domains = list(queryset)
+    leftovers = leftovers_by_vm(domains)
+    return [guest(d, leftovers.get(str(d.uuid), frozenset())) for d in domains]
 
 
 def speed_bps():
