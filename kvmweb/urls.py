@@ -22,6 +22,7 @@ router.register("migrations", MigrationViewSet, basename="api-migration")
 router.register("audit", AuditViewSet, basename="api-audit")
 router.register("evacuations", maintenance_api.EvacuationViewSet, basename="api-evacuation")
 router.register("tokens", TokenViewSet, basename="api-token")
+router.register("rules", maintenance_api.PlacementRuleViewSet, basename="api-rule")
 
 
 def not_found(request, exception):

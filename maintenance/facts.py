@@ -7,7 +7,7 @@ from hosts import capacity
 from hosts.models import Domain, Host, StoragePool
 from migrations_app.models import Migration, Mode, Status
 
-from . import planner
+from . import planner, rules
 
 
 def hosts():
@@ -30,6 +30,8 @@ def hosts():
             cpu_vendor=h.cpu_vendor,
             memory_capacity=figures.memory_capacity,
             memory_committed=figures.memory_committed,
+            vcpu_capacity=figures.vcpu_capacity,
+            vcpus_committed=figures.vcpus_committed,
             max_incoming=h.max_incoming,
             max_outgoing=h.max_outgoing,
             pools={
@@ -85,6 +87,7 @@ def guest(domain):
         state=domain.state,
         # What the capacity model counts: the maximum, not what the balloon shows now.
         memory=needs.max_memory,
+        vcpus=needs.vcpus,
         hugepages=bool(needs.hugepage_kib),
         persistent=domain.persistent,
         disks=disks,
@@ -113,13 +116,27 @@ def speed_bps():
 
 def plan_evacuation(host):
     """Where every VM of ``host`` would go now."""
-    return planner.plan(guests(Domain.objects.filter(host=host)), hosts().values(), speed_bps=speed_bps())
+    placement = rules.enabled()
+    return planner.plan(
+        guests(Domain.objects.filter(host=host)),
+        hosts().values(),
+        speed_bps=speed_bps(),
+        rules=placement,
+        where=rules.where(placement),
+    )
 
 
 def plan_return(items, home):
     """Bring these VMs (Domain rows) back to ``home``, and only there."""
     facts = hosts()
     others = [pk for pk in facts if pk != home.pk]
+    placement = rules.enabled()
     return planner.plan(
-        guests(items), facts.values(), exclude=others, speed_bps=speed_bps(), replace_own_leftovers=True
+        guests(items),
+        facts.values(),
+        exclude=others,
+        speed_bps=speed_bps(),
+        replace_own_leftovers=True,
+        rules=placement,
+        where=rules.where(placement),
     )

@@ -514,6 +514,7 @@ class AuditAction(models.TextChoices):
     EVACUATION = "evacuation", "Evacuation ended"
     INVENTORY = "inventory", "Seen outside kvmweb"
     VOLUME = "volume", "Volume removed"
+    RULE = "rule", "Placement rule changed"
 
 
 class AuditEntry(models.Model):

@@ -1,0 +1,95 @@
+"""Placement rules through the API on test-driver hosts: who may change them,
+what is refused, the audit, and that plans and manual migrations obey them."""
+
+import pytest
+
+from hosts.models import Domain, Host
+from hosts.sync import sync_host
+from maintenance.models import PlacementRule
+from migrations_app.models import AuditEntry
+from tests.testdriver import write_host
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    made = {}
+    for name, count in (("kvm01", 3), ("kvm02", 3), ("kvm03", 0)):
+        made[name] = Host.objects.create(name=name, uri=write_host(tmp_path, name, count=count))
+        assert sync_host(made[name]).online
+    return made
+
+
+def uuid_of(name):
+    return str(Domain.objects.get(name=name).uuid)
+
+
+def create(api, user, **body):
+    api.force_authenticate(user)
+    return api.post("/api/rules/", body, format="json")
+
+
+def apart(api, operator, *names, rule="db-replicas"):
+    response = create(api, operator, name=rule, kind="apart", vms=[uuid_of(n) for n in names])
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def test_operators_write_rules_and_viewers_read_them(api, operator, viewer, hosts):
+    body = apart(api, operator, "kvm01-vm001", "kvm02-vm001")
+    assert body["kind"] == "apart" and body["created_by_name"] == operator.username
+
+    refused = create(api, viewer, name="mine", kind="apart", vms=body["vms"])
+    assert refused.status_code == 403
+    assert api.get("/api/rules/").json()["results"][0]["name"] == "db-replicas"
+    assert api.delete(f"/api/rules/{body['id']}/").status_code == 403
+    assert PlacementRule.objects.count() == 1
+
+
+def test_each_change_is_audited_with_the_vms_by_name(api, operator, hosts):
+    body = apart(api, operator, "kvm01-vm001", "kvm02-vm001")
+    api.patch(f"/api/rules/{body['id']}/", {"enabled": False}, format="json")
+    api.delete(f"/api/rules/{body['id']}/")
+
+    messages = list(AuditEntry.objects.filter(action="rule").order_by("id").values_list("message", flat=True))
+    assert len(messages) == 3
+    assert messages[0] == "oscar created placement rule db-replicas (keep apart: kvm01-vm001, kvm02-vm001)"
+    assert messages[1].endswith("; it is disabled") and messages[2].startswith("oscar removed placement rule")
+    entry = AuditEntry.objects.filter(action="rule").first()
+    assert entry.username == "oscar" and entry.data["rule"] == "db-replicas"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"kind": "apart", "vms": ["kvm01-vm001"]}, "at least two VMs"),
+        ({"kind": "pinned", "vms": ["kvm01-vm001"]}, "at least one host"),
+        ({"kind": "together", "vms": ["kvm01-vm001", "kvm01-vm002"], "hosts": ["kvm03"]}, "Only a pinned rule"),
+        ({"kind": "apart", "vms": ["kvm01-vm001", "00000000-0000-0000-0000-00000000abcd"]}, "No VM with UUID"),
+    ],
+)
+def test_a_rule_that_cannot_work_is_refused_with_what_to_do(api, operator, hosts, body, words):
+    body["vms"] = [uuid_of(v) if v.startswith("kvm") else v for v in body["vms"]]
+    body["hosts"] = [hosts[h].pk for h in body.get("hosts", [])]
+    response = create(api, operator, name="bad", **body)
+
+    assert response.status_code == 400
+    assert words in str(response.json())
+    assert not PlacementRule.objects.exists()
+
+
+def test_the_evacuation_plan_obeys_a_pinned_rule(api, operator, hosts):
+    # Without the rule kvm01's running VMs go to the empty kvm03 first.
+    api.force_authenticate(operator)
+    before = api.post(f"/api/hosts/{hosts['kvm01'].pk}/maintenance/", {"dry_run": True}, format="json").json()
+    assert {m["domain_name"]: m["target_name"] for m in before["plan"]}["kvm01-vm001"] == "kvm03"
+
+    response = create(
+        api, operator, name="licensed", kind="pinned", vms=[uuid_of("kvm01-vm001")], hosts=[hosts["kvm02"].pk]
+    )
+    assert response.status_code == 201, response.content
+    after = api.post(f"/api/hosts/{hosts['kvm01'].pk}/maintenance/", {"dry_run": True}, format="json").json()
+    move = next(m for m in after["plan"] if m["domain_name"] == "kvm01-vm001")
+    assert move["target_name"] == "kvm02"
+    assert "placement rule licensed" in move["why"]
