@@ -79,6 +79,37 @@ def test_a_rule_that_cannot_work_is_refused_with_what_to_do(api, operator, hosts
     assert not PlacementRule.objects.exists()
 
 
+def test_a_manual_migration_that_breaks_a_rule_fails_its_check_with_the_rules_name(api, operator, hosts):
+    apart(api, operator, "kvm01-vm001", "kvm02-vm001")
+    domain = Domain.objects.get(name="kvm01-vm001")
+
+    def checks(target):
+        response = api.post(
+            "/api/migrations/",
+            {"domain": domain.pk, "target_host": hosts[target].pk, "mode": "live", "dry_run": True},
+            format="json",
+        )
+        assert response.status_code == 200, response.content
+        return {c["name"]: c for c in response.json()["checks"]}
+
+    broken = checks("kvm02")["placement_rules"]
+    assert broken["result"] == "fail"
+    assert "rule db-replicas keeps kvm01-vm001 apart from kvm02-vm001, which is on kvm02" in broken["message"]
+    assert checks("kvm03")["placement_rules"]["result"] == "pass"
+
+
+def test_a_disabled_rule_binds_nothing(api, operator, hosts):
+    body = apart(api, operator, "kvm01-vm001", "kvm02-vm001")
+    api.patch(f"/api/rules/{body['id']}/", {"enabled": False}, format="json")
+    domain = Domain.objects.get(name="kvm01-vm001")
+    response = api.post(
+        "/api/migrations/",
+        {"domain": domain.pk, "target_host": hosts["kvm02"].pk, "mode": "live", "dry_run": True},
+        format="json",
+    )
+    assert "placement_rules" not in {c["name"] for c in response.json()["checks"]}
+
+
 def test_the_evacuation_plan_obeys_a_pinned_rule(api, operator, hosts):
     # Without the rule kvm01's running VMs go to the empty kvm03 first.
     api.force_authenticate(operator)
