@@ -49,6 +49,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/hosts/<int:pk>/maintenance/", maintenance_api.maintenance, name="api-host-maintenance"),
     path("api/hosts/<int:pk>/activate/", maintenance_api.activate, name="api-host-activate"),
+    path("api/cluster/balance/", maintenance_api.balance, name="api-cluster-balance"),
     path("api/", include(router.urls)),
     path("metrics", metrics, name="metrics"),
     path("favicon.ico", favicon),

@@ -8,10 +8,11 @@ from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.response import Response
 
 from hosts.models import Domain, Host
-from hosts.permissions import IsOperatorOrReadOnly
+from hosts.permissions import HasRole, IsOperatorOrReadOnly
+from hosts.roles import is_operator
 from migrations_app.request import BANDWIDTH_MIB
 
-from . import rules, services
+from . import facts, rules, services
 from .models import Evacuation, Kind, PlacementRule, Status, rule_problem
 
 
@@ -205,3 +206,35 @@ class PlacementRuleViewSet(viewsets.ModelViewSet):
         with transaction.atomic():
             rules.audit(self.request.user, "removed", instance)
             instance.delete()
+
+
+class BalanceRequest(serializers.Serializer):
+    dry_run = serializers.BooleanField(
+        required=False, default=True, help_text="true (the default): the plan only; nothing moves."
+    )
+
+
+NOT_BUILT = (
+    'Running a balance plan is not built yet: only the plan can be asked for ({"dry_run": true}). '
+    "Carry out its moves as migrations, or empty a host through maintenance, meanwhile."
+)
+
+
+@extend_schema(
+    request=BalanceRequest,
+    responses={200: dict, 501: OpenApiResponse(description="Running a plan (dry_run false) is not built yet.")},
+)
+@api_view(["POST"])
+@permission_classes([HasRole])
+def balance(request):
+    """``{"dry_run": true}``: the moves that bring every online host not in maintenance
+    within ``KVMWEB_BALANCE_THRESHOLD`` points of the cluster's committed memory and
+    vCPU shares, each with its predicted seconds and why; the spread before and after.
+    Nothing changes."""
+    form = BalanceRequest(data=request.data)
+    form.is_valid(raise_exception=True)
+    if not form.validated_data["dry_run"]:
+        if not is_operator(request.user):
+            return Response({"detail": IsOperatorOrReadOnly.message}, status=status.HTTP_403_FORBIDDEN)
+        return Response({"detail": NOT_BUILT}, status=status.HTTP_501_NOT_IMPLEMENTED)
+    return Response({"dry_run": True, **facts.plan_balance().as_dict()})

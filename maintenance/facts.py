@@ -3,11 +3,17 @@ and VMs, and the capacity model's figures (hosts/capacity.py, the same the
 memory check and the claim use): each host's memory capacity and what it has
 committed, the guests it runs and those on their way in."""
 
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
 from hosts import capacity
 from hosts.models import Domain, Host, StoragePool
 from migrations_app.models import Migration, Mode, Status
 
 from . import planner, rules
+from .models import Kind
 
 
 def hosts():
@@ -139,4 +145,34 @@ def plan_return(items, home):
         replace_own_leftovers=True,
         rules=placement,
         where=rules.where(placement),
+    )
+
+
+def cooling_down(seconds=None):
+    """UUIDs of the VMs a balance plan moved within the cool-down
+    (``KVMWEB_BALANCE_COOLDOWN_SECONDS``): balancing leaves them where they are."""
+    if seconds is None:
+        seconds = settings.KVMWEB_BALANCE_COOLDOWN_SECONDS
+    since = timezone.now() - timedelta(seconds=seconds)
+    moved = Migration.objects.filter(
+        evacuations__kind=Kind.BALANCE, status=Status.SUCCEEDED, finished_at__gte=since
+    ).values_list("domain_uuid", flat=True)
+    return frozenset(str(u) for u in moved)
+
+
+def plan_balance(threshold=None):
+    """The moves that would bring the cluster within ``threshold`` points of its mean now."""
+    if threshold is None:
+        threshold = settings.KVMWEB_BALANCE_THRESHOLD
+    facts = hosts()
+    weighed = [pk for pk, h in facts.items() if h.online and not h.maintenance]
+    placement = rules.enabled()
+    return planner.balance(
+        guests(Domain.objects.filter(host_id__in=weighed, state__in=planner.LIVE_STATES)),
+        facts.values(),
+        threshold=threshold,
+        rules=placement,
+        where=rules.where(placement),
+        cooling=cooling_down(),
+        speed_bps=speed_bps(),
     )
