@@ -78,7 +78,7 @@ def own_leftovers(domain):
     return frozenset(found)
 
 
-def guest(domain):
+def guest(domain, leftovers=True):
     needs = capacity.Guest.of(domain)
     disks = tuple(
         planner.Disk(d.get("path", ""), d.get("pool") or "", d.get("allocation") or d.get("capacity") or 0)
@@ -99,12 +99,13 @@ def guest(domain):
         disks=disks,
         bridges=frozenset(i["bridge"] for i in domain.interfaces if i.get("type") == "bridge" and i.get("bridge")),
         networks=frozenset(i["network"] for i in domain.interfaces if i.get("type") == "network" and i.get("network")),
-        own_leftovers=own_leftovers(domain),
+        own_leftovers=own_leftovers(domain) if leftovers else frozenset(),
     )
 
 
-def guests(queryset):
-    return [guest(d) for d in queryset]
+def guests(queryset, leftovers=True):
+    """``leftovers``: look up each VM's own leftover copies (a query each), which only a return uses."""
+    return [guest(d, leftovers) for d in queryset]
 
 
 def speed_bps():
@@ -168,7 +169,7 @@ def plan_balance(threshold=None):
     weighed = [pk for pk, h in facts.items() if h.online and not h.maintenance]
     placement = rules.enabled()
     return planner.balance(
-        guests(Domain.objects.filter(host_id__in=weighed, state__in=planner.LIVE_STATES)),
+        guests(Domain.objects.filter(host_id__in=weighed, state__in=planner.LIVE_STATES), leftovers=False),
         facts.values(),
         threshold=threshold,
         rules=placement,

@@ -513,11 +513,25 @@ class _Load:
 
     def excess(self, host, memory=0, vcpus=0):
         """How far (in shares) ``host`` is outside the band, with ``memory`` and ``vcpus`` more (or less)."""
-        out = max(0.0, abs((self.memory[host.id] + memory) / host.memory_capacity - self.memory_mean) - self.threshold)
+        # Called some hundred thousand times for a large plan: kept to plain arithmetic.
+        out = abs((self.memory[host.id] + memory) / host.memory_capacity - self.memory_mean) - self.threshold
+        if out < 0:
+            out = 0.0
         if self.vcpu_mean is not None and host.vcpu_capacity > 0:
-            share = (self.vcpus[host.id] + vcpus) / host.vcpu_capacity
-            out += max(0.0, abs(share - self.vcpu_mean) - self.threshold)
+            cpu = abs((self.vcpus[host.id] + vcpus) / host.vcpu_capacity - self.vcpu_mean) - self.threshold
+            if cpu > 0:
+                out += cpu
         return out
+
+    def below(self, host):
+        """Whether the host is below the mean, by memory or by vCPUs."""
+        if self.memory[host.id] / host.memory_capacity < self.memory_mean:
+            return True
+        return bool(
+            self.vcpu_mean is not None
+            and host.vcpu_capacity
+            and self.vcpus[host.id] / host.vcpu_capacity < self.vcpu_mean
+        )
 
     def over(self, host):
         """Whether the host is above the mean (by memory, else by vCPUs)."""
@@ -595,12 +609,17 @@ def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset
         if not outside:
             break
         worst = max(outside, key=lambda h: (load.excess(h), h.name))
+        others = [h for h in weighed if h.id != worst.id]
         if load.over(worst):
-            pairs = [(g, t) for g in movable.get(worst.id, ()) for t in weighed if t.id != worst.id]
+            # Hosts below the mean first (there is one whenever a host is above it): far
+            # fewer to weigh; the others only when none of those can take a VM.
+            below = [t for t in others if load.below(t)]
+            move = _best_move([worst], below, movable, load, by_id, places, copy_room, speed_bps)
+            if move is None and len(below) < len(others):
+                move = _best_move([worst], others, movable, load, by_id, places, copy_room, speed_bps)
         else:
-            givers = [h for h in weighed if h.id != worst.id and load.over(h)]
-            pairs = [(g, worst) for s in givers for g in movable.get(s.id, ())]
-        move = _best_move(pairs, load, by_id, places, copy_room, speed_bps)
+            givers = [h for h in others if load.over(h)]
+            move = _best_move(givers, [worst], movable, load, by_id, places, copy_room, speed_bps)
         if move is None:
             stuck.add(worst.id)
             continue
@@ -616,57 +635,71 @@ def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset
     return result
 
 
-def _best_move(pairs, load, hosts, places, copy_room, speed_bps):
-    """The move of the pairs (guest, target) that takes the most out of the
-    band, and is allowed; or None when none takes anything out."""
+def _best_move(sources, targets, movable, load, hosts, places, copy_room, speed_bps):
+    """The move of a VM of ``sources`` to one of ``targets`` that takes the most
+    out of the band, and is allowed; or None when none takes anything out.
+
+    VMs of one size on one host weigh the same: each size is weighed once, and
+    its VMs are tried by name."""
     scored = []
-    for guest, target in pairs:
-        source = hosts[guest.host_id]
-        memory = 0 if guest.hugepages else guest.memory
-        gain = (
-            load.excess(source)
-            + load.excess(target)
-            - load.excess(source, -memory, -guest.vcpus)
-            - load.excess(target, memory, guest.vcpus)
-        )
-        if gain > 1e-9:
-            scored.append((-round(gain, 9), guest.memory, guest.name, target.name, guest, target))
+    after = {t.id: load.excess(t) for t in targets}
+    for source in sources:
+        sizes = {}
+        for g in movable.get(source.id, ()):
+            sizes.setdefault((g.memory, g.hugepages, g.vcpus), []).append(g)
+        excess = load.excess(source)
+        for (size_, hugepages, vcpus), members in sizes.items():
+            memory = 0 if hugepages else size_
+            gain_here = excess - load.excess(source, -memory, -vcpus)
+            for target in targets:
+                if target.id == source.id:
+                    continue
+                gain = gain_here + after[target.id] - load.excess(target, memory, vcpus)
+                if gain > 1e-9:
+                    scored.append((-round(gain, 9), size_, members[0].name, target.name, members, source, target))
     scored.sort(key=lambda s: s[:4])
-    for *_, guest, target in scored:
-        source = hosts[guest.host_id]
-        if _closed(target) or _refusal(guest, source, target, load.memory[target.id]):
-            continue
-        if target.vcpu_capacity and load.vcpus[target.id] + guest.vcpus > target.vcpu_capacity:
-            continue  # balancing never promises more vCPUs than a host may run
-        if places.refusal(guest, target):
-            continue
-        storage = _storage(guest, source, target, copy_room)
-        if isinstance(storage, str):
-            continue
-        mode, pool, copied, leftovers, _ = storage
-        memory = 0 if guest.hugepages else guest.memory
-        before = _percent(load, source), _percent(load, target)
-        load.memory[source.id] -= memory
-        load.memory[target.id] += memory
-        load.vcpus[source.id] -= guest.vcpus
-        load.vcpus[target.id] += guest.vcpus
-        if copied:
-            copy_room[target.id, pool] = copy_room.get((target.id, pool), 0) + copied
-        move = _move(guest, source, target, mode, pool, copied, load.memory[target.id], speed_bps)
-        how = move["why"].split("; ", 1)[1] if "; " in move["why"] else ""
-        move["why"] = (
-            f"{source.name} has {before[0]} % of its memory committed and {target.name} {before[1]} %, against a "
-            f"mean of {round(100 * load.memory_mean)} % (±{round(100 * load.threshold)} points); moving "
-            f"{guest.name} ({size(guest.memory)}, {guest.vcpus} vCPU{'s' if guest.vcpus != 1 else ''}) makes them "
-            f"{_percent(load, source)} % and {_percent(load, target)} %; {how}"
-        ).rstrip()
-        if leftovers:
-            move["why"] += " " + leftovers
-        kept = places.obeyed(guest)
-        if kept:
-            move["why"] += " " + kept
-        return guest, target, move
+    for *_, members, source, target in scored:
+        for guest in members:
+            move = _try_move(guest, source, target, load, places, copy_room, speed_bps)
+            if move is not None:
+                return guest, target, move
     return None
+
+
+def _try_move(guest, source, target, load, places, copy_room, speed_bps):
+    """The move of ``guest`` to ``target``, counted in ``load``; or None when it is not allowed."""
+    if _closed(target) or _refusal(guest, source, target, load.memory[target.id]):
+        return None
+    if target.vcpu_capacity and load.vcpus[target.id] + guest.vcpus > target.vcpu_capacity:
+        return None  # balancing never promises more vCPUs than a host may run
+    if places.refusal(guest, target):
+        return None
+    storage = _storage(guest, source, target, copy_room)
+    if isinstance(storage, str):
+        return None
+    mode, pool, copied, leftovers, _ = storage
+    memory = 0 if guest.hugepages else guest.memory
+    before = _percent(load, source), _percent(load, target)
+    load.memory[source.id] -= memory
+    load.memory[target.id] += memory
+    load.vcpus[source.id] -= guest.vcpus
+    load.vcpus[target.id] += guest.vcpus
+    if copied:
+        copy_room[target.id, pool] = copy_room.get((target.id, pool), 0) + copied
+    move = _move(guest, source, target, mode, pool, copied, load.memory[target.id], speed_bps)
+    how = move["why"].split("; ", 1)[1] if "; " in move["why"] else ""
+    move["why"] = (
+        f"{source.name} has {before[0]} % of its memory committed and {target.name} {before[1]} %, against a "
+        f"mean of {round(100 * load.memory_mean)} % (±{round(100 * load.threshold)} points); moving "
+        f"{guest.name} ({size(guest.memory)}, {guest.vcpus} vCPU{'s' if guest.vcpus != 1 else ''}) makes them "
+        f"{_percent(load, source)} % and {_percent(load, target)} %; {how}"
+    ).rstrip()
+    if leftovers:
+        move["why"] += " " + leftovers
+    kept = places.obeyed(guest)
+    if kept:
+        move["why"] += " " + kept
+    return move
 
 
 def _percent(load, host):
