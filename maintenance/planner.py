@@ -261,7 +261,11 @@ class Places:
             if near:
                 return f"keeps {guest.name} apart from {', '.join(near)}, which {_is(near)} on {host.name}"
         elif rule.kind == TOGETHER:
-            away = [u for u in others if u not in self.pending and self.position[u] != host.id]
+            away = [
+                u
+                for u in others
+                if u not in self.pending and self.position[u] != host.id and not self._leaving(self.position[u])
+            ]
             if away:
                 there = self.hosts.get(self.position[away[0]])
                 return (
@@ -269,6 +273,12 @@ class Places:
                     f"{_is(away)} on {there.name if there else 'another host'}"
                 )
         return ""
+
+    def _leaving(self, host_id):
+        """A VM on a host in maintenance is on its way off it: it does not hold the others
+        of its group there (a move tried again mid-evacuation may go where the first went)."""
+        host = self.hosts.get(host_id)
+        return bool(host and host.maintenance)
 
     def obeyed(self, guest):
         """The rules a move of ``guest`` obeys, in a sentence for its ``why``; or ""."""

@@ -123,3 +123,18 @@ def test_a_single_move_is_checked_against_the_rules():
         [together], uuid(11), "db1", hosts[3], where, hosts
     )
     assert rule_refusal([together], uuid(11), "db1", hosts[2], where, hosts) == ""
+
+
+def test_a_move_tried_again_mid_evacuation_follows_the_group_not_the_host_being_emptied():
+    # kvm01 is in maintenance; app went to kvm03 already, db is still on kvm01 (it will follow);
+    # cache's first target refused it and it is planned again: it joins app on kvm03.
+    hosts = [host(1, "kvm01", maintenance=True), host(2, "kvm02"), host(3, "kvm03", committed=4 * GiB)]
+    rule = Rule("stack", TOGETHER, frozenset({uuid(11), uuid(12), uuid(13)}))
+    where = {uuid(11): (3, "app"), uuid(13): (1, "db")}
+    result = plan([vm(12, "cache")], hosts, rules=[rule], where=where)
+    assert [m["target_name"] for m in result.moves] == ["kvm03"]
+
+    # With kvm01 out of maintenance db is where it runs, and the group cannot be joined.
+    hosts[0] = host(1, "kvm01")
+    stuck = plan([vm(12, "cache")], hosts, rules=[rule], where=where, exclude=[1])
+    assert stuck.moves == [] and "rule stack keeps cache together with" in stuck.unplaced[0]["reason"]
