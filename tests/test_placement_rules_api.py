@@ -124,3 +124,23 @@ def test_the_evacuation_plan_obeys_a_pinned_rule(api, operator, hosts):
     move = next(m for m in after["plan"] if m["domain_name"] == "kvm01-vm001")
     assert move["target_name"] == "kvm02"
     assert "placement rule licensed" in move["why"]
+
+
+def test_the_admin_makes_a_rule_audited_and_refuses_one_that_cannot_work(client, owner, hosts):
+    client.force_login(owner)
+    vms = f'["{uuid_of("kvm01-vm001")}", "{uuid_of("kvm02-vm001")}"]'
+    bad = client.post(
+        "/admin/maintenance/placementrule/add/",
+        {"name": "bad", "kind": "pinned", "vms": vms, "enabled": "on", "description": ""},
+    )
+    assert bad.status_code == 200 and "A pinned rule needs at least one host" in bad.content.decode()
+
+    made = client.post(
+        "/admin/maintenance/placementrule/add/",
+        {"name": "web", "kind": "pinned", "vms": vms, "hosts": [hosts["kvm03"].pk], "enabled": "on"},
+    )
+    assert made.status_code == 302, made.content.decode()[:2000]
+    rule = PlacementRule.objects.get(name="web")
+    assert list(rule.hosts.all()) == [hosts["kvm03"]] and rule.created_by_name == owner.username
+    entry = AuditEntry.objects.get(action="rule")
+    assert entry.message == "alice created placement rule web (pin to hosts: kvm01-vm001, kvm02-vm001 on kvm03)"
