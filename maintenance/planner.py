@@ -505,6 +505,10 @@ class Balance:
         }
 
 
+# Shares a float sum may miss by: a host exactly on the band's edge is within it.
+EPSILON = 1e-9
+
+
 class _Load:
     """Committed memory and vCPUs of the hosts balancing weighs, and how far each is out of the band."""
 
@@ -561,7 +565,7 @@ class _Load:
                     "host_name": h.name,
                     "memory_percent": round(memory, 1),
                     "vcpu_percent": None if vcpus is None else round(vcpus, 1),
-                    "within": self.excess(h) == 0,
+                    "within": self.excess(h) <= EPSILON,
                 }
             )
         memory_off = max((abs(r["memory_percent"] - 100 * self.memory_mean) for r in rows), default=0)
@@ -615,7 +619,7 @@ def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset
     places.pending = set()  # a balancing move never waits for another VM to follow
     stuck = set()  # hosts outside the band that no move helps
     while True:
-        outside = [h for h in weighed if h.id not in stuck and load.excess(h) > 1e-9]
+        outside = [h for h in weighed if h.id not in stuck and load.excess(h) > EPSILON]
         if not outside:
             break
         worst = max(outside, key=lambda h: (load.excess(h), h.name))
@@ -665,7 +669,7 @@ def _best_move(sources, targets, movable, load, hosts, places, copy_room, speed_
                 if target.id == source.id:
                     continue
                 gain = gain_here + after[target.id] - load.excess(target, memory, vcpus)
-                if gain > 1e-9:
+                if gain > EPSILON:
                     scored.append((-round(gain, 9), size_, members[0].name, target.name, members, source, target))
     scored.sort(key=lambda s: s[:4])
     for *_, members, source, target in scored:

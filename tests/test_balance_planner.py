@@ -158,3 +158,11 @@ def test_balancing_obeys_the_placement_rules():
     assert moved == {"g2": "kvm03", "g4": "kvm02", "g5": "kvm03"}
     assert "placement rule replicas" in result.moves[0]["why"]
     assert result.balanced
+
+
+def test_a_host_on_the_edge_of_the_band_is_within_it():
+    # Mean 35 %, kvm01 at 45 % and kvm02 at 25 %: 10 points each way, exactly the threshold.
+    guests = [vm(11, "a", 1, memory=4500 * MiB), vm(12, "b", 2, memory=2500 * MiB)]
+    hosts = [host(1, "kvm01", 10000 * MiB, 4500 * MiB), host(2, "kvm02", 10000 * MiB, 2500 * MiB)]
+    result = balance(guests, hosts, threshold=10)
+    assert result.moves == [] and result.balanced and result.before["outside"] == []
