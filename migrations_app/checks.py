@@ -161,6 +161,7 @@ SHARED_FIELDS = (
     "force_off",
     "shutdown_timeout",
     "eject_media",
+    "rule_override",
     "target",
 )
 
@@ -242,7 +243,15 @@ def _check_placement_rules(checks, v, dom, source, target):
     target_facts = hosts.get(v["target"].pk) or planner.HostFacts(id=v["target"].pk, name=v["target"].name)
     why = planner.rule_refusal(mine, uuid, v["name"], target_facts, where, hosts)
     names = ", ".join(sorted(r.name for r in mine))
-    if why:
+    reason = (v.get("rule_override") or "").strip()
+    if why and reason:
+        checks.add(
+            "placement_rules",
+            WARN,
+            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. The operator overrides "
+            f"it: {reason}",
+        )
+    elif why:
         checks.add(
             "placement_rules",
             FAIL,

@@ -144,3 +144,22 @@ def test_the_admin_makes_a_rule_audited_and_refuses_one_that_cannot_work(client,
     assert list(rule.hosts.all()) == [hosts["kvm03"]] and rule.created_by_name == owner.username
     entry = AuditEntry.objects.get(action="rule")
     assert entry.message == "alice created placement rule web (pin to hosts: kvm01-vm001, kvm02-vm001 on kvm03)"
+
+
+def test_an_operator_may_override_a_rule_with_a_reason_which_is_audited(api, operator, hosts):
+    apart(api, operator, "kvm01-vm001", "kvm02-vm001")
+    domain = Domain.objects.get(name="kvm01-vm001")
+    body = {"domain": domain.pk, "target_host": hosts["kvm02"].pk, "mode": "live"}
+    reason = "kvm03 is being re-cabled tonight"
+
+    checked = api.post("/api/migrations/", {**body, "dry_run": True, "rule_override": reason}, format="json").json()
+    rule = next(c for c in checked["checks"] if c["name"] == "placement_rules")
+    assert rule["result"] == "warn"
+    assert "rule db-replicas" in rule["message"] and f"The operator overrides it: {reason}" in rule["message"]
+
+    made = api.post("/api/migrations/", {**body, "rule_override": reason}, format="json")
+    assert made.status_code == 201, made.content
+    assert made.json()["rule_override"] == reason
+    request = AuditEntry.objects.get(action="request", domain_name="kvm01-vm001")
+    assert request.message.endswith(f"against any placement rule it breaks, because: {reason}.")
+    assert request.data["rule_override"] == reason
