@@ -16,6 +16,7 @@ BENCHMARKS = [
     "bench_migration",
     "bench_progress_latency",
     "bench_evacuation",
+    "bench_balance",
     "bench_watch",
     "bench_connections",
 ]

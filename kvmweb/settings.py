@@ -400,6 +400,12 @@ KVMWEB_RESERVED_MEMORY_MIB = env_int("KVMWEB_RESERVED_MEMORY_MIB", 1024)
 KVMWEB_MEMORY_ALLOCATION_RATIO = env_number("KVMWEB_MEMORY_ALLOCATION_RATIO", 1.0, 0.1, float)
 KVMWEB_CPU_ALLOCATION_RATIO = env_number("KVMWEB_CPU_ALLOCATION_RATIO", 4.0, 0.1, float)
 
+# Balancing (maintenance.planner.balance): how many percentage points of
+# committed memory (and vCPUs) a host may be off the cluster's mean, and how
+# long a VM balancing moved is left where it went.
+KVMWEB_BALANCE_THRESHOLD = env_number("KVMWEB_BALANCE_THRESHOLD", 10.0, 1.0, float)
+KVMWEB_BALANCE_COOLDOWN_SECONDS = env_int("KVMWEB_BALANCE_COOLDOWN_SECONDS", 3600)
+
 
 def _listen_address():
     value = os.environ.get("KVMWEB_LISTEN_ADDRESS", "").strip()

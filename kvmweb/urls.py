@@ -22,6 +22,7 @@ router.register("migrations", MigrationViewSet, basename="api-migration")
 router.register("audit", AuditViewSet, basename="api-audit")
 router.register("evacuations", maintenance_api.EvacuationViewSet, basename="api-evacuation")
 router.register("tokens", TokenViewSet, basename="api-token")
+router.register("rules", maintenance_api.PlacementRuleViewSet, basename="api-rule")
 
 
 def not_found(request, exception):
@@ -48,6 +49,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/hosts/<int:pk>/maintenance/", maintenance_api.maintenance, name="api-host-maintenance"),
     path("api/hosts/<int:pk>/activate/", maintenance_api.activate, name="api-host-activate"),
+    path("api/cluster/balance/", maintenance_api.balance, name="api-cluster-balance"),
     path("api/", include(router.urls)),
     path("metrics", metrics, name="metrics"),
     path("favicon.ico", favicon),

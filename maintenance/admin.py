@@ -1,6 +1,8 @@
+from django import forms
 from django.contrib import admin
 
-from .models import Evacuation
+from . import rules
+from .models import Evacuation, PlacementRule, rule_problem
 
 
 @admin.register(Evacuation)
@@ -19,3 +21,49 @@ class EvacuationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class PlacementRuleForm(forms.ModelForm):
+    class Meta:
+        model = PlacementRule
+        fields = ["name", "kind", "vms", "hosts", "enabled", "description"]
+
+    def clean(self):
+        data = super().clean()
+        problem = rule_problem(data.get("kind", ""), data.get("vms") or [], data.get("hosts") or [])
+        if problem:
+            raise forms.ValidationError(problem)
+        return data
+
+
+@admin.register(PlacementRule)
+class PlacementRuleAdmin(admin.ModelAdmin):
+    """Rules name VMs by UUID (a domain's page and /api/domains/ show it); each change is audited."""
+
+    form = PlacementRuleForm
+
+    list_display = ["name", "kind", "enabled", "created_by_name", "updated_at"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "description"]
+    filter_horizontal = ["hosts"]
+    readonly_fields = ["created_by_name", "created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by_name = request.user.get_username()
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        # The hosts are saved here, after the rule: the audit names them.
+        super().save_related(request, form, formsets, change)
+        rule = form.instance
+        rules.audit(request.user, "changed" if change else "created", rule)
+
+    def delete_model(self, request, obj):
+        rules.audit(request.user, "removed", obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for rule in queryset:
+            rules.audit(request.user, "removed", rule)
+        super().delete_queryset(request, queryset)

@@ -1,17 +1,19 @@
 """The maintenance API: plan, evacuate, return, follow, cancel."""
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.response import Response
 
-from hosts.models import Host
-from hosts.permissions import IsOperatorOrReadOnly
+from hosts.models import Domain, Host
+from hosts.permissions import HasRole, IsOperatorOrReadOnly
+from hosts.roles import is_operator
 from migrations_app.request import BANDWIDTH_MIB
 
-from . import services
-from .models import Evacuation, Kind, Status
+from . import facts, rules, services
+from .models import Evacuation, Kind, PlacementRule, Status, rule_problem
 
 
 class MaintenanceRequest(serializers.Serializer):
@@ -128,3 +130,111 @@ class EvacuationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             return refused(e)
         evacuation.refresh_from_db()
         return Response(services.state(evacuation), status=status.HTTP_202_ACCEPTED)
+
+
+class PlacementRuleSerializer(serializers.ModelSerializer):
+    vms = serializers.ListField(
+        child=serializers.UUIDField(format="hex_verbose"),
+        allow_empty=True,
+        help_text="UUIDs of the VMs the rule binds (a domain's `uuid` in /api/domains/).",
+    )
+    hosts = serializers.PrimaryKeyRelatedField(
+        many=True, required=False, queryset=Host.objects.all(), help_text="Host ids; for a pinned rule only."
+    )
+    kind_display = serializers.CharField(source="get_kind_display", read_only=True)
+
+    class Meta:
+        model = PlacementRule
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "kind_display",
+            "vms",
+            "hosts",
+            "enabled",
+            "description",
+            "created_by_name",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_by_name", "created_at", "updated_at"]
+
+    def validate_vms(self, value):
+        uuids = list(dict.fromkeys(value))
+        known = set(Domain.objects.filter(uuid__in=uuids).values_list("uuid", flat=True))
+        unknown = [str(u) for u in uuids if u not in known]
+        if unknown:
+            raise serializers.ValidationError(
+                f"No VM with UUID {', '.join(unknown)} in the inventory. Take the `uuid` of a domain from "
+                "/api/domains/ (refresh the host's inventory if the VM is new)."
+            )
+        return [str(u) for u in uuids]
+
+    def validate(self, attrs):
+        kind = attrs.get("kind", getattr(self.instance, "kind", ""))
+        vms = attrs.get("vms", getattr(self.instance, "vms", []))
+        if "hosts" in attrs:
+            hosts = attrs["hosts"]
+        else:
+            hosts = list(self.instance.hosts.all()) if self.instance else []
+        problem = rule_problem(kind, vms, hosts)
+        if problem:
+            raise serializers.ValidationError({"non_field_errors": [problem]})
+        return attrs
+
+
+class PlacementRuleViewSet(viewsets.ModelViewSet):
+    """Placement rules: keep VMs apart, keep them together, or pin them to hosts.
+    Every plan obeys the enabled ones; a manual migration that would break one
+    fails its `placement_rules` check. Operators change them; everyone reads."""
+
+    queryset = PlacementRule.objects.prefetch_related("hosts")
+    serializer_class = PlacementRuleSerializer
+
+    def perform_create(self, serializer):
+        with transaction.atomic():
+            rule = serializer.save(created_by_name=self.request.user.get_username())
+            rules.audit(self.request.user, "created", rule)
+
+    def perform_update(self, serializer):
+        with transaction.atomic():
+            rule = serializer.save()
+            rules.audit(self.request.user, "changed", rule)
+
+    def perform_destroy(self, instance):
+        with transaction.atomic():
+            rules.audit(self.request.user, "removed", instance)
+            instance.delete()
+
+
+class BalanceRequest(serializers.Serializer):
+    dry_run = serializers.BooleanField(
+        required=False, default=True, help_text="true (the default): the plan only; nothing moves."
+    )
+
+
+NOT_BUILT = (
+    'Running a balance plan is not built yet: only the plan can be asked for ({"dry_run": true}). '
+    "Carry out its moves as migrations, or empty a host through maintenance, meanwhile."
+)
+
+
+@extend_schema(
+    request=BalanceRequest,
+    responses={200: dict, 501: OpenApiResponse(description="Running a plan (dry_run false) is not built yet.")},
+)
+@api_view(["POST"])
+@permission_classes([HasRole])
+def balance(request):
+    """``{"dry_run": true}``: the moves that bring every online host not in maintenance
+    within ``KVMWEB_BALANCE_THRESHOLD`` points of the cluster's committed memory and
+    vCPU shares, each with its predicted seconds and why; the spread before and after.
+    Nothing changes."""
+    form = BalanceRequest(data=request.data)
+    form.is_valid(raise_exception=True)
+    if not form.validated_data["dry_run"]:
+        if not is_operator(request.user):
+            return Response({"detail": IsOperatorOrReadOnly.message}, status=status.HTTP_403_FORBIDDEN)
+        return Response({"detail": NOT_BUILT}, status=status.HTTP_501_NOT_IMPLEMENTED)
+    return Response({"dry_run": True, **facts.plan_balance().as_dict()})

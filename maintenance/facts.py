@@ -3,11 +3,17 @@ and VMs, and the capacity model's figures (hosts/capacity.py, the same the
 memory check and the claim use): each host's memory capacity and what it has
 committed, the guests it runs and those on their way in."""
 
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
 from hosts import capacity
 from hosts.models import Domain, Host, StoragePool
 from migrations_app.models import Migration, Mode, Status
 
-from . import planner
+from . import planner, rules
+from .models import Kind
 
 
 def hosts():
@@ -30,6 +36,8 @@ def hosts():
             cpu_vendor=h.cpu_vendor,
             memory_capacity=figures.memory_capacity,
             memory_committed=figures.memory_committed,
+            vcpu_capacity=figures.vcpu_capacity,
+            vcpus_committed=figures.vcpus_committed,
             max_incoming=h.max_incoming,
             max_outgoing=h.max_outgoing,
             pools={
@@ -84,7 +92,7 @@ def leftovers_by_vm(domains):
 
 
 def guest(domain, leftovers=None):
-    """The planner's view of one VM; ``leftovers``: own_leftovers already read for it."""
+    """The planner's view of one VM; ``leftovers``: own_leftovers already read for it (None: read them)."""
     needs = capacity.Guest.of(domain)
     disks = tuple(
         planner.Disk(d.get("path", ""), d.get("pool") or "", d.get("allocation") or d.get("capacity") or 0)
@@ -99,6 +107,7 @@ def guest(domain, leftovers=None):
         state=domain.state,
         # What the capacity model counts: the maximum, not what the balloon shows now.
         memory=needs.max_memory,
+        vcpus=needs.vcpus,
         hugepages=bool(needs.hugepage_kib),
         persistent=domain.persistent,
         disks=disks,
@@ -108,10 +117,11 @@ def guest(domain, leftovers=None):
     )
 
 
-def guests(queryset):
+def guests(queryset, leftovers=True):
+    """``leftovers``: read each VM's own leftover copies (all in two queries), which only a return uses."""
     domains = list(queryset)
-    leftovers = leftovers_by_vm(domains)
-    return [guest(d, leftovers.get(str(d.uuid), frozenset())) for d in domains]
+    found = leftovers_by_vm(domains) if leftovers else {}
+    return [guest(d, found.get(str(d.uuid), frozenset())) for d in domains]
 
 
 def speed_bps():
@@ -129,13 +139,57 @@ def speed_bps():
 
 def plan_evacuation(host):
     """Where every VM of ``host`` would go now."""
-    return planner.plan(guests(Domain.objects.filter(host=host)), hosts().values(), speed_bps=speed_bps())
+    placement = rules.enabled()
+    return planner.plan(
+        guests(Domain.objects.filter(host=host)),
+        hosts().values(),
+        speed_bps=speed_bps(),
+        rules=placement,
+        where=rules.where(placement),
+    )
 
 
 def plan_return(items, home):
     """Bring these VMs (Domain rows) back to ``home``, and only there."""
     facts = hosts()
     others = [pk for pk in facts if pk != home.pk]
+    placement = rules.enabled()
     return planner.plan(
-        guests(items), facts.values(), exclude=others, speed_bps=speed_bps(), replace_own_leftovers=True
+        guests(items),
+        facts.values(),
+        exclude=others,
+        speed_bps=speed_bps(),
+        replace_own_leftovers=True,
+        rules=placement,
+        where=rules.where(placement),
+    )
+
+
+def cooling_down(seconds=None):
+    """UUIDs of the VMs a balance plan moved within the cool-down
+    (``KVMWEB_BALANCE_COOLDOWN_SECONDS``): balancing leaves them where they are."""
+    if seconds is None:
+        seconds = settings.KVMWEB_BALANCE_COOLDOWN_SECONDS
+    since = timezone.now() - timedelta(seconds=seconds)
+    moved = Migration.objects.filter(
+        evacuations__kind=Kind.BALANCE, status=Status.SUCCEEDED, finished_at__gte=since
+    ).values_list("domain_uuid", flat=True)
+    return frozenset(str(u) for u in moved)
+
+
+def plan_balance(threshold=None):
+    """The moves that would bring the cluster within ``threshold`` points of its mean now."""
+    if threshold is None:
+        threshold = settings.KVMWEB_BALANCE_THRESHOLD
+    facts = hosts()
+    weighed = [pk for pk, h in facts.items() if h.online and not h.maintenance]
+    placement = rules.enabled()
+    return planner.balance(
+        guests(Domain.objects.filter(host_id__in=weighed, state__in=planner.LIVE_STATES), leftovers=False),
+        facts.values(),
+        threshold=threshold,
+        rules=placement,
+        where=rules.where(placement),
+        cooling=cooling_down(),
+        speed_bps=speed_bps(),
     )

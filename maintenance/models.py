@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -11,6 +12,9 @@ from migrations_app.display import percent_text
 class Kind(models.TextChoices):
     EVACUATE = "evacuate", "Evacuation"
     RETURN = "return", "Return"
+    # Moves a balance plan made (running one is not built yet): the cool-down
+    # counts the migrations of these.
+    BALANCE = "balance", "Balance"
 
 
 class Status(models.TextChoices):
@@ -168,3 +172,65 @@ class Evacuation(TrackedRequest):
             **self.timestamps(),
             "url": self.get_absolute_url(),
         }
+
+
+class RuleKind(models.TextChoices):
+    APART = "apart", "Keep apart"
+    TOGETHER = "together", "Keep together"
+    PINNED = "pinned", "Pin to hosts"
+
+
+class PlacementRule(models.Model):
+    """VMs kept apart (never two of them on one host), kept together (all on
+    one host), or pinned to a set of hosts. Every plan obeys the enabled rules
+    (maintenance.planner) and a manual migration that would break one fails
+    its pre-flight check (``placement_rules``).
+
+    VMs are named by UUID: it stays the same across every move, and a rule
+    outlives a VM that is deleted and defined again."""
+
+    name = models.SlugField(max_length=63, unique=True, help_text="Named in every refusal the rule causes.")
+    kind = models.CharField(max_length=8, choices=RuleKind.choices)
+    vms = models.JSONField(default=list, help_text="UUIDs of the VMs the rule binds.")
+    hosts = models.ManyToManyField(
+        "hosts.Host", blank=True, related_name="placement_rules", help_text="For a pinned rule: where they may run."
+    )
+    enabled = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    created_by_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_kind_display().lower()})"
+
+    def clean(self):
+        # The hosts are checked by the forms and the API, which have the new ones.
+        problem = rule_problem(self.kind, self.vms or [])
+        if problem:
+            raise ValidationError(problem)
+
+    def as_fact(self, host_ids=None):
+        """The rule as the planner takes it. ``host_ids``: its hosts' ids, when fetched already."""
+        from .planner import Rule
+
+        if host_ids is None:
+            host_ids = [h.pk for h in self.hosts.all()]
+        return Rule(self.name, self.kind, frozenset(str(u) for u in self.vms), frozenset(host_ids))
+
+
+def rule_problem(kind, vms, hosts=None):
+    """What is wrong with a rule of this kind, VMs and hosts (None: not known yet), in words; or ""."""
+    if kind in (RuleKind.APART, RuleKind.TOGETHER) and len(set(vms)) < 2:
+        return "A rule that keeps VMs apart or together needs at least two VMs."
+    if kind == RuleKind.PINNED:
+        if not vms:
+            return "A pinned rule needs at least one VM."
+        if hosts is not None and not list(hosts):
+            return "A pinned rule needs at least one host the VMs may run on."
+    elif hosts is not None and list(hosts):
+        return "Only a pinned rule names hosts: leave them out of a rule that keeps VMs apart or together."
+    return ""

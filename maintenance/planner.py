@@ -16,6 +16,11 @@ is proven there, and a move they refuse is tried once on another target.
 Load is spread: each VM goes to the fitting host with the least committed
 memory (as a share of its capacity), counting what the plan has already put
 there. Large VMs are placed first, so that small ones fill the gaps.
+
+Placement rules (``Rule``: keep VMs apart, keep them together, pin them to
+hosts) bind every plan: a host that would break one is refused with the rule's
+name, like a host without room. ``balance`` plans the moves that bring every
+host's committed share near the cluster's, under the same rules.
 """
 
 import heapq
@@ -46,6 +51,19 @@ class Pool:
     volumes: frozenset = frozenset()
 
 
+APART, TOGETHER, PINNED = "apart", "together", "pinned"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A placement rule as plain data: ``vms`` by UUID, ``hosts`` by id (pinned only)."""
+
+    name: str
+    kind: str  # APART, TOGETHER or PINNED
+    vms: frozenset = frozenset()
+    hosts: frozenset = frozenset()
+
+
 @dataclass
 class HostFacts:
     id: int
@@ -64,6 +82,8 @@ class HostFacts:
     networks: frozenset = frozenset()  # its active libvirt networks
     domain_names: frozenset = frozenset()
     domain_uuids: frozenset = frozenset()
+    vcpu_capacity: int = 0  # vCPUs it may run (capacity model); 0: not known, not weighed
+    vcpus_committed: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,7 @@ class Guest:
     state: str
     memory: int  # bytes, as the capacity model counts the guest
     persistent: bool = True
+    vcpus: int = 1
     # Backed by huge pages: the capacity model counts it in the target's huge
     # page pool, which the pre-flight check weighs, not in committed memory.
     hugepages: bool = False
@@ -113,9 +134,21 @@ class Plan:
         }
 
 
-def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS, replace_own_leftovers=False):
+def plan(
+    guests,
+    hosts,
+    exclude=(),
+    speed_bps=DEFAULT_SPEED_BPS,
+    replace_own_leftovers=False,
+    rules=(),
+    where=None,
+):
     """Place every guest on one of ``hosts`` (HostFacts, the guests' own hosts
-    among them), never on a host in ``exclude`` nor where it is now.
+    among them), never on a host in ``exclude`` nor where it is now, nor where
+    it would break one of ``rules``.
+
+    ``where``: {uuid: (host id, name)} of the other VMs the rules name (the
+    ones that do not move), so that a rule can say where they are.
 
     A copy never goes into a pool holding a volume named like one of its disks
     without the plan saying so: another pool is chosen, or with
@@ -127,15 +160,18 @@ def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS, replace_own_lef
     result = Plan()
     closed = {h.id: _closed(h) for h in hosts if h.id not in exclude}
     order = sorted(guests, key=lambda g: (not g.live, -g.memory, g.name))
+    places = Places(rules, where, guests, by_id)
     for guest in order:
         source = by_id[guest.host_id]
         if not guest.live and not guest.persistent:
             result.staying.append(_left(guest, "It is not running and has no saved definition: nothing to move."))
+            places.settle(guest.uuid)
             continue
         if not guest.live and guest.state != "shutoff":
             result.staying.append(
                 _left(guest, f"It is {guest.state}: kvmweb moves running VMs live and shut-off ones cold only.")
             )
+            places.settle(guest.uuid)
             continue
         refusals = {}
         candidates = sorted(
@@ -143,7 +179,9 @@ def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS, replace_own_lef
             key=lambda h: (_share(committed[h.id], h.memory_capacity), h.name),
         )
         for host in candidates:
-            why_not = closed[host.id] or _refusal(guest, source, host, committed[host.id])
+            why_not = (
+                closed[host.id] or _refusal(guest, source, host, committed[host.id]) or places.refusal(guest, host)
+            )
             if why_not:
                 refusals[host.name] = why_not
                 continue
@@ -161,9 +199,14 @@ def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS, replace_own_lef
                 move["why"] += " " + leftovers
             if replace:
                 move["replace_own_leftovers"] = True
+            kept = places.obeyed(guest)
+            if kept:
+                move["why"] += " " + kept
             result.moves.append(move)
+            places.settle(guest.uuid, host.id)
             break
         else:
+            places.settle(guest.uuid)
             reason = _nowhere(refusals)
             if guest.live:
                 result.unplaced.append(_left(guest, reason))
@@ -171,6 +214,95 @@ def plan(guests, hosts, exclude=(), speed_bps=DEFAULT_SPEED_BPS, replace_own_lef
                 result.staying.append(_left(guest, f"It is shut off and stays on {source.name}: {reason}"))
     result.predicted_seconds = schedule(result.moves, by_id)
     return result
+
+
+class Places:
+    """Where every VM the rules name is, as the plan goes: the rules' half of the planner.
+
+    A VM of the plan not yet placed is *pending*: a ``together`` rule does not
+    hold it against a host (it will follow), while an ``apart`` rule counts it
+    where it is now (the host it leaves is no candidate anyway)."""
+
+    def __init__(self, rules, where, guests, hosts):
+        self.hosts = hosts
+        self.by_vm = {}
+        for rule in rules:
+            for uuid in rule.vms:
+                self.by_vm.setdefault(uuid, []).append(rule)
+        self.position = {uuid: host_id for uuid, (host_id, _) in (where or {}).items()}
+        self.names = {uuid: name for uuid, (_, name) in (where or {}).items()}
+        for g in guests:
+            self.position[g.uuid] = g.host_id
+            self.names[g.uuid] = g.name
+        self.pending = {g.uuid for g in guests}
+
+    def settle(self, uuid, host_id=None):
+        """The plan has decided about this VM: it goes to ``host_id``, or stays (None)."""
+        self.pending.discard(uuid)
+        if host_id is not None:
+            self.position[uuid] = host_id
+
+    def refusal(self, guest, host):
+        """Why a rule keeps ``guest`` off ``host``, naming the rule; or ""."""
+        for rule in self.by_vm.get(guest.uuid, ()):
+            why = self._breaks(rule, guest, host)
+            if why:
+                return f"rule {rule.name} {why}"
+        return ""
+
+    def _breaks(self, rule, guest, host):
+        others = sorted(u for u in rule.vms if u != guest.uuid and u in self.position)
+        if rule.kind == PINNED:
+            if host.id not in rule.hosts:
+                allowed = sorted(self.hosts[h].name for h in rule.hosts if h in self.hosts)
+                return f"pins {guest.name} to {', '.join(allowed) or 'hosts kvmweb no longer has'}"
+        elif rule.kind == APART:
+            near = [self.names[u] for u in others if self.position[u] == host.id]
+            if near:
+                return f"keeps {guest.name} apart from {', '.join(near)}, which {_is(near)} on {host.name}"
+        elif rule.kind == TOGETHER:
+            away = [
+                u
+                for u in others
+                if u not in self.pending and self.position[u] != host.id and not self._leaving(self.position[u])
+            ]
+            if away:
+                there = self.hosts.get(self.position[away[0]])
+                return (
+                    f"keeps {guest.name} together with {', '.join(self.names[u] for u in away)}, which "
+                    f"{_is(away)} on {there.name if there else 'another host'}"
+                )
+        return ""
+
+    def _leaving(self, host_id):
+        """A VM on a host in maintenance is on its way off it: it does not hold the others
+        of its group there (a move tried again mid-evacuation may go where the first went)."""
+        host = self.hosts.get(host_id)
+        return bool(host and host.maintenance)
+
+    def obeyed(self, guest):
+        """The rules a move of ``guest`` obeys, in a sentence for its ``why``; or ""."""
+        names = sorted(r.name for r in self.by_vm.get(guest.uuid, ()))
+        if not names:
+            return ""
+        return f"It obeys placement rule{'s' if len(names) > 1 else ''} {', '.join(names)}."
+
+
+def _is(items):
+    return "are" if len(items) > 1 else "is"
+
+
+def rule_refusal(rules, uuid, name, target, where, hosts):
+    """For the pre-flight check of one manual move: why moving VM ``uuid`` to
+    HostFacts ``target`` breaks one of ``rules``, naming the rule; or "".
+    ``where``: {uuid: (host id, name)} of every VM the rules name;
+    ``hosts``: {id: HostFacts} for their names."""
+    source = where.get(uuid, (None, name))[0]
+    guest = Guest(id=0, name=name, uuid=uuid, host_id=source if source is not None else -1, state="running", memory=0)
+    places = Places(rules, where, [], hosts)
+    places.names[uuid] = name
+    places.position.pop(uuid, None)
+    return places.refusal(guest, target)
 
 
 def _share(committed, capacity):
@@ -342,3 +474,247 @@ def schedule(moves, hosts):
         now, _, move = heapq.heappop(running)
         out_free[move["source"]] += 1
         in_free[move["target"]] += 1
+
+
+# -- balancing -----------------------------------------------------------------
+
+
+@dataclass
+class Balance:
+    moves: list = field(default_factory=list)
+    predicted_seconds: int = 0
+    threshold: float = 10.0  # percentage points either side of the mean
+    mean: dict = field(default_factory=dict)  # {"memory": percent, "vcpus": percent or None}
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    balanced: bool = True  # every host within the threshold once the moves are done
+    cooling_down: list = field(default_factory=list)  # VMs moved by balancing lately: not moved again yet
+    memory_moved: int = 0
+
+    def as_dict(self):
+        return {
+            "plan": self.moves,
+            "predicted_seconds": self.predicted_seconds,
+            "threshold": self.threshold,
+            "mean": self.mean,
+            "before": self.before,
+            "after": self.after,
+            "balanced": self.balanced,
+            "cooling_down": self.cooling_down,
+            "memory_moved": self.memory_moved,
+        }
+
+
+# Shares a float sum may miss by: a host exactly on the band's edge is within it.
+EPSILON = 1e-9
+
+
+class _Load:
+    """Committed memory and vCPUs of the hosts balancing weighs, and how far each is out of the band."""
+
+    def __init__(self, hosts, threshold):
+        self.hosts = hosts
+        self.memory = {h.id: h.memory_committed for h in hosts}
+        self.vcpus = {h.id: h.vcpus_committed for h in hosts}
+        self.threshold = threshold / 100
+        # The mean is the cluster's own share (all committed over all capacity):
+        # moves do not change it, so every move aims at the same band.
+        self.memory_mean = sum(self.memory.values()) / sum(h.memory_capacity for h in hosts)
+        counted = [h for h in hosts if h.vcpu_capacity > 0]
+        self.vcpu_mean = (
+            sum(self.vcpus[h.id] for h in counted) / sum(h.vcpu_capacity for h in counted) if counted else None
+        )
+
+    def excess(self, host, memory=0, vcpus=0):
+        """How far (in shares) ``host`` is outside the band, with ``memory`` and ``vcpus`` more (or less)."""
+        # Called some hundred thousand times for a large plan: kept to plain arithmetic.
+        out = abs((self.memory[host.id] + memory) / host.memory_capacity - self.memory_mean) - self.threshold
+        if out < 0:
+            out = 0.0
+        if self.vcpu_mean is not None and host.vcpu_capacity > 0:
+            cpu = abs((self.vcpus[host.id] + vcpus) / host.vcpu_capacity - self.vcpu_mean) - self.threshold
+            if cpu > 0:
+                out += cpu
+        return out
+
+    def below(self, host):
+        """Whether the host is below the mean, by memory or by vCPUs."""
+        if self.memory[host.id] / host.memory_capacity < self.memory_mean:
+            return True
+        return bool(
+            self.vcpu_mean is not None
+            and host.vcpu_capacity
+            and self.vcpus[host.id] / host.vcpu_capacity < self.vcpu_mean
+        )
+
+    def over(self, host):
+        """Whether the host is above the mean (by memory, else by vCPUs)."""
+        memory = self.memory[host.id] / host.memory_capacity - self.memory_mean
+        if abs(memory) > self.threshold or self.vcpu_mean is None or not host.vcpu_capacity:
+            return memory > 0
+        return self.vcpus[host.id] / host.vcpu_capacity > self.vcpu_mean
+
+    def spread(self):
+        rows = []
+        for h in sorted(self.hosts, key=lambda h: h.name):
+            memory = 100 * self.memory[h.id] / h.memory_capacity
+            vcpus = 100 * self.vcpus[h.id] / h.vcpu_capacity if h.vcpu_capacity else None
+            rows.append(
+                {
+                    "host": h.id,
+                    "host_name": h.name,
+                    "memory_percent": round(memory, 1),
+                    "vcpu_percent": None if vcpus is None else round(vcpus, 1),
+                    "within": self.excess(h) <= EPSILON,
+                }
+            )
+        memory_off = max((abs(r["memory_percent"] - 100 * self.memory_mean) for r in rows), default=0)
+        vcpu_rows = [r["vcpu_percent"] for r in rows if r["vcpu_percent"] is not None]
+        vcpu_off = max((abs(v - 100 * self.vcpu_mean) for v in vcpu_rows), default=0) if self.vcpu_mean else 0
+        return {
+            "hosts": rows,
+            "memory_max_deviation": round(memory_off, 1),
+            "vcpu_max_deviation": round(vcpu_off, 1),
+            "outside": [r["host_name"] for r in rows if not r["within"]],
+        }
+
+
+def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset(), speed_bps=DEFAULT_SPEED_BPS):
+    """The moves that bring every weighed host's committed memory share (and
+    vCPU share) within ``threshold`` percentage points of the cluster's.
+
+    ``hosts``: HostFacts of every host; only online ones, not in maintenance,
+    with a memory capacity, are weighed and receive VMs. ``guests``: the VMs on
+    them; only running ones move (a shut-off VM commits nothing). ``cooling``:
+    UUIDs of VMs balancing moved lately, left where they are.
+
+    Greedy, one move at a time: the host furthest outside the band gives (or,
+    when it is below, receives) the VM whose move takes the most out of the
+    band across the cluster; between equal ones the smaller VM, so the plan is
+    short and moves little memory. A VM moves at most once in a plan, so
+    nothing goes back and forth."""
+    weighed = [h for h in hosts if h.online and not h.maintenance and h.memory_capacity > 0]
+    by_id = {h.id: h for h in hosts}
+    result = Balance(threshold=threshold)
+    if not weighed:
+        result.balanced = False
+        return result
+    load = _Load(weighed, threshold)
+    result.mean = {
+        "memory": round(100 * load.memory_mean, 1),
+        "vcpus": None if load.vcpu_mean is None else round(100 * load.vcpu_mean, 1),
+    }
+    result.before = load.spread()
+    ids = {h.id for h in weighed}
+    places = Places(rules, where, guests, by_id)
+    copy_room = {}
+    movable = {}
+    for g in sorted(guests, key=lambda g: g.name):
+        if g.host_id not in ids or not g.live:
+            continue
+        if g.uuid in cooling:
+            result.cooling_down.append(_left(g, "Balancing moved it within the cool-down: it stays where it is."))
+            continue
+        movable.setdefault(g.host_id, []).append(g)
+    places.pending = set()  # a balancing move never waits for another VM to follow
+    stuck = set()  # hosts outside the band that no move helps
+    while True:
+        outside = [h for h in weighed if h.id not in stuck and load.excess(h) > EPSILON]
+        if not outside:
+            break
+        worst = max(outside, key=lambda h: (load.excess(h), h.name))
+        others = [h for h in weighed if h.id != worst.id]
+        if load.over(worst):
+            # Hosts below the mean first (there is one whenever a host is above it): far
+            # fewer to weigh; the others only when none of those can take a VM.
+            below = [t for t in others if load.below(t)]
+            move = _best_move([worst], below, movable, load, by_id, places, copy_room, speed_bps)
+            if move is None and len(below) < len(others):
+                move = _best_move([worst], others, movable, load, by_id, places, copy_room, speed_bps)
+        else:
+            givers = [h for h in others if load.over(h)]
+            move = _best_move(givers, [worst], movable, load, by_id, places, copy_room, speed_bps)
+        if move is None:
+            stuck.add(worst.id)
+            continue
+        guest, target, move = move
+        result.moves.append(move)
+        result.memory_moved += guest.memory
+        movable[guest.host_id].remove(guest)
+        places.settle(guest.uuid, target.id)
+        stuck.clear()  # a move changes what may help elsewhere
+    result.after = load.spread()
+    result.balanced = not result.after["outside"]
+    result.predicted_seconds = schedule(result.moves, by_id)
+    return result
+
+
+def _best_move(sources, targets, movable, load, hosts, places, copy_room, speed_bps):
+    """The move of a VM of ``sources`` to one of ``targets`` that takes the most
+    out of the band, and is allowed; or None when none takes anything out.
+
+    VMs of one size on one host weigh the same: each size is weighed once, and
+    its VMs are tried by name."""
+    scored = []
+    after = {t.id: load.excess(t) for t in targets}
+    for source in sources:
+        sizes = {}
+        for g in movable.get(source.id, ()):
+            sizes.setdefault((g.memory, g.hugepages, g.vcpus), []).append(g)
+        excess = load.excess(source)
+        for (size_, hugepages, vcpus), members in sizes.items():
+            memory = 0 if hugepages else size_
+            gain_here = excess - load.excess(source, -memory, -vcpus)
+            for target in targets:
+                if target.id == source.id:
+                    continue
+                gain = gain_here + after[target.id] - load.excess(target, memory, vcpus)
+                if gain > EPSILON:
+                    scored.append((-round(gain, 9), size_, members[0].name, target.name, members, source, target))
+    scored.sort(key=lambda s: s[:4])
+    for *_, members, source, target in scored:
+        for guest in members:
+            move = _try_move(guest, source, target, load, places, copy_room, speed_bps)
+            if move is not None:
+                return guest, target, move
+    return None
+
+
+def _try_move(guest, source, target, load, places, copy_room, speed_bps):
+    """The move of ``guest`` to ``target``, counted in ``load``; or None when it is not allowed."""
+    if _closed(target) or _refusal(guest, source, target, load.memory[target.id]):
+        return None
+    if target.vcpu_capacity and load.vcpus[target.id] + guest.vcpus > target.vcpu_capacity:
+        return None  # balancing never promises more vCPUs than a host may run
+    if places.refusal(guest, target):
+        return None
+    storage = _storage(guest, source, target, copy_room)
+    if isinstance(storage, str):
+        return None
+    mode, pool, copied, leftovers, _ = storage
+    memory = 0 if guest.hugepages else guest.memory
+    before = _percent(load, source), _percent(load, target)
+    load.memory[source.id] -= memory
+    load.memory[target.id] += memory
+    load.vcpus[source.id] -= guest.vcpus
+    load.vcpus[target.id] += guest.vcpus
+    if copied:
+        copy_room[target.id, pool] = copy_room.get((target.id, pool), 0) + copied
+    move = _move(guest, source, target, mode, pool, copied, load.memory[target.id], speed_bps)
+    how = move["why"].split("; ", 1)[1] if "; " in move["why"] else ""
+    move["why"] = (
+        f"{source.name} has {before[0]} % of its memory committed and {target.name} {before[1]} %, against a "
+        f"mean of {round(100 * load.memory_mean)} % (±{round(100 * load.threshold)} points); moving "
+        f"{guest.name} ({size(guest.memory)}, {guest.vcpus} vCPU{'s' if guest.vcpus != 1 else ''}) makes them "
+        f"{_percent(load, source)} % and {_percent(load, target)} %; {how}"
+    ).rstrip()
+    if leftovers:
+        move["why"] += " " + leftovers
+    kept = places.obeyed(guest)
+    if kept:
+        move["why"] += " " + kept
+    return move
+
+
+def _percent(load, host):
+    return round(100 * load.memory[host.id] / host.memory_capacity)

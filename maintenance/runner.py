@@ -37,7 +37,7 @@ from migrations_app.models import AuditAction, Migration
 from migrations_app.models import Status as MigrationStatus
 from migrations_app.request import MigrationRequest
 
-from . import facts, planner, services
+from . import facts, planner, rules, services
 from .models import ACTIVE, FINISHED, Evacuation, Item, Kind, Status
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,15 @@ class Step:
             exclude |= {pk for pk in hosts if pk != self.evacuation.host_id}
             if exclude >= set(hosts):
                 return f"its home, {self.evacuation.host_name}, was tried already."
+        placement = rules.enabled()
         result = planner.plan(
             [facts.guest(domain)],
             hosts.values(),
             exclude=exclude,
             speed_bps=facts.speed_bps(),
             replace_own_leftovers=self.evacuation.kind == Kind.RETURN,
+            rules=placement,
+            where=rules.where(placement),
         )
         if result.moves:
             return result.moves[0]

@@ -77,6 +77,7 @@ LABELS = {
     "hugepages": "Huge pages",
     "vcpus": "vCPUs",
     "maintenance": "Target not in maintenance",
+    "placement_rules": "Placement rules",
     "convergence": "Will it converge?",
     **device_checks.LABELS,
 }
@@ -160,6 +161,7 @@ SHARED_FIELDS = (
     "force_off",
     "shutdown_timeout",
     "eject_media",
+    "rule_override",
     "target",
 )
 
@@ -189,6 +191,7 @@ def _run_all(checks, v, source, target):
         return
     for check in (
         _check_maintenance,
+        _check_placement_rules,
         _check_state,
         _check_hostname,
         _check_peer_login,
@@ -222,6 +225,41 @@ def _check_maintenance(checks, v, dom, source, target):
             f"{v['target'].name} went into maintenance after this migration was requested: no VM may "
             "move onto it now. Choose another target host.",
         )
+
+
+def _check_placement_rules(checks, v, dom, source, target):
+    """A move that breaks a placement rule (maintenance.models.PlacementRule) fails, naming the rule.
+    Only VMs that a rule names get this check."""
+    # Here, not at the top: maintenance builds on this app, not the other way round.
+    from maintenance import planner
+    from maintenance import rules as placement
+
+    uuid = str(v["uuid"])
+    mine = [r for r in placement.enabled() if uuid in r.vms]
+    if not mine:
+        return
+    where = placement.where(mine)
+    hosts = {h.pk: planner.HostFacts(id=h.pk, name=h.name) for h in Host.objects.only("name")}
+    target_facts = hosts.get(v["target"].pk) or planner.HostFacts(id=v["target"].pk, name=v["target"].name)
+    why = planner.rule_refusal(mine, uuid, v["name"], target_facts, where, hosts)
+    names = ", ".join(sorted(r.name for r in mine))
+    reason = (v.get("rule_override") or "").strip()
+    if why and reason:
+        checks.add(
+            "placement_rules",
+            WARN,
+            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. The operator overrides "
+            f"it: {reason}",
+        )
+    elif why:
+        checks.add(
+            "placement_rules",
+            FAIL,
+            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. Choose a host the rule "
+            "allows, or change the rule first.",
+        )
+    else:
+        checks.add("placement_rules", PASS, f"{v['target'].name} keeps {v['name']}'s placement rules ({names}).")
 
 
 def _check_state(checks, v, dom, source, target):

@@ -8,7 +8,7 @@ from hosts.models import Domain, Host, PoolSharing, StoragePool
 
 from .models import Mode, StorageMode
 from .policies import POLICIES, policy_choices
-from .request import BANDWIDTH_MIB, DEFAULTS, SHUTDOWN_TIMEOUT, MigrationRequest
+from .request import BANDWIDTH_MIB, DEFAULTS, RULE_OVERRIDE_MAX_LENGTH, SHUTDOWN_TIMEOUT, MigrationRequest
 
 FORCE_OFF_CHOICES = [
     ("", "Give up and leave it running on the source"),
@@ -166,6 +166,13 @@ class MigrationForm(forms.Form):
     keep_source_volumes = forms.BooleanField(required=False, label="Keep the copy on the source")
     eject_media = forms.BooleanField(
         required=False, label="Eject CD-ROMs and floppies whose image the target cannot see"
+    )
+    rule_override = forms.CharField(
+        required=False,
+        max_length=RULE_OVERRIDE_MAX_LENGTH,
+        label="Move it against a placement rule, because",
+        help_text="Leave empty unless you mean it: a move that breaks a rule then only warns, and the reason is "
+        "audited.",
     )
 
     def __init__(self, *args, domain=None, **kwargs):

@@ -115,6 +115,11 @@ class Migration(TrackedRequest):
     eject_media = models.BooleanField(
         default=False, help_text="Empty CD-ROM and floppy drives whose image the target cannot see."
     )
+    rule_override = models.TextField(
+        blank=True,
+        default="",
+        help_text="Why the operator moves it against a placement rule (the check then warns, not fails).",
+    )
 
     # What happened.
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
@@ -514,6 +519,7 @@ class AuditAction(models.TextChoices):
     EVACUATION = "evacuation", "Evacuation ended"
     INVENTORY = "inventory", "Seen outside kvmweb"
     VOLUME = "volume", "Volume removed"
+    RULE = "rule", "Placement rule changed"
 
 
 class AuditEntry(models.Model):

@@ -38,6 +38,7 @@ BANDWIDTH_MIB = Bounds(1, 100_000)
 # The longest pool name libvirt keeps, as the Migration's column does.
 TARGET_POOL_MAX_LENGTH = 255
 POLICY_MAX_LENGTH = 32
+RULE_OVERRIDE_MAX_LENGTH = 500
 
 
 @dataclass
@@ -60,6 +61,9 @@ class MigrationRequest:
     keep_source_volumes: bool = False
     replace_own_leftovers: bool = False
     eject_media: bool = False
+    # Why the operator moves it against a placement rule: the placement_rules
+    # check then warns instead of failing, and the audit keeps the reason.
+    rule_override: str = ""
 
     @classmethod
     def from_fields(cls, data: dict[str, Any]) -> MigrationRequest:

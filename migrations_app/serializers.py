@@ -4,7 +4,14 @@ from hosts.models import Domain, Host
 from hosts.roles import is_operator
 
 from .models import AuditEntry, Migration, Mode, StorageMode, plain_only
-from .request import BANDWIDTH_MIB, DEFAULTS, POLICY_MAX_LENGTH, SHUTDOWN_TIMEOUT, TARGET_POOL_MAX_LENGTH
+from .request import (
+    BANDWIDTH_MIB,
+    DEFAULTS,
+    POLICY_MAX_LENGTH,
+    RULE_OVERRIDE_MAX_LENGTH,
+    SHUTDOWN_TIMEOUT,
+    TARGET_POOL_MAX_LENGTH,
+)
 
 
 class MigrationRequestSerializer(serializers.Serializer):
@@ -29,6 +36,12 @@ class MigrationRequestSerializer(serializers.Serializer):
     force_off = serializers.BooleanField(default=DEFAULTS["force_off"])
     keep_source_volumes = serializers.BooleanField(default=DEFAULTS["keep_source_volumes"])
     eject_media = serializers.BooleanField(default=DEFAULTS["eject_media"])
+    rule_override = serializers.CharField(
+        default=DEFAULTS["rule_override"],
+        allow_blank=True,
+        max_length=RULE_OVERRIDE_MAX_LENGTH,
+        help_text="Why this move may break a placement rule; empty: a move that breaks one fails its check.",
+    )
     dry_run = serializers.BooleanField(default=False)
 
     def validate(self, attrs):
@@ -77,6 +90,7 @@ class MigrationSerializer(serializers.ModelSerializer):
             "keep_source_volumes",
             "replace_own_leftovers",
             "eject_media",
+            "rule_override",
             "status",
             "phase",
             "waiting_reason",

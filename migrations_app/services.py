@@ -166,11 +166,14 @@ def request_migration(user, req, queue=True):
                 keep_source_volumes=req.keep_source_volumes,
                 replace_own_leftovers=req.replace_own_leftovers,
                 eject_media=req.eject_media,
+                rule_override=req.rule_override,
             )
             AuditEntry.record(
                 AuditAction.REQUEST,
                 f"{user.get_username()} asked for a {req.mode} migration of {domain.name} "
-                f"from {domain.host.name} to {req.target.name}.",
+                f"from {domain.host.name} to {req.target.name}"
+                + (f", against any placement rule it breaks, because: {req.rule_override}" if req.rule_override else "")
+                + ".",
                 user=user,
                 migration=migration,
                 mode=req.mode,
@@ -178,6 +181,7 @@ def request_migration(user, req, queue=True):
                 target_pool=req.target_pool,
                 policy=req.policy,
                 bandwidth_mib=req.bandwidth_mib,
+                **({"rule_override": req.rule_override} if req.rule_override else {}),
             )
             if queue:
                 transaction.on_commit(lambda: enqueue(migration))

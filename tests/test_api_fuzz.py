@@ -102,6 +102,9 @@ def test_the_api_never_answers_5xx_and_matches_its_schema(operator, live_server_
         "--no-shrink",
         *("--exclude-operation-id=hosts_create", "--exclude-operation-id=hosts_update"),
         "--exclude-operation-id=hosts_partial_update",
+        # {"dry_run": false} answers 501 by design until running a balance plan is built;
+        # tests/test_balance_api.py covers the endpoint meanwhile.
+        "--exclude-operation-id=cluster_balance_create",
         "--suppress-health-check",
         "all",
         "--report-dir",
