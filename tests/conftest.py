@@ -271,11 +271,34 @@ class WorkerProcess:
             return f.read()
 
 
+def _alive(pid):
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _forget_dead_workers(redis_url):
+    """Take the records of workers an earlier test killed out of RQ's registry:
+    alive for RQ until their keys expire, they would count as free workers
+    (migrations_app/waiting.py) in the next test. All run on this machine."""
+    from redis import Redis
+    from rq import Worker
+
+    connection = Redis.from_url(redis_url)
+    for worker in Worker.all(connection=connection):
+        if worker.pid and not _alive(worker.pid):
+            worker.register_death()
+
+
 @pytest.fixture
 def worker_process(redis_url):
     workers = []
 
     def start(queues=("migrations",), pool=False, **env):
+        _forget_dead_workers(redis_url)
         w = WorkerProcess(redis_url, queues, pool=pool, **env)
         workers.append(w)
         return w
@@ -285,7 +308,7 @@ def worker_process(redis_url):
     import signal
 
     for w in workers:
-        if w.pool and w.proc.poll() is None:
+        if w.proc.poll() is None:
             # As a supervisor stops it, so that its slots leave RQ's registry
             # (a killed slot's record lingers and would count as a worker in
             # the next test); killed if a slot is still busy after a while.

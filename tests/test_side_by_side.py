@@ -61,7 +61,12 @@ def test_with_every_migration_slot_busy_short_jobs_and_dry_runs_are_answered(
 
     # A queued migration says it waits for a worker, and where it stands.
     waiting = request(api, operator, domain(other, "kvm03"), hosts["kvm01"]).json()
-    reason = wait_for(lambda: api.get(f"/api/migrations/{waiting['id']}/").json()["waiting_reason"], what="a reason")
+    reason = wait_for(
+        lambda: (
+            "Waiting for a worker" in (r := api.get(f"/api/migrations/{waiting['id']}/").json()["waiting_reason"]) and r
+        ),
+        what="the worker reason",
+    )
     assert reason == "Waiting for a worker: 1 of 1 busy; 1st in line"
     assert Migration.objects.get(pk=waiting["id"]).status == "queued"
 

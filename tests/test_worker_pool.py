@@ -19,8 +19,14 @@ def registered(pool):
     found = {}
     for name in ("migrations", "default"):
         queue = django_rq.get_queue(name)
-        found[name] = sorted(w.name for w in Worker.all(queue=queue) if w.name.split(".")[-2] in pids)
+        found[name] = sorted(w.name for w in Worker.all(queue=queue) if _pid_of(w.name) in pids)
     return found
+
+
+def _pid_of(name):
+    """The pid in a pool slot's name (host.pid.role-n); None for another worker's name."""
+    parts = name.split(".")
+    return parts[-2] if len(parts) >= 3 else None
 
 
 def wait_until(predicate, timeout=30, what="condition"):
@@ -61,7 +67,7 @@ def test_a_killed_slot_is_started_again_and_the_others_carry_on(worker_process):
         what="the pool's slots",
     )
     victim = next(n for n in before["migrations"])
-    os.kill(int(victim.split(".")[-2]), signal.SIGKILL)
+    os.kill(int(_pid_of(victim)), signal.SIGKILL)
 
     def replaced():
         now = registered(pool)
@@ -88,7 +94,7 @@ def test_the_slots_stop_with_the_pool(worker_process):
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     queue = django_rq.get_queue("migrations")
     names = {w.name for w in Worker.all(queue=queue)}
-    assert not any(n.split(".")[-2] in {str(p) for p in children} for n in names), "a stopped slot is still registered"
+    assert not any(_pid_of(n) in {str(p) for p in children} for n in names), "a stopped slot is still registered"
 
 
 def test_the_slots_die_with_a_killed_pool(worker_process):
