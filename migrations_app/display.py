@@ -298,7 +298,8 @@ def chart(migration: Migration) -> ChartDisplay:
         left = []  # what is left of a copy mirrors what was copied: one line says it
     if len(sent) < 2 and len(left) < 2:
         return {"points": "", "remaining_points": "", "scale": ""}
-    xmax = max(end, *(t for t, _ in sent + left), 1)
+    # No floor of a whole second: a move shorter than that still spans the chart.
+    xmax = max(end, *(t for t, _ in sent + left), 0.001)
     ymax = max([y for _, y in sent + left] or [0]) or 1
     # A sample taken a little before the recorded start (clocks of two processes) stays in the box.
     sent = [(max(t, 0), y) for t, y in sent]

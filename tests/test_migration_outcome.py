@@ -2,7 +2,7 @@
 a cold migration's own figures; a chart for any migration; every event kept."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.utils import timezone
@@ -200,3 +200,22 @@ def test_every_event_is_kept_and_the_page_links_to_them_all(client, viewer, host
     assert "Page 1 of 2" in first
     second = client.get(f"/migrations/{migration.pk}/events/?page=2").content.decode()
     assert re.findall(r"</time> (Step \d+\.)</li>", second) == [f"Step {n}." for n in range(100, 130)]
+
+
+def test_a_move_shorter_than_a_second_still_spans_the_whole_chart():
+    from datetime import datetime, timedelta
+
+    from migrations_app.display import CHART_PAD, CHART_WIDTH, chart
+    from migrations_app.models import Migration
+
+    started = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
+    move = Migration(
+        mode="live",
+        status="succeeded",
+        started_at=started,
+        finished_at=started + timedelta(seconds=0.6),
+        samples=[[started.timestamp() + 0.3, 50_000_000, 100_000_000]],
+        stats={"data_transferred": 96_000_000},
+    )
+    last_x = float(chart(move)["points"].split()[-1].split(",")[0])
+    assert last_x == pytest.approx(CHART_WIDTH - CHART_PAD)  # not 0.6 of it, as with a floor of one second
