@@ -41,22 +41,19 @@ def waiting_reason(migration: Migration) -> str:
     ahead = Migration.objects.filter(status=Status.QUEUED).filter(
         Q(created_at__lt=migration.created_at) | Q(created_at=migration.created_at, pk__lt=migration.pk)
     )
-    source, target = migration.source, migration.target
-    if source is not None:
-        sending = busy.filter(source=source).count()
-        if sending >= source.max_outgoing:
-            place = ahead.filter(source=source).count() + 1
+    # (the host, how it is named in a migration, its limit, what it does)
+    ends = [
+        (migration.source, "source", getattr(migration.source, "max_outgoing", 0), "sends"),
+        (migration.target, "target", getattr(migration.target, "max_incoming", 0), "receives"),
+    ]
+    for host, role, limit, does in ends:
+        if host is None:
+            continue
+        under_way = busy.filter(**{role: host}).count()
+        if under_way >= limit:
+            place = ahead.filter(**{role: host}).count() + 1
             return (
-                f"Waiting for a slot: {source.name} already sends {sending} (limit {source.max_outgoing}); "
-                f"{ordinal(place)} in line"
-            )
-    if target is not None:
-        receiving = busy.filter(target=target).count()
-        if receiving >= target.max_incoming:
-            place = ahead.filter(target=target).count() + 1
-            return (
-                f"Waiting for a slot: {target.name} already receives {receiving} (limit {target.max_incoming}); "
-                f"{ordinal(place)} in line"
+                f"Waiting for a slot: {host.name} already {does} {under_way} (limit {limit}); {ordinal(place)} in line"
             )
     return _worker_reason(migration)
 

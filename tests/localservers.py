@@ -1,5 +1,6 @@
 """Servers that tests and benchmarks start on loopback for themselves."""
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -28,6 +29,34 @@ def wait_port(port, proc=None, what="the server", timeout=30):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+@contextlib.contextmanager
+def daphne_on_free_port(env):
+    """A real daphne serving kvmweb on a free loopback port, with ``env``;
+    yields (process, port) and stops it after (killed if it will not stop)."""
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "kvmweb.asgi:application"],
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc, "daphne", timeout=60)
+        yield proc, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # daphne waits for the application instances it still runs
+            proc.kill()
+            proc.wait(10)
 
 
 class PrivateRedis:

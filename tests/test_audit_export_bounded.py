@@ -11,7 +11,6 @@ import csv
 import io
 import os
 import socket
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ import pytest
 from migrations_app import views
 from migrations_app.models import AuditEntry
 from tests.conftest import database_url_for_subprocess
-from tests.localservers import free_port, wait_port
+from tests.localservers import daphne_on_free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -91,7 +90,6 @@ def test_a_malformed_part_is_refused_plainly(client, viewer):
 
 @pytest.fixture
 def daphne_one_thread(redis_url, transactional_db):
-    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url_for_subprocess(),
@@ -100,24 +98,8 @@ def daphne_one_thread(redis_url, transactional_db):
         "KVMWEB_LOG_LEVEL": "WARNING",
         "KVMWEB_HTTP_THREADS": "1",
     }
-    proc = subprocess.Popen(
-        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "kvmweb.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc, "daphne", timeout=60)
+    with daphne_on_free_port(env) as (proc, port):
         yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:  # daphne waits for the application instances it still runs
-            proc.kill()
-            proc.wait(10)
 
 
 def start_slow_download(port, cookie):

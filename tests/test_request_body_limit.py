@@ -7,7 +7,6 @@ before, 98 -> 98 MB after.
 
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from asgiref.sync import async_to_sync
 
-from tests.localservers import free_port, wait_port
+from tests.localservers import daphne_on_free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -24,7 +23,6 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def daphne(redis_url):
-    port = free_port()
     env = {
         **os.environ,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
@@ -32,24 +30,8 @@ def daphne(redis_url):
         "KVMWEB_VAR_DIR": tempfile.mkdtemp(prefix="kvmweb-body-"),
         "REDIS_URL": redis_url,
     }
-    proc = subprocess.Popen(
-        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "kvmweb.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc, "daphne", timeout=60)
+    with daphne_on_free_port(env) as (proc, port):
         yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:  # daphne waits for the application instances it still runs
-            proc.kill()
-            proc.wait(10)
 
 
 def rss_mib(pid):
