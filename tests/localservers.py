@@ -53,7 +53,7 @@ def daphne_on_free_port(env):
     finally:
         proc.terminate()
         try:
-            proc.wait(15)
+            proc.wait(5)
         except subprocess.TimeoutExpired:  # daphne waits for the application instances it still runs
             proc.kill()
             proc.wait(10)
