@@ -423,6 +423,15 @@ class Migration(TrackedRequest):
             "waiting_reason": self.waiting_reason(),
         }
 
+    @classmethod
+    def slots_taken(cls, role: str, host: Any) -> tuple[int, int]:
+        """(migrations holding a slot of ``host`` as their ``role``, "source" or
+        "target"; the host's limit for that role). A migration holds its hosts'
+        slots from its claim (checking) to its end: engine.claim admits one only
+        below the limit, and waiting.py says so to those it did not admit."""
+        taken = cls.objects.filter(status__in=[Status.CHECKING, Status.RUNNING], **{role: host}).count()
+        return taken, host.max_outgoing if role == "source" else host.max_incoming
+
     def waiting_reason(self) -> str:
         """Why it has not started yet ("" unless queued): see waiting.py."""
         from .waiting import waiting_reason

@@ -37,24 +37,16 @@ def waiting_reason(migration: Migration) -> str:
 
     if migration.status != Status.QUEUED:
         return ""
-    busy = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING])
     ahead = Migration.objects.filter(status=Status.QUEUED).filter(
         Q(created_at__lt=migration.created_at) | Q(created_at=migration.created_at, pk__lt=migration.pk)
     )
-    # (the host, how it is named in a migration, its limit, what it does)
-    ends = [
-        (migration.source, "source", getattr(migration.source, "max_outgoing", 0), "sends"),
-        (migration.target, "target", getattr(migration.target, "max_incoming", 0), "receives"),
-    ]
-    for host, role, limit, does in ends:
+    for role, host, does in (("source", migration.source, "sends"), ("target", migration.target, "receives")):
         if host is None:
             continue
-        under_way = busy.filter(**{role: host}).count()
-        if under_way >= limit:
+        taken, limit = Migration.slots_taken(role, host)  # as engine.claim counts them
+        if taken >= limit:
             place = ahead.filter(**{role: host}).count() + 1
-            return (
-                f"Waiting for a slot: {host.name} already {does} {under_way} (limit {limit}); {ordinal(place)} in line"
-            )
+            return f"Waiting for a slot: {host.name} already {does} {taken} (limit {limit}); {ordinal(place)} in line"
     return _worker_reason(migration)
 
 

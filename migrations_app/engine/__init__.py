@@ -27,7 +27,7 @@ from hosts.models import HOLDS_MEMORY, Domain, Host
 from kvmweb.records import InvalidTransition
 
 from ..checks import CheckResult, capacity_results, run_checks
-from ..models import AuditAction, Migration, Mode, Status
+from ..models import AuditAction, Migration, Mode
 from .cold import ColdMigration
 from .live import LiveMigration
 from .outcome import (
@@ -66,11 +66,11 @@ def claim(migration: Migration) -> bool:
         }
         source = hosts.get(migration.source_id) if migration.source_id is not None else None
         target = hosts.get(migration.target_id) if migration.target_id is not None else None
-        busy = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING])
-        if source and busy.filter(source=source).count() >= source.max_outgoing:
-            return False
-        if target and busy.filter(target=target).count() >= target.max_incoming:
-            return False
+        for role, host in (("source", source), ("target", target)):
+            if host is not None:
+                taken, limit = Migration.slots_taken(role, host)
+                if taken >= limit:
+                    return False
         no_room = _no_room(migration, target)
         if not no_room:
             try:
