@@ -74,7 +74,13 @@ def reconcile_migration(pk):
         _done(migration)
 
 
+def job_id(pk):
+    """The RQ job id of a migration's first run (services.enqueue)."""
+    return f"migration-{pk}"
+
+
 def retry_id(pk):
+    """The RQ job id of its later runs, after waiting for a slot (one waits at a time)."""
     return f"migration-{pk}-retry"
 
 

@@ -198,10 +198,10 @@ def request_migration(user, req, queue=True):
 
 
 def enqueue(migration):
-    from .jobs import run_migration
+    from .jobs import job_id, run_migration
 
     job = django_rq.get_queue("migrations").enqueue(
-        run_migration, migration.pk, job_id=f"migration-{migration.pk}", result_ttl=86400
+        run_migration, migration.pk, job_id=job_id(migration.pk), result_ttl=86400
     )
     migration.set_job_id(job.id)
 
@@ -219,12 +219,14 @@ def requeue_lost(grace_seconds=30):
 
     from kvmweb.worker import WAITING
 
+    from .jobs import job_id, retry_id
+
     queue = django_rq.get_queue("migrations")
     scheduled = set(queue.scheduled_job_registry.get_job_ids())
     requeued = []
     stale = Migration.objects.filter(status=Status.QUEUED, created_at__lt=now() - timedelta(seconds=grace_seconds))
     for migration in stale:
-        ids = [f"migration-{migration.pk}", f"migration-{migration.pk}-retry"]
+        ids = [job_id(migration.pk), retry_id(migration.pk)]
         if scheduled.intersection(ids):
             # Waiting for a slot. (A retry schedules its successor under its
             # own id, so the job's status may say finished while it waits.)

@@ -85,8 +85,10 @@ def _place_in_queue(migration: Migration) -> int:
     import django_rq
 
     queue = django_rq.get_queue(QUEUE)
-    for job_id in (f"migration-{migration.pk}", f"migration-{migration.pk}-retry"):
-        position = queue.get_job_position(job_id)
+    from .jobs import job_id, retry_id
+
+    for queued_as in (job_id(migration.pk), retry_id(migration.pk)):
+        position = queue.get_job_position(queued_as)
         if position is not None:
             return position + 1
     return 0
