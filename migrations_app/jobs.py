@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 # at the latest: one that ends on either host wakes it at once.
 SLOT_RETRY_SECONDS = 5
 
-# Sent in the worker when a migration's job is over: its record is final (or it
-# still waits for a slot) and the two hosts' inventory has been read again.
+# Sent in the worker when a migration's job is over and its record is final
+# (not for a run that found no slot and waits again): the two hosts' inventory
+# has been read again.
 # ``migration`` is the Migration. Receivers must be quick and must not raise.
 migration_job_done = Signal()
 
@@ -37,7 +38,8 @@ def run_migration(pk):
     try:
         return _run(migration)
     finally:
-        _done(migration)
+        if migration.status != Status.QUEUED:  # still waiting for a slot: nothing ended
+            _done(migration)
 
 
 def _run(migration):
