@@ -76,7 +76,8 @@ def reconcile_periodically():
     try:
         migrations = django_rq.get_queue("migrations")
         done = []
-        for pk in orphans():
+        for migration in orphans():
+            pk = migration.pk
             migrations.enqueue(reconcile_migration, pk, job_id=f"reconcile-{pk}", result_ttl=3600)
             done.append((pk, "handed to a worker to settle"))
         done += [(pk, "queued again") for pk in requeue_lost()]

@@ -29,20 +29,17 @@ def is_orphaned(migration: Migration, now: datetime | None = None) -> bool:
     return (now - migration.updated_at).total_seconds() > HEARTBEAT_TIMEOUT
 
 
-def orphans() -> list[int]:
-    """The ids of active migrations no worker is watching (heartbeat gone stale)."""
+def orphans(force: bool = False) -> list[Migration]:
+    """Active migrations no worker is watching (heartbeat gone stale); with
+    ``force``, every active one."""
     active = Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING])
-    return [m.pk for m in active if is_orphaned(m)]
+    return [m for m in active if force or is_orphaned(m)]
 
 
 def reconcile_all(force: bool = False) -> list[tuple[int, str]]:
     """Every active migration no worker is watching. ``force``: do not wait for
     the heartbeat to go stale (on worker start, when no other worker runs)."""
-    results = []
-    for migration in Migration.objects.filter(status__in=[Status.CHECKING, Status.RUNNING]):
-        if force or is_orphaned(migration):
-            results.append((migration.pk, reconcile(migration)))
-    return results
+    return [(migration.pk, reconcile(migration)) for migration in orphans(force)]
 
 
 def reconcile(migration: Migration) -> str:
