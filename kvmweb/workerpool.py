@@ -39,7 +39,7 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger("kvmweb.workerpool")
 
@@ -68,7 +68,6 @@ class Slot:
     started: float = 0.0
     pause: float = 0.0
     due: float = 0.0  # when a dead slot may start again
-    deaths: list[float] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -173,7 +172,6 @@ class Pool:
         else:
             slot.pause = 0.0
         slot.due = now + slot.pause
-        slot.deaths = [t for t in slot.deaths if now - t < 600] + [now]
         log.warning(
             "worker pool: %s died after %.1f s (%s); starting it again%s",
             slot.label,
