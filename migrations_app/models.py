@@ -327,7 +327,8 @@ class Migration(TrackedRequest):
             phase=Phase.WAITING, updated_at=timezone.now()
         ):
             self.phase = Phase.WAITING
-            self.note(f"{self.waiting_reason()}.".replace("..", "."))
+            reason = self.waiting_reason()
+            self.note(reason if reason.endswith(".") else f"{reason}.")
 
     wait_for_slot.alters_data = True
 
