@@ -14,7 +14,9 @@ from kvmweb.records import InvalidTransition
 from migrations_app import events as migration_events
 from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
+from migrations_app.models import FINISHED as MIGRATION_FINISHED
 from migrations_app.models import AuditAction, AuditEntry
+from migrations_app.models import Status as MigrationStatus
 
 from . import facts
 from .models import ACTIVE, Evacuation, Item, Kind, Status
@@ -208,7 +210,9 @@ def state(evacuation):
 
 
 # How often, at most, a move's progress is passed on to its evacuation's page
-# (per evacuation and process): each time sends the whole plan.
+# (per move and process): each time sends the whole plan. Checked before the
+# database is asked which evacuation the move belongs to: every migration's
+# progress samples come here, twice a second each, most of them no evacuation's.
 PROGRESS_EVERY_SECONDS = 1.0
 _progress_sent: dict[int, float] = {}
 
@@ -216,12 +220,14 @@ _progress_sent: dict[int, float] = {}
 def on_migration_published(sender, migration, **kwargs):
     """A move's news, passed on to its evacuation's page: its state at once,
     its progress at most once a PROGRESS_EVERY_SECONDS."""
-    now = time.monotonic()
+    if migration.status == MigrationStatus.RUNNING:  # a progress sample, or a phase or note while it runs
+        now = time.monotonic()
+        if now - _progress_sent.get(migration.pk, 0.0) < PROGRESS_EVERY_SECONDS:
+            return
+        _progress_sent[migration.pk] = now
+    elif migration.status in MIGRATION_FINISHED:
+        _progress_sent.pop(migration.pk, None)
     for evacuation in Evacuation.objects.filter(migrations=migration.pk, status__in=ACTIVE):
-        sample = migration.status == "running"  # a progress sample, or a phase or note while it runs
-        if sample and now - _progress_sent.get(evacuation.pk, 0.0) < PROGRESS_EVERY_SECONDS:
-            continue
-        _progress_sent[evacuation.pk] = now
         publish(evacuation)
 
 
