@@ -38,6 +38,11 @@ class HostViewSet(
             qs = qs.prefetch_related("pools", "networks")
         return qs
 
+    def _detail(self, host):
+        """The host as GET /api/hosts/{id}/ shows it, read again after an action changed it."""
+        host = self.get_queryset().get(pk=host.pk)
+        return HostDetailSerializer(host, context=self.get_serializer_context()).data
+
     def perform_create(self, serializer):
         registration.register(serializer, self.request.user)
 
@@ -47,8 +52,7 @@ class HostViewSet(
         """Refresh this host's inventory from libvirt now (operators: it opens connections to the host)."""
         host = self.get_object()
         result = sync.sync_host_evenly(host)
-        host = self.get_queryset().get(pk=host.pk)
-        data = HostDetailSerializer(host, context=self.get_serializer_context()).data
+        data = self._detail(host)
         data["sync"] = {
             "online": result.online,
             "domains": result.domains,
@@ -70,8 +74,7 @@ class HostViewSet(
             trust.confirm_host_key(host, body.validated_data["fingerprint"], request.user)
         except HostKeyRefused as e:
             raise ValidationError({"fingerprint": [str(e)]}) from None
-        host = self.get_queryset().get(pk=host.pk)
-        return Response(HostDetailSerializer(host, context=self.get_serializer_context()).data)
+        return Response(self._detail(host))
 
     @extend_schema(
         request=RemoveVolumeSerializer,
@@ -93,8 +96,7 @@ class HostViewSet(
             volumes.remove_volume(request.user, host, params.validated_data["pool"], params.validated_data["name"])
         except volumes.VolumeRefused as refused:
             return Response({"detail": refused.message}, status=refused.status)
-        host = self.get_queryset().get(pk=host.pk)
-        return Response(HostDetailSerializer(host, context=self.get_serializer_context()).data)
+        return Response(self._detail(host))
 
 
 class DomainViewSet(viewsets.ReadOnlyModelViewSet):
