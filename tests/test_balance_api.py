@@ -252,6 +252,21 @@ def test_a_refused_move_is_not_planned_elsewhere(api, operator, uneven, django_c
     assert evacuation.migrations.count() == 4  # no fifth move elsewhere
 
 
+def test_a_balance_run_is_cancelled_like_an_evacuation(api, operator, uneven, django_capture_on_commit_callbacks):
+    pk = run(api, operator, django_capture_on_commit_callbacks).json()["id"]
+
+    cancelled = api.post(f"/api/evacuations/{pk}/cancel/")
+
+    assert cancelled.status_code == 202
+    assert cancelled.json()["status"] == "cancelled"
+    runner.advance(pk)
+    assert not Migration.objects.exists()
+    entry = AuditEntry.objects.get(action="cancel", data__evacuation=pk)
+    assert f"asked to cancel balance #{pk} of the cluster" in entry.message
+    # Once it is over, another may run.
+    assert run(api, operator, django_capture_on_commit_callbacks).status_code == 202
+
+
 def test_viewers_may_not_run_the_plan(api, viewer, uneven):
     refused = plan(api, viewer, dry_run=False)
     assert refused.status_code == 403
