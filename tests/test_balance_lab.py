@@ -78,6 +78,8 @@ def test_an_uneven_cluster_is_balanced_with_the_fewest_moves_and_stays_so(api, o
     run = ended(response.json()["id"])
 
     assert (run.kind, run.status) == ("balance", "succeeded"), run.error
+    took = (run.finished_at - run.started_at).total_seconds()
+    print(f"balance #{run.pk}: {len(plan['plan'])} moves, predicted {run.predicted_seconds} s, took {took:.1f} s")
     assert run.progress == {"done": minimum_moves, "moved": minimum_moves, "total": minimum_moves}
     moves = list(Migration.objects.filter(evacuations=run))
     assert len(moves) == minimum_moves and {m.status for m in moves} == {"succeeded"}
