@@ -47,6 +47,9 @@ def test_viewers_see_the_spread_and_the_moves_read_only(client, viewer, uneven):
         "kvm02 0.0 % 25.0 % 0.0 % 12.5 % within 10 points",
         "kvm03 0.0 % 25.0 % 0.0 % 12.5 % within 10 points",
     ]
+    assert "Furthest from the mean: 50.0 points of memory (25.0 of vCPUs) now, 0.0 (0.0) after the plan." in (
+        re.sub(r"\s+", " ", page)
+    )
     moves = rows(page, "plan")
     assert len(moves) == 4 and all(" kvm01 kvm0" in m and " s " in m for m in moves)
     assert "memory committed" in page  # each move's why
@@ -108,3 +111,10 @@ def test_the_confirmation_needs_its_csrf_token(operator, uneven):
 
     assert browser.post("/cluster/balance/", {"digest": digest, "confirm": "on"}).status_code == 403
     assert not Evacuation.objects.exists()
+
+
+def test_without_hosts_the_page_says_there_is_nothing_to_balance(client, operator):
+    client.force_login(operator)
+    page = client.get("/cluster/balance/").content.decode()
+    assert "No online host outside maintenance: nothing to balance." in page
+    assert 'id="confirm"' not in page and 'id="deviation"' not in page
