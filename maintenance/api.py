@@ -96,8 +96,12 @@ class EvacuationSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=Kind.choices)
     status = serializers.ChoiceField(choices=Status.choices)
-    host = serializers.CharField()
+    host = serializers.CharField(help_text="Its host's name; empty for a balance.")
     host_id = serializers.IntegerField(allow_null=True)
+    subject = serializers.CharField(help_text="Its host's name, or 'the cluster' for a balance.")
+    spread = serializers.JSONField(
+        help_text="A balance's threshold, mean, before, after, balanced and cooling_down, as planned; {} otherwise."
+    )
     plan = serializers.JSONField(help_text="The moves, each with its state, migrations and error.")
     unplaced = serializers.JSONField(help_text="Running VMs that fit nowhere, with the reason.")
     staying = serializers.JSONField(help_text="VMs that do not run and stay, with the reason.")
