@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hosts.models import Domain, Host
@@ -95,8 +96,12 @@ class EvacuationSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=Kind.choices)
     status = serializers.ChoiceField(choices=Status.choices)
-    host = serializers.CharField()
+    host = serializers.CharField(help_text="Its host's name; empty for a balance.")
     host_id = serializers.IntegerField(allow_null=True)
+    subject = serializers.CharField(help_text="Its host's name, or 'the cluster' for a balance.")
+    spread = serializers.JSONField(
+        help_text="A balance's threshold, mean, before, after, balanced and cooling_down, as planned; {} otherwise."
+    )
     plan = serializers.JSONField(help_text="The moves, each with its state, migrations and error.")
     unplaced = serializers.JSONField(help_text="Running VMs that fit nowhere, with the reason.")
     staying = serializers.JSONField(help_text="VMs that do not run and stay, with the reason.")
@@ -210,31 +215,42 @@ class PlacementRuleViewSet(viewsets.ModelViewSet):
 
 class BalanceRequest(serializers.Serializer):
     dry_run = serializers.BooleanField(
-        required=False, default=True, help_text="true (the default): the plan only; nothing moves."
+        required=False,
+        default=True,
+        help_text="true (the default): the plan only; nothing moves. false: plan and run it (operators).",
     )
-
-
-NOT_BUILT = (
-    'Running a balance plan is not built yet: only the plan can be asked for ({"dry_run": true}). '
-    "Carry out its moves as migrations, or empty a host through maintenance, meanwhile."
-)
 
 
 @extend_schema(
     request=BalanceRequest,
-    responses={200: dict, 501: OpenApiResponse(description="Running a plan (dry_run false) is not built yet.")},
+    responses={
+        200: dict,
+        202: EvacuationSerializer,
+        403: OpenApiResponse(description="Running a plan is for operators."),
+        409: OpenApiResponse(description="A balance (or an evacuation) is under way, or there is nothing to move."),
+    },
 )
 @api_view(["POST"])
 @permission_classes([HasRole])
-def balance(request):
+def balance(request: Request) -> Response:
     """``{"dry_run": true}``: the moves that bring every online host not in maintenance
     within ``KVMWEB_BALANCE_THRESHOLD`` points of the cluster's committed memory and
     vCPU shares, each with its predicted seconds and why; the spread before and after.
-    Nothing changes."""
+    Nothing changes.
+
+    ``{"dry_run": false}`` (operators): plan it now and run it, each move an ordinary
+    migration, as evacuations run; 202 with the run's id and ``url`` (its page; the
+    API's ``/api/evacuations/<id>/`` follows it). Only one balance runs at a time."""
     form = BalanceRequest(data=request.data)
     form.is_valid(raise_exception=True)
-    if not form.validated_data["dry_run"]:
-        if not is_operator(request.user):
-            return Response({"detail": IsOperatorOrReadOnly.message}, status=status.HTTP_403_FORBIDDEN)
-        return Response({"detail": NOT_BUILT}, status=status.HTTP_501_NOT_IMPLEMENTED)
-    return Response({"dry_run": True, **facts.plan_balance().as_dict()})
+    if form.validated_data["dry_run"]:
+        return Response({"dry_run": True, **facts.plan_balance().as_dict()})
+    if not is_operator(request.user):
+        return Response({"detail": IsOperatorOrReadOnly.message}, status=status.HTTP_403_FORBIDDEN)
+    try:
+        run = services.start_balance(request.user)
+    except services.Refused as e:
+        return refused(e)
+    return Response(
+        {"id": run.pk, "url": run.get_absolute_url(), **services.state(run)}, status=status.HTTP_202_ACCEPTED
+    )

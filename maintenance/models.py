@@ -12,8 +12,8 @@ from migrations_app.display import percent_text
 class Kind(models.TextChoices):
     EVACUATE = "evacuate", "Evacuation"
     RETURN = "return", "Return"
-    # Moves a balance plan made (running one is not built yet): the cool-down
-    # counts the migrations of these.
+    # A balance plan run: moves between online hosts, no host in maintenance
+    # (``host`` empty). The cool-down counts the migrations of these.
     BALANCE = "balance", "Balance"
 
 
@@ -40,7 +40,8 @@ class Item(models.TextChoices):
 
 
 class Evacuation(TrackedRequest):
-    """Moving every VM off a host (``evacuate``), or back onto it (``return``).
+    """Moving every VM off a host (``evacuate``), or back onto it (``return``),
+    or the moves of a balance plan between online hosts (``balance``: no host).
 
     Each VM moves as an ordinary Migration; this row keeps the plan, which
     migrations carried it out, and how far it got. Only the runner
@@ -71,6 +72,9 @@ class Evacuation(TrackedRequest):
     )
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    # A balance plan's threshold, mean and spread before and after its moves,
+    # as the planner saw them when it was asked for (planner.Balance).
+    spread = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -78,10 +82,21 @@ class Evacuation(TrackedRequest):
             models.UniqueConstraint(
                 fields=["host"], condition=Q(status__in=["queued", "running"]), name="one_active_evacuation_per_host"
             ),
+            # Two balance plans at once would each move VMs on facts the other changes.
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(kind="balance", status__in=["queued", "running"]),
+                name="one_active_balance",
+            ),
         ]
 
-    def __str__(self):
-        return f"#{self.pk} {self.get_kind_display().lower()} of {self.host_name}"
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_kind_display().lower()} of {self.subject}"
+
+    @property
+    def subject(self) -> str:
+        """What the plan is about, in words: its host, or the cluster for a balance."""
+        return self.host_name or "the cluster"
 
     def get_absolute_url(self):
         return reverse("evacuation-detail", args=[self.pk])
@@ -152,6 +167,8 @@ class Evacuation(TrackedRequest):
             "kind_display": self.get_kind_display(),
             "host": self.host_name,
             "host_id": self.host_id,
+            "subject": self.subject,
+            "spread": self.spread,
             "status": self.status,
             "status_display": self.get_status_display(),
             "status_colour": self.status_colour,

@@ -1,4 +1,4 @@
-"""Evacuations and returns: a plan of ordinary migrations, carried out in steps.
+"""Evacuations, returns and balance runs: a plan of ordinary migrations, carried out in steps.
 
 No process runs an evacuation from its start to its end. Each step
 (``advance``) is a short job that reads the plan once: it counts the moves
@@ -155,6 +155,11 @@ class Step:
         if cancelling or len(item["tried"]) >= ATTEMPTS:
             item.update(state=Item.FAILED, error=f"{item['error']} {said}".strip())
             return
+        if self.evacuation.kind == Kind.BALANCE:
+            # Another target would weigh on a host the plan did not count on: the
+            # moves that went still help, and the next plan weighs this VM again.
+            item.update(state=Item.FAILED, error=f"{said} It stays where it was; plan the balance again.")
+            return
         other = self._elsewhere(item)
         if isinstance(other, str):
             item.update(state=Item.FAILED, error=f"{said} No other host fits: {other}")
@@ -215,6 +220,14 @@ class Step:
         if domain.host_id == target.pk:
             item.update(state=Item.MOVED)
             return
+        if self.evacuation.kind == Kind.BALANCE and domain.host_id != item["source"]:
+            # Moved by hand since the plan: from where it is now, the planned
+            # move would not take from the host the plan weighed.
+            item.update(
+                state=Item.FAILED,
+                error=f"It moved to {domain.host.name} after the plan was made; balancing left it there.",
+            )
+            return
         req = MigrationRequest(
             domain=domain,
             target=target,
@@ -261,7 +274,7 @@ class Step:
         services.audit(
             evacuation.requested_by,
             evacuation.host_name,
-            f"{evacuation.get_kind_display()} #{evacuation.pk} of {evacuation.host_name} {status}: "
+            f"{evacuation.get_kind_display()} #{evacuation.pk} of {evacuation.subject} {status}: "
             f"{moved} of {len(self.plan)} VM(s) moved."
             + (
                 f" Left where they were: {', '.join(i['domain_name'] for i in evacuation.left)}."

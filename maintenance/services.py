@@ -1,8 +1,11 @@
-"""Maintenance mode, evacuations and returns: the one path the API and the pages go through."""
+"""Maintenance mode, evacuations, returns and balance runs: the one path the API and the pages go through."""
 
 import contextlib
+import hashlib
+import json
 import logging
 import time
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -154,6 +157,86 @@ def _return(user, host):
     )
 
 
+def balance_digest(moves: list[dict[str, Any]]) -> str:
+    """A short fingerprint of a balance plan's moves (which VM goes where): the
+    page's confirmation carries it, so that what runs is what the operator saw."""
+    pairs = sorted((m["domain_uuid"], m["source"], m["target"]) for m in moves)
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+
+
+def start_balance(user: Any, digest: str | None = None) -> Evacuation:
+    """Plan the balance now and run its moves as ordinary migrations, through the
+    same runner as evacuations (an Evacuation of kind ``balance``, no host).
+
+    ``digest``: the balance_digest of the plan the operator confirmed; a plan
+    that changed since is refused (Refused.extra has the new one)."""
+    under_way = Evacuation.objects.filter(status__in=ACTIVE).order_by("pk").first()
+    if under_way is not None:
+        raise Refused(_busy(under_way))
+    plan = facts.plan_balance()
+    found = plan.as_dict()
+    if not plan.moves:
+        why = (
+            "every online host is within the threshold already"
+            if plan.balanced
+            else "no allowed move brings a host closer (rules, capacity or the cool-down keep them where they are)"
+        )
+        raise Refused(f"Nothing to run: {why}. Nothing was moved.", **found)
+    if digest is not None and digest != balance_digest(plan.moves):
+        raise Refused(
+            "The plan changed since it was shown (a VM or a host changed meanwhile): look at the new plan "
+            "and confirm it again. Nothing was moved.",
+            **found,
+        )
+    try:
+        with transaction.atomic():
+            evacuation = Evacuation.objects.create(
+                host=None,
+                host_name="",
+                kind=Kind.BALANCE,
+                requested_by=user if user.is_authenticated else None,
+                requested_by_name=user.get_username(),
+                # A move refused is not planned elsewhere: the rest still help.
+                allow_partial=True,
+                plan=[_item(move) for move in plan.moves],
+                predicted_seconds=plan.predicted_seconds,
+                spread={k: found[k] for k in ("threshold", "mean", "before", "after", "balanced", "cooling_down")},
+            )
+            names = ", ".join(f"{m['domain_name']} ({m['source_name']} to {m['target_name']})" for m in plan.moves)
+            audit(
+                user,
+                "",
+                f"{user.get_username()} started balance #{evacuation.pk} of the cluster: {len(plan.moves)} "
+                f"move(s), {names}.",
+                action=AuditAction.BALANCE,
+                evacuation=evacuation.pk,
+                plan=[
+                    {k: m[k] for k in ("domain_name", "domain_uuid", "source_name", "target_name", "predicted_seconds")}
+                    for m in plan.moves
+                ],
+                threshold=plan.threshold,
+            )
+            transaction.on_commit(lambda: enqueue(evacuation))
+    except IntegrityError:
+        running = Evacuation.objects.filter(kind=Kind.BALANCE, status__in=ACTIVE).first()
+        raise Refused(_busy(running)) from None
+    return evacuation
+
+
+def _busy(running: Evacuation | None) -> str:
+    if running is None:  # it ended between the refusal and this look
+        return "Another balance was starting at the same moment. Look at the plan again and confirm it."
+    if running.kind == Kind.BALANCE:
+        return (
+            f"Balance #{running.pk} is under way: only one balance runs at a time. Wait for it to finish "
+            "(or cancel it on its page), then plan again."
+        )
+    return (
+        f"{running.get_kind_display()} #{running.pk} of {running.subject} is under way: a balance planned now "
+        "would move VMs on facts it is changing. Wait for it to finish, then plan again."
+    )
+
+
 def _item(move):
     return {**move, "state": Item.PENDING, "migrations": [], "tried": [move["target"]], "error": ""}
 
@@ -186,7 +269,7 @@ def cancel(user, evacuation):
         user,
         evacuation.host_name,
         f"{user.get_username()} asked to cancel {evacuation.get_kind_display().lower()} #{evacuation.pk} "
-        f"of {evacuation.host_name}.",
+        f"of {evacuation.subject}.",
         action=AuditAction.CANCEL,
         evacuation=evacuation.pk,
     )

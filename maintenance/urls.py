@@ -7,4 +7,5 @@ urlpatterns = [
     path("hosts/<slug:name>/activate/", views.host_activate, name="host-activate"),
     path("evacuations/<int:pk>/", views.evacuation_detail, name="evacuation-detail"),
     path("evacuations/<int:pk>/cancel/", views.evacuation_cancel, name="evacuation-cancel"),
+    path("cluster/balance/", views.cluster_balance, name="cluster-balance"),
 ]

@@ -530,6 +530,7 @@ class AuditAction(models.TextChoices):
     INVENTORY = "inventory", "Seen outside kvmweb"
     VOLUME = "volume", "Volume removed"
     RULE = "rule", "Placement rule changed"
+    BALANCE = "balance", "Balance started"
 
 
 class AuditEntry(models.Model):

@@ -13,6 +13,7 @@
   function row(item) {
     var tr = K.el("tr", { "data-domain": item.domain_name });
     tr.appendChild(K.el("td", null, item.domain_name));
+    tr.appendChild(K.el("td", null, item.source_name));
     tr.appendChild(K.el("td", null, item.target_name));
     tr.appendChild(K.el("td", { "data-field": "state" }, item.state_display + (item.phase ? " · " + item.phase : "")));
     tr.appendChild(K.el("td", { "data-field": "percent" }, item.percent_display));
@@ -45,7 +46,7 @@
       li.appendChild(document.createTextNode(": " + l.reason));
       return li;
     }));
-    document.title = e.kind_display + " #" + e.id + " of " + e.host + " (" + e.status_display + ") · kvmweb";
+    document.title = e.kind_display + " #" + e.id + " of " + e.subject + " (" + e.status_display + ") · kvmweb";
   }
 
   K.socket("/ws/evacuations/" + state.id + "/", {

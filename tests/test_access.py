@@ -19,7 +19,7 @@ def inventory(tmp_path):
 
 def page_urls(host):
     domain = host.domains.first()
-    return ["/", f"/hosts/{host.name}/", "/domains/", f"/domains/{domain.uuid}/"]
+    return ["/", f"/hosts/{host.name}/", "/domains/", f"/domains/{domain.uuid}/", "/cluster/balance/"]
 
 
 def api_urls(host):

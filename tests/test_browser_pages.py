@@ -106,6 +106,7 @@ def every_page(inventory):
         "/migrations/new/",
         f"/migrations/new/?domain={inventory['domain'].uuid}",
         "/hosts/kvm01/maintenance/",
+        "/cluster/balance/",
         inventory["evacuation"].get_absolute_url(),
         "/audit/",
         f"{inventory['migration'].get_absolute_url()}cancel/",
