@@ -32,6 +32,7 @@ from django.db.models.functions import Coalesce
 # The pure figures, read from here too (explicitly re-exported): capacity.of, capacity.Capacity.
 from .figures import Capacity as Capacity
 from .figures import Guest as Guest
+from .figures import choose_copy_pool as choose_copy_pool
 from .figures import of as of
 from .models import HOLDS_MEMORY, Domain, DomainStateChoices, Host
 
@@ -229,16 +230,6 @@ def disks_to_copy(domain: Any) -> tuple[int, str]:
     disks = [d for d in domain.disks if d.get("device") == "disk" and d.get("path")]
     need = sum(d.get("allocation") or d.get("capacity") or 0 for d in disks)
     return need, next((d["pool"] for d in disks if d.get("pool")), "")
-
-
-def choose_copy_pool(free: dict[str, int], need: int, prefer: str = "") -> str | None:
-    """Which pool (name -> free bytes) to copy ``need`` bytes of disks into: the
-    one named ``prefer`` (the source's) if it has room, else the one with the
-    most room that has it; None if none has. Pure: the planner uses it too."""
-    fits = [name for name, room in free.items() if room >= need]
-    if prefer in fits:
-        return prefer
-    return min(fits, key=lambda name: (-free[name], name), default=None)
 
 
 def copy_pool_for(domain: Any, host: Host) -> tuple[str | None, int, int]:

@@ -110,17 +110,20 @@ class Capacity:
         return self.vcpus_committed + guest.vcpus <= self.vcpu_capacity
 
 
+# ``host``: a Host (typed Any: this module does not import the models).
+
+
 def memory_reserved(host: Any) -> int:
     mib = host.memory_reserved_mib
-    return (settings.KVMWEB_RESERVED_MEMORY_MIB if mib is None else mib) * MiB
+    return int(settings.KVMWEB_RESERVED_MEMORY_MIB if mib is None else mib) * MiB
 
 
 def memory_ratio(host: Any) -> float:
-    return settings.KVMWEB_MEMORY_ALLOCATION_RATIO if host.memory_ratio is None else host.memory_ratio
+    return float(settings.KVMWEB_MEMORY_ALLOCATION_RATIO if host.memory_ratio is None else host.memory_ratio)
 
 
 def cpu_ratio(host: Any) -> float:
-    return settings.KVMWEB_CPU_ALLOCATION_RATIO if host.cpu_ratio is None else host.cpu_ratio
+    return float(settings.KVMWEB_CPU_ALLOCATION_RATIO if host.cpu_ratio is None else host.cpu_ratio)
 
 
 def hugepage_pool(host: Any) -> int:
@@ -142,3 +145,13 @@ def of(host: Any) -> Capacity:
         incoming=host.incoming_count,
         memory_incoming=host.memory_incoming,
     )
+
+
+def choose_copy_pool(free: dict[str, int], need: int, prefer: str = "") -> str | None:
+    """Which pool (name -> free bytes) to copy ``need`` bytes of disks into: the
+    one named ``prefer`` (the source's) if it has room, else the one with the
+    most room that has it; None if none has. Pure: the planner uses it too."""
+    fits = [name for name, room in free.items() if room >= need]
+    if prefer in fits:
+        return prefer
+    return min(fits, key=lambda name: (-free[name], name), default=None)

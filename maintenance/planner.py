@@ -27,7 +27,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from core.formatting import size
-from hosts.capacity import choose_copy_pool
+from hosts.figures import choose_copy_pool
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
