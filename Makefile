@@ -3,7 +3,7 @@
 #   make demo           install what is missing, start the lab, web and worker
 #   make stop           stop the web server, the worker and the Redis the demo started
 #   make status         what of the demo runs
-#   make lint           ruff (lint and format) on the tree, strict mypy on the modules pyproject.toml lists
+#   make lint           ruff (lint and format), strict mypy on the modules pyproject.toml lists, the import layers
 #   make test           the whole suite (honours DATABASE_URL; extra args: PYTEST_ARGS='-m "not lab"')
 #   make test-fast      the developer's loop, under a minute: no lab, browser, started processes or waits; no root
 #   make test-postgres  the whole suite on a local PostgreSQL it installs and starts
@@ -39,6 +39,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: system-deps-test $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

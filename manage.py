@@ -8,7 +8,7 @@ def main():
     from django.conf import settings
     from django.core.management import execute_from_command_line
 
-    from kvmweb.private import make_private
+    from core.private import make_private
 
     make_private(settings.VAR_DIR)
 

@@ -3,9 +3,10 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-from . import sshkeys, sync
+from core.roles import is_operator
+
+from . import capacity, sshkeys, sync
 from .models import Domain, Host, Network, StoragePool
-from .roles import is_operator
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -155,7 +156,7 @@ class HostAdmin(admin.ModelAdmin):
     def committed(self, obj):
         if obj.pk is None:
             return "—"
-        return render_to_string("hosts/_capacity.html", {"capacity": obj.capacity})
+        return render_to_string("hosts/_capacity.html", {"capacity": capacity.for_any(obj)})
 
     def save_model(self, request, obj, form, change):
         if change and "uri" in form.changed_data:

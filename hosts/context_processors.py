@@ -1,4 +1,4 @@
-from .roles import is_operator
+from core.roles import is_operator
 
 
 def roles(request):

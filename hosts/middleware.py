@@ -1,7 +1,7 @@
 from django.http import HttpResponseForbidden
 from django.template.loader import render_to_string
 
-from .roles import NO_ROLE_MESSAGE, has_role
+from core.roles import NO_ROLE_MESSAGE, has_role
 
 # Paths a logged-in user without a role may still reach: to log out, to see
 # why they are refused, and the admin site (which has its own staff check).

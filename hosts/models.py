@@ -9,9 +9,11 @@ from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from kvmweb.links import row_url
+from core.links import row_url
 
-from . import sshkeys
+from . import figures, sshkeys
+from .libvirt import HostError, InvalidURI, check_uri, validate_uri
+from .libvirt.uri import remote_target
 from .validators import validate_libvirt_uri
 
 SSH_TRANSPORTS = ("ssh", "libssh")
@@ -47,9 +49,6 @@ def endpoint(uri):
 
     known_hosts, and so the trust in a host key, is per host and port: two rows
     naming one would share the key one of them confirmed."""
-    from .libvirt import HostError, InvalidURI
-    from .libvirt.uri import remote_target
-
     try:
         target = remote_target(uri)
     except (InvalidURI, HostError):
@@ -260,7 +259,6 @@ class Host(models.Model):
 
     def clean(self):
         # Stored as kvmweb rebuilds it (the form validator has judged it already).
-        from .libvirt import InvalidURI, validate_uri
 
         with contextlib.suppress(InvalidURI):
             self.uri = validate_uri(self.uri)
@@ -277,11 +275,14 @@ class Host(models.Model):
 
     @cached_property
     def capacity(self):
-        """Committed against capacity (hosts/capacity.py), from the annotation when the
-        host was fetched with capacity.with_committed(), else with one query."""
-        from . import capacity  # capacity imports this module
-
-        return capacity.of(self) if hasattr(self, "memory_committed") else capacity.for_host(self)
+        """Committed against capacity, from the annotations of a host fetched
+        through hosts/capacity.py (``with_committed``, ``with_counts``); a host
+        fetched otherwise is read again there: ``capacity.for_any(host)``."""
+        if not hasattr(self, "memory_committed"):
+            raise RuntimeError(
+                f"host {self.name} was not fetched with its committed figures: ask hosts.capacity.for_any(host)"
+            )
+        return figures.of(self)
 
     @property
     def memory_used(self):
@@ -317,8 +318,6 @@ class Host(models.Model):
 
     def parsed_uri(self):
         """The URI as the allowlist reads it now, or None if it is refused."""
-        from .libvirt import InvalidURI, check_uri
-
         try:
             return check_uri(self.uri)
         except InvalidURI:
@@ -362,8 +361,6 @@ class Host(models.Model):
 
     def forget_host_key_if_moved(self, new_uri):
         """A URI naming another host or port drops the keys of the old one. Not saved."""
-        from .libvirt import InvalidURI, check_uri
-
         old = self.parsed_uri()
         try:
             new = check_uri(new_uri)
@@ -410,8 +407,6 @@ class Host(models.Model):
 
     def host_key_problem(self):
         """Why kvmweb must not log in to this host over SSH now (a HostError), or None."""
-        from .libvirt import HostError
-
         state = self.host_key_state
         if state == HostKeyState.UNCONFIRMED:
             offered = self.ssh_offered_fingerprint

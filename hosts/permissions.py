@@ -1,6 +1,6 @@
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from .roles import has_role, is_operator
+from core.roles import has_role, is_operator
 
 
 class IsOperatorOrReadOnly(BasePermission):

@@ -5,6 +5,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from . import sync
 from .models import Host
+from .signals import host_registered
 
 
 def register(serializer, user: AbstractBaseUser | AnonymousUser) -> Host:
@@ -12,17 +13,8 @@ def register(serializer, user: AbstractBaseUser | AnonymousUser) -> Host:
 
     An unreachable host is still registered: it shows offline with the reason,
     and the periodic refresh picks it up once it answers."""
-    from migrations_app.models import AuditAction, AuditEntry
-
     host = serializer.save()
-    AuditEntry.record(
-        AuditAction.REGISTER,
-        f"Registered host {host.name} at {host.uri}"
-        + (f", its SSH host key pinned: {host.ssh_fingerprint}" if host.ssh_fingerprint else ""),
-        user=user,
-        host=host.name,
-        uri=host.uri,
-    )
+    host_registered.send(sender=Host, host=host, user=user)  # the audit log's entry (migrations_app.inventory)
     # A failure answers after the same time whatever it was (sync_host_evenly).
     sync.sync_host_evenly(host)
     return host

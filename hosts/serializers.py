@@ -2,7 +2,9 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from . import sshkeys
+from core.roles import is_operator
+
+from . import capacity, sshkeys
 from .libvirt import InvalidURI, check_hypervisor_network, check_uri
 from .libvirt import validate_uri as check_uri_form
 from .models import (
@@ -15,7 +17,7 @@ from .models import (
     endpoint_clash_message,
     host_at_endpoint,
 )
-from .roles import is_operator
+from .volumes import leftovers
 
 
 class CapacitySerializer(serializers.Serializer):
@@ -36,10 +38,16 @@ class CapacitySerializer(serializers.Serializer):
     vcpus_committed = serializers.IntegerField()
     incoming = serializers.IntegerField(help_text="Guests on their way in, counted in the committed figures.")
 
+    def to_representation(self, instance):
+        # A host (HostSerializer's field, source="*"): its figures, read again if it was fetched without them.
+        if isinstance(instance, Host):
+            instance = capacity.for_any(instance)
+        return super().to_representation(instance)
+
 
 class HostSerializer(serializers.ModelSerializer):
     domain_count = serializers.IntegerField(read_only=True, required=False)
-    capacity = CapacitySerializer(read_only=True)
+    capacity = CapacitySerializer(read_only=True, source="*")
     fingerprint = serializers.CharField(
         write_only=True,
         required=False,
@@ -217,7 +225,6 @@ class HostDetailSerializer(HostSerializer):
 
     @extend_schema_field(LeftoverSerializer(many=True))
     def get_leftovers(self, host):
-        from .volumes import leftovers
 
         return LeftoverSerializer(leftovers(host), many=True).data
 

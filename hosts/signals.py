@@ -23,3 +23,9 @@ definition_removed = Signal()
 
 # An operator removed a leftover volume: host, leftover (volumes.Leftover), user. Sent inside a transaction.
 volume_removed = Signal()
+
+# An operator registered a host: host, user. Sent before its first sync.
+host_registered = Signal()
+
+# An operator confirmed a host's SSH host key: host, user. Sent once it is trusted and saved.
+host_key_confirmed = Signal()

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -88,7 +89,6 @@ def read_host(host, timeout=None):
 
 
 def _scan(parsed, timeout):
-    from django.conf import settings
 
     try:
         probe(parsed, timeout or settings.KVMWEB_CONNECT_TIMEOUT)
@@ -119,8 +119,6 @@ def sync_host_evenly(host):
     can take (twice the connect timeout, and a second), so that how long the
     answer took does not tell a closed port (0.01 s) from a filtered one (the
     whole timeout) or from one where something else listens."""
-    from django.conf import settings
-
     started = time.monotonic()
     result = sync_host(host)
     if not result.online:

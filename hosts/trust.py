@@ -7,6 +7,7 @@ from django.conf import settings
 
 from . import sshkeys, sync
 from .models import HostKeyRefused, HostKeyState, write_known_hosts
+from .signals import host_key_confirmed
 
 
 def confirm_host_key(host, fingerprint, user):
@@ -15,8 +16,6 @@ def confirm_host_key(host, fingerprint, user):
     Raises HostKeyRefused (saying why) when the fingerprint is not the one the
     host offers. Recorded in the audit log.
     """
-    from migrations_app.models import AuditAction, AuditEntry
-
     fingerprint = (fingerprint or "").strip()
     if host.uses_ssh and not host.ssh_offered_key and host.host_key_state != HostKeyState.TRUSTED:
         # Nothing fetched yet (the host did not answer at registration): ask it now.
@@ -26,13 +25,7 @@ def confirm_host_key(host, fingerprint, user):
     host.trust_host_key(fingerprint)
     host.save(update_fields=host.SSH_FIELDS)
     write_known_hosts()
-    AuditEntry.record(
-        AuditAction.HOST_KEY,
-        f"Confirmed the SSH host key of {host.name}: {host.ssh_fingerprint}",
-        user=user,
-        host=host.name,
-        fingerprint=host.ssh_fingerprint,
-    )
+    host_key_confirmed.send(sender=type(host), host=host, user=user)  # the audit log's entry (migrations_app.inventory)
     return sync.sync_host(host)
 
 

@@ -6,14 +6,14 @@ from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from kvmweb.filters import filter_or_400
-from kvmweb.formatting import hosts_summary
-from kvmweb.pagination import paginate
+from core.filters import filter_or_400
+from core.formatting import hosts_summary
+from core.pagination import paginate
+from core.roles import is_operator
 
 from . import capacity, definitions, registration, sshkeys, sync, trust, volumes
 from .filters import DomainFilter
 from .models import Domain, DomainStateChoices, Host, HostKeyRefused
-from .roles import is_operator
 from .serializers import HostSerializer
 
 

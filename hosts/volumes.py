@@ -15,7 +15,10 @@ from typing import Any
 
 from django.db import transaction
 
-from . import signals
+from . import (
+    signals,
+    sync,  # sync imports the libvirt seam and models only; late, as definitions does
+)
 from .libvirt import HostError, open_host
 from .models import Domain, DomainDefinition, Host, PoolSharing, StoragePool
 
@@ -145,7 +148,6 @@ def remove_volume(user: Any, host: Host, pool: str, name: str) -> Leftover:
     before it deletes anything; audited (signals.volume_removed)."""
     if not StoragePool.objects.filter(host=host, name=pool).exists():
         raise VolumeRefused(f"{host.name} has no storage pool named {pool}.", status=404)
-    from . import sync  # sync imports the libvirt seam and models only; late, as definitions does
 
     try:
         with open_host(host.uri) as conn:

@@ -15,7 +15,7 @@ from a2wsgi import WSGIMiddleware
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
-from kvmweb.private import make_private
+from core.private import make_private
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kvmweb.settings")
 make_private(settings.VAR_DIR)
@@ -25,8 +25,8 @@ django_http_app = WSGIMiddleware(get_wsgi_application(), workers=settings.KVMWEB
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from kvmweb.bodylimit import BodyLimit, limit_daphne  # noqa: E402
-from kvmweb.websocket import SameOriginValidator  # noqa: E402
+from core.bodylimit import BodyLimit, limit_daphne  # noqa: E402
+from core.websocket import SameOriginValidator  # noqa: E402
 from maintenance.routing import websocket_urlpatterns as maintenance_sockets  # noqa: E402
 from migrations_app.routing import websocket_urlpatterns  # noqa: E402
 

@@ -17,6 +17,7 @@ import ipaddress
 import secrets
 from collections import defaultdict
 
+import django_rq
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db.models import Count
@@ -25,6 +26,13 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
+from rq import Worker
+
+from hosts import capacity
+from hosts.models import Host, HostStatus
+from migrations_app import tallies
+from migrations_app.models import ACTIVE, Migration
 
 MODES = ("live", "cold")
 OUTCOMES = ("succeeded", "failed", "cancelled")
@@ -34,8 +42,6 @@ class KvmwebCollector:
     """Collects at each scrape; registered on a registry of its own, not the global one."""
 
     def collect(self):
-        from hosts.models import Host, HostStatus
-        from migrations_app.models import ACTIVE, Migration
 
         active = GaugeMetricFamily(
             "kvmweb_migrations_active",
@@ -67,8 +73,6 @@ class KvmwebCollector:
 
     @staticmethod
     def _capacity():
-        from hosts import capacity
-        from hosts.models import Host
 
         families = {
             "memory_committed": GaugeMetricFamily(
@@ -98,8 +102,6 @@ class KvmwebCollector:
     @staticmethod
     def _tallies():
         """The counters and histograms of ended migrations, as ``tallies`` keeps them (zero until one ends)."""
-        from migrations_app import tallies
-
         rows: dict[str, dict[str, float]] = defaultdict(dict)
         for name, label_text, value in tallies.Tally.objects.values_list("name", "labels", "value"):
             rows[name][label_text] = value
@@ -146,9 +148,6 @@ class KvmwebCollector:
 
     @staticmethod
     def _queues():
-        import django_rq
-        from redis.exceptions import RedisError
-        from rq import Worker
 
         depth = GaugeMetricFamily(
             "kvmweb_queue_jobs", "RQ jobs by queue and state (queued: waiting for a worker).", labels=["queue", "state"]

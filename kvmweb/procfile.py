@@ -1,5 +1,7 @@
 """The Procfile's lines as commands: for the demo's supervisor and the benchmarks."""
 
+import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -46,9 +48,6 @@ def main(argv=None):
     For process managers that run one program per unit (deploy/'s systemd
     template): web takes KVMWEB_BIND and KVMWEB_PORT from the environment.
     """
-    import argparse
-    import os
-
     parser = argparse.ArgumentParser(prog="python -m kvmweb.procfile")
     parser.add_argument("action", choices=["run", "names"])
     parser.add_argument("name", nargs="?")

@@ -6,6 +6,7 @@ present but malformed raises ImproperlyConfigured instead of being guessed at.
 
 import ipaddress
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -48,8 +49,6 @@ def env_int(name, default, minimum=0):
 
 def env_rate(name, default):
     """A request rate as DRF's throttles take it: ``100/minute`` (second, minute, hour, day)."""
-    import re
-
     value = os.environ.get(name) or default
     if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
         raise ImproperlyConfigured(f"{name} must be a rate such as 100/minute, not {value!r}.")
@@ -99,9 +98,12 @@ INSTALLED_APPS = [
     "csp",
     "django_rq",
     "channels",
+    "core",
     "hosts",
     "migrations_app",
     "maintenance",
+    # The project itself, for its management command runworkers (the worker pool).
+    "kvmweb",
 ]
 
 MIDDLEWARE = [
@@ -115,19 +117,19 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Dates in the browser's zone, as it names it in a cookie.
-    "kvmweb.timezones.UserTimeZoneMiddleware",
+    "core.timezones.UserTimeZoneMiddleware",
     # Every page needs login unless a view is explicitly marked otherwise.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "hosts.middleware.RoleRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # A login refused by kvmweb.logins' limits gets 429, saying when to try again.
-    "kvmweb.logins.LoginLimitMiddleware",
+    # A login refused by core.logins' limits gets 429, saying when to try again.
+    "core.logins.LoginLimitMiddleware",
 ]
 AUTHENTICATION_BACKENDS = [
     # Django's password check, limited per user name, per address and in how
-    # many run at once (kvmweb/logins.py says how).
-    "kvmweb.logins.LimitedModelBackend",
+    # many run at once (core/logins.py says how).
+    "core.logins.LimitedModelBackend",
 ]
 
 ROOT_URLCONF = "kvmweb.urls"
@@ -144,7 +146,7 @@ TEMPLATES = [
                 "hosts.context_processors.roles",
             ],
             # kvmweb's formatting filters (size, rate, duration...) in every template.
-            "builtins": ["kvmweb.formatting"],
+            "builtins": ["core.formatting"],
         },
     },
 ]
@@ -206,7 +208,7 @@ WHITENOISE_USE_FINDERS = env_bool("KVMWEB_STATIC_FROM_SOURCE", DEBUG)
 WHITENOISE_MAX_AGE = 3600
 
 # No request kvmweb takes comes near this (JSON bodies, small forms, no
-# uploads); kvmweb.bodylimit refuses a larger body before it is read.
+# uploads); core.bodylimit refuses a larger body before it is read.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
@@ -246,7 +248,7 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Login limits (kvmweb/logins.py): past this many wrong passwords for a user
+# Login limits (core/logins.py): past this many wrong passwords for a user
 # name, each further try for it waits a delay (1 s doubling, at most 60 s);
 # past four times as many from one address, that address waits (at most the
 # cool-off). Failures are forgotten this many minutes after the last.
@@ -277,9 +279,9 @@ if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 # serializer (kvmweb.worker.Worker insists on it).
 RQ_SERIALIZER = "rq.serializers.JSONSerializer"
 # The cache holds the API's throttle counts; in Redis they hold across every
-# web process. JSON, not Django's pickles (kvmweb.cache): a value someone wrote
+# web process. JSON, not Django's pickles (core.cache): a value someone wrote
 # into Redis is read as data or not at all.
-CACHES = {"default": {"BACKEND": "kvmweb.cache.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {"default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_URL}}
 
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600, "SERIALIZER": RQ_SERIALIZER},
@@ -311,11 +313,11 @@ REST_FRAMEWORK = {
         # WWW-Authenticate header rather than a bare 403.
         # API tokens are kept only as digests (django-rest-knox); the header
         # is still "Authorization: Token <token>".
-        "kvmweb.auth.TokenAuthentication",
+        "core.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["hosts.permissions.IsOperatorOrReadOnly"],
-    "DEFAULT_PAGINATION_CLASS": "kvmweb.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     # JSON in, as the API is documented; anything else is 415. (Form bodies
@@ -324,8 +326,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_CLASSES": [
-        "kvmweb.throttling.AnonRateThrottle",
-        "kvmweb.throttling.UserRateThrottle",
+        "core.throttling.AnonRateThrottle",
+        "core.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_rate("KVMWEB_API_ANON_RATE", "60/minute"),
@@ -342,7 +344,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "kvmweb.schema.add_error_responses",
+        "core.schema.add_error_responses",
     ],
     "ENUM_NAME_OVERRIDES": {
         "HostStatusEnum": "hosts.models.HostStatus",
@@ -351,7 +353,7 @@ SPECTACULAR_SETTINGS = {
 }
 # API tokens (create_api_token) expire this many days after they are made;
 # their owner lists and revokes them (/account/tokens/, /api/tokens/), and a
-# new password revokes them all (kvmweb/tokens.py). Only digests are stored.
+# new password revokes them all (core/tokens.py). Only digests are stored.
 KVMWEB_TOKEN_TTL_DAYS = env_int("KVMWEB_TOKEN_TTL_DAYS", 90, minimum=1)
 REST_KNOX = {
     "TOKEN_TTL": timedelta(days=KVMWEB_TOKEN_TTL_DAYS),
@@ -435,8 +437,6 @@ LOGGING = {
 
 def env_networks(name):
     """Comma-separated addresses or CIDRs, e.g. ``127.0.0.1,10.0.0.0/24``."""
-    import ipaddress
-
     networks = []
     for item in os.environ.get(name, "").split(","):
         if item.strip():
@@ -449,7 +449,7 @@ def env_networks(name):
 
 # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs; none
 # by default): every limit per client address (API throttles, logins) reads the
-# address through kvmweb.clientaddr.
+# address through core.clientaddr.
 KVMWEB_TRUSTED_PROXIES = env_networks("KVMWEB_TRUSTED_PROXIES")
 
 # /metrics (Prometheus) answers a scrape carrying this bearer token, or one

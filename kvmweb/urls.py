@@ -8,9 +8,9 @@ from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
+from core.tokens import TokenViewSet, token_list
 from hosts.api import DomainViewSet, HostViewSet
 from kvmweb.metrics import metrics
-from kvmweb.tokens import TokenViewSet, token_list
 from maintenance import api as maintenance_api
 from migrations_app.api import AuditViewSet, MigrationViewSet
 

@@ -5,20 +5,32 @@ import os
 import threading
 from datetime import timedelta
 
+import django_rq
 import redis
+from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
+from django.template.loader import get_template
+from django.urls import get_resolver
 from rq import Worker as RQWorker
 from rq import get_current_job
 from rq.exceptions import StopRequested
 from rq.serializers import resolve_serializer
 from rq.worker import WorkerStatus
 
+from core.queues import WAITING
+from hosts import capacity
+from hosts.libvirt import keep_connections
+from hosts.sync import sync_all_job
+from maintenance.runner import advance_all
+from migrations_app.engine.reconcile import orphans
+from migrations_app.jobs import reconcile_migration
+from migrations_app.services import requeue_lost
+
 log = logging.getLogger(__name__)
 
 # Redis key holding the id of the waiting next run of each periodic job.
 PENDING_KEY = "kvmweb:periodic:{}"
-WAITING = ("queued", "scheduled", "deferred", "started")
 
 
 def schedule_next(queue, name, func, delay=None):
@@ -51,10 +63,6 @@ def schedule_refresh(queue, delay=None):
 
 def refresh_inventory():
     """Sync every host, then schedule the next run."""
-    import django_rq
-
-    from hosts.sync import sync_all_job
-
     try:
         return sync_all_job()
     finally:
@@ -66,13 +74,6 @@ def reconcile_periodically():
     adopting it may take as long as the migration), queue again those whose
     job Redis lost, carry on evacuations no step is running for, then
     schedule the next run. Quick: it runs in a short-job slot."""
-    import django_rq
-
-    from maintenance.runner import advance_all
-    from migrations_app.engine.reconcile import orphans
-    from migrations_app.jobs import reconcile_migration
-    from migrations_app.services import requeue_lost
-
     try:
         migrations = django_rq.get_queue("migrations")
         done = []
@@ -89,18 +90,10 @@ def reconcile_periodically():
 
 def preload():
     """Load in the worker what each job's work horse would otherwise load for
-    itself after RQ's fork, every time: the engine and the checks, the URL
-    resolver and the template a migration's state is told with, the channel
-    layer, the capacity queries. About 70 ms of each migration's start,
+    itself after RQ's fork, every time: the URL resolver and the template a
+    migration's state is told with, the channel layer, the capacity queries
+    (the engine and the checks come with this module's imports). About 70 ms of each migration's start,
     measured through the Procfile's worker (bench/bench_migration.py)."""
-    from channels.layers import get_channel_layer
-    from django.db import connections
-    from django.template.loader import get_template
-    from django.urls import get_resolver
-
-    import migrations_app.jobs  # noqa: F401 - imports the engine and the checks
-    from hosts import capacity
-
     get_resolver().reverse_dict  # noqa: B018 - populates the resolver
     get_template("migrations_app/_checks.html")
     get_channel_layer()
@@ -157,7 +150,6 @@ class Worker(RQWorker):
         super().run_maintenance_tasks()
         # A Redis restarted without its data lost the waiting next runs of the
         # periodic jobs, and nothing else would schedule them again.
-        import django_rq
 
         try:
             queue = django_rq.get_queue("default")
@@ -182,7 +174,6 @@ class Worker(RQWorker):
                     self.connection.delete(self.job_class.key_for(job_id))
 
     def work(self, *args, **kwargs):
-        import django_rq
 
         try:
             preload()
@@ -212,7 +203,6 @@ class PoolWorker(Worker):
     """
 
     def work(self, *args, **kwargs):
-        from hosts.libvirt import keep_connections
 
         # Migration after migration against the same hosts: log in once
         # (hosts/libvirt/connection.py, "connections kept").

@@ -41,6 +41,10 @@ import socket
 import time
 from dataclasses import dataclass
 
+import django_rq
+
+from kvmweb.worker import PoolWorker, preload
+
 log = logging.getLogger("kvmweb.workerpool")
 
 MIGRATIONS = "migrations"
@@ -203,9 +207,6 @@ class Pool:
         _die_with_parent(parent)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        import django_rq
-
-        from kvmweb.worker import PoolWorker
 
         queues = [django_rq.get_queue(name) for name in slot.queues]
         name = f"{socket.gethostname()}.{os.getpid()}.{slot.label}"
@@ -217,8 +218,6 @@ class Pool:
 
 def _preload() -> None:
     """What every slot would load for itself, loaded once before forking."""
-    from kvmweb.worker import preload
-
     try:
         preload()
     except Exception:

@@ -8,12 +8,12 @@ from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.roles import is_operator
 from hosts.models import Domain, Host
 from hosts.permissions import HasRole, IsOperatorOrReadOnly
-from hosts.roles import is_operator
 from migrations_app.request import BANDWIDTH_MIB
 
-from . import facts, rules, services
+from . import events, facts, rules, services
 from .models import Evacuation, Kind, PlacementRule, Status, rule_problem
 
 
@@ -62,7 +62,7 @@ def maintenance(request, pk):
     except services.Refused as e:
         return refused(e)
     return Response(
-        {"id": evacuation.pk, "url": evacuation.get_absolute_url(), **services.state(evacuation)},
+        {"id": evacuation.pk, "url": evacuation.get_absolute_url(), **events.state(evacuation)},
         status=status.HTTP_202_ACCEPTED,
     )
 
@@ -85,7 +85,7 @@ def activate(request, pk):
     if evacuation is None:
         return Response({"maintenance": False})
     return Response(
-        {"id": evacuation.pk, "maintenance": False, **services.state(evacuation)}, status=status.HTTP_202_ACCEPTED
+        {"id": evacuation.pk, "maintenance": False, **events.state(evacuation)}, status=status.HTTP_202_ACCEPTED
     )
 
 
@@ -112,7 +112,7 @@ class EvacuationSerializer(serializers.Serializer):
     error = serializers.CharField()
 
     def to_representation(self, instance):
-        return services.state(instance)
+        return events.state(instance)
 
 
 class EvacuationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -134,7 +134,7 @@ class EvacuationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         except services.Refused as e:
             return refused(e)
         evacuation.refresh_from_db()
-        return Response(services.state(evacuation), status=status.HTTP_202_ACCEPTED)
+        return Response(events.state(evacuation), status=status.HTTP_202_ACCEPTED)
 
 
 class PlacementRuleSerializer(serializers.ModelSerializer):
@@ -251,6 +251,4 @@ def balance(request: Request) -> Response:
         run = services.start_balance(request.user)
     except services.Refused as e:
         return refused(e)
-    return Response(
-        {"id": run.pk, "url": run.get_absolute_url(), **services.state(run)}, status=status.HTTP_202_ACCEPTED
-    )
+    return Response({"id": run.pk, "url": run.get_absolute_url(), **events.state(run)}, status=status.HTTP_202_ACCEPTED)

@@ -9,10 +9,10 @@ import time
 
 from channels.db import database_sync_to_async
 
-from kvmweb.websocket import SessionBoundConsumer
+from core.websocket import SessionBoundConsumer
 from migrations_app.consumers import CLOSE_NOT_ALLOWED, CLOSE_NOT_FOUND, _user_may_watch
 
-from . import services
+from . import events
 from .models import Evacuation
 
 
@@ -23,7 +23,7 @@ class EvacuationConsumer(SessionBoundConsumer):
             await self.close(code=CLOSE_NOT_ALLOWED)
             return
         pk = int(self.scope["url_route"]["kwargs"]["pk"])
-        self.group = services.group(pk)
+        self.group = events.group(pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         state = await self._current_state(pk)
         if state is None:
@@ -44,6 +44,6 @@ class EvacuationConsumer(SessionBoundConsumer):
         evacuation = Evacuation.objects.filter(pk=pk).first()
         if evacuation is None:
             return None
-        state = services.state(evacuation)
+        state = events.state(evacuation)
         state["sent_at"] = time.time()
         return state

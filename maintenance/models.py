@@ -2,11 +2,15 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.dispatch import Signal
 from django.urls import reverse
 from django.utils import timezone
 
-from kvmweb.records import TrackedRequest
+from core.records import TrackedRequest
 from migrations_app.display import percent_text
+from migrations_app.models import AuditAction
+
+from .planner import Rule
 
 
 class Kind(models.TextChoices):
@@ -37,6 +41,14 @@ class Item(models.TextChoices):
     MOVED = "moved", "Moved"
     FAILED = "failed", "Not moved"
     CANCELLED = "cancelled", "Not moved (cancelled)"
+
+
+# The lifecycle hook: every change of an evacuation's state is sent here, once,
+# by the model (``_announce``), with ``evacuation``, ``audit`` ((action, message)
+# or None), ``user`` and ``data`` (the audit entry's). Its receiver
+# (events.on_evacuation_changed) records the audit entry and tells the
+# evacuation's page, so the model imports no publisher.
+evacuation_changed = Signal()
 
 
 class Evacuation(TrackedRequest):
@@ -122,18 +134,36 @@ class Evacuation(TrackedRequest):
 
     # -- state changes, each a conditional UPDATE naming the state it leaves --
 
+    def _announce(self, audit=None, *, user=None, **data):
+        """The one way a change is told (``evacuation_changed``): ``audit`` is
+        (action, message) for the audit log, then its page gets the new state."""
+        evacuation_changed.send(sender=Evacuation, evacuation=self, audit=audit, user=user, data=data)
+
     def start(self):
         self._transition([Status.QUEUED], status=Status.RUNNING, started_at=timezone.now())
+        self._announce()
 
     start.alters_data = True
 
-    def finish(self, status, error=""):
+    def finish(self, status, error="", audit=None, **data):
+        """Ends it; ``audit`` ((action, message)) and ``data`` go into the audit log,
+        as of the user who asked for it."""
         self._transition(ACTIVE, status=status, error=error, finished_at=timezone.now())
+        self._announce(audit, user=self.requested_by, **data)
 
     finish.alters_data = True
 
-    def request_cancel(self):
+    def request_cancel(self, user):
+        """``user`` asks that no more moves start, and the running ones stop."""
         self._transition(ACTIVE, cancel_requested=True)
+        self._announce(
+            (
+                AuditAction.CANCEL,
+                f"{user.get_username()} asked to cancel {self.get_kind_display().lower()} #{self.pk} "
+                f"of {self.subject}.",
+            ),
+            user=user,
+        )
 
     request_cancel.alters_data = True
 
@@ -232,8 +262,6 @@ class PlacementRule(models.Model):
 
     def as_fact(self, host_ids=None):
         """The rule as the planner takes it. ``host_ids``: its hosts' ids, when fetched already."""
-        from .planner import Rule
-
         if host_ids is None:
             host_ids = [h.pk for h in self.hosts.all()]
         return Rule(self.name, self.kind, frozenset(str(u) for u in self.vms), frozenset(host_ids))

@@ -26,8 +26,8 @@ host's committed share near the cluster's, under the same rules.
 import heapq
 from dataclasses import dataclass, field
 
-from hosts.capacity import choose_copy_pool
-from kvmweb.formatting import size
+from core.formatting import size
+from hosts.figures import choose_copy_pool
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -3,9 +3,11 @@ and the audit of every change (the API and the admin both go through here)."""
 
 import uuid
 
-from hosts.models import Domain
+from hosts.models import Domain, Host
+from migrations_app.checks import FAIL, PASS, WARN
 from migrations_app.models import AuditAction, AuditEntry
 
+from . import planner
 from .models import PlacementRule
 
 
@@ -24,6 +26,38 @@ def where(rules):
         str(uuid): (host_id, name)
         for uuid, host_id, name in Domain.objects.filter(uuid__in=uuids).values_list("uuid", "host_id", "name")
     }
+
+
+def check_move(sender, checks, values, **kwargs):
+    """The pre-flight check ``placement_rules`` (migrations_app.checks.placement_check):
+    a move that breaks a placement rule fails, naming the rule. Only VMs that a
+    rule names get this check."""
+    v = values
+    uuid = str(v["uuid"])
+    mine = [r for r in enabled() if uuid in r.vms]
+    if not mine:
+        return
+    hosts = {h.pk: planner.HostFacts(id=h.pk, name=h.name) for h in Host.objects.only("name")}
+    target_facts = hosts.get(v["target"].pk) or planner.HostFacts(id=v["target"].pk, name=v["target"].name)
+    why = planner.rule_refusal(mine, uuid, v["name"], target_facts, where(mine), hosts)
+    names = ", ".join(sorted(r.name for r in mine))
+    reason = (v.get("rule_override") or "").strip()
+    if why and reason:
+        checks.add(
+            "placement_rules",
+            WARN,
+            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. The operator overrides "
+            f"it: {reason}",
+        )
+    elif why:
+        checks.add(
+            "placement_rules",
+            FAIL,
+            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. Choose a host the rule "
+            "allows, or change the rule first.",
+        )
+    else:
+        checks.add("placement_rules", PASS, f"{v['target'].name} keeps {v['name']}'s placement rules ({names}).")
 
 
 def describe(rule):

@@ -37,7 +37,7 @@ from migrations_app.models import AuditAction, Migration
 from migrations_app.models import Status as MigrationStatus
 from migrations_app.request import MigrationRequest
 
-from . import facts, planner, rules, services
+from . import events, facts, planner, rules
 from .models import ACTIVE, FINISHED, Evacuation, Item, Kind, Status
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class Step:
             if not any(i["state"] in (Item.PENDING, Item.MOVING) for i in self.plan):
                 self._finish()
             else:
-                services.publish(evacuation)
+                events.publish(evacuation)
         except Exception as e:  # a bug must still leave a readable record
             log.exception("evacuation %s: a step crashed", evacuation.pk)
             self._finish(f"kvmweb failed unexpectedly ({e!r}); the worker's log has the details.")
@@ -269,23 +269,22 @@ class Step:
         # is over (a return planned at once reads it).
         self._refresh_inventory()
         evacuation.save_plan()
-        evacuation.finish(status, error)
         moved = len(self.plan) - len(not_moved)
-        services.audit(
-            evacuation.requested_by,
-            evacuation.host_name,
-            f"{evacuation.get_kind_display()} #{evacuation.pk} of {evacuation.subject} {status}: "
-            f"{moved} of {len(self.plan)} VM(s) moved."
-            + (
-                f" Left where they were: {', '.join(i['domain_name'] for i in evacuation.left)}."
-                if evacuation.left
-                else ""
+        evacuation.finish(
+            status,
+            error,
+            (
+                AuditAction.EVACUATION,
+                f"{evacuation.get_kind_display()} #{evacuation.pk} of {evacuation.subject} {status}: "
+                f"{moved} of {len(self.plan)} VM(s) moved."
+                + (
+                    f" Left where they were: {', '.join(i['domain_name'] for i in evacuation.left)}."
+                    if evacuation.left
+                    else ""
+                ),
             ),
-            evacuation=evacuation.pk,
             outcome=str(status),
-            action=AuditAction.EVACUATION,
         )
-        services.publish(evacuation)
 
     def _refresh_inventory(self) -> None:
         """Read again every host a move touched whose last good read is older

@@ -4,25 +4,21 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.records import InvalidTransition
 from hosts.models import Domain, Host, HostStatus
-from kvmweb.records import InvalidTransition
 from migrations_app import events as migration_events
 from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
-from migrations_app.models import FINISHED as MIGRATION_FINISHED
 from migrations_app.models import AuditAction, AuditEntry
-from migrations_app.models import Status as MigrationStatus
 
 from . import facts
 from .models import ACTIVE, Evacuation, Item, Kind, Status
+from .runner import enqueue as enqueue_step
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +239,6 @@ def _item(move):
 
 def enqueue(evacuation):
     """Its first step: it asks for every move at once (see runner.py)."""
-    from .runner import enqueue as enqueue_step
-
     enqueue_step(evacuation.pk)
 
 
@@ -255,7 +249,7 @@ def cancel(user, evacuation):
     ends) marks what had not started as cancelled and finishes it once the
     moves under way have stopped."""
     try:
-        evacuation.request_cancel()
+        evacuation.request_cancel(user)
     except InvalidTransition as e:
         raise Refused(str(e)) from None
     if evacuation.status == Status.QUEUED:
@@ -265,14 +259,6 @@ def cancel(user, evacuation):
         evacuation.save_plan()
         with contextlib.suppress(InvalidTransition):
             evacuation.finish(Status.CANCELLED, "Cancelled before it started.")
-    audit(
-        user,
-        evacuation.host_name,
-        f"{user.get_username()} asked to cancel {evacuation.get_kind_display().lower()} #{evacuation.pk} "
-        f"of {evacuation.subject}.",
-        action=AuditAction.CANCEL,
-        evacuation=evacuation.pk,
-    )
     for migration in evacuation.migrations.filter(status__in=MIGRATION_ACTIVE):
         try:
             migration_services.cancel(user, migration)
@@ -280,49 +266,3 @@ def cancel(user, evacuation):
             pass  # it finished meanwhile
     if evacuation.is_active:
         enqueue(evacuation)
-    publish(evacuation)
-
-
-def group(pk):
-    return f"evacuation-{pk}"
-
-
-def state(evacuation):
-    migrations = {m.pk: m for m in evacuation.migrations.all()}
-    return evacuation.as_event(migrations)
-
-
-# How often, at most, a move's progress is passed on to its evacuation's page
-# (per move and process): each time sends the whole plan. Checked before the
-# database is asked which evacuation the move belongs to: every migration's
-# progress samples come here, twice a second each, most of them no evacuation's.
-PROGRESS_EVERY_SECONDS = 1.0
-_progress_sent: dict[int, float] = {}
-
-
-def on_migration_published(sender, migration, **kwargs):
-    """A move's news, passed on to its evacuation's page: its state at once,
-    its progress at most once a PROGRESS_EVERY_SECONDS."""
-    if migration.status == MigrationStatus.RUNNING:  # a progress sample, or a phase or note while it runs
-        now = time.monotonic()
-        if now - _progress_sent.get(migration.pk, 0.0) < PROGRESS_EVERY_SECONDS:
-            return
-        _progress_sent[migration.pk] = now
-    elif migration.status in MIGRATION_FINISHED:
-        _progress_sent.pop(migration.pk, None)
-    for evacuation in Evacuation.objects.filter(migrations=migration.pk, status__in=ACTIVE):
-        publish(evacuation)
-
-
-def publish(evacuation, unless=None):
-    """Send the evacuation's full state to its page, unless it is ``unless`` (what
-    was sent last); returns the state. Never raises."""
-    current = state(evacuation)
-    layer = get_channel_layer()
-    if layer is None or current == unless:
-        return current
-    try:
-        async_to_sync(layer.group_send)(group(evacuation.pk), {"type": "evacuation.update", "evacuation": current})
-    except Exception as e:
-        log.warning("could not publish evacuation %s: %s", evacuation.pk, e)
-    return current

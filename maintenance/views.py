@@ -13,10 +13,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.roles import is_operator
 from hosts.models import Host
-from hosts.roles import is_operator
 
-from . import facts, services
+from . import events, facts, services
 from .models import ACTIVE, Evacuation, Kind
 
 OPERATORS_ONLY = "Only operators may change maintenance. Ask an administrator to add you to the 'operators' group."
@@ -62,7 +62,7 @@ def host_activate(request, name):
 
 def evacuation_detail(request, pk):
     evacuation = get_object_or_404(Evacuation, pk=pk)
-    state = services.state(evacuation)
+    state = events.state(evacuation)
     return render(
         request,
         "maintenance/evacuation_detail.html",

@@ -6,14 +6,10 @@ class MigrationsAppConfig(AppConfig):
     verbose_name = "Migrations"
 
     def ready(self):
-        # Connects the logout signal that closes a session's WebSockets, the
-        # login limits' counters, and the revocation of tokens on a new password
-        # (in every process: manage.py changepassword too).
-        import kvmweb.logins  # noqa: F401
-        import kvmweb.tokens  # noqa: F401
-        import kvmweb.websocket  # noqa: F401
-
+        # Signal receivers are connected when their module is imported, and these
+        # import models: here, once the apps are loaded, not at the top.
         from . import (
+            events,  # noqa: F401  (the lifecycle hook: audits and publishes each change of a migration)
             inventory,  # noqa: F401  (connects the inventory signals' receivers)
             jobs,  # noqa: F401  (a migration's end wakes those waiting for its hosts)
         )

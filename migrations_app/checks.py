@@ -19,12 +19,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import cache
+from django.dispatch import Signal
 from django.utils import timezone
 
+from core.formatting import size
 from hosts import capacity
 from hosts.libvirt import CpuComparison, HostError, allowed, open_host
 from hosts.models import Domain, Host, PoolSharing
-from kvmweb.formatting import size
+from hosts.volumes import leftovers, shared_pool_names, used_paths
 
 from . import device_checks
 from .models import AuditAction, Migration, Mode, Status, StorageMode
@@ -92,6 +94,12 @@ class CheckResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "label": LABELS.get(self.name, self.name.replace("_", " ").capitalize())}
+
+
+# The check of the placement rules, which maintenance (an app above this one)
+# keeps: sent with ``checks`` (call its ``add``) and ``values`` (what the checks
+# know of the request), in the order the checks run.
+placement_check = Signal()
 
 
 class Checks:
@@ -228,38 +236,9 @@ def _check_maintenance(checks, v, dom, source, target):
 
 
 def _check_placement_rules(checks, v, dom, source, target):
-    """A move that breaks a placement rule (maintenance.models.PlacementRule) fails, naming the rule.
-    Only VMs that a rule names get this check."""
-    # Here, not at the top: maintenance builds on this app, not the other way round.
-    from maintenance import planner
-    from maintenance import rules as placement
-
-    uuid = str(v["uuid"])
-    mine = [r for r in placement.enabled() if uuid in r.vms]
-    if not mine:
-        return
-    where = placement.where(mine)
-    hosts = {h.pk: planner.HostFacts(id=h.pk, name=h.name) for h in Host.objects.only("name")}
-    target_facts = hosts.get(v["target"].pk) or planner.HostFacts(id=v["target"].pk, name=v["target"].name)
-    why = planner.rule_refusal(mine, uuid, v["name"], target_facts, where, hosts)
-    names = ", ".join(sorted(r.name for r in mine))
-    reason = (v.get("rule_override") or "").strip()
-    if why and reason:
-        checks.add(
-            "placement_rules",
-            WARN,
-            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. The operator overrides "
-            f"it: {reason}",
-        )
-    elif why:
-        checks.add(
-            "placement_rules",
-            FAIL,
-            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. Choose a host the rule "
-            "allows, or change the rule first.",
-        )
-    else:
-        checks.add("placement_rules", PASS, f"{v['target'].name} keeps {v['name']}'s placement rules ({names}).")
+    """The placement rules live in maintenance, which builds on this app: its
+    receiver of ``placement_check`` adds the check (maintenance.rules.check_move)."""
+    placement_check.send(sender=Checks, checks=checks, values=v)
 
 
 def _check_state(checks, v, dom, source, target):
@@ -686,8 +665,6 @@ def _check_copy_storage(checks, v, disks, source, target):
 def clash_message(host: Host, pool: str, names: list[str]) -> str:
     """Why a copy cannot go into ``pool`` on ``host``, naming each same-named
     volume as the host page lists it and the action that removes a leftover."""
-    from hosts.volumes import leftovers
-
     found = {x.name: x for x in leftovers(host) if x.pool == pool}
     parts = []
     for name in names:
@@ -715,9 +692,6 @@ def _replace_own_leftovers(checks, v, pool, clashes, target):
     migration = v["record"]
     if migration is None or not migration.replace_own_leftovers:
         return clashes
-    from hosts.volumes import shared_pool_names, used_paths
-
-    from .engine.source_copy import own_leftovers
 
     host = v["target"]
     used = used_paths(host, pool.name, shared_pool_names(host))
@@ -895,3 +869,17 @@ def _check_convergence(checks, v, dom, source, target):
         f"'{policy.label}' policy; it gives up after {policy.deadline_seconds} s, leaving the VM "
         "on the source.",
     )
+
+
+def own_leftovers(migration: Migration, pool_path: str, names: list[str]) -> list[str]:
+    """Of the volumes ``names`` in the target pool (at ``pool_path``), those an
+    earlier succeeded migration of this same VM recorded leaving on the target
+    host: provably its own, so its return may remove them."""
+    paths = {f"{pool_path.rstrip('/')}/{n}" for n in names}
+    earlier = Migration.objects.filter(
+        domain_uuid=migration.domain_uuid, source=migration.target, status=Status.SUCCEEDED
+    ).exclude(pk=migration.pk)
+    left: set[str] = set()
+    for stats in earlier.values_list("stats", flat=True):
+        left.update((stats or {}).get("left_on_source") or [])
+    return sorted(p for p in paths if p in left)

@@ -12,13 +12,12 @@ import time
 
 from channels.db import database_sync_to_async
 
-from hosts import capacity
+from core.formatting import hosts_summary
+from core.roles import has_role, is_operator
+from core.websocket import SessionBoundConsumer
 from hosts.models import Domain
-from hosts.roles import has_role, is_operator
-from kvmweb.formatting import hosts_summary
-from kvmweb.websocket import SessionBoundConsumer
 
-from .events import DASHBOARD_GROUP, migration_group
+from .events import DASHBOARD_GROUP, host_counts, migration_group
 from .models import ACTIVE, FINISHED, Migration, Status, plain_only
 
 # Close codes in the 4000 range are the application's own; a browser sees them.
@@ -164,22 +163,6 @@ class MigrationConsumer(SessionBoundConsumer):
         state = migration.as_event()
         state["sent_at"] = time.time()
         return state
-
-
-def host_counts():
-    """Every host's domain counts and committed memory, as the dashboard shows them: one query."""
-    hosts = capacity.with_counts()
-    return [
-        {
-            "name": h.name,
-            "status": h.status,
-            "domain_count": h.domain_count,
-            "running_count": h.running_count,
-            "capacity": h.capacity.as_bar(),
-            "maintenance": h.maintenance,
-        }
-        for h in hosts
-    ]
 
 
 def hosts_message(counts):

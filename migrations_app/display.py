@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.template.loader import render_to_string
 
-from kvmweb.formatting import duration, figure, named_figure, rate, size
+from core.formatting import duration, figure, named_figure, rate, size
 
 from .policies import CONVERGENCE_WORDS, NOT_CONVERGING
 from .wire import ChartDisplay, EventRow, FigureRow, LineDisplay, MigrationDisplay

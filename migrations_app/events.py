@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.dispatch import Signal
 
+from core.publishing import send_to_groups
+from hosts import capacity
 from hosts.models import Domain
-from kvmweb.publishing import send_to_groups
 
-if TYPE_CHECKING:
-    from .models import Migration
+from .models import FINISHED, AuditEntry, Migration, migration_changed, migration_ended
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,26 @@ def migration_group(pk):
     return f"migration-{pk}"
 
 
+def host_counts():
+    """Every host's domain counts and committed memory, as the dashboard shows them: one query."""
+    hosts = capacity.with_counts()
+    return [
+        {
+            "name": h.name,
+            "status": h.status,
+            "domain_count": h.domain_count,
+            "running_count": h.running_count,
+            "capacity": h.capacity.as_bar(),
+            "maintenance": h.maintenance,
+        }
+        for h in hosts
+    ]
+
+
 def _host_counts():
     """The hosts' counts the dashboard shows, read once here for every socket
     that shows them (each would otherwise read them itself, one after another
     in its web process)."""
-    from .consumers import host_counts
-
     try:
         return host_counts()
     except Exception as e:
@@ -79,6 +93,30 @@ def publish_migration(migration: Migration, dashboard: bool = True, counts: bool
         send_to_groups((DASHBOARD_GROUP, {"type": "dashboard.update", "migration": line, "hosts": hosts}))
     except Exception as e:
         log.warning("could not publish migration %s to the dashboard: %s", migration.pk, e)
+
+
+def on_migration_changed(
+    sender: type[Migration],
+    migration: Migration,
+    audit: tuple[str, str] | None,
+    user: Any,
+    dashboard: bool,
+    counts: bool,
+    data: dict[str, Any],
+    **kwargs: Any,
+) -> None:
+    """The lifecycle hook of every migration (``models.migration_changed``): the
+    audit entry, if the change is one an auditor wants, then the new state to
+    every watcher, then, once it has ended, ``migration_ended``."""
+    if audit is not None:
+        action, message = audit
+        AuditEntry.record(action, message, user=user, migration=migration, **data)
+    publish_migration(migration, dashboard=dashboard, counts=counts)
+    if migration.status in FINISHED:
+        migration_ended.send(sender=Migration, migration=migration)
+
+
+migration_changed.connect(on_migration_changed, sender=Migration, dispatch_uid="migration-lifecycle")
 
 
 def publish_dashboard(kind: str, data: Any) -> None:

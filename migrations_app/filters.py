@@ -5,8 +5,8 @@ import django_filters
 from django import forms
 from django.db.models import Q
 
-from kvmweb.filters import IdFilter, MomentFilter
-from kvmweb.formatting import outcome_label
+from core.filters import IdFilter, MomentFilter
+from core.formatting import outcome_label
 
 from .models import AuditAction, AuditEntry, Migration, Status
 

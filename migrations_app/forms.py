@@ -2,6 +2,7 @@
 the audit log's filters."""
 
 from django import forms
+from django.utils.html import format_html
 
 from hosts import capacity
 from hosts.models import Domain, Host, PoolSharing, StoragePool
@@ -279,6 +280,5 @@ class MigrationForm(forms.Form):
 def policy_label(label, description):
     # A radio choice's label with its description beneath; both are our own
     # constant strings (policies.py), escaped here all the same.
-    from django.utils.html import format_html
 
     return format_html('<strong>{}</strong> <span class="muted small">{}</span>', label, description)

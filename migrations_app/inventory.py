@@ -2,8 +2,9 @@
 
 ``hosts`` sends the signals (it never imports this app); here a VM that
 turned up on another host without a kvmweb migration, and a VM running on
-two hosts at once, become audit records, and every change of the inventory
-goes to the dashboard's socket.
+two hosts at once, become audit records, as do what operators do to hosts
+(registering one, confirming its key, removing a definition or a volume),
+and every change of the inventory goes to the dashboard's socket.
 """
 
 from datetime import timedelta
@@ -11,7 +12,15 @@ from datetime import timedelta
 from django.dispatch import receiver
 from django.utils import timezone
 
-from hosts.signals import definition_removed, domain_moved, inventory_changed, split_brain_changed, volume_removed
+from hosts.signals import (
+    definition_removed,
+    domain_moved,
+    host_key_confirmed,
+    host_registered,
+    inventory_changed,
+    split_brain_changed,
+    volume_removed,
+)
 
 from . import events
 from .models import ACTIVE, AuditAction, AuditEntry, Migration
@@ -100,4 +109,27 @@ def record_volume_removed(sender, host, leftover, user, **kwargs):
         volume=leftover.name,
         path=leftover.path,
         migration_id=leftover.migration,
+    )
+
+
+@receiver(host_registered, dispatch_uid="audit-host-registered")
+def record_host_registered(sender, host, user, **kwargs):
+    AuditEntry.record(
+        AuditAction.REGISTER,
+        f"Registered host {host.name} at {host.uri}"
+        + (f", its SSH host key pinned: {host.ssh_fingerprint}" if host.ssh_fingerprint else ""),
+        user=user,
+        host=host.name,
+        uri=host.uri,
+    )
+
+
+@receiver(host_key_confirmed, dispatch_uid="audit-host-key-confirmed")
+def record_host_key_confirmed(sender, host, user, **kwargs):
+    AuditEntry.record(
+        AuditAction.HOST_KEY,
+        f"Confirmed the SSH host key of {host.name}: {host.ssh_fingerprint}",
+        user=user,
+        host=host.name,
+        fingerprint=host.ssh_fingerprint,
     )

@@ -17,6 +17,7 @@ from django.dispatch import Signal
 from . import engine
 from .engine.reconcile import is_orphaned
 from .models import Migration, Phase, Status, migration_ended
+from .waiting import retry_id
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,6 @@ def reconcile_migration(pk):
     finally:
         migration.refresh_from_db()
         _done(migration)
-
-
-def job_id(pk):
-    """The RQ job id of a migration's first run (services.enqueue)."""
-    return f"migration-{pk}"
-
-
-def retry_id(pk):
-    """The RQ job id of its later runs, after waiting for a slot (one waits at a time)."""
-    return f"migration-{pk}-retry"
 
 
 def _done(migration):

@@ -10,11 +10,22 @@ from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 
-from kvmweb.formatting import size
-from kvmweb.links import row_url
-from kvmweb.records import InvalidTransition, TrackedRequest
+from core.formatting import size
+from core.links import row_url
+from core.records import InvalidTransition, TrackedRequest
 
+from .display import EVENTS_SHOWN, chart_point, display, line, summary
+
+# A migration's statuses, modes and phases are the model's names too (explicitly re-exported):
+# the apps read them from here, waiting.py from states.py.
+from .states import ACTIVE as ACTIVE
+from .states import FINISHED as FINISHED
+from .states import Mode as Mode
+from .states import Phase as Phase
+from .states import Status as Status
+from .states import StorageMode as StorageMode
 from .tallies import Tally, migration_finished  # noqa: F401  (Tally: a model of this app)
+from .waiting import waiting_reason
 from .wire import MigrationEvent, MigrationLine, MigrationRow
 
 if TYPE_CHECKING:
@@ -22,48 +33,17 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
 
 
-class Status(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    CHECKING = "checking", "Checking"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-ACTIVE = (Status.QUEUED, Status.CHECKING, Status.RUNNING)
-FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
-
 # Sent in the process that ended a migration, once its final state is recorded
 # and told (and again for a note added after it): an evacuation's runner
 # starts its next move then, rather than at its next look.
 migration_ended = Signal()
 
-
-class Mode(models.TextChoices):
-    LIVE = "live", "Live (the VM keeps running)"
-    COLD = "cold", "Cold (shut down, copy, start)"
-
-
-class StorageMode(models.TextChoices):
-    SHARED = "shared", "Shared storage (disks stay where they are)"
-    COPY = "copy", "Copy the disks to the target"
-
-
-class Phase(models.TextChoices):
-    NONE = "", "—"
-    WAITING = "waiting", "Waiting for a free slot"
-    CHECKING = "checking", "Pre-flight checks"
-    PREPARING = "preparing", "Preparing the target"
-    SHUTTING_DOWN = "shutting_down", "Shutting down"
-    COPYING_DISK = "copying_disk", "Copying disks"
-    VERIFYING = "verifying", "Verifying the copy"
-    TRANSFERRING_MEMORY = "transferring_memory", "Transferring memory"
-    SWITCHING_OVER = "switching_over", "Switching over"
-    DEFINING = "defining", "Defining on the target"
-    STARTING_ON_TARGET = "starting_on_target", "Starting on the target"
-    CLEANING_UP = "cleaning_up", "Cleaning up"
-    DONE = "done", "Done"
+# The lifecycle hook: every change of a migration's state is sent here, once,
+# by the model (``_announce``), with ``migration``, ``audit`` ((action, message)
+# or None), ``user``, ``dashboard``, ``counts`` and ``data`` (the audit entry's).
+# Its receiver (events.on_migration_changed) records the audit entry and tells
+# the browsers, so the model imports no publisher.
+migration_changed = Signal()
 
 
 # The most progress samples a migration keeps for its chart.
@@ -175,9 +155,10 @@ class Migration(TrackedRequest):
     #
     # The model is the only writer of its row. Each write is an UPDATE of the
     # fields it changes (never a save() of a stale copy), and every change of
-    # state is told through ``_announce``: the audit entry, if the change is one
-    # an auditor wants, then the publish to the browsers. Every method that
-    # writes is marked ``alters_data``, so a template cannot call it.
+    # state is told through ``_announce``, which sends ``migration_changed``: its
+    # receiver writes the audit entry, if the change is one an auditor wants,
+    # then publishes to the browsers. Every method that writes is marked
+    # ``alters_data``, so a template cannot call it.
 
     def _write(self, **changes: Any) -> None:
         """Write fields that are not the state (progress, checks, flags...)."""
@@ -197,17 +178,13 @@ class Migration(TrackedRequest):
         counts: bool = True,
         **data: Any,
     ) -> None:
-        """The one way a change is told: ``audit`` is (action, message) for the
-        audit log, then every watcher gets the new state. ``counts=False``: the
-        change cannot alter the hosts' counts (see events.publish_migration)."""
-        from . import events
-
-        if audit is not None:
-            action, message = audit
-            AuditEntry.record(action, message, user=user, migration=self, **data)
-        events.publish_migration(self, dashboard=dashboard, counts=counts)
-        if self.status in FINISHED:
-            migration_ended.send(sender=Migration, migration=self)
+        """The one way a change is told (``migration_changed``): ``audit`` is
+        (action, message) for the audit log, then every watcher gets the new
+        state. ``counts=False``: the change cannot alter the hosts' counts (see
+        events.publish_migration)."""
+        migration_changed.send(
+            sender=Migration, migration=self, audit=audit, user=user, dashboard=dashboard, counts=counts, data=data
+        )
 
     def start_checking(self) -> None:
         self._transition([Status.QUEUED], status=Status.CHECKING, phase=Phase.CHECKING)
@@ -347,8 +324,6 @@ class Migration(TrackedRequest):
     def save_progress(self, progress: dict[str, Any]) -> None:
         """A progress sample, sent to the migration's watchers (not the dashboard),
         and kept for the chart (so a page opened after the end still draws it)."""
-        from .display import chart_point
-
         point = chart_point(progress)
         if point is None:
             self._write(progress=progress)
@@ -433,16 +408,18 @@ class Migration(TrackedRequest):
         taken = cls.objects.filter(status__in=[Status.CHECKING, Status.RUNNING], **{role: host}).count()
         return taken, host.max_outgoing if role == "source" else host.max_incoming
 
+    def queued_ahead(self) -> models.QuerySet[Migration]:
+        """The queued migrations asked for before this one."""
+        return Migration.objects.filter(status=Status.QUEUED).filter(
+            Q(created_at__lt=self.created_at) | Q(created_at=self.created_at, pk__lt=self.pk)
+        )
+
     def waiting_reason(self) -> str:
         """Why it has not started yet ("" unless queued): see waiting.py."""
-        from .waiting import waiting_reason
-
         return waiting_reason(self)
 
     def as_event(self) -> MigrationEvent:
         """The full state as sent to its own page's browsers."""
-        from .display import EVENTS_SHOWN, display
-
         return {
             **self.as_row(),
             "storage": self.storage,
@@ -462,16 +439,12 @@ class Migration(TrackedRequest):
     @property
     def summary_line(self) -> str:
         """How far it is, in a few words (display.summary): the list page's progress column."""
-        from .display import summary
-
         return summary(self)
 
     def as_line(self) -> MigrationLine:
         """What the dashboard shows of it: one row. The dashboard is told of
         every change of every migration, on every open dashboard: the whole
         record each time (events, checks, chart) cost some 20 KB a socket."""
-        from .display import line
-
         return {
             **self.as_row(),
             "sampled_at": (self.progress or {}).get("sampled_at"),

@@ -9,7 +9,7 @@ give up at a deadline, leaving the guest running on the source.
 
 from dataclasses import dataclass, field
 
-from kvmweb.formatting import size
+from core.formatting import size
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
+from core.roles import is_operator
 from hosts.models import Domain, Host
-from hosts.roles import is_operator
 
 from .models import AuditEntry, Migration, Mode, StorageMode, plain_only
 from .request import (

@@ -6,18 +6,23 @@ from datetime import timedelta
 
 import django_rq
 from django.db import IntegrityError, transaction
+from rq.job import Job
+from rq.utils import now
 
+from core.formatting import size
+from core.queues import WAITING
+from core.records import InvalidTransition
 from hosts import capacity
 from hosts.libvirt import HostError, open_host
 from hosts.models import HostStatus
-from kvmweb.formatting import size
-from kvmweb.records import InvalidTransition
 
-from . import events
+from . import checks, events
 from .checks import split_brain_message
+from .jobs import run_migration
 from .models import ACTIVE, AuditAction, AuditEntry, Migration, Mode, Status, StorageMode
 from .policies import POLICIES, get_policy
 from .request import BANDWIDTH_MIB, SHUTDOWN_TIMEOUT, MigrationRequest
+from .waiting import job_id, retry_id
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +119,8 @@ def default_target_pool(domain, target):
 
 def dry_run(user, req):
     """Run the pre-flight checks and say what they found; change nothing."""
-    from .checks import run_checks
-
     validate(req)
-    results = run_checks(req)
+    results = checks.run_checks(req)
     worst = _worst(results)
     AuditEntry.record(
         AuditAction.CHECK,
@@ -198,8 +201,6 @@ def request_migration(user, req, queue=True):
 
 
 def enqueue(migration):
-    from .jobs import job_id, run_migration
-
     job = django_rq.get_queue("migrations").enqueue(
         run_migration, migration.pk, job_id=job_id(migration.pk), result_ttl=86400
     )
@@ -214,13 +215,6 @@ def requeue_lost(grace_seconds=30):
     them. ``grace_seconds`` leaves alone a migration just created, whose job
     the request's commit is about to queue. Returns the ids queued again.
     """
-    from rq.job import Job
-    from rq.utils import now
-
-    from kvmweb.worker import WAITING
-
-    from .jobs import job_id, retry_id
-
     queue = django_rq.get_queue("migrations")
     scheduled = set(queue.scheduled_job_registry.get_job_ids())
     requeued = []

@@ -17,10 +17,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from core.filters import filter_or_400
+from core.pagination import paginate
+from core.roles import is_operator
 from hosts.models import Domain
-from hosts.roles import is_operator
-from kvmweb.filters import filter_or_400
-from kvmweb.pagination import paginate
 
 from . import services
 from .display import event_rows

@@ -10,9 +10,14 @@ from the database and RQ's registry of workers, so it is never stale.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.db.models import Q
+import django_rq
+from rq import Worker
+from rq.utils import now
+
+from .states import Status
 
 if TYPE_CHECKING:
     from .models import Migration
@@ -25,6 +30,16 @@ QUEUE = "migrations"
 LIVE_SECONDS = 45
 
 
+def job_id(pk: int) -> str:
+    """The RQ job id of a migration's first run (services.enqueue)."""
+    return f"migration-{pk}"
+
+
+def retry_id(pk: int) -> str:
+    """The RQ job id of its later runs, after waiting for a slot (one waits at a time)."""
+    return f"migration-{pk}-retry"
+
+
 def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -33,17 +48,13 @@ def ordinal(n: int) -> str:
 def waiting_reason(migration: Migration) -> str:
     """ "" unless ``migration`` is queued; else why it waits, e.g.
     "Waiting for a slot: kvm01 already sends 2 (limit 2); 1st in line"."""
-    from .models import Migration, Status
-
     if migration.status != Status.QUEUED:
         return ""
-    ahead = Migration.objects.filter(status=Status.QUEUED).filter(
-        Q(created_at__lt=migration.created_at) | Q(created_at=migration.created_at, pk__lt=migration.pk)
-    )
+    ahead = migration.queued_ahead()
     for role, host, does in (("source", migration.source, "sends"), ("target", migration.target, "receives")):
         if host is None:
             continue
-        taken, limit = Migration.slots_taken(role, host)  # as engine.claim counts them
+        taken, limit = migration.slots_taken(role, host)  # as engine.claim counts them
         if taken >= limit:
             place = ahead.filter(**{role: host}).count() + 1
             return f"Waiting for a slot: {host.name} already {does} {taken} (limit {limit}); {ordinal(place)} in line"
@@ -69,12 +80,6 @@ def workers() -> tuple[int, int]:
 
     Live: its heartbeat is recent. A killed worker's record stays in Redis
     until it expires, minutes later: it counts for nothing meanwhile."""
-    from datetime import timedelta
-
-    import django_rq
-    from rq import Worker
-    from rq.utils import now
-
     queue = django_rq.get_queue(QUEUE)
     since = now() - timedelta(seconds=LIVE_SECONDS)
     live = [w for w in Worker.all(queue=queue) if w.last_heartbeat and w.last_heartbeat >= since]
@@ -82,11 +87,7 @@ def workers() -> tuple[int, int]:
 
 
 def _place_in_queue(migration: Migration) -> int:
-    import django_rq
-
     queue = django_rq.get_queue(QUEUE)
-    from .jobs import job_id, retry_id
-
     for queued_as in (job_id(migration.pk), retry_id(migration.pk)):
         position = queue.get_job_position(queued_as)
         if position is not None:

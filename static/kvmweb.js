@@ -1,5 +1,5 @@
 /* kvmweb: what every live page shares. The server formats every figure, label
-   and colour (kvmweb/formatting.py, migrations_app/display.py); the scripts
+   and colour (core/formatting.py, migrations_app/display.py); the scripts
    only put its text in place, through textContent, or its fragments, parsed
    inertly. */
 (function () {

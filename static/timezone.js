@@ -1,4 +1,4 @@
-/* Tell the server the browser's time zone (cookie kvmweb_tz, kvmweb/timezones.py),
+/* Tell the server the browser's time zone (cookie kvmweb_tz, core/timezones.py),
    so that the pages that follow show dates in it. */
 (function () {
   "use strict";

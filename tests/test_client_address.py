@@ -9,7 +9,7 @@ import ipaddress
 import pytest
 from django.test import RequestFactory, override_settings
 
-from kvmweb.clientaddr import client_address
+from core.clientaddr import client_address
 
 pytestmark = pytest.mark.django_db
 

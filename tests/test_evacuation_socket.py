@@ -5,7 +5,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 
 from hosts.models import Domain, Host
-from maintenance import services
+from maintenance import events
 from maintenance.models import Evacuation, Item
 from tests.migration_helpers import migration_for
 from tests.test_consumers import communicator, cookie_for
@@ -49,7 +49,7 @@ def test_the_full_state_comes_first_then_each_change(client, viewer, evacuation)
         evacuation.plan[0]["state"] = Item.MOVED
         await database_sync_to_async(evacuation.save_plan)()
         await database_sync_to_async(evacuation.start)()
-        await database_sync_to_async(services.publish)(evacuation)
+        await database_sync_to_async(events.publish)(evacuation)
         update = await ws.receive_json_from(timeout=5)
         assert update["type"] == "evacuation.update"
         assert update["evacuation"]["status"] == "running"

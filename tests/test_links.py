@@ -1,8 +1,8 @@
-"""kvmweb.links: a row's link, reversed once and kept, stays right under any script prefix."""
+"""core.links: a row's link, reversed once and kept, stays right under any script prefix."""
 
 from django.urls import reverse, set_script_prefix
 
-from kvmweb.links import row_url
+from core.links import row_url
 
 
 def test_a_kept_link_follows_the_script_prefix():

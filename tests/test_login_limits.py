@@ -4,7 +4,7 @@ Behind the documented proxy every client had the proxy's address: five wrong
 passwords from anyone locked the admin out for 15 minutes, renewed by every
 further try; one password tried across many user names was never limited; and
 a dozen anonymous logins at once (PBKDF2 each) held every HTTP thread.
-kvmweb/logins.py says the rule that replaced django-axes.
+core/logins.py says the rule that replaced django-axes.
 
 Measured on a real daphne (3 HTTP threads, Django's PBKDF2), a viewer's
 dashboard while 12 clients post wrong passwords as fast as they are answered:
@@ -17,7 +17,7 @@ import ipaddress
 import pytest
 from django.test import override_settings
 
-from kvmweb import logins
+from core import logins
 
 pytestmark = pytest.mark.django_db
 

@@ -8,9 +8,9 @@ from django.db import IntegrityError
 from django.template import Context, Template
 from django.utils import timezone
 
+from core.records import InvalidTransition
 from hosts.models import Domain, Host
 from hosts.sync import sync_host
-from kvmweb.records import InvalidTransition
 from migrations_app import engine
 from migrations_app.models import AuditEntry, Migration
 from tests.migration_helpers import migration_for

@@ -87,7 +87,7 @@ def test_large_bodies_are_refused_before_the_web_process_holds_them(daphne):
 def test_the_asgi_wrapper_refuses_under_any_server(settings):
     """Without daphne's hook (another ASGI server): 413 from the declared
     length without reading, and a chunked body read only up to the limit."""
-    from kvmweb.bodylimit import BodyLimit
+    from core.bodylimit import BodyLimit
 
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     reached = []

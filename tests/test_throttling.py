@@ -17,7 +17,7 @@ def test_repeated_wrong_passwords_lock_the_login_with_429(client, owner, setting
         for _ in range(settings.KVMWEB_LOGIN_FAILURE_LIMIT + 1)
     ]
     # The form again, with its error, until the limit is reached; then a wait
-    # (kvmweb/logins.py; tests/test_login_limits.py shows how long).
+    # (core/logins.py; tests/test_login_limits.py shows how long).
     assert codes == [200] * settings.KVMWEB_LOGIN_FAILURE_LIMIT + [429]
     response = client.post(login_url, {"username": owner.username, "password": "pw-" + owner.username})
     assert response.status_code == 429

@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import libvirt
+from django.conf import settings
 
+from .. import sshkeys
 from .devices import DeviceOps
 from .domains import DomainOps
 from .errors import HostError, HostUnreachable, translate
@@ -85,10 +87,6 @@ def connection_uri(parsed: HostURI) -> str:
     refused, never a prompt): see sshkeys.ssh_command. TLS takes kvmweb's
     client certificate directory when one is configured.
     """
-    from django.conf import settings
-
-    from .. import sshkeys
-
     base = str(parsed)
     if parsed.transport in ("ssh", "libssh"):
         try:
@@ -278,8 +276,6 @@ def _open_error(error: libvirt.libvirtError, uri: str) -> HostError:
 def open_host(uri: str, timeout: float | None = None) -> Iterator[Connection]:
     """Open a connection to one host for the length of a ``with`` block."""
     if timeout is None:
-        from django.conf import settings
-
         timeout = float(settings.KVMWEB_CONNECT_TIMEOUT)
     connection = Connection(uri, _open(uri, timeout))
     try:
@@ -298,8 +294,6 @@ def open_hosts(*uris: str, timeout: float | None = None) -> Iterator[list[Connec
     given, is raised.
     """
     if timeout is None:
-        from django.conf import settings
-
         timeout = float(settings.KVMWEB_CONNECT_TIMEOUT)
     with ThreadPoolExecutor(len(uris), thread_name_prefix="libvirt-open") as pool:
         futures = [pool.submit(_open, uri, timeout) for uri in uris]

@@ -54,7 +54,7 @@ def translate(error: BaseException, uri: str = "") -> HostError:
     """Turn a libvirt.libvirtError into a HostError with a plain-words message."""
     if isinstance(error, HostError):
         return error
-    import libvirt
+    import libvirt  # the binding, only when called: this module imports without it (see above)
 
     assert isinstance(error, libvirt.libvirtError)
     detail = error.get_error_message() or str(error)
@@ -192,7 +192,7 @@ def _reach_hint(lower: str) -> str:
 @contextlib.contextmanager
 def translating(uri: str) -> Iterator[None]:
     """Within the block, a libvirt error leaves as a HostError."""
-    import libvirt
+    import libvirt  # the binding, only when called: this module imports without it (see above)
 
     try:
         yield
@@ -217,7 +217,7 @@ def translated(method: Any = None, *, absent: tuple[int, ...] = (), default: Any
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            import libvirt
+            import libvirt  # the binding, only when called: this module imports without it (see above)
 
             try:
                 return fn(self, *args, **kwargs)

@@ -24,6 +24,8 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from django.conf import settings
+
 from .errors import HostError, HostUnreachable, InvalidURI
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,6 @@ def _check_host(host: str, example_host: str) -> str:
 
 
 def _check_test_uri(raw: str, plus: str, authority: str, path: str) -> HostURI:
-    from django.conf import settings
 
     if not settings.KVMWEB_ALLOW_TEST_DRIVER:
         raise InvalidURI(
@@ -190,8 +191,6 @@ def check_uri(uri: str | None) -> HostURI:
             f"qemu:///system, is not allowed). {_example(host_guess)}"
         )
     if transport == "tcp":
-        from django.conf import settings
-
         if not settings.KVMWEB_ALLOW_TCP:
             raise InvalidURI(
                 'qemu+tcp is refused: it has no encryption and, with auth_tcp = "none", no login. '
@@ -274,8 +273,6 @@ def check_hypervisor_network(
     resolve elsewhere). Local URIs (this machine) are not limited.
     """
     if networks is None:
-        from django.conf import settings
-
         networks = settings.KVMWEB_HYPERVISOR_NETWORKS
     target = remote_target(uri)
     if not networks or target is None:

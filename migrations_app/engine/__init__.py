@@ -21,10 +21,10 @@ import socket
 
 from django.db import transaction
 
+from core.records import InvalidTransition
 from hosts.capacity import Guest
 from hosts.libvirt import Connection, HostError, open_hosts
 from hosts.models import HOLDS_MEMORY, Domain, Host
-from kvmweb.records import InvalidTransition
 
 from ..checks import CheckResult, capacity_results, run_checks
 from ..models import AuditAction, Migration, Mode

@@ -13,9 +13,9 @@ import threading
 import time
 from typing import Any
 
+from core.formatting import size
+from core.records import InvalidTransition
 from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
-from kvmweb.formatting import size
-from kvmweb.records import InvalidTransition
 
 from .. import device_moves
 from ..checks import migration_address

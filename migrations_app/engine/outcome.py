@@ -7,10 +7,10 @@ import contextlib
 import logging
 from typing import Any
 
+from core.records import InvalidTransition
 from hosts.libvirt import HostError
 from hosts.models import Host
 from hosts.sync import sync_hosts
-from kvmweb.records import InvalidTransition
 
 from .. import events
 from ..models import AuditEntry, Migration

@@ -14,9 +14,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from core.records import InvalidTransition
 from hosts.libvirt import Connection, DomainState, HostError, JobStats, reachable
 from hosts.models import Host
-from kvmweb.records import InvalidTransition
 
 from ..checks import PEER_LOGIN_CODES, forget_peer_login
 from ..models import Migration, Phase, StorageMode

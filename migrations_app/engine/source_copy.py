@@ -13,7 +13,7 @@ from typing import Any
 
 from hosts.libvirt import Connection, HostError
 
-from ..models import AuditAction, Migration, Status, StorageMode
+from ..models import AuditAction, Migration, StorageMode
 
 
 def _name(path: str) -> str:
@@ -102,17 +102,3 @@ def remove_source_copy(migration: Migration, src: Connection, dst: Connection) -
     if left:
         stats["left_on_source"] = left
     return stats
-
-
-def own_leftovers(migration: Migration, pool_path: str, names: list[str]) -> list[str]:
-    """Of the volumes ``names`` in the target pool (at ``pool_path``), those an
-    earlier succeeded migration of this same VM recorded leaving on the target
-    host: provably its own, so its return may remove them."""
-    paths = {f"{pool_path.rstrip('/')}/{n}" for n in names}
-    earlier = Migration.objects.filter(
-        domain_uuid=migration.domain_uuid, source=migration.target, status=Status.SUCCEEDED
-    ).exclude(pk=migration.pk)
-    left: set[str] = set()
-    for stats in earlier.values_list("stats", flat=True):
-        left.update((stats or {}).get("left_on_source") or [])
-    return sorted(p for p in paths if p in left)

@@ -4,16 +4,21 @@ DRF checks throttles only after authentication and permissions, so a client
 sending wrong tokens got 401 forever and never met the anonymous rate. Here
 each failed token counts against the client's address at the "anon" rate;
 past it, every token request from there answers 429 until the window moves.
-The address is the one kvmweb.clientaddr finds (X-Forwarded-For only from a
+The address is the one core.clientaddr finds (X-Forwarded-For only from a
 trusted proxy). A token names no account before it is found, so there is no
 per-user count of wrong tokens; tokens are 256-bit random, not guessable.
 """
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from knox.models import AuthToken
 from rest_framework import exceptions
 
-from kvmweb.throttling import AnonRateThrottle
+from core.throttling import AnonRateThrottle
 
 
 class FailedTokenThrottle(AnonRateThrottle):
@@ -47,10 +52,6 @@ class TokenAuthentication(KnoxTokenAuthentication):
     def validate_user(self, auth_token):
         # Tokens made before tokens expired have no expiry of their own: they
         # expire KVMWEB_TOKEN_TTL_DAYS after they were made, as new ones do.
-        from django.utils import timezone
-
-        from kvmweb.tokens import expires
-
         if expires(auth_token) <= timezone.now():
             auth_token.delete()
             raise exceptions.AuthenticationFailed("This token has expired. Ask for a new one (create_api_token).")
@@ -64,7 +65,7 @@ class TokenAuthentication(KnoxTokenAuthentication):
 class TokenScheme(OpenApiAuthenticationExtension):
     """How the OpenAPI schema describes the token header."""
 
-    target_class = "kvmweb.auth.TokenAuthentication"
+    target_class = "core.auth.TokenAuthentication"
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema):
@@ -74,3 +75,9 @@ class TokenScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": 'An API token (manage.py create_api_token), as "Token <token>".',
         }
+
+
+def expires(token: AuthToken) -> datetime:
+    """When a token stops working (here, not in tokens.py: DRF imports this module
+    while it loads its views, which tokens.py imports)."""
+    return token.expiry or token.created + timedelta(days=settings.KVMWEB_TOKEN_TTL_DAYS)

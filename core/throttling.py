@@ -6,7 +6,7 @@ writing someone else's address into it used up theirs."""
 
 from rest_framework import throttling
 
-from kvmweb.clientaddr import client_address
+from core.clientaddr import client_address
 
 
 class AnonRateThrottle(throttling.AnonRateThrottle):

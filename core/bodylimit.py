@@ -13,6 +13,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from daphne.http_protocol import WebRequest
 from django.conf import settings
 
 Scope = MutableMapping[str, Any]
@@ -106,12 +107,8 @@ def limit_daphne() -> None:
     and closes the connection as soon as the declared length, or the bytes
     received so far, pass the limit. daphne offers no option for this, so its
     two methods that take the length and the body are wrapped; under another
-    server this does nothing and BodyLimit still answers.
+    server this changes nothing it uses, and BodyLimit still answers.
     """
-    try:
-        from daphne.http_protocol import WebRequest
-    except ImportError:
-        return
     if getattr(WebRequest, "kvmweb_limited", False):
         return
     got_length = WebRequest.gotLength

@@ -3,12 +3,11 @@
 Tokens lasted until deleted in the admin, survived a password change, and
 their owner could not see them. Now each expires ``KVMWEB_TOKEN_TTL_DAYS``
 after it is made (older tokens made without an expiry too, counted from when
-they were made: kvmweb.auth), the owner lists and revokes theirs at
+they were made: core.auth), the owner lists and revokes theirs at
 /account/tokens/ and /api/tokens/, and setting a new password revokes them all,
 as it logs out every session.
 """
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db.models.signals import pre_save
@@ -19,12 +18,7 @@ from knox.models import AuthToken
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.permissions import IsAuthenticated
 
-
-def expires(token: AuthToken):
-    """When a token stops working."""
-    from datetime import timedelta
-
-    return token.expiry or token.created + timedelta(days=settings.KVMWEB_TOKEN_TTL_DAYS)
+from core.auth import expires
 
 
 @receiver(pre_save, sender=get_user_model(), dispatch_uid="kvmweb-revoke-tokens-on-new-password")

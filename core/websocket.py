@@ -36,7 +36,8 @@ from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.utils.crypto import constant_time_compare
 
-from kvmweb.publishing import send_to_groups
+from core.publishing import send_to_groups
+from core.roles import has_role
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,6 @@ def session_still_good(session_key, user_pk):
     stored = data.get(HASH_SESSION_KEY)
     if not (user and stored and constant_time_compare(stored, user.get_session_auth_hash())):
         return False
-    from hosts.roles import has_role
 
     return has_role(user)
 

@@ -10,7 +10,7 @@ dozen anonymous logins at once starved every page.
 The rule here:
 
 - Wrong passwords are counted per user name (from anywhere) and per client
-  address (any user name; the address by kvmweb.clientaddr). Counts are kept in
+  address (any user name; the address by core.clientaddr). Counts are kept in
   the cache (Redis) and forgotten ``KVMWEB_LOGIN_COOLOFF_MINUTES`` after the
   last failure.
 - Past ``KVMWEB_LOGIN_FAILURE_LIMIT`` failures for a user name, each further
@@ -32,6 +32,7 @@ import threading
 import time
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import cache
@@ -39,7 +40,7 @@ from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 from django.http import HttpResponse
 
-from kvmweb.clientaddr import client_address
+from core.clientaddr import client_address
 
 USER_MAX_DELAY = 60
 ADDRESS_FACTOR = 4
@@ -105,7 +106,6 @@ class LimitedModelBackend(ModelBackend):
             _hashing.release()
 
     def _username_field(self) -> str:
-        from django.contrib.auth import get_user_model
 
         return get_user_model().USERNAME_FIELD
 

@@ -7,8 +7,8 @@ from the right (each proxy appends the address it received the request from),
 the first address that is not a trusted proxy is the client. Without a trusted
 proxy the client is the connection's own address, whatever the header says:
 rotating it does not escape a limit, and writing someone's address into it does
-not lock them out. The API's throttles (kvmweb.throttling, kvmweb.auth) and the
-login limits (kvmweb.logins) all ask here.
+not lock them out. The API's throttles (core.throttling, core.auth) and the
+login limits (core.logins) all ask here.
 """
 
 import ipaddress
