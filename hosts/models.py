@@ -287,7 +287,7 @@ class Host(models.Model):
     def memory_used(self):
         return max(self.memory_total - self.memory_free, 0)
 
-    def address(self):
+    def address(self) -> str | None:
         """The host's own address, resolved from its URI (None if it resolves
         to no address but loopback): where migration data goes, and what
         consoles bound to this host listen on."""
@@ -516,7 +516,7 @@ class PoolSharing(models.Model):
         return f"{self.pool}@{self.host_id} {'shared' if self.shared else 'not shared'} with {self.peer_id}"
 
     @classmethod
-    def record(cls, host, pool, peer, peer_pool, shared):
+    def record(cls, host: Host, pool: str, peer: Host, peer_pool: str, shared: bool) -> None:
         """Keep a finding both ways round (sharing is mutual); one way only
         when the peer's pool is not known."""
         at = timezone.now()
