@@ -5,7 +5,7 @@ class MigrationsAppConfig(AppConfig):
     name = "migrations_app"
     verbose_name = "Migrations"
 
-    def ready(self):
+    def ready(self) -> None:
         # Connects the logout signal that closes a session's WebSockets, the
         # login limits' counters, and the revocation of tokens on a new password
         # (in every process: manage.py changepassword too).
