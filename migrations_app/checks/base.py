@@ -138,7 +138,7 @@ class CheckInput:
 
 
 class Check(Protocol):
-    """One check of a family: adds its results to ``out``; a HostError it raises
+    """One check of a family: adds its results to ``checks``; a HostError it raises
     is reported under its name (``check_`` taken off)."""
 
     __name__: str

@@ -82,6 +82,20 @@ def _shared_storage(
             f"shared with {tname} (kvmweb writes one again after {SHARED_PROOF_SECONDS // 60} minutes).",
         )
         return
+    _probe_sharing(checks, v, disks, probe_pool, seen_in, source, target)
+
+
+def _probe_sharing(
+    checks: Checks,
+    v: CheckInput,
+    disks: list[DiskInfo],
+    probe_pool: str,
+    seen_in: dict[str, str],
+    source: Connection,
+    target: Connection,
+) -> None:
+    """Write a probe volume in ``probe_pool`` on the source, look for it on the target, keep what it showed."""
+    tname = v.target.name
     probe = f".kvmweb-probe-{uuidlib.uuid4().hex}"
     path = source.create_volume(probe_pool, probe, 1024, "raw")
     try:
