@@ -192,13 +192,12 @@ class Bench:
         import libvirt
 
         from hosts.libvirt import migration_flags
-        from migrations_app.checks import migration_address
         from migrations_app.engine.live import SAMPLE_INTERVAL
         from migrations_app.policies import get_policy
 
         domain = self.domain(name)
         target = self.other(domain.host.name)
-        address, _ = migration_address(target)
+        address = target.address()
         params = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}"}
         if "auto_converge" in flag_names:
             params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = 20

@@ -1,14 +1,19 @@
 """Filter pieces the lists share (django-filter)."""
 
 from datetime import UTC, date, datetime, time
+from typing import Any, TypeVar
 
 import django_filters
 from django import forms
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 # The largest id a database's bigint holds: anything above cannot name a row.
 MAX_ID = 2**63 - 1
+
+M = TypeVar("M", bound=Model)
 
 
 class MomentField(forms.CharField):
@@ -58,13 +63,13 @@ class IdFilter(django_filters.NumberFilter):
 
     field_class = forms.IntegerField
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("min_value", 1)
         kwargs.setdefault("max_value", MAX_ID)
         super().__init__(*args, **kwargs)
 
 
-def filter_or_400(filterset_class, request, queryset):
+def filter_or_400(filterset_class: Any, request: HttpRequest, queryset: QuerySet[M]) -> tuple[Any, QuerySet[M], int]:
     """The page's filterset, and the status its page answers with: 400 when a
     filter is malformed (the page then shows the form's errors and all rows)."""
     filterset = filterset_class(request.GET or None, queryset=queryset, request=request)

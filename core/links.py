@@ -15,16 +15,16 @@ from django.urls import get_script_prefix, reverse
 
 
 @lru_cache(maxsize=8192)
-def _reversed(name, value, prefix):
+def _reversed(name: str, value: object, prefix: str) -> str:
     return reverse(name, args=[value])
 
 
-def row_url(name, value):
+def row_url(name: str, value: object) -> str:
     """``reverse(name, args=[value])``, kept."""
     return _reversed(name, value, get_script_prefix())
 
 
 @receiver(setting_changed)
-def _forget(setting, **kwargs):
+def _forget(setting: str, **kwargs: object) -> None:
     if setting == "ROOT_URLCONF":
         _reversed.cache_clear()

@@ -1,9 +1,14 @@
+from collections.abc import Sequence
+from typing import Any
+
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 
 
-def paginate(request, queryset, per_page):
+def paginate(request: HttpRequest, queryset: QuerySet[Any] | Sequence[Any], per_page: int) -> dict[str, Any]:
     """One page of a list, and the request's other filters to keep in the
     pager's links (templates/_pager.html)."""
     page = Paginator(queryset, per_page).get_page(request.GET.get("page"))

@@ -4,6 +4,7 @@ views and signal receivers (see _publishing_loop)."""
 import asyncio
 import os
 import threading
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -16,7 +17,7 @@ _loop_pid = None
 _loop_lock = threading.Lock()
 
 
-def _publishing_loop():
+def _publishing_loop() -> asyncio.AbstractEventLoop:
     """This process's event loop for publishing from synchronous code.
 
     ``async_to_sync`` from a plain thread (the worker's engine) makes a new
@@ -35,13 +36,13 @@ def _publishing_loop():
     return _loop
 
 
-def send_to_groups(*messages):
+def send_to_groups(*messages: tuple[str, dict[str, Any]]) -> None:
     """group_send each ``(group, message)``, together; raises what the layer raises."""
     layer = get_channel_layer()
     if layer is None:
         return
 
-    async def send_all():
+    async def send_all() -> None:
         await asyncio.gather(*(layer.group_send(group, message) for group, message in messages))
 
     try:

@@ -9,8 +9,8 @@ never both move the same row on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, ClassVar, TypedDict
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 from django.db import models
 from django.utils import timezone
@@ -24,6 +24,15 @@ STATUS_COLOURS = {
     "failed": "red",
     "cancelled": "orange",
 }
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def alters_data(method: F) -> F:
+    """Mark a method that writes (Django's ``alters_data``), so that a template cannot call it."""
+    method.alters_data = True  # type: ignore[attr-defined]  # the attribute Django's templates read
+    return method
 
 
 class InvalidTransition(Exception):

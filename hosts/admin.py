@@ -1,5 +1,13 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import models, transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
@@ -9,39 +17,37 @@ from . import capacity, sshkeys, sync
 from .models import Domain, Host, Network, StoragePool
 
 
-class ReadOnlyInline(admin.TabularInline):
+# The admin classes are generic only to mypy (django-stubs), not at run time: hence type-arg ignored.
+class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
     can_delete = False
     show_change_link = False
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
 
 class PoolInline(ReadOnlyInline):
     model = StoragePool
-    fields = ["name", "type", "target_path", "capacity", "available", "active", "shared"]
-    readonly_fields = fields
+    fields = readonly_fields = ("name", "type", "target_path", "capacity", "available", "active", "shared")
 
 
 class NetworkInline(ReadOnlyInline):
     model = Network
-    fields = ["name", "bridge", "forward_mode", "active"]
-    readonly_fields = fields
+    fields = readonly_fields = ("name", "bridge", "forward_mode", "active")
 
 
 class DomainInline(ReadOnlyInline):
     model = Domain
     fk_name = "host"
-    fields = ["name", "uuid", "state", "memory", "vcpus", "persistent", "autostart"]
-    readonly_fields = fields
+    fields = readonly_fields = ("name", "uuid", "state", "memory", "vcpus", "persistent", "autostart")
 
 
 @admin.register(Host)
-class HostAdmin(admin.ModelAdmin):
+class HostAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "uri", "status", "maintenance", "status_reason", "hostname", "last_sync"]
     list_filter = ["status", "maintenance"]
     search_fields = ["name", "uri", "hostname"]
@@ -127,25 +133,27 @@ class HostAdmin(admin.ModelAdmin):
 
     # Labels Django would otherwise make from the names ("Ssh fingerprint").
     @admin.display(description="SSH host key")
-    def host_key_state(self, obj):
-        return obj.host_key_state.label
+    def host_key_state(self, obj: Host) -> str:
+        return str(obj.host_key_state.label)
 
     @admin.display(description="SSH fingerprint")
-    def ssh_fingerprint(self, obj):
+    def ssh_fingerprint(self, obj: Host) -> str:
         return obj.ssh_fingerprint or "—"
 
     @admin.display(description="SSH fingerprint offered, not confirmed")
-    def ssh_offered_fingerprint(self, obj):
+    def ssh_offered_fingerprint(self, obj: Host) -> str:
         return obj.ssh_offered_fingerprint or "—"
 
-    def get_form(self, request, obj=None, change=False, **kwargs):
+    def get_form(
+        self, request: HttpRequest, obj: Host | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Host]]:
         form = super().get_form(request, obj, change=change, **kwargs)
         if "ssh_pinned_fingerprint" in form.base_fields:
             form.base_fields["ssh_pinned_fingerprint"].label = "Pinned SSH fingerprint"
         return form
 
     @admin.display(description="kvmweb's SSH key")
-    def kvmweb_ssh_key(self, obj):
+    def kvmweb_ssh_key(self, obj: Host) -> str:
         try:
             line = sshkeys.authorized_keys_line()
         except sshkeys.SSHKeyError as e:
@@ -153,12 +161,12 @@ class HostAdmin(admin.ModelAdmin):
         return format_html("Run this on the host to let kvmweb log in as root:<pre>{}</pre>", line)
 
     @admin.display(description="Committed now")
-    def committed(self, obj):
-        if obj.pk is None:
+    def committed(self, obj: Host) -> str:
+        if obj._state.adding:  # the add form: no host yet
             return "—"
         return render_to_string("hosts/_capacity.html", {"capacity": capacity.for_any(obj)})
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Host, form: forms.ModelForm[Host], change: bool) -> None:
         if change and "uri" in form.changed_data:
             previous = Host.objects.get(pk=obj.pk)
             previous.forget_host_key_if_moved(obj.uri)
@@ -169,15 +177,15 @@ class HostAdmin(admin.ModelAdmin):
             # libvirt, and must not hold the database's write lock meanwhile.
             transaction.on_commit(lambda: self._sync(request, [obj]))
 
-    def has_sync_permission(self, request):
+    def has_sync_permission(self, request: HttpRequest) -> bool:
         # Staff who are not operators may look at hosts in the admin, not make kvmweb connect to them.
         return is_operator(request.user)
 
     @admin.action(description="Sync inventory now", permissions=["sync"])
-    def sync_now(self, request, queryset):
+    def sync_now(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
         self._sync(request, queryset)
 
-    def _sync(self, request, hosts):
+    def _sync(self, request: HttpRequest, hosts: Iterable[Host]) -> None:
         for host in hosts:
             result = sync.sync_host_evenly(host)
             level = messages.SUCCESS if result.online else messages.WARNING
@@ -185,14 +193,14 @@ class HostAdmin(admin.ModelAdmin):
 
 
 @admin.register(Domain)
-class DomainAdmin(admin.ModelAdmin):
+class DomainAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "host", "state", "memory", "vcpus", "last_seen"]
     list_filter = ["state", "host"]
     search_fields = ["name", "uuid"]
     list_select_related = ["host"]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Domain | None = None) -> bool:
         return False

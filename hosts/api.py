@@ -1,8 +1,12 @@
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import get_object_or_404
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import capacity, definitions, registration, sync, trust, volumes
@@ -29,26 +33,26 @@ class HostViewSet(
 
     queryset = capacity.with_committed(Host.objects.annotate(**capacity.domain_counts())).order_by("name")
 
-    def get_serializer_class(self):
+    def get_serializer_class(self) -> type[HostSerializer]:
         return HostDetailSerializer if self.action == "retrieve" else HostSerializer
 
-    def get_queryset(self):
-        qs = super().get_queryset()
+    def get_queryset(self) -> QuerySet[Host]:
+        qs: QuerySet[Host] = super().get_queryset()
         if self.action == "retrieve":
             qs = qs.prefetch_related("pools", "networks")
         return qs
 
-    def _detail(self, host):
+    def _detail(self, host: Host) -> dict[str, Any]:
         """The host as GET /api/hosts/{id}/ shows it, read again after an action changed it."""
         host = self.get_queryset().get(pk=host.pk)
         return HostDetailSerializer(host, context=self.get_serializer_context()).data
 
-    def perform_create(self, serializer):
+    def perform_create(self, serializer: HostSerializer) -> None:
         registration.register(serializer, self.request.user)
 
     @extend_schema(request=None, responses=HostDetailSerializer)
     @action(detail=True, methods=["post"])
-    def sync(self, request, pk=None):
+    def sync(self, request: Request, pk: str | None = None) -> Response:
         """Refresh this host's inventory from libvirt now (operators: it opens connections to the host)."""
         host = self.get_object()
         result = sync.sync_host_evenly(host)
@@ -65,7 +69,7 @@ class HostViewSet(
 
     @extend_schema(request=TrustSerializer, responses=HostDetailSerializer)
     @action(detail=True, methods=["post"])
-    def trust(self, request, pk=None):
+    def trust(self, request: Request, pk: str | None = None) -> Response:
         """Confirm the SSH host key the host offers (operators): {"fingerprint": "SHA256:..."}."""
         host = self.get_object()
         body = TrustSerializer(data=request.data)
@@ -86,7 +90,7 @@ class HostViewSet(
         },
     )
     @action(detail=True, methods=["post"], url_path="remove-volume")
-    def remove_volume(self, request, pk=None):
+    def remove_volume(self, request: Request, pk: str | None = None) -> Response:
         """Remove a leftover volume (see ``leftovers``) from this host (operators):
         {"pool", "name"}; refused while any definition on the host uses it."""
         host = self.get_object()
@@ -104,7 +108,7 @@ class DomainViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Domain.objects.for_api().order_by("name", "id")
     filterset_class = DomainFilter
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Domain]:
         # A VM's id stays valid for good: one that is gone shows as such
         # ("state": "gone"), where it was last; lists show the VMs that exist.
         if self.action == "retrieve":
@@ -122,7 +126,7 @@ class DomainViewSet(viewsets.ReadOnlyModelViewSet):
         },
     )
     @action(detail=True, methods=["post"], url_path="remove-definition")
-    def remove_definition(self, request, pk=None):
+    def remove_definition(self, request: Request, pk: str | None = None) -> Response:
         """Remove this VM's stale definition from one host: never its disks, never
         where it runs; 409 with the reason when refused."""
         domain = self.get_object()

@@ -1,4 +1,6 @@
-from django.http import HttpResponseForbidden
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.template.loader import render_to_string
 
 from core.roles import NO_ROLE_MESSAGE, has_role
@@ -15,10 +17,10 @@ class RoleRequiredMiddleware:
     permission classes (API), which answer them with a login redirect or 401/403.
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         user = request.user
         if user.is_authenticated and not request.path.startswith(ALWAYS_ALLOWED) and not has_role(user):
             if request.path.startswith("/api/"):

@@ -1,6 +1,9 @@
+from __future__ import annotations
+
 import contextlib
 import ipaddress
 import socket
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -16,6 +19,10 @@ from .libvirt import HostError, InvalidURI, check_uri, validate_uri
 from .libvirt.uri import remote_target
 from .validators import validate_libvirt_uri
 
+if TYPE_CHECKING:
+    from .figures import Capacity
+    from .libvirt import HostError, HostInfo, HostURI
+
 SSH_TRANSPORTS = ("ssh", "libssh")
 # The largest capacity settings accepted: 16 TiB kept for the host itself, ten
 # times its memory promised, 64 vCPUs per CPU.
@@ -28,11 +35,11 @@ class HostKeyRefused(ValueError):
     """An operator's confirmation of a host key that does not match."""
 
 
-def _same_key(a, b):
+def _same_key(a: str, b: str) -> bool:
     return a.split()[:2] == b.split()[:2]
 
 
-def write_known_hosts():
+def write_known_hosts() -> None:
     """kvmweb's known_hosts: exactly the host keys operators confirmed, each
     through the one row that names its host and port (rows in any other key
     state are left out, and every open refuses them: Host.connect_uri)."""
@@ -44,7 +51,7 @@ def write_known_hosts():
     sshkeys.write_known_hosts(entries)
 
 
-def endpoint(uri):
+def endpoint(uri: str) -> tuple[str, int | None] | None:
     """(host name in lower case, port) a URI connects to, or None (the test driver, a refused URI).
 
     known_hosts, and so the trust in a host key, is per host and port: two rows
@@ -56,18 +63,19 @@ def endpoint(uri):
     return None if target is None else (target[0].lower(), target[1])
 
 
-def host_at_endpoint(uri, exclude_pk=None):
+def host_at_endpoint(uri: str, exclude_pk: int | None = None) -> Host | None:
     """The registered host that already connects to the host and port ``uri`` names, or None."""
     wanted = endpoint(uri)
+    others = Host.objects.all() if exclude_pk is None else Host.objects.exclude(pk=exclude_pk)
     if wanted is None:
-        return Host.objects.exclude(pk=exclude_pk).filter(uri=uri).first()
-    for other in Host.objects.exclude(pk=exclude_pk).only("pk", "name", "uri"):
+        return others.filter(uri=uri).first()
+    for other in others.only("pk", "name", "uri"):
         if endpoint(other.uri) == wanted:
             return other
     return None
 
 
-def endpoint_clash_message(other, uri):
+def endpoint_clash_message(other: Host, uri: str) -> str:
     wanted = endpoint(uri)
     where = f"{wanted[0]} port {wanted[1]}" if wanted else "this URI"
     return (
@@ -83,7 +91,7 @@ class HostStatus(models.TextChoices):
     ERROR = "error", "Error"
 
     @property
-    def colour(self):
+    def colour(self) -> str:
         return {"online": "green", "offline": "red", "error": "orange"}.get(self.value, "grey")
 
 
@@ -105,7 +113,7 @@ class DomainStateChoices(models.TextChoices):
     GONE = "gone", "Gone"
 
     @property
-    def colour(self):
+    def colour(self) -> str:
         return {
             "running": "green",
             "paused": "orange",
@@ -250,14 +258,17 @@ class Host(models.Model):
     CAPACITY_SETTINGS = ("memory_reserved_mib", "memory_ratio", "cpu_ratio")
     STATUS_FIELDS = ("status", "status_reason", "status_detail", "last_seen", "last_sync")
     SSH_FIELDS = ("ssh_host_key", "ssh_offered_key", "ssh_pinned_fingerprint")
+    # Set on the hosts of capacity.with_counts (annotations, not columns).
+    domain_count: int
+    running_count: int
 
     class Meta:
         ordering = ["name"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def clean(self):
+    def clean(self) -> None:
         # Stored as kvmweb rebuilds it (the form validator has judged it already).
 
         with contextlib.suppress(InvalidURI):
@@ -266,15 +277,15 @@ class Host(models.Model):
         if other is not None:
             raise ValidationError({"uri": endpoint_clash_message(other, self.uri)})
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return row_url("host-detail", self.name)
 
     @property
-    def status_colour(self):
+    def status_colour(self) -> str:
         return HostStatus(self.status).colour
 
     @cached_property
-    def capacity(self):
+    def capacity(self) -> Capacity:
         """Committed against capacity, from the annotations of a host fetched
         through hosts/capacity.py (``with_committed``, ``with_counts``); a host
         fetched otherwise is read again there: ``capacity.for_any(host)``."""
@@ -285,10 +296,10 @@ class Host(models.Model):
         return figures.of(self)
 
     @property
-    def memory_used(self):
+    def memory_used(self) -> int:
         return max(self.memory_total - self.memory_free, 0)
 
-    def address(self):
+    def address(self) -> str | None:
         """The host's own address, resolved from its URI (None if it resolves
         to no address but loopback): where migration data goes, and what
         consoles bound to this host listen on."""
@@ -301,10 +312,10 @@ class Host(models.Model):
             return None
         for info in infos:
             if not ipaddress.ip_address(info[4][0]).is_loopback:
-                return info[4][0]
+                return str(info[4][0])
         return None
 
-    def mark_online(self, info):
+    def mark_online(self, info: HostInfo) -> None:
         now = timezone.now()
         self.status = HostStatus.ONLINE
         self.status_reason = ""
@@ -316,7 +327,7 @@ class Host(models.Model):
 
     # -- the URI and the SSH host key ---------------------------------------
 
-    def parsed_uri(self):
+    def parsed_uri(self) -> HostURI | None:
         """The URI as the allowlist reads it now, or None if it is refused."""
         try:
             return check_uri(self.uri)
@@ -324,12 +335,12 @@ class Host(models.Model):
             return None
 
     @property
-    def uses_ssh(self):
+    def uses_ssh(self) -> bool:
         parsed = self.parsed_uri()
         return parsed is not None and parsed.transport in SSH_TRANSPORTS
 
     @property
-    def host_key_state(self):
+    def host_key_state(self) -> HostKeyState:
         if not self.uses_ssh:
             return HostKeyState.NONE
         if not self.ssh_host_key:
@@ -339,18 +350,18 @@ class Host(models.Model):
         return HostKeyState.TRUSTED
 
     @property
-    def ssh_fingerprint(self):
+    def ssh_fingerprint(self) -> str:
         return sshkeys.fingerprint(self.ssh_host_key) if self.ssh_host_key else ""
 
     @property
-    def ssh_offered_fingerprint(self):
+    def ssh_offered_fingerprint(self) -> str:
         return sshkeys.fingerprint(self.ssh_offered_key) if self.ssh_offered_key else ""
 
-    def pools_with_sharing(self):
+    def pools_with_sharing(self) -> list[StoragePool]:
         """The host's pools, each with ``sharing``: what the shared-storage check
         found of it, one PoolSharing per other host, and ``proved``: whether it
         found it shared with any. For the host page and the API."""
-        found = {}
+        found: dict[str, list[PoolSharing]] = {}
         for finding in self.pool_sharing.select_related("peer"):
             found.setdefault(finding.pool, []).append(finding)
         pools = list(self.pools.all())
@@ -359,7 +370,7 @@ class Host(models.Model):
             pool.proved = any(f.shared for f in pool.sharing)
         return pools
 
-    def forget_host_key_if_moved(self, new_uri):
+    def forget_host_key_if_moved(self, new_uri: str) -> None:
         """A URI naming another host or port drops the keys of the old one. Not saved."""
         old = self.parsed_uri()
         try:
@@ -369,7 +380,7 @@ class Host(models.Model):
         if old is None or new is None or (old.host, old.port) != (new.host, new.port):
             self.ssh_host_key = self.ssh_offered_key = self.ssh_pinned_fingerprint = ""
 
-    def offer_host_key(self, key):
+    def offer_host_key(self, key: str) -> bool:
         """Record the host key the host offers now; True if it is (now) the trusted one.
 
         A key matching the fingerprint pinned at registration becomes trusted
@@ -386,7 +397,7 @@ class Host(models.Model):
         self.ssh_offered_key = key
         return False
 
-    def trust_host_key(self, fingerprint):
+    def trust_host_key(self, fingerprint: str) -> None:
         """An operator confirms the host key the host offered. Not saved; raises HostKeyRefused."""
         if not self.uses_ssh:
             raise HostKeyRefused(f"{self.name} is not reached over SSH: there is no host key to confirm.")
@@ -405,7 +416,7 @@ class Host(models.Model):
             )
         self.ssh_host_key, self.ssh_offered_key, self.ssh_pinned_fingerprint = self.ssh_offered_key, "", ""
 
-    def host_key_problem(self):
+    def host_key_problem(self) -> HostError | None:
         """Why kvmweb must not log in to this host over SSH now (a HostError), or None."""
         state = self.host_key_state
         if state == HostKeyState.UNCONFIRMED:
@@ -438,7 +449,7 @@ class Host(models.Model):
             raise problem
         return self.uri
 
-    def mark_unreachable(self, error):
+    def mark_unreachable(self, error: HostError) -> None:
         """Record why the host cannot be read; keep everything last known of it."""
         offline = not error.permanent or error.code in OFFLINE_CODES
         self.status = HostStatus.OFFLINE if offline else HostStatus.ERROR
@@ -471,6 +482,9 @@ class StoragePool(models.Model):
         blank=True,
         help_text='Its volumes at the last sync: [{"name", "path", "capacity", "allocation"}].',
     )
+    # Set by Host.pools_with_sharing (not columns): what the shared-storage check found.
+    sharing: list[PoolSharing]
+    proved: bool
 
     class Meta:
         ordering = ["host", "name"]
@@ -478,11 +492,11 @@ class StoragePool(models.Model):
             models.UniqueConstraint(fields=["host", "name"], name="pool_unique_name_per_host"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name}@{self.host.name}"
 
     @property
-    def is_shared(self):
+    def is_shared(self) -> bool:
         return self.shared or self.marked_shared
 
 
@@ -507,11 +521,11 @@ class PoolSharing(models.Model):
             models.UniqueConstraint(fields=["host", "pool", "peer"], name="pool_sharing_unique_per_peer"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.pool}@{self.host_id} {'shared' if self.shared else 'not shared'} with {self.peer_id}"
 
     @classmethod
-    def record(cls, host, pool, peer, peer_pool, shared):
+    def record(cls, host: Host, pool: str, peer: Host, peer_pool: str, shared: bool) -> None:
         """Keep a finding both ways round (sharing is mutual); one way only
         when the peer's pool is not known."""
         at = timezone.now()
@@ -539,7 +553,7 @@ class Network(models.Model):
             models.UniqueConstraint(fields=["host", "name"], name="network_unique_name_per_host"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name}@{self.host.name}"
 
 
@@ -560,13 +574,13 @@ ACTIVITY = {
 LISTED_FIELDS = ("name", "uuid", "state", "memory", "vcpus", "split_brain", "host")
 
 
-class DomainQuerySet(models.QuerySet):
-    def with_definitions(self):
+class DomainQuerySet(models.QuerySet["Domain"]):
+    def with_definitions(self) -> DomainQuerySet:
         return self.select_related("host").prefetch_related(
             models.Prefetch("definitions", queryset=DomainDefinition.objects.select_related("host"))
         )
 
-    def for_listing(self):
+    def for_listing(self) -> DomainQuerySet:
         """What a list of VMs shows of each: its own facts without disks and
         interfaces, its host's name, and only its definitions on other hosts
         (``other_definitions``; most VMs have none): a third of the work of
@@ -582,7 +596,7 @@ class DomainQuerySet(models.QuerySet):
             .prefetch_related(models.Prefetch("definitions", queryset=others, to_attr="listed_others"))
         )
 
-    def for_api(self):
+    def for_api(self) -> DomainQuerySet:
         """Every field of each VM, every definition, and of the hosts only their
         names: what the API shows (hosts' rows are wide: CPU XML, SSH keys)."""
         definitions = DomainDefinition.objects.select_related("host").only(
@@ -595,7 +609,7 @@ class DomainQuerySet(models.QuerySet):
             .prefetch_related(models.Prefetch("definitions", queryset=definitions))
         )
 
-    def split_brains(self):
+    def split_brains(self) -> DomainQuerySet:
         """VMs running on several hosts at once, for the alarms."""
         return self.filter(split_brain=True).with_definitions().order_by("name")
 
@@ -604,8 +618,9 @@ class DomainManager(models.Manager.from_queryset(DomainQuerySet)):  # type: igno
     """The VMs that exist: a gone VM's row is kept for its history, but
     lists, counts, capacity and forms never see it (``Domain.rows`` does)."""
 
-    def get_queryset(self):
-        return super().get_queryset().exclude(state=DomainStateChoices.GONE)
+    def get_queryset(self) -> DomainQuerySet:
+        rows: DomainQuerySet = super().get_queryset()
+        return rows.exclude(state=DomainStateChoices.GONE)
 
 
 class DomainFacts(models.Model):
@@ -646,7 +661,7 @@ class DomainFacts(models.Model):
         abstract = True
 
     @property
-    def state_colour(self):
+    def state_colour(self) -> str:
         return DomainStateChoices(self.state).colour
 
 
@@ -680,17 +695,17 @@ class Domain(DomainFacts):
         base_manager_name = "rows"
         indexes = [models.Index(fields=["host", "name"], name="domain_host_name")]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return row_url("domain-detail", self.uuid)
 
     @property
-    def is_running(self):
+    def is_running(self) -> bool:
         return self.state in (DomainStateChoices.RUNNING, DomainStateChoices.BLOCKED, DomainStateChoices.PAUSED)
 
-    def as_event(self):
+    def as_event(self) -> dict[str, Any]:
         """What the dashboard's socket says of this VM; names of hosts, text ready to show.
         Reads ``definitions`` (prefetch them with their hosts)."""
         return {
@@ -711,14 +726,15 @@ class Domain(DomainFacts):
         }
 
     @property
-    def other_definitions(self):
+    def other_definitions(self) -> list[DomainDefinition]:
         """The definitions on hosts other than the one it is shown on ("also defined on")."""
         if hasattr(self, "listed_others"):  # read by for_listing()
-            return self.listed_others
+            listed: list[DomainDefinition] = self.listed_others
+            return listed
         return [d for d in self.definitions.all() if d.host_id != self.host_id]
 
     @property
-    def running_on(self):
+    def running_on(self) -> list[str]:
         return sorted(d.host.name for d in self.definitions.all() if d.is_running)
 
 
@@ -740,17 +756,17 @@ class DomainDefinition(DomainFacts):
             models.UniqueConstraint(fields=["host", "domain"], name="one_definition_per_host"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name}@{self.host.name}"
 
     @property
-    def activity(self):
-        return ACTIVITY.get(self.state, 0)
+    def activity(self) -> int:
+        return ACTIVITY.get(DomainStateChoices(self.state), 0)
 
     @property
-    def is_active(self):
+    def is_active(self) -> bool:
         return self.activity > 0
 
     @property
-    def is_running(self):
+    def is_running(self) -> bool:
         return self.activity == ACTIVITY[DomainStateChoices.RUNNING]

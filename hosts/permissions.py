@@ -1,3 +1,5 @@
+from typing import Any
+
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from core.roles import has_role, is_operator
@@ -8,7 +10,7 @@ class IsOperatorOrReadOnly(BasePermission):
 
     message = "Only operators may do this. Ask an administrator to add you to the 'operators' group."
 
-    def has_permission(self, request, view):
+    def has_permission(self, request: Any, view: object) -> bool:
         if not (request.user and has_role(request.user)):
             return False
         return request.method in SAFE_METHODS or is_operator(request.user)
@@ -19,5 +21,5 @@ class HasRole(BasePermission):
 
     message = "Your account has no role in kvmweb yet. Ask an administrator for one."
 
-    def has_permission(self, request, view):
+    def has_permission(self, request: Any, view: object) -> bool:
         return bool(request.user and has_role(request.user))

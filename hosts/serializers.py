@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -38,7 +40,7 @@ class CapacitySerializer(serializers.Serializer):
     vcpus_committed = serializers.IntegerField()
     incoming = serializers.IntegerField(help_text="Guests on their way in, counted in the committed figures.")
 
-    def to_representation(self, instance):
+    def to_representation(self, instance: Any) -> Any:
         # A host (HostSerializer's field, source="*"): its figures, read again if it was fetched without them.
         if isinstance(instance, Host):
             instance = capacity.for_any(instance)
@@ -108,15 +110,15 @@ class HostSerializer(serializers.ModelSerializer):
             }
         }
 
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
+    def to_representation(self, instance: Host) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
         request = self.context.get("request")
         if request is not None and not is_operator(request.user):
             # libvirt's own words can quote files and internal details: operators only.
             data["status_detail"] = ""
         return data
 
-    def validate_uri(self, value):
+    def validate_uri(self, value: str) -> str:
         try:
             value = check_uri_form(value)
             check_hypervisor_network(value)
@@ -127,7 +129,7 @@ class HostSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(endpoint_clash_message(other, value))
         return value
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         fingerprint = (attrs.pop("fingerprint", "") or "").strip()
         if not fingerprint:
             return attrs
@@ -158,7 +160,7 @@ class HostSerializer(serializers.ModelSerializer):
         attrs.update(ssh_host_key=offered, ssh_offered_key="", ssh_pinned_fingerprint="")
         return attrs
 
-    def update(self, instance, validated_data):
+    def update(self, instance: Host, validated_data: dict[str, Any]) -> Host:
         if "uri" in validated_data and "ssh_host_key" not in validated_data:
             instance.forget_host_key_if_moved(validated_data["uri"])
         return super().update(instance, validated_data)
@@ -224,7 +226,7 @@ class HostDetailSerializer(HostSerializer):
         fields = HostSerializer.Meta.fields + ["pools", "networks", "leftovers"]
 
     @extend_schema_field(LeftoverSerializer(many=True))
-    def get_leftovers(self, host):
+    def get_leftovers(self, host: Host) -> list[dict[str, Any]]:
 
         return LeftoverSerializer(leftovers(host), many=True).data
 

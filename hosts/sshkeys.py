@@ -9,6 +9,8 @@ Programs run from argument lists only; a host name reaches ``ssh-keyscan`` only
 after the URI allowlist accepted it (so it cannot be taken for an option).
 """
 
+from __future__ import annotations
+
 import base64
 import hashlib
 import os
@@ -18,6 +20,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from django.conf import settings
@@ -32,23 +35,23 @@ _lock = threading.Lock()
 class SSHKeyError(Exception):
     """Something about kvmweb's key or a host key, said in plain words."""
 
-    def __init__(self, plain, detail=""):
+    def __init__(self, plain: str, detail: str = "") -> None:
         super().__init__(plain)
         self.plain = plain
         self.detail = detail
 
 
-def _private_dir(path):
+def _private_dir(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
 
 
-def ssh_dir():
+def ssh_dir() -> Path:
     return _private_dir(Path(settings.VAR_DIR) / "ssh")
 
 
-def key_path():
+def key_path() -> Path:
     """kvmweb's private key, generated (ed25519, mode 0600) on first use unless KVMWEB_SSH_KEY names one."""
     configured = settings.KVMWEB_SSH_KEY
     if configured:
@@ -66,7 +69,7 @@ def key_path():
     return path
 
 
-def _generate(path):
+def _generate(path: Path) -> None:
     # ssh-keygen refuses to overwrite; a half-made pair from a crash is removed first.
     for stale in (path, Path(f"{path}.pub")):
         stale.unlink(missing_ok=True)
@@ -83,12 +86,12 @@ def _generate(path):
     os.chmod(path, 0o600)
 
 
-def public_key():
+def public_key() -> str:
     """kvmweb's public key line, as it goes into a host's authorized_keys."""
     return Path(f"{key_path()}.pub").read_text().strip()
 
 
-def authorized_keys_line():
+def authorized_keys_line() -> str:
     """The one shell line an administrator runs on a host to let kvmweb in as root."""
     return f"echo '{public_key()}' >> /root/.ssh/authorized_keys"
 
@@ -122,14 +125,14 @@ Host *
 """
 
 
-def _ssh_quote(path):
+def _ssh_quote(path: Path | str) -> str:
     text = str(path)
     if any(c in text for c in '"\n\\'):
         raise SSHKeyError(f"kvmweb cannot use the path {text!r} in its ssh configuration.")
     return f'"{text}"'
 
 
-def _write_if_changed(path, text, mode):
+def _write_if_changed(path: Path, text: str, mode: int) -> None:
     try:
         if path.read_text() == text and stat.S_IMODE(path.stat().st_mode) == mode:
             return
@@ -166,22 +169,22 @@ def ssh_command() -> Path:
     return wrapper
 
 
-def known_hosts_path():
+def known_hosts_path() -> Path:
     path = ssh_dir() / "known_hosts"
     if not path.exists():
         write_known_hosts([])
     return path
 
 
-def known_hosts_name(host, port):
+def known_hosts_name(host: str, port: int | None) -> str:
     """How known_hosts names a host: the bare name on port 22, else [name]:port."""
     return host if port in (None, 22) else f"[{host}]:{port}"
 
 
-def write_known_hosts(entries):
+def write_known_hosts(entries: Iterable[tuple[str, int | None, str]]) -> None:
     """Replace kvmweb's known_hosts with entries: (host, port, key line)."""
     lines = []
-    for host, port, key in sorted(entries):
+    for host, port, key in sorted(entries, key=lambda e: (e[0], e[1] or 0, e[2])):
         kind, blob = parse_key(key)
         lines.append(f"{known_hosts_name(host, port)} {kind} {blob}\n")
     directory = ssh_dir()
@@ -192,7 +195,7 @@ def write_known_hosts(entries):
     os.replace(tmp, directory / "known_hosts")
 
 
-def parse_key(key):
+def parse_key(key: str) -> tuple[str, str]:
     """(type, base64 blob) of a public key line; raise SSHKeyError if it is not one."""
     fields = (key or "").split()
     if len(fields) < 2 or fields[0] not in KEY_TYPES:
@@ -204,17 +207,17 @@ def parse_key(key):
     return fields[0], base64.b64encode(blob).decode()
 
 
-def fingerprint(key):
+def fingerprint(key: str) -> str:
     """SHA256:... of a public key line, as ssh-keygen -l and ssh print it."""
     _, blob = parse_key(key)
     digest = hashlib.sha256(base64.b64decode(blob)).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def same_fingerprint(a, b):
+def same_fingerprint(a: str | None, b: str | None) -> bool:
     """Compare fingerprints as a person would copy them (with or without 'SHA256:', '=' padding)."""
 
-    def norm(value):
+    def norm(value: str | None) -> str:
         value = (value or "").strip()
         if value.upper().startswith("SHA256:"):
             value = value[7:]
@@ -223,7 +226,7 @@ def same_fingerprint(a, b):
     return bool(norm(a)) and norm(a) == norm(b)
 
 
-def scan(host, port=None, timeout=5):
+def scan(host: str, port: int | None = None, timeout: float = 5) -> str:
     """The host key a host offers now (the type kvmweb prefers), fetched with ssh-keyscan."""
     port = port or 22
     proc = subprocess.run(
@@ -233,7 +236,7 @@ def scan(host, port=None, timeout=5):
         text=True,
         timeout=timeout * 3 + 5,
     )
-    offered = {}
+    offered: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         fields = line.split()
         if len(fields) >= 3 and not line.startswith("#") and fields[1] in KEY_TYPES:

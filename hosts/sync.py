@@ -1,20 +1,37 @@
 """Inventory sync: make the database say what libvirt says, one host at a time."""
 
+from __future__ import annotations
+
 import logging
 import time
 import uuid as uuidlib
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import signals, sshkeys
-from .libvirt import HostError, HostUnreachable, InvalidURI, check_uri, open_host, probe, refused
+from .libvirt import (
+    DomainInfo,
+    HostError,
+    HostUnreachable,
+    HostURI,
+    InvalidURI,
+    Inventory,
+    NetworkInfo,
+    PoolInfo,
+    check_uri,
+    open_host,
+    probe,
+    refused,
+)
 from .libvirt.uri import unreachable_message
 from .models import (
     ACTIVITY,
@@ -33,6 +50,7 @@ log = logging.getLogger(__name__)
 DOMAIN_FIELDS = (*DomainDefinition.FACTS, "host_id", "split_brain", "moved_from_id", "last_seen")
 DEFINITION_FIELDS = (*DomainDefinition.FACTS, "running_since")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+M = TypeVar("M", StoragePool, Network)
 
 
 @dataclass
@@ -45,13 +63,13 @@ class SyncResult:
     removed: int = 0
     error: str = ""
 
-    def __str__(self):
+    def __str__(self) -> str:
         if not self.online:
             return f"{self.host}: unreachable — {self.error}"
         return f"{self.host}: {self.domains} domains ({self.created} new, {self.moved} moved here, {self.removed} gone)"
 
 
-def read_inventory(uri, timeout=None):
+def read_inventory(uri: str, timeout: float | None = None) -> Inventory | HostError:
     """What libvirt says of one host: an Inventory, or the HostError that stopped it."""
     try:
         with open_host(uri, timeout=timeout) as conn:
@@ -67,7 +85,7 @@ class KeyOffer:
     key: str
 
 
-def read_host(host, timeout=None):
+def read_host(host: Host, timeout: float | None = None) -> Inventory | HostError | KeyOffer:
     """Read one host without touching the database (it runs in reader threads).
 
     Returns an Inventory, a HostError, or a KeyOffer: a host over SSH whose
@@ -88,7 +106,7 @@ def read_host(host, timeout=None):
     return inventory
 
 
-def _scan(parsed, timeout):
+def _scan(parsed: HostURI, timeout: float | None) -> KeyOffer | HostError:
 
     try:
         probe(parsed, timeout or settings.KVMWEB_CONNECT_TIMEOUT)
@@ -102,7 +120,7 @@ def _scan(parsed, timeout):
         return HostUnreachable(unreachable_message(parsed))
 
 
-def sync_host(host, timeout=None):
+def sync_host(host: Host, timeout: float | None = None) -> SyncResult:
     """Read one host's inventory from libvirt and store it."""
     write_known_hosts()
     return store(host, read_host(host, timeout), timeout)
@@ -113,7 +131,7 @@ def sync_host(host, timeout=None):
 EVEN_FAILURE_SECONDS: float | None = None
 
 
-def sync_host_evenly(host):
+def sync_host_evenly(host: Host) -> SyncResult:
     """sync_host for a person's request (registering a host, its Sync button):
     a host that cannot be read answers only after the longest time any failure
     can take (twice the connect timeout, and a second), so that how long the
@@ -129,7 +147,7 @@ def sync_host_evenly(host):
     return result
 
 
-def store(host, inventory, timeout=None):
+def store(host: Host, inventory: Inventory | HostError | KeyOffer, timeout: float | None = None) -> SyncResult:
     """Store what was read. A host that could not be read is marked offline
     with the reason, and what was last known of it is kept, not deleted: an
     administrator at 3 a.m. wants to see which VMs *were* on the host that
@@ -141,7 +159,8 @@ def store(host, inventory, timeout=None):
             write_known_hosts()
             inventory = read_inventory(host.uri, timeout)
         else:
-            inventory = host.host_key_problem()
+            # Not trusted: unconfirmed or changed, so there is a problem to say.
+            inventory = host.host_key_problem() or read_inventory(host.uri, timeout)
     if isinstance(inventory, HostError):
         store_unreachable(host, inventory)
         log.warning("sync %s: %s (%s)", host.name, inventory.plain, inventory.detail)
@@ -150,7 +169,7 @@ def store(host, inventory, timeout=None):
 
 
 @transaction.atomic
-def store_unreachable(host, error):
+def store_unreachable(host: Host, error: HostError) -> None:
     was_online = Host.objects.filter(pk=host.pk, status=HostStatus.ONLINE).exists()
     host.mark_unreachable(error)
     host.save(update_fields=["status", "status_reason", "status_detail", "last_sync"])
@@ -162,7 +181,7 @@ def store_unreachable(host, error):
 
 
 @transaction.atomic
-def store_inventory(host, inventory):
+def store_inventory(host: Host, inventory: Inventory) -> SyncResult:
     if not Host.objects.filter(pk=host.pk, status=HostStatus.ONLINE).exists():
         announce([host.name], Resolution(), host_changed=True)
     host.mark_online(inventory.host)
@@ -175,10 +194,13 @@ def store_inventory(host, inventory):
     return _store_domains(host, inventory.domains, read_at)
 
 
-def _replace_children(model, host, items, fields):
+def _replace_children(
+    model: type[M], host: Host, items: Sequence[PoolInfo] | Sequence[NetworkInfo], fields: tuple[str, ...]
+) -> None:
     """Upsert a host's pools or networks by name; delete the ones gone."""
     existing = {obj.name: obj for obj in model.objects.filter(host=host)}
-    create, update = [], []
+    create: list[M] = []
+    update: list[M] = []
     for item in items:
         values = {f: getattr(item, f) for f in fields}
         obj = existing.pop(item.name, None)
@@ -195,7 +217,7 @@ def _replace_children(model, host, items, fields):
         model.objects.filter(pk__in=[o.pk for o in existing.values()]).delete()
 
 
-def _store_pools(host, pools):
+def _store_pools(host: Host, pools: Sequence[PoolInfo]) -> None:
     _replace_children(
         StoragePool,
         host,
@@ -204,11 +226,11 @@ def _store_pools(host, pools):
     )
 
 
-def _store_networks(host, networks):
+def _store_networks(host: Host, networks: Sequence[NetworkInfo]) -> None:
     _replace_children(Network, host, networks, ("uuid", "bridge", "forward_mode", "active"))
 
 
-def _store_domains(host, domains, read_at=None):
+def _store_domains(host: Host, domains: Iterable[DomainInfo], read_at: datetime | None = None) -> SyncResult:
     """Store this host's definitions, then resolve every VM they concern.
 
     A definition stored after ``read_at`` (when this read of the host began)
@@ -235,15 +257,16 @@ def _store_domains(host, domains, read_at=None):
     by_uuid = {d.uuid: d for d in locked}
     existing = {d.domain_id: d for d in DomainDefinition.objects.filter(host=host)}
     newer = {pk for pk, d in existing.items() if read_at is not None and d.last_seen > read_at}
-    create, update = [], []
+    create: list[DomainDefinition] = []
+    update: list[DomainDefinition] = []
     for uuid, info in seen.items():
         row = existing.pop(by_uuid[uuid].pk, None)
         if row is not None and row.domain_id in newer:
             continue
-        row, new, changed = _definition(row, host, by_uuid[uuid], _facts(info), now)
-        if new:
+        row, created, rewritten = _definition(row, host, by_uuid[uuid], _facts(info), now)
+        if created:
             create.append(row)
-        elif changed:
+        elif rewritten:
             update.append(row)
     DomainDefinition.objects.bulk_create(create, batch_size=500)
     if update:
@@ -256,23 +279,23 @@ def _store_domains(host, domains, read_at=None):
     mine = DomainDefinition.objects.filter(host=host).exclude(domain_id__in=newer)
     mine.update(last_seen=now)
     mine.filter(state__in=list(ACTIVITY)).update(last_active=now)
-    changed = resolve(locked, now)
+    resolution = resolve(locked, now)
     # A VM seen for the first time is news too, though resolve found nothing to rewrite in it.
-    written = {d.pk for d in changed.changed}
-    changed.changed += [d for d in locked if d.uuid not in known and d.pk not in written]
-    announce([host.name], changed)
+    written = {d.pk for d in resolution.changed}
+    resolution.changed += [d for d in locked if d.uuid not in known and d.pk not in written]
+    announce([host.name], resolution)
     return SyncResult(
         host=host.name,
         online=True,
         domains=len(seen),
         created=len(seen.keys() - known),
-        moved=sum(1 for d in changed.arrived if d.host_id == host.pk),
+        moved=sum(1 for d in resolution.arrived if d.host_id == host.pk),
         removed=removed,
     )
 
 
 @transaction.atomic
-def store_domain(host, uuid, info):
+def store_domain(host: Host, uuid: object, info: DomainInfo | None) -> Resolution:
     """One VM's definition on one host as an event showed it (``info`` None:
     no longer defined there), and the VM resolved again."""
     now = timezone.now()
@@ -294,13 +317,18 @@ def store_domain(host, uuid, info):
         row.last_seen = now
         if row.is_active:
             row.last_active = now
-        row.save(**({} if new else {"update_fields": [*DEFINITION_FIELDS, "last_seen", "last_active"]}))
+        if new:
+            row.save()
+        else:
+            row.save(update_fields=[*DEFINITION_FIELDS, "last_seen", "last_active"])
     changed = resolve(locked, now)
     announce([host.name], changed)
     return changed
 
 
-def _definition(row, host, domain, values, now):
+def _definition(
+    row: DomainDefinition | None, host: Host, domain: Domain, values: dict[str, Any], now: datetime
+) -> tuple[DomainDefinition, bool, bool]:
     """``(row, new, changed)``: the definition with these values, not saved."""
     running = ACTIVITY.get(values["state"]) == ACTIVITY[DomainStateChoices.RUNNING]
     if row is None:
@@ -324,7 +352,7 @@ def _definition(row, host, domain, values, now):
     return row, False, changed
 
 
-def _keep_volume_facts(disks, before):
+def _keep_volume_facts(disks: list[dict[str, Any]], before: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """An event's disks carry no pool or sizes: keep what the last full read knew of the same paths."""
     known = {d.get("path"): d for d in before}
     for disk in disks:
@@ -334,7 +362,7 @@ def _keep_volume_facts(disks, before):
     return disks
 
 
-def _facts(info):
+def _facts(info: DomainInfo) -> dict[str, Any]:
     return {
         "name": info.name,
         "state": info.state,
@@ -349,7 +377,7 @@ def _facts(info):
     }
 
 
-def lock_domains(*pk_queries):
+def lock_domains(*pk_queries: QuerySet[Domain, Any]) -> list[Domain]:
     """The Domain rows of these queries, locked for this transaction, always
     in UUID order so that two syncs sharing VMs wait rather than deadlock, and
     each resolves what the other committed."""
@@ -369,16 +397,16 @@ class Move:
 
 @dataclass
 class Resolution:
-    changed: list = field(default_factory=list)  # Domain rows written
-    removed: list = field(default_factory=list)  # ids of Domains no host defines any more
-    arrived: list = field(default_factory=list)  # Domains now shown on another host, where they are active
-    moved: list = field(default_factory=list)  # Move: ran on one host, now runs on another
+    changed: list[Domain] = field(default_factory=list)  # Domain rows written
+    removed: list[int] = field(default_factory=list)  # ids of Domains no host defines any more
+    arrived: list[Domain] = field(default_factory=list)  # Domains now shown on another host, where they are active
+    moved: list[Move] = field(default_factory=list)  # Move: ran on one host, now runs on another
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.changed or self.removed)
 
 
-def choose(definitions):
+def choose(definitions: Iterable[DomainDefinition]) -> tuple[DomainDefinition, bool]:
     """Which of a VM's definitions says where it is, and whether it runs on
     several hosts at once: ``(definition, split_brain)``.
 
@@ -395,7 +423,7 @@ def choose(definitions):
     # after the other's guest had started, not on one host's stale word.
     confirmed = len(running) > 1 and min(d.last_seen for d in running) >= max(d.running_since or EPOCH for d in running)
 
-    def rank(d):
+    def rank(d: DomainDefinition) -> tuple[int, bool, datetime, datetime, bool]:
         online = d.host.status == HostStatus.ONLINE
         fresh = d.running_since if d in running and not confirmed else None
         # When it last ran there tells apart hosts it does not run on now.
@@ -405,18 +433,18 @@ def choose(definitions):
     return max(definitions, key=rank), confirmed
 
 
-def resolve(domains, now=None):
+def resolve(domains: Sequence[Domain], now: datetime | None = None) -> Resolution:
     """Set each Domain's host and facts from all its definitions; mark gone the
     Domains no host defines any more. The rows must be locked by the caller."""
     now = now or timezone.now()
     result = Resolution()
     if not domains:
         return result
-    grouped = defaultdict(list)
+    grouped: defaultdict[int, list[DomainDefinition]] = defaultdict(list)
     for d in DomainDefinition.objects.filter(domain__in=domains).select_related("host"):
         grouped[d.domain_id].append(d)
-    hosts = {}
-    split = []
+    hosts: dict[int, Host] = {}
+    split: list[tuple[Domain, list[str]]] = []
     for domain in domains:
         definitions = grouped.get(domain.pk)
         if not definitions:
@@ -466,7 +494,7 @@ def resolve(domains, now=None):
     return result
 
 
-def _move_settled(source_id, chosen, definitions):
+def _move_settled(source_id: int, chosen: DomainDefinition, definitions: Iterable[DomainDefinition]) -> bool:
     """Whether the host a VM turned up from has said it no longer runs it (or
     stopped answering, or it went elsewhere again)."""
     if chosen.host_id == source_id:
@@ -475,7 +503,7 @@ def _move_settled(source_id, chosen, definitions):
     return before is None or not before.is_running or before.host.status != HostStatus.ONLINE
 
 
-def _ran_on(domain, definitions):
+def _ran_on(domain: Domain, definitions: Iterable[DomainDefinition]) -> bool:
     """Whether kvmweb ever saw the VM active where it was: a VM first seen
     shut off on one host and running on another, in one round of reads, did
     not move; one that ran there, or whose definition there went away, did."""
@@ -483,7 +511,7 @@ def _ran_on(domain, definitions):
     return before is None or before.last_active is not None or domain.state in ACTIVITY
 
 
-def announce(host_names, resolution, host_changed=False):
+def announce(host_names: list[str], resolution: Resolution, host_changed: bool = False) -> None:
     """Once committed, say what changed: these hosts (their status, if
     ``host_changed``) and the VMs the resolution wrote or removed."""
     if not resolution and not host_changed:
@@ -504,7 +532,7 @@ def sync_hosts(names: list[str] | None = None, timeout: float | None = None, rea
     if not hosts:
         return []
     write_known_hosts()
-    results = {}
+    results: dict[int, SyncResult] = {}
     with ThreadPoolExecutor(max_workers=min(readers, len(hosts)), thread_name_prefix="sync") as pool:
         futures = {pool.submit(read_host, host, timeout): host for host in hosts}
         for future in as_completed(futures):
@@ -513,7 +541,7 @@ def sync_hosts(names: list[str] | None = None, timeout: float | None = None, rea
     return [results[host.pk] for host in hosts]
 
 
-def sync_all_job():
+def sync_all_job() -> list[str]:
     """RQ job: the periodic refresh of every host."""
     results = sync_hosts()
     return [str(r) for r in results]

@@ -1,8 +1,10 @@
 import contextlib
+from uuid import UUID
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -17,7 +19,7 @@ from .models import Domain, DomainStateChoices, Host, HostKeyRefused
 from .serializers import HostSerializer
 
 
-def dashboard(request):
+def dashboard(request: HttpRequest) -> HttpResponse:
     hosts = capacity.with_counts()
     totals = Domain.objects.aggregate(
         total=Count("id"), running=Count("id", filter=Q(state=DomainStateChoices.RUNNING))
@@ -28,7 +30,7 @@ def dashboard(request):
 
 
 @require_http_methods(["GET", "POST"])
-def host_list(request):
+def host_list(request: HttpRequest) -> HttpResponse:
     """Every host, and for operators the "Add host" form: the API's serializer
     validates it and registration.register saves, audits and reads it, as for
     POST /api/hosts/."""
@@ -73,7 +75,7 @@ def host_list(request):
     )
 
 
-def host_detail(request, name):
+def host_detail(request: HttpRequest, name: str) -> HttpResponse:
     host = get_object_or_404(capacity.with_committed(Host.objects.all()), name=name)
     ssh_line = ""
     if host.uses_ssh and is_operator(request.user) and host.status != "online":
@@ -96,7 +98,7 @@ def host_detail(request, name):
 
 
 @require_http_methods(["GET", "POST"])
-def volume_remove(request, name):
+def volume_remove(request: HttpRequest, name: str) -> HttpResponse:
     """Remove a leftover volume: a confirmation page, then a POST."""
     if not is_operator(request.user):
         raise PermissionDenied("Only operators may remove volumes.")
@@ -118,7 +120,7 @@ def volume_remove(request, name):
 
 
 @require_POST
-def host_sync(request, name):
+def host_sync(request: HttpRequest, name: str) -> HttpResponse:
     if not is_operator(request.user):
         raise PermissionDenied(
             "Only operators may sync a host. Ask an administrator to add you to the 'operators' group."
@@ -133,7 +135,7 @@ def host_sync(request, name):
 
 
 @require_POST
-def host_trust(request, name):
+def host_trust(request: HttpRequest, name: str) -> HttpResponse:
     """The host page's button: an operator confirms the SSH host key shown."""
     host = get_object_or_404(Host, name=name)
     if not is_operator(request.user):
@@ -147,7 +149,7 @@ def host_trust(request, name):
     return redirect(host)
 
 
-def domain_list(request):
+def domain_list(request: HttpRequest) -> HttpResponse:
     filters, domains, status = filter_or_400(DomainFilter, request, Domain.objects.for_listing().order_by("name", "id"))
     values = filters.form.cleaned_data if status == 200 and filters.is_bound else {}
     return render(
@@ -166,28 +168,28 @@ def domain_list(request):
     )
 
 
-def domain_detail(request, uuid):
+def domain_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
     domain = get_object_or_404(Domain.objects.with_definitions(), uuid=uuid)
     return render(request, "hosts/domain_detail.html", {"domain": domain})
 
 
 @require_http_methods(["GET", "POST"])
-def definition_remove(request, uuid, host):
+def definition_remove(request: HttpRequest, uuid: UUID, host: str) -> HttpResponse:
     """Remove a stale definition: a confirmation page, then a POST."""
     if not is_operator(request.user):
         raise PermissionDenied("Only operators may remove definitions.")
     domain = get_object_or_404(Domain.objects.with_definitions(), uuid=uuid)
-    host = get_object_or_404(Host, name=host)
+    row = get_object_or_404(Host, name=host)
     if request.method == "POST":
         try:
-            definitions.remove_definition(request.user, domain, host)
+            definitions.remove_definition(request.user, domain, row)
         except definitions.DefinitionRefused as refused:
             messages.error(request, refused.message)
         else:
-            messages.success(request, f"{domain.name} is no longer defined on {host.name}; no disk was touched.")
+            messages.success(request, f"{domain.name} is no longer defined on {row.name}; no disk was touched.")
         return redirect(domain)
     return render(
         request,
         "hosts/definition_remove.html",
-        {"domain": domain, "host": host, "refusal": definitions.refusal(domain, host)},
+        {"domain": domain, "host": row, "refusal": definitions.refusal(domain, row)},
     )

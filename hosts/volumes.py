@@ -10,6 +10,7 @@ definition on its host (or, in a shared pool, on any host) uses it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,8 +55,8 @@ def _basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def _disk_paths(rows) -> set[str]:
-    return {d.get("path") for disks in rows for d in (disks or []) if d.get("path")}
+def _disk_paths(rows: Iterable[list[dict[str, Any]] | None]) -> set[str]:
+    return {str(d["path"]) for disks in rows for d in (disks or []) if d.get("path")}
 
 
 def shared_pool_names(host: Host) -> set[str]:

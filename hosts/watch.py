@@ -13,6 +13,8 @@ registered, removed or given a new URI are noticed every ``rescan`` seconds.
 The periodic full sync of the worker stays: it is the safety net.
 """
 
+from __future__ import annotations
+
 import logging
 import queue
 import threading
@@ -24,7 +26,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from . import sync
-from .libvirt import ConnectionClosed, DomainEvent, HostError, HostUnreachable, watch
+from .libvirt import ConnectionClosed, DomainEvent, HostError, HostUnreachable, HostWatch, Inventory, watch
 from .models import Host, HostStatus
 
 log = logging.getLogger(__name__)
@@ -32,28 +34,32 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Connected:
-    key: int
-    watch: object
-    inventory: object
+    key: object  # the host's pk, as the watch reports it
+    watch: HostWatch
+    inventory: Inventory
 
 
 @dataclass
 class Failed:
-    key: int
+    key: object
     error: HostError
+
+
+# What the connecting threads and libvirt's event loop put on the queue.
+Item = DomainEvent | ConnectionClosed | Connected | Failed
 
 
 class Watcher:
     def __init__(
         self,
-        timeout=None,
-        rescan=10.0,
-        min_backoff=1.0,
-        max_backoff=30.0,
-        connectors=4,
-        max_attempts=8,
-        idle_backoff=600.0,
-    ):
+        timeout: float | None = None,
+        rescan: float = 10.0,
+        min_backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        connectors: int = 4,
+        max_attempts: int = 8,
+        idle_backoff: float = 600.0,
+    ) -> None:
         self.timeout = float(timeout if timeout is not None else settings.KVMWEB_CONNECT_TIMEOUT)
         self.rescan = rescan
         self.min_backoff = min_backoff
@@ -65,14 +71,15 @@ class Watcher:
         # ssh process) for up to twice the connect timeout.
         self.max_attempts = max_attempts
         self.idle_backoff = idle_backoff
-        self.failures = {}  # host pk -> consecutive failed tries
-        self.events = queue.Queue()
-        self.watches = {}  # host pk -> HostWatch
-        self.hosts = {}  # host pk -> Host
-        self.connecting = set()
-        self.untrusted = set()  # host pks over SSH whose own host key is not confirmed: never connected to
-        self.early = {}  # host pk -> events that came before its inventory was stored
-        self.retry = {}  # host pk -> (monotonic time of the next try, backoff)
+        self.failures: dict[object, int] = {}  # host pk -> consecutive failed tries
+        self.events: queue.Queue[Item] = queue.Queue()
+        self.watches: dict[object, HostWatch] = {}  # host pk -> HostWatch
+        self.hosts: dict[object, Host] = {}  # host pk -> Host
+        self.connecting: set[object] = set()
+        self.untrusted: set[object] = set()  # host pks over SSH whose own host key is not confirmed: never connected to
+        # host pk -> events that came before its inventory was stored
+        self.early: dict[object, list[DomainEvent]] = {}
+        self.retry: dict[object, tuple[float, float]] = {}  # host pk -> (monotonic time of the next try, backoff)
         self.stopping = threading.Event()
         # Opening a connection can take the connect timeout: a few at a time,
         # off the loop, so one host that does not answer delays no other.
@@ -80,7 +87,7 @@ class Watcher:
 
     # -- the loop ------------------------------------------------------------
 
-    def run(self):
+    def run(self) -> None:
         next_scan = 0.0
         try:
             while not self.stopping.is_set():
@@ -97,10 +104,10 @@ class Watcher:
         finally:
             self.close()
 
-    def stop(self):
+    def stop(self) -> None:
         self.stopping.set()
 
-    def next_batch(self, timeout):
+    def next_batch(self, timeout: float) -> list[Item]:
         """What has arrived: waits up to ``timeout`` for the first item, then takes all there is."""
         try:
             batch = [self.events.get(timeout=timeout)]
@@ -112,11 +119,12 @@ class Watcher:
             except queue.Empty:
                 return batch
 
-    def handle(self, batch):
+    def handle(self, batch: list[Item]) -> None:
         if not batch:
             return
         close_old_connections()
-        domains = {}  # (host pk, uuid) -> latest event: a burst of events is one read
+        # (host pk, uuid) -> latest event: a burst of events is one read
+        domains: dict[tuple[object, str], DomainEvent] = {}
         for item in batch:
             if isinstance(item, DomainEvent):
                 domains[(item.key, item.uuid)] = item
@@ -133,9 +141,9 @@ class Watcher:
 
     # -- hosts ---------------------------------------------------------------
 
-    def scan(self):
+    def scan(self) -> None:
         close_old_connections()
-        hosts = {h.pk: h for h in Host.objects.all()}
+        hosts: dict[object, Host] = {h.pk: h for h in Host.objects.all()}
         # known_hosts is per host and port, trust is per row (Host.connect_uri):
         # the sync shows such a row's key to confirm; the watcher stays away.
         self.untrusted = {pk for pk, h in hosts.items() if h.host_key_problem() is not None}
@@ -155,7 +163,7 @@ class Watcher:
         for pk in set(self.retry) - hosts.keys():
             del self.retry[pk]
 
-    def connect_due(self):
+    def connect_due(self) -> None:
         now = time.monotonic()
         for pk, host in self.hosts.items():
             if pk in self.watches or pk in self.connecting or pk in self.untrusted:
@@ -165,7 +173,7 @@ class Watcher:
                 self.connecting.add(pk)
                 self.pool.submit(self._connect, pk, host.uri)
 
-    def _connect(self, pk, uri):
+    def _connect(self, pk: object, uri: str) -> None:
         """In a pool thread: open the host, register its events, read its inventory."""
         w = None
         try:
@@ -181,7 +189,7 @@ class Watcher:
                 w.close()
             self.events.put(Failed(pk, HostError("kvmweb failed to watch this host.", repr(e), permanent=False)))
 
-    def on_connected(self, item):
+    def on_connected(self, item: Connected) -> None:
         self.connecting.discard(item.key)
         host = self.hosts.get(item.key)
         if host is None or host.uri != item.watch.uri:
@@ -192,10 +200,10 @@ class Watcher:
         self.failures.pop(item.key, None)
         result = sync.store(host, item.inventory)
         log.info("watching %s: %s", host.name, result)
-        early = self.early.pop(item.key, {})
+        early = self.early.pop(item.key, [])
         self.refresh({(item.key, e.uuid): e for e in early})
 
-    def on_failed(self, pk, error):
+    def on_failed(self, pk: object, error: HostError) -> None:
         self.connecting.discard(pk)
         self.early.pop(pk, None)
         host = self.hosts.get(pk)
@@ -208,7 +216,7 @@ class Watcher:
             delay = max(delay, self.idle_backoff)
         self.retry[pk] = (time.monotonic() + delay, delay)
 
-    def on_closed(self, item):
+    def on_closed(self, item: ConnectionClosed) -> None:
         w = self.watches.pop(item.key, None)
         if w is None:
             return
@@ -224,14 +232,14 @@ class Watcher:
         self.on_failed(item.key, error)
         self.retry[item.key] = (time.monotonic(), 0.0)
 
-    def drop(self, pk):
+    def drop(self, pk: object) -> None:
         w = self.watches.pop(pk, None)
         if w is not None:
             w.close()
 
     # -- domains -------------------------------------------------------------
 
-    def refresh(self, events):
+    def refresh(self, events: dict[tuple[object, str], DomainEvent]) -> None:
         for (pk, uuid), event in events.items():
             w = self.watches.get(pk)
             if w is None:
@@ -254,7 +262,7 @@ class Watcher:
                 time.time() - event.received,
             )
 
-    def close(self):
+    def close(self) -> None:
         for pk in list(self.watches):
             self.drop(pk)
         self.pool.shutdown(wait=False, cancel_futures=True)

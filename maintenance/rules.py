@@ -33,31 +33,30 @@ def check_move(sender, checks, values, **kwargs):
     a move that breaks a placement rule fails, naming the rule. Only VMs that a
     rule names get this check."""
     v = values
-    uuid = str(v["uuid"])
+    uuid = str(v.uuid)
     mine = [r for r in enabled() if uuid in r.vms]
     if not mine:
         return
     hosts = {h.pk: planner.HostFacts(id=h.pk, name=h.name) for h in Host.objects.only("name")}
-    target_facts = hosts.get(v["target"].pk) or planner.HostFacts(id=v["target"].pk, name=v["target"].name)
-    why = planner.rule_refusal(mine, uuid, v["name"], target_facts, where(mine), hosts)
+    target_facts = hosts.get(v.target.pk) or planner.HostFacts(id=v.target.pk, name=v.target.name)
+    why = planner.rule_refusal(mine, uuid, v.name, target_facts, where(mine), hosts)
     names = ", ".join(sorted(r.name for r in mine))
-    reason = (v.get("rule_override") or "").strip()
+    reason = (v.rule_override or "").strip()
     if why and reason:
         checks.add(
             "placement_rules",
             WARN,
-            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. The operator overrides "
-            f"it: {reason}",
+            f"Moving {v.name} to {v.target.name} breaks a placement rule: {why}. The operator overrides it: {reason}",
         )
     elif why:
         checks.add(
             "placement_rules",
             FAIL,
-            f"Moving {v['name']} to {v['target'].name} breaks a placement rule: {why}. Choose a host the rule "
+            f"Moving {v.name} to {v.target.name} breaks a placement rule: {why}. Choose a host the rule "
             "allows, or change the rule first.",
         )
     else:
-        checks.add("placement_rules", PASS, f"{v['target'].name} keeps {v['name']}'s placement rules ({names}).")
+        checks.add("placement_rules", PASS, f"{v.target.name} keeps {v.name}'s placement rules ({names}).")
 
 
 def describe(rule):

@@ -1,18 +1,21 @@
 from django.contrib import admin
+from django.db import models
+from django.http import HttpRequest
 
 from .models import AuditEntry, Migration
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+# Generic only to mypy (django-stubs), not at run time: hence type-arg ignored.
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Migrations are made through the form or the API, never edited here."""
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
 

@@ -1,6 +1,9 @@
+from typing import Any
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import services
@@ -26,8 +29,8 @@ class DryRunSerializer(serializers.Serializer):
     checks = CheckResultSerializer(many=True)
 
 
-def refused(e):
-    body = {"detail": e.message}
+def refused(e: services.MigrationRefused) -> Response:
+    body: dict[str, Any] = {"detail": e.message}
     if e.field:
         body[e.field] = [e.message]
     if e.running is not None:
@@ -52,7 +55,7 @@ class MigrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
             ),
         },
     )
-    def create(self, request):
+    def create(self, request: Request) -> Response:
         form = MigrationRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         req = MigrationRequest.from_fields(form.validated_data)
@@ -80,7 +83,7 @@ class MigrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         },
     )
     @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
         migration = self.get_object()
         try:
             services.cancel(request.user, migration)

@@ -5,7 +5,7 @@ class MigrationsAppConfig(AppConfig):
     name = "migrations_app"
     verbose_name = "Migrations"
 
-    def ready(self):
+    def ready(self) -> None:
         # Signal receivers are connected when their module is imported, and these
         # import models: here, once the apps are loaded, not at the top.
         from . import (

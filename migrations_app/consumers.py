@@ -7,13 +7,17 @@ one message per ``min_interval`` per migration: the latest state always
 arrives (a timer flushes it), and a change of status or phase goes out at once.
 """
 
+from __future__ import annotations
+
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from channels.db import database_sync_to_async
 
 from core.formatting import hosts_summary
-from core.roles import has_role, is_operator
+from core.roles import AnyUser, has_role, is_operator
 from core.websocket import SessionBoundConsumer
 from hosts.models import Domain
 
@@ -25,13 +29,13 @@ CLOSE_NOT_ALLOWED = 4403
 CLOSE_NOT_FOUND = 4404
 
 
-def _user_may_watch(user):
+def _user_may_watch(user: AnyUser | None) -> bool:
     return bool(user is not None and user.is_authenticated and has_role(user))
 
 
-def _access(user):
+def _access(user: AnyUser | None) -> tuple[bool, bool]:
     """(may watch, sees libvirt's own text): any role watches; operators see the detail."""
-    if not _user_may_watch(user):
+    if user is None or not _user_may_watch(user):
         return False, False
     return True, is_operator(user)
 
@@ -44,14 +48,14 @@ class Coalescer:
     the newest payload and a timer sends that when the interval is up.
     """
 
-    def __init__(self, send, interval):
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], interval: float) -> None:
         self.send = send
         self.interval = interval
-        self.last_sent = {}
-        self.pending = {}
-        self.timers = {}
+        self.last_sent: dict[object, float] = {}
+        self.pending: dict[object, dict[str, Any]] = {}
+        self.timers: dict[object, asyncio.Task[None]] = {}
 
-    async def offer(self, key, payload, urgent=False):
+    async def offer(self, key: object, payload: dict[str, Any], urgent: bool = False) -> None:
         now = time.monotonic()
         wait = self.last_sent.get(key, -1e9) + self.interval - now
         if urgent or wait <= 0:
@@ -65,7 +69,7 @@ class Coalescer:
         if key not in self.timers:
             self.timers[key] = asyncio.create_task(self._flush_later(key, wait))
 
-    async def _flush_later(self, key, delay):
+    async def _flush_later(self, key: object, delay: float) -> None:
         try:
             await asyncio.sleep(delay)
         except asyncio.CancelledError:
@@ -75,18 +79,18 @@ class Coalescer:
         if payload is not None:
             await self._send(key, payload)
 
-    async def _send(self, key, payload):
+    async def _send(self, key: object, payload: dict[str, Any]) -> None:
         self.last_sent[key] = time.monotonic()
         await self.send(payload)
 
-    def stop(self):
+    def stop(self) -> None:
         for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()
         self.pending.clear()
 
 
-def _sampled_at(state):
+def _sampled_at(state: dict[str, Any]) -> float | None:
     """When the progress sample a state reflects was taken: a dashboard row
     (as_line) says it itself; a full state has it in its progress."""
     if "sampled_at" in state:
@@ -94,7 +98,7 @@ def _sampled_at(state):
     return (state.get("progress") or {}).get("sampled_at")
 
 
-def _is_stale(previous, state):
+def _is_stale(previous: dict[str, Any] | None, state: dict[str, Any]) -> bool:
     """True if ``state`` is older than what the socket already has.
 
     The first message is read from the database after joining the group, so
@@ -116,9 +120,9 @@ class MigrationConsumer(SessionBoundConsumer):
 
     min_interval = 0.2
 
-    async def connect(self):
-        self.group = None
-        self.last = None
+    async def connect(self) -> None:
+        self.group: str | None = None
+        self.last: dict[str, Any] | None = None
         self.coalescer = Coalescer(self._deliver, self.min_interval)
         may_watch, self.detail = await database_sync_to_async(_access)(self.scope.get("user"))
         if not may_watch:
@@ -135,12 +139,12 @@ class MigrationConsumer(SessionBoundConsumer):
         await self.accept()
         await self._deliver(state, kind="migration.state")
 
-    async def disconnect(self, code):
+    async def disconnect(self, code: int) -> None:
         self.coalescer.stop()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def migration_update(self, event):
+    async def migration_update(self, event: dict[str, Any]) -> None:
         state = event["migration"]
         if _is_stale(self.last, state):
             return
@@ -150,22 +154,22 @@ class MigrationConsumer(SessionBoundConsumer):
         self.last = state
         await self.coalescer.offer(state["id"], state, urgent=urgent)
 
-    async def _deliver(self, state, kind="migration.update"):
+    async def _deliver(self, state: dict[str, Any], kind: str = "migration.update") -> None:
         if kind == "migration.state":
             self.last = state
         await self.send_json({"type": kind, "migration": state if self.detail else plain_only(state)})
 
     @database_sync_to_async
-    def _current_state(self, pk):
+    def _current_state(self, pk: int) -> dict[str, Any] | None:
         migration = Migration.objects.filter(pk=pk).first()
         if migration is None:
             return None
         state = migration.as_event()
         state["sent_at"] = time.time()
-        return state
+        return dict(state)
 
 
-def hosts_message(counts):
+def hosts_message(counts: list[dict[str, Any]]) -> dict[str, Any]:
     """The hosts' part of a dashboard message: their counts, and the line
     above the host table in words (``hosts_summary``), made from them."""
     summary = hosts_summary(
@@ -188,9 +192,9 @@ class DashboardConsumer(SessionBoundConsumer):
     min_interval = 0.2
     active_limit = 50
 
-    async def connect(self):
+    async def connect(self) -> None:
         self.joined = False
-        self.last = {}
+        self.last: dict[int, dict[str, Any]] = {}
         self.coalescer = Coalescer(self.send_json, self.min_interval)
         may_watch, _ = await database_sync_to_async(_access)(self.scope.get("user"))
         if not may_watch:
@@ -201,12 +205,12 @@ class DashboardConsumer(SessionBoundConsumer):
         await self.accept()
         await self.send_json({"type": "dashboard.state", **await self._current_state()})
 
-    async def disconnect(self, code):
+    async def disconnect(self, code: int) -> None:
         self.coalescer.stop()
         if self.joined:
             await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
 
-    async def dashboard_update(self, event):
+    async def dashboard_update(self, event: dict[str, Any]) -> None:
         state = event.get("migration")
         if state is None:
             # Anything else published to the dashboard is an inventory change:
@@ -245,17 +249,17 @@ class DashboardConsumer(SessionBoundConsumer):
             )
 
     @database_sync_to_async
-    def _current_state(self):
+    def _current_state(self) -> dict[str, Any]:
         migrations = [
             m.as_line()
             for m in Migration.objects.filter(status__in=ACTIVE).order_by("-created_at")[: self.active_limit]
         ]
         for m in migrations:
-            self.last[m["id"]] = m
+            self.last[m["id"]] = dict(m)
         alarms = [d.as_event() for d in Domain.objects.split_brains()]
         return {"migrations": migrations, **hosts_message(host_counts()), "alarms": alarms, "sent_at": time.time()}
 
-    async def _hosts(self, event):
+    async def _hosts(self, event: dict[str, Any]) -> dict[str, Any]:
         """The hosts' counts the publisher sent along, else read here."""
         if event.get("hosts") is not None:
             return hosts_message(event["hosts"])

@@ -1,6 +1,6 @@
 """What a migration does with the devices that tie a VM to its host.
 
-``device_checks`` says before the start what happens here: consoles and serial
+``checks.devices`` says before the start what happens here: consoles and serial
 ports bound to the source's address listen on the target's, removable media
 the target cannot see are ejected when the request says so, and a cold
 migration carries what libvirt keeps per host (NVRAM, TPM state, snapshot
@@ -8,15 +8,44 @@ metadata). The engine calls these and records what they did in the
 migration's log.
 """
 
+from __future__ import annotations
+
 import posixpath
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
 
 from hosts import devices
 
-from .device_checks import listen_addresses
+if TYPE_CHECKING:
+    from hosts.models import Host
 
 # libvirt's own place for a VM's swtpm state ("tpm2" or "tpm1.2" below it).
 TPM_STATE_DIR = "/var/lib/libvirt/swtpm/{uuid}/{version}"
+
+
+def listen_addresses(
+    devs: devices.DomainDevices, source_host: Host, target_host: Host
+) -> tuple[dict[str, str], list[devices.Listener]]:
+    """({old: new} for every listener bound to an address of the source, [listeners with no new address]).
+
+    An address the source is reached at becomes the target's; another
+    host-bound address becomes KVMWEB_LISTEN_ADDRESS if that is set."""
+    source_names = {source_host.address(), urlsplit(source_host.uri).hostname} - {None, ""}
+    target_address = target_host.address()
+    mapping: dict[str, str] = {}
+    unplaced: list[devices.Listener] = []
+    for listener in devs.listeners:
+        if devices.is_portable_address(listener.address):
+            continue
+        if listener.address in source_names and target_address:
+            mapping[listener.address] = target_address
+        elif settings.KVMWEB_LISTEN_ADDRESS:
+            mapping[listener.address] = settings.KVMWEB_LISTEN_ADDRESS
+        else:
+            unplaced.append(listener)
+    return mapping, unplaced
 
 
 def destination_xml(migration: Any, dst: Any, xml: str) -> tuple[str, list[str]]:

@@ -93,7 +93,7 @@ def bar(migration: Migration) -> int | None:
     progress = migration.progress or {}
     if progress.get("percent") is None:
         return None
-    return max(0, min(100, round(progress["percent"])))
+    return max(0, min(100, round(float(progress["percent"]))))
 
 
 def percent_text(migration: Migration | None) -> str:
@@ -207,7 +207,7 @@ def headline(migration: Migration) -> str:
 
 def outcome_time(migration: Migration) -> float | None:
     if (migration.stats or {}).get("time_ms") is not None:
-        return migration.stats["time_ms"] / 1000
+        return float(migration.stats["time_ms"]) / 1000
     if migration.started_at and migration.finished_at:
         return (migration.finished_at - migration.started_at).total_seconds()
     return None

@@ -33,11 +33,11 @@ INVENTORY_DETAIL_LIMIT = 200
 migration_published = Signal()
 
 
-def migration_group(pk):
+def migration_group(pk: int) -> str:
     return f"migration-{pk}"
 
 
-def host_counts():
+def host_counts() -> list[dict[str, Any]]:
     """Every host's domain counts and committed memory, as the dashboard shows them: one query."""
     hosts = capacity.with_counts()
     return [
@@ -53,7 +53,7 @@ def host_counts():
     ]
 
 
-def _host_counts():
+def _host_counts() -> list[dict[str, Any]] | None:
     """The hosts' counts the dashboard shows, read once here for every socket
     that shows them (each would otherwise read them itself, one after another
     in its web process)."""
@@ -126,13 +126,13 @@ def publish_dashboard(kind: str, data: Any) -> None:
         log.warning("could not publish %s to the dashboard: %s", kind, e)
 
 
-def publish_inventory(hosts, domain_ids):
+def publish_inventory(hosts: list[str], domain_ids: list[int]) -> None:
     """Tell the dashboard (and the VMs' pages, which listen to it) what changed
     in the inventory: the VMs' new state, and which ones are gone."""
     if len(domain_ids) > INVENTORY_DETAIL_LIMIT:
         # A host's first sync: the pages reload what they show; only the counts go out.
         domain_ids = list(Domain.objects.filter(pk__in=domain_ids, split_brain=True).values_list("pk", flat=True))
-        gone = []
+        gone: list[int] | None = []
     else:
         gone = None
     domains = [d.as_event() for d in Domain.objects.filter(pk__in=domain_ids).with_definitions()]

@@ -3,7 +3,7 @@ the page and the API (and the audit log's CSV export)."""
 
 import django_filters
 from django import forms
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from core.filters import IdFilter, MomentFilter
 from core.formatting import outcome_label
@@ -52,7 +52,7 @@ class AuditFilter(django_filters.FilterSet):
         model = AuditEntry
         fields = ["domain", "host", "user", "action", "outcome", "since", "until", "migration"]
 
-    def offer_recorded_outcomes(self):
+    def offer_recorded_outcomes(self) -> None:
         """For the page: the outcome select lists what has been recorded, in words
         (pre-flight checks record pass/warn/fail, migrations succeeded/failed/...)."""
         outcomes = AuditEntry.objects.order_by().exclude(outcome="").values_list("outcome", flat=True).distinct()
@@ -60,7 +60,7 @@ class AuditFilter(django_filters.FilterSet):
             ((o, outcome_label(o)) for o in set(outcomes)), key=lambda choice: choice[1]
         )
 
-    def filter_host(self, queryset, name, value):
+    def filter_host(self, queryset: QuerySet[AuditEntry], name: str, value: str) -> QuerySet[AuditEntry]:
         # data__host: host key confirmations recorded before AuditEntry.record
         # took a host kept its name there (the log is never rewritten).
         return queryset.filter(Q(source_name=value) | Q(target_name=value) | Q(data__host=value))

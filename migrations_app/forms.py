@@ -1,15 +1,24 @@
 """The migration form (the plain-HTML path to services.request_migration) and
 the audit log's filters."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
 from django import forms
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from hosts import capacity
 from hosts.models import Domain, Host, PoolSharing, StoragePool
 
-from .models import Mode, StorageMode
+from .models import Migration, Mode, StorageMode
 from .policies import POLICIES, policy_choices
 from .request import BANDWIDTH_MIB, DEFAULTS, RULE_OVERRIDE_MAX_LENGTH, SHUTDOWN_TIMEOUT, MigrationRequest
+
+if TYPE_CHECKING:
+    from .services import MigrationRefused
 
 FORCE_OFF_CHOICES = [
     ("", "Give up and leave it running on the source"),
@@ -21,11 +30,20 @@ class TargetSelect(forms.Select):
     """Target hosts; those that cannot take a VM now stay listed but disabled,
     the reason in their label, so nobody picks one only to be refused."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unavailable: dict[str, str] = {}  # host pk -> why it cannot take a VM
 
-    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+    def create_option(
+        self,
+        name: str,
+        value: Any,
+        label: Any,
+        selected: Any,
+        index: int,
+        subindex: int | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         option = super().create_option(name, value, label, selected, index, subindex, attrs)
         reason = self.unavailable.get(str(value))
         if reason:
@@ -35,10 +53,11 @@ class TargetSelect(forms.Select):
         return option
 
 
-class HostChoiceField(forms.ModelChoiceField):
+# The choice fields are generic only to mypy (django-stubs), not at run time: hence type-arg ignored.
+class HostChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]
     widget = TargetSelect
 
-    def label_from_instance(self, host):
+    def label_from_instance(self, host: Host) -> str:
         label = host.name
         if host.status != "online":
             label += f" ({host.get_status_display().lower()})"
@@ -49,11 +68,20 @@ class DomainSelect(forms.Select):
     """VMs, each option saying its host (data-host: the page disables that host
     as a target) and whether its disks are local (data-local: copy them)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.local: set[str] = set()  # pks of VMs with a disk on storage only their host has
 
-    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+    def create_option(
+        self,
+        name: str,
+        value: Any,
+        label: Any,
+        selected: Any,
+        index: int,
+        subindex: int | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         option = super().create_option(name, value, label, selected, index, subindex, attrs)
         domain = getattr(value, "instance", None)
         if domain is not None:
@@ -62,10 +90,10 @@ class DomainSelect(forms.Select):
         return option
 
 
-class DomainChoiceField(forms.ModelChoiceField):
+class DomainChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]
     widget = DomainSelect
 
-    def label_from_instance(self, domain):
+    def label_from_instance(self, domain: Domain) -> str:
         return f"{domain.name} (on {domain.host.name}, {domain.get_state_display().lower()})"
 
 
@@ -79,7 +107,7 @@ def unavailable_reason(host: Host) -> str:
     return ""
 
 
-def local_disk_domains(domains) -> set[str]:
+def local_disk_domains(domains: Sequence[Domain]) -> set[str]:
     """The pks (as text) of ``domains`` with a disk in a pool only its host has (a
     pool neither network storage, nor marked shared, nor proved shared by the
     storage check): a migration must copy their disks, shared storage would be refused."""
@@ -92,7 +120,7 @@ def local_disk_domains(domains) -> set[str]:
     }
     for host_id, name in PoolSharing.objects.filter(host__in=host_ids, shared=True).values_list("host_id", "pool"):
         shared[(host_id, name)] = True
-    local = set()
+    local: set[str] = set()
     for domain in domains:
         for disk in domain.disks or []:
             if disk.get("device") != "disk" or not disk.get("path"):
@@ -109,7 +137,9 @@ class PoolSelect(forms.Select):
 
     defaults: dict[str, str] = {}
 
-    def optgroups(self, name, value, attrs=None):
+    def optgroups(
+        self, name: str, value: list[str], attrs: dict[str, Any] | None = None
+    ) -> list[tuple[str | None, list[dict[str, Any]], int | None]]:
         groups = super().optgroups(name, value, attrs)
         for host, options, _index in groups:
             for option in options:
@@ -158,7 +188,7 @@ class MigrationForm(forms.Form):
     force_off = forms.TypedChoiceField(
         choices=FORCE_OFF_CHOICES,
         coerce=bool,
-        empty_value=False,
+        empty_value=False,  # type: ignore[arg-type]  # the stubs want text; the empty choice is False
         initial="",
         required=False,
         widget=forms.RadioSelect,
@@ -176,33 +206,36 @@ class MigrationForm(forms.Form):
         "audited.",
     )
 
-    def __init__(self, *args, domain=None, **kwargs):
+    def __init__(self, *args: Any, domain: Domain | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        hosts = self.fields["target_host"]
+        # This form's own copies of the fields declared above.
+        hosts = cast(HostChoiceField, self.fields["target_host"])
+        domains = cast(DomainChoiceField, self.fields["domain"])
         if domain is not None:
-            self.fields["domain"].queryset = Domain.objects.select_related("host").filter(pk=domain.pk)
-            self.fields["domain"].initial = domain.pk
-            self.fields["domain"].widget = forms.HiddenInput()
+            domains.queryset = Domain.objects.select_related("host").filter(pk=domain.pk)
+            domains.initial = domain.pk
+            domains.widget = forms.HiddenInput()  # type: ignore[assignment]  # the stubs keep the class's type
             if "storage" not in self.initial and local_disk_domains([domain]):
                 self.initial["storage"] = StorageMode.COPY
         else:
-            self.fields["domain"].widget.local = local_disk_domains(list(self.fields["domain"].queryset))
-        hosts.widget.unavailable = {
-            str(host.pk): reason for host in hosts.queryset if (reason := unavailable_reason(host))
+            cast(DomainSelect, domains.widget).local = local_disk_domains(list(domains.queryset or []))
+        cast(TargetSelect, hosts.widget).unavailable = {
+            str(host.pk): reason for host in hosts.queryset or [] if (reason := unavailable_reason(host))
         }
         if domain is not None:
             # Listed, not left out: a request for it still gets services.validate's words.
-            hosts.widget.unavailable[str(domain.host_id)] = f"{domain.name} runs here now"
+            cast(TargetSelect, hosts.widget).unavailable[str(domain.host_id)] = f"{domain.name} runs here now"
         # Pools grouped by host; the page shows only the chosen target's
         # (services.validate checks the pool really is on the target).
-        groups, free, names = {}, {}, {}
+        groups: dict[str, list[tuple[str, str]]] = {}
+        free: dict[str, dict[str, int]] = {}
+        names: dict[str, str] = {}
         for pool in StoragePool.objects.select_related("host").filter(active=True).order_by("host__name", "name"):
             groups.setdefault(pool.host.name, []).append((pool.name, f"{pool.name} ({pool.type})"))
             free.setdefault(pool.host.name, {})[pool.name] = pool.available
             names[str(pool.host.pk)] = pool.host.name
-        self.fields["target_pool"].choices = [("", "The default: the source's pool name, else the most room")] + list(
-            groups.items()
-        )
+        pools = cast(forms.ChoiceField, self.fields["target_pool"])
+        pools.choices = [("", "The default: the source's pool name, else the most room")] + list(groups.items())
         if domain is not None:
             # Each host's default pool (services.default_target_pool's choice,
             # from the same figures), pre-selected when that host is chosen.
@@ -212,17 +245,18 @@ class MigrationForm(forms.Form):
                 for host, pools in free.items()
                 if host != domain.host.name
             }
-            widget = self.fields["target_pool"].widget
+            widget = cast(PoolSelect, pools.widget)
             widget.defaults = {host: pool for host, pool in defaults.items() if pool}
             target = names.get(str(self.initial.get("target_host", "")))
             if target in widget.defaults:
                 self.initial.setdefault("target_pool", widget.defaults[target])
-        self.fields["policy"].widget.choices = [
+        cast(forms.RadioSelect, self.fields["policy"].widget).choices = [
             (p.name, policy_label(p.label, p.description)) for p in POLICIES.values()
         ]
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         for name, default in DEFAULTS.items():
             if name in data and data[name] in (None, ""):
                 data[name] = default
@@ -234,19 +268,19 @@ class MigrationForm(forms.Form):
             data["force_off"] = False
         return data
 
-    def to_request(self):
+    def to_request(self) -> MigrationRequest:
         return MigrationRequest.from_fields(self.cleaned_data)
 
     # The migration in the way of a refused request ("already being migrated"), linked beside the error.
-    running = None
+    running: Migration | None = None
 
-    def add_refusal(self, refused):
+    def add_refusal(self, refused: MigrationRefused) -> None:
         """Show a services.MigrationRefused beside the field it is about."""
         field = refused.field if refused.field in self.fields else None
         self.add_error(field, refused.message)
         self.running = refused.running
 
-    def summary(self, req):
+    def summary(self, req: MigrationRequest) -> str:
         """What will happen, in one or two sentences, for the confirmation of
         ``req`` (this form's request, its target pool filled in)."""
         data = self.cleaned_data
@@ -277,7 +311,7 @@ class MigrationForm(forms.Form):
         return text
 
 
-def policy_label(label, description):
+def policy_label(label: str, description: str) -> SafeString:
     # A radio choice's label with its description beneath; both are our own
     # constant strings (policies.py), escaped here all the same.
 

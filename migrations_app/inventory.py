@@ -7,11 +7,16 @@ two hosts at once, become audit records, as do what operators do to hosts
 and every change of the inventory goes to the dashboard's socket.
 """
 
-from datetime import timedelta
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.dispatch import receiver
 from django.utils import timezone
 
+from core.roles import AnyUser
+from hosts.models import Domain, Host
 from hosts.signals import (
     definition_removed,
     domain_moved,
@@ -25,12 +30,24 @@ from hosts.signals import (
 from . import events
 from .models import ACTIVE, AuditAction, AuditEntry, Migration
 
+if TYPE_CHECKING:
+    from hosts.volumes import Leftover
+
 # A migration that finished this long before a move was seen may still be
 # the cause of it (the refresh after it, or an event, came late).
 RECENT = timedelta(minutes=10)
 
 
-def _record(message, domain, seen_at, source="", target="", action=AuditAction.INVENTORY, user=None, **data):
+def _record(
+    message: str,
+    domain: Domain,
+    seen_at: datetime,
+    source: str = "",
+    target: str = "",
+    action: str = AuditAction.INVENTORY,
+    user: AnyUser | None = None,
+    **data: Any,
+) -> None:
     AuditEntry.record(
         action,
         message,
@@ -45,14 +62,16 @@ def _record(message, domain, seen_at, source="", target="", action=AuditAction.I
     )
 
 
-def by_kvmweb(domain, target, seen_at):
+def by_kvmweb(domain: Domain, target: Host, seen_at: datetime) -> bool:
     """Whether a kvmweb migration moved (or is moving) this VM to ``target``."""
     mine = Migration.objects.filter(domain_uuid=domain.uuid, target=target)
     return mine.filter(status__in=ACTIVE).exists() or mine.filter(finished_at__gte=seen_at - RECENT).exists()
 
 
 @receiver(domain_moved, dispatch_uid="audit-outside-moves")
-def record_outside_move(sender, domain, source, target, seen_at, **kwargs):
+def record_outside_move(
+    sender: type[Domain], domain: Domain, source: Host | None, target: Host, seen_at: datetime, **kwargs: Any
+) -> None:
     if by_kvmweb(domain, target, seen_at):
         return
     where = f"from {source.name} " if source is not None else ""
@@ -66,7 +85,9 @@ def record_outside_move(sender, domain, source, target, seen_at, **kwargs):
 
 
 @receiver(split_brain_changed, dispatch_uid="audit-split-brain")
-def record_split_brain(sender, domain, hosts, seen_at, **kwargs):
+def record_split_brain(
+    sender: type[Domain], domain: Domain, hosts: list[str], seen_at: datetime, **kwargs: Any
+) -> None:
     if domain.split_brain:
         message = (
             f"{domain.name} runs on {' and '.join(hosts)} at once (split brain): two copies may be writing "
@@ -78,12 +99,12 @@ def record_split_brain(sender, domain, hosts, seen_at, **kwargs):
 
 
 @receiver(inventory_changed, dispatch_uid="publish-inventory")
-def publish_inventory(sender, hosts, domains, **kwargs):
+def publish_inventory(sender: type[Domain], hosts: list[str], domains: list[int], **kwargs: Any) -> None:
     events.publish_inventory(hosts, domains)
 
 
 @receiver(definition_removed, dispatch_uid="audit-definition-removed")
-def record_definition_removed(sender, domain, host, user, **kwargs):
+def record_definition_removed(sender: object, domain: Domain, host: Host, user: AnyUser, **kwargs: Any) -> None:
     _record(
         f"{user.get_username()} removed the stale definition of {domain.name} from {host.name} "
         f"(it is on {domain.host.name}); its disks were kept.",
@@ -96,7 +117,7 @@ def record_definition_removed(sender, domain, host, user, **kwargs):
 
 
 @receiver(volume_removed, dispatch_uid="audit-volume-removed")
-def record_volume_removed(sender, host, leftover, user, **kwargs):
+def record_volume_removed(sender: object, host: Host, leftover: Leftover, user: AnyUser, **kwargs: Any) -> None:
     whose = f" (a copy of {leftover.vm}'s disk, which is on {leftover.vm_host})" if leftover.vm else ""
     AuditEntry.record(
         AuditAction.VOLUME,
@@ -113,7 +134,7 @@ def record_volume_removed(sender, host, leftover, user, **kwargs):
 
 
 @receiver(host_registered, dispatch_uid="audit-host-registered")
-def record_host_registered(sender, host, user, **kwargs):
+def record_host_registered(sender: object, host: Host, user: AnyUser | None, **kwargs: Any) -> None:
     AuditEntry.record(
         AuditAction.REGISTER,
         f"Registered host {host.name} at {host.uri}"
@@ -125,7 +146,7 @@ def record_host_registered(sender, host, user, **kwargs):
 
 
 @receiver(host_key_confirmed, dispatch_uid="audit-host-key-confirmed")
-def record_host_key_confirmed(sender, host, user, **kwargs):
+def record_host_key_confirmed(sender: object, host: Host, user: AnyUser | None, **kwargs: Any) -> None:
     AuditEntry.record(
         AuditAction.HOST_KEY,
         f"Confirmed the SSH host key of {host.name}: {host.ssh_fingerprint}",

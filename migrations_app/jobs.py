@@ -7,8 +7,12 @@ was lost. Whoever cares that a migration's job is over (an evacuation waiting
 for its moves) listens to ``migration_job_done``.
 """
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 import django_rq
 from django.db.models import Q
@@ -32,7 +36,7 @@ SLOT_RETRY_SECONDS = 5
 migration_job_done = Signal()
 
 
-def run_migration(pk):
+def run_migration(pk: int) -> str:
     migration = Migration.objects.select_related("source", "target").filter(pk=pk).first()
     if migration is None or migration.status != Status.QUEUED:
         return f"migration {pk} is not queued; nothing to do"
@@ -43,7 +47,7 @@ def run_migration(pk):
             _done(migration)
 
 
-def _run(migration):
+def _run(migration: Migration) -> str:
     if migration.source is None or migration.target is None:
         engine.finish_failed(migration, "A host of this migration was removed from kvmweb.", code="host_gone")
         return "failed"
@@ -60,7 +64,7 @@ def _run(migration):
     return migration.status
 
 
-def reconcile_migration(pk):
+def reconcile_migration(pk: int) -> str:
     """Settle or adopt one migration whose worker died (see engine.reconcile).
 
     A migration slot's job, not a short one: adopting a live migration that
@@ -77,14 +81,14 @@ def reconcile_migration(pk):
         _done(migration)
 
 
-def _done(migration):
+def _done(migration: Migration) -> None:
     try:
         migration_job_done.send(sender=Migration, migration=migration)
     except Exception:
         log.exception("a receiver of migration %s's end failed", migration.pk)
 
 
-def on_migration_ended(sender, migration, **kwargs):
+def on_migration_ended(sender: type[Migration], migration: Migration, **kwargs: Any) -> None:
     """A migration reached its final state: its hosts' slots are free now,
     before its job reads their inventory again."""
     if migration.source_id and migration.target_id:
@@ -97,7 +101,7 @@ def on_migration_ended(sender, migration, **kwargs):
 migration_ended.connect(on_migration_ended, sender=Migration, dispatch_uid="wake-waiting-migrations")
 
 
-def wake_waiting(host_ids):
+def wake_waiting(host_ids: Iterable[int]) -> list[int]:
     """Queue at once the migrations waiting for a slot on these hosts, oldest
     first, instead of at their next look: a slot just freed there."""
     waiting = list(

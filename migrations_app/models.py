@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from core.formatting import size
 from core.links import row_url
-from core.records import InvalidTransition, TrackedRequest
+from core.records import InvalidTransition, TrackedRequest, alters_data
 
 from .display import EVENTS_SHOWN, chart_point, display, line, summary
 
@@ -139,14 +139,14 @@ class Migration(TrackedRequest):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"#{self.pk} {self.domain_name} {self.source_name} → {self.target_name} ({self.mode})"
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return row_url("migration-detail", self.pk)
 
     @property
-    def duration(self):
+    def duration(self) -> float | None:
         if not self.started_at:
             return None
         return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
@@ -160,14 +160,13 @@ class Migration(TrackedRequest):
     # then publishes to the browsers. Every method that writes is marked
     # ``alters_data``, so a template cannot call it.
 
+    @alters_data
     def _write(self, **changes: Any) -> None:
         """Write fields that are not the state (progress, checks, flags...)."""
         changes["updated_at"] = timezone.now()
         Migration.objects.filter(pk=self.pk).update(**changes)
         for name, value in changes.items():
             setattr(self, name, value)
-
-    _write.alters_data = True
 
     def _announce(
         self,
@@ -186,12 +185,12 @@ class Migration(TrackedRequest):
             sender=Migration, migration=self, audit=audit, user=user, dashboard=dashboard, counts=counts, data=data
         )
 
+    @alters_data
     def start_checking(self) -> None:
         self._transition([Status.QUEUED], status=Status.CHECKING, phase=Phase.CHECKING)
         self._announce()
 
-    start_checking.alters_data = True
-
+    @alters_data
     def start(self, **audit_data: Any) -> None:
         """The checks passed: the move begins. ``audit_data`` goes into the audit entry (the worker's name)."""
         self._transition([Status.CHECKING], status=Status.RUNNING, phase=Phase.PREPARING, started_at=timezone.now())
@@ -204,14 +203,12 @@ class Migration(TrackedRequest):
             **audit_data,
         )
 
-    start.alters_data = True
-
+    @alters_data
     def set_phase(self, phase: str) -> None:
         self._transition([Status.RUNNING], phase=phase)
         self._announce(counts=False)
 
-    set_phase.alters_data = True
-
+    @alters_data
     def succeed(self, stats: dict[str, Any] | None = None) -> None:
         self._transition(
             [Status.RUNNING],
@@ -230,8 +227,7 @@ class Migration(TrackedRequest):
             stats=self.stats,
         )
 
-    succeed.alters_data = True
-
+    @alters_data
     def fail(self, error: str, detail: str = "", code: str = "", stats: dict[str, Any] | None = None) -> None:
         self._transition(
             ACTIVE,
@@ -245,8 +241,7 @@ class Migration(TrackedRequest):
         migration_finished(self)
         self._announce((AuditAction.FAILED, error), outcome="failed", detail=detail, code=code)
 
-    fail.alters_data = True
-
+    @alters_data
     def cancel(self, reason: str = "") -> None:
         self._transition(
             ACTIVE,
@@ -257,8 +252,7 @@ class Migration(TrackedRequest):
         migration_finished(self)
         self._announce((AuditAction.CANCELLED, reason), outcome="cancelled")
 
-    cancel.alters_data = True
-
+    @alters_data
     def request_cancel(self, user: Any) -> str:
         """``user`` asks the worker to stop; a queued migration is cancelled at once.
 
@@ -294,8 +288,7 @@ class Migration(TrackedRequest):
         )
         return outcome
 
-    request_cancel.alters_data = True
-
+    @alters_data
     def wait_for_slot(self) -> None:
         """A queued migration waits for a free slot on its hosts (said once)."""
         if self.phase == Phase.WAITING:
@@ -307,8 +300,7 @@ class Migration(TrackedRequest):
             reason = self.waiting_reason()
             self.note(reason if reason.endswith(".") else f"{reason}.")
 
-    wait_for_slot.alters_data = True
-
+    @alters_data
     def note(self, message: str, audit_action: str | None = None, **data: Any) -> dict[str, Any]:
         """A step or decision: in the migration's own log, live in the browser,
         and (for decisions, with ``audit_action``) in the audit log."""
@@ -319,8 +311,7 @@ class Migration(TrackedRequest):
         )
         return entry
 
-    note.alters_data = True
-
+    @alters_data
     def save_progress(self, progress: dict[str, Any]) -> None:
         """A progress sample, sent to the migration's watchers (not the dashboard),
         and kept for the chart (so a page opened after the end still draws it)."""
@@ -335,48 +326,39 @@ class Migration(TrackedRequest):
             self._write(progress=progress, samples=samples)
         self._announce(dashboard=False)
 
-    save_progress.alters_data = True
-
+    @alters_data
     def record_created_volumes(self, paths: Iterable[str]) -> None:
         """The volumes made on the target so far, kept so that whoever settles
         the migration (this worker or a later one) can remove them."""
         self._write(progress={**(self.progress or {}), "created_volumes": list(paths)})
 
-    record_created_volumes.alters_data = True
-
+    @alters_data
     def record_source_volumes(self, volumes: list[dict[str, Any]]) -> None:
         """The source volumes being copied, each with the path of its copy on the
         target and its size: what settles the move (this worker or a later one)
         removes from the source once the copy is verified."""
         self._write(source_volumes=volumes)
 
-    record_source_volumes.alters_data = True
-
+    @alters_data
     def record_checks(self, checks: list[dict[str, Any]]) -> None:
         self._write(checks=checks)
 
-    record_checks.alters_data = True
-
+    @alters_data
     def record_flags(self, flags: Iterable[str]) -> None:
         self._write(flags=list(flags))
 
-    record_flags.alters_data = True
-
+    @alters_data
     def record_was_running(self, was_running: bool) -> None:
         self._write(was_running=was_running)
 
-    record_was_running.alters_data = True
-
+    @alters_data
     def set_job_id(self, job_id: str) -> None:
         self._write(job_id=job_id)
 
-    set_job_id.alters_data = True
-
+    @alters_data
     def heartbeat(self) -> None:
         """Say this migration's worker is alive (see engine.reconcile)."""
         self._write()
-
-    heartbeat.alters_data = True
 
     def cancel_is_requested(self) -> bool:
         """Whether someone asked to cancel, as the database says now."""
@@ -432,7 +414,7 @@ class Migration(TrackedRequest):
             "checks": self.checks,
             "error_detail": self.error_detail,
             "cancel_requested": self.cancel_requested,
-            **self.timestamps(),
+            **self.timestamps(),  # type: ignore[typeddict-item]  # not sent_at: set when published
             "display": display(self),
         }
 
@@ -446,7 +428,7 @@ class Migration(TrackedRequest):
         every change of every migration, on every open dashboard: the whole
         record each time (events, checks, chart) cost some 20 KB a socket."""
         return {
-            **self.as_row(),
+            **self.as_row(),  # type: ignore[typeddict-item]  # not sent_at: set when published
             "sampled_at": (self.progress or {}).get("sampled_at"),
             "display": line(self),
         }
@@ -464,7 +446,7 @@ def stats_summary(stats: dict[str, Any]) -> str:
     return ", ".join(parts) or "done"
 
 
-def plain_only(state: dict[str, Any]) -> dict[str, Any]:
+def plain_only(state: Mapping[str, Any]) -> dict[str, Any]:
     """A migration's state (as_event/to_dict, or the API's) as a viewer sees it:
     the plain-words reasons, without libvirt's own text, which can quote files
     and internal details. Operators see everything."""
@@ -475,11 +457,11 @@ def plain_only(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class AuditQuerySet(models.QuerySet):
-    def update(self, **kwargs):
+class AuditQuerySet(models.QuerySet["AuditEntry"]):
+    def update(self, **kwargs: Any) -> int:
         raise PermissionError("The audit log is append-only.")
 
-    def delete(self):
+    def delete(self) -> tuple[int, dict[str, int]]:
         raise PermissionError("The audit log is append-only.")
 
 
@@ -528,15 +510,15 @@ class AuditEntry(models.Model):
         indexes = [models.Index(fields=["domain_name", "-at"], name="audit_domain_at")]
         verbose_name_plural = "audit entries"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or 'system'} {self.action}: {self.message}"
 
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:  # a row read from the table, not a new one
             raise PermissionError("The audit log is append-only.")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise PermissionError("The audit log is append-only.")
 
     @classmethod
@@ -572,7 +554,7 @@ class AuditEntry(models.Model):
         entry = cls(
             action=action,
             message=message,
-            user=user if known else None,
+            user_id=user.pk if known and user is not None else None,
             username=user.get_username() if known and user is not None else "",
             outcome=outcome,
             domain_name=domain,

@@ -34,7 +34,7 @@ class Policy:
     deadline_seconds: int = 600
 
     @property
-    def initial_downtime_ms(self):
+    def initial_downtime_ms(self) -> int:
         return self.downtime_steps[0].downtime_ms if self.downtime_steps else 300
 
     def downtime_at(self, elapsed: float) -> int:
@@ -187,5 +187,5 @@ def get_policy(name: str | None) -> "Policy | None":
     return POLICIES.get(name or DEFAULT_POLICY)
 
 
-def policy_choices():
+def policy_choices() -> list[tuple[str, str]]:
     return [(p.name, p.label) for p in POLICIES.values()]

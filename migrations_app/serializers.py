@@ -1,3 +1,5 @@
+from typing import Any
+
 from rest_framework import serializers
 
 from core.roles import is_operator
@@ -44,7 +46,7 @@ class MigrationRequestSerializer(serializers.Serializer):
     )
     dry_run = serializers.BooleanField(default=False)
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # The field that went: silently ignored, a client that sent
         # "delete_source_volumes": false would lose the source copy it meant to keep.
         if "delete_source_volumes" in (self.initial_data or {}):
@@ -110,10 +112,10 @@ class MigrationSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_waiting_reason(self, migration) -> str:
+    def get_waiting_reason(self, migration: Migration) -> str:
         return migration.waiting_reason()
 
-    def to_representation(self, instance):
+    def to_representation(self, instance: Migration) -> dict[str, Any]:
         data = super().to_representation(instance)
         request = self.context.get("request")
         return data if request is None or is_operator(request.user) else plain_only(data)

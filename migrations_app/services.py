@@ -1,8 +1,11 @@
 """Requesting and cancelling migrations: the one path the API, the form and the
 command line all go through."""
 
+from __future__ import annotations
+
 import logging
 from datetime import timedelta
+from typing import Any
 
 import django_rq
 from django.db import IntegrityError, transaction
@@ -12,12 +15,13 @@ from rq.utils import now
 from core.formatting import size
 from core.queues import WAITING
 from core.records import InvalidTransition
+from core.roles import AnyUser
 from hosts import capacity
 from hosts.libvirt import HostError, open_host
-from hosts.models import HostStatus
+from hosts.models import Domain, Host, HostStatus
 
 from . import checks, events
-from .checks import split_brain_message
+from .checks import CheckResult, split_brain_message
 from .jobs import run_migration
 from .models import ACTIVE, AuditAction, AuditEntry, Migration, Mode, Status, StorageMode
 from .policies import POLICIES, get_policy
@@ -30,7 +34,9 @@ log = logging.getLogger(__name__)
 class MigrationRefused(Exception):
     """A request that cannot be accepted; ``status`` is the HTTP status to answer."""
 
-    def __init__(self, message, status=400, field=None, running=None):
+    def __init__(
+        self, message: str, status: int = 400, field: str | None = None, running: Migration | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -96,7 +102,7 @@ def validate(req: MigrationRequest) -> None:
         )
 
 
-def default_target_pool(domain, target):
+def default_target_pool(domain: Domain, target: Host) -> str:
     """The pool on ``target`` to copy ``domain``'s disks into when none is
     chosen: the one named like the source disks' pool, else the one with the
     most room; refused, saying what to do, when none can hold them."""
@@ -117,7 +123,7 @@ def default_target_pool(domain, target):
     )
 
 
-def dry_run(user, req):
+def dry_run(user: AnyUser, req: MigrationRequest) -> list[CheckResult]:
     """Run the pre-flight checks and say what they found; change nothing."""
     validate(req)
     results = checks.run_checks(req)
@@ -136,12 +142,12 @@ def dry_run(user, req):
     return results
 
 
-def _worst(results):
+def _worst(results: list[CheckResult]) -> str:
     outcomes = {r.result for r in results}
     return "fail" if "fail" in outcomes else "warn" if "warn" in outcomes else "pass"
 
 
-def request_migration(user, req, queue=True):
+def request_migration(user: AnyUser, req: MigrationRequest, queue: bool = True) -> Migration:
     """Create the migration and queue it; the checks run again in the worker.
 
     ``queue=False``: the caller runs it (an evacuation runs its moves itself)."""
@@ -157,7 +163,7 @@ def request_migration(user, req, queue=True):
                 source_name=domain.host.name,
                 target=req.target,
                 target_name=req.target.name,
-                requested_by=user if user.is_authenticated else None,
+                requested_by_id=user.pk if user.is_authenticated else None,
                 requested_by_name=user.get_username(),
                 mode=req.mode,
                 storage=req.storage,
@@ -171,6 +177,7 @@ def request_migration(user, req, queue=True):
                 eject_media=req.eject_media,
                 rule_override=req.rule_override,
             )
+            override: dict[str, Any] = {"rule_override": req.rule_override} if req.rule_override else {}
             AuditEntry.record(
                 AuditAction.REQUEST,
                 f"{user.get_username()} asked for a {req.mode} migration of {domain.name} "
@@ -184,7 +191,7 @@ def request_migration(user, req, queue=True):
                 target_pool=req.target_pool,
                 policy=req.policy,
                 bandwidth_mib=req.bandwidth_mib,
-                **({"rule_override": req.rule_override} if req.rule_override else {}),
+                **override,
             )
             if queue:
                 transaction.on_commit(lambda: enqueue(migration))
@@ -200,14 +207,14 @@ def request_migration(user, req, queue=True):
     return migration
 
 
-def enqueue(migration):
+def enqueue(migration: Migration) -> None:
     job = django_rq.get_queue("migrations").enqueue(
         run_migration, migration.pk, job_id=job_id(migration.pk), result_ttl=86400
     )
     migration.set_job_id(job.id)
 
 
-def requeue_lost(grace_seconds=30):
+def requeue_lost(grace_seconds: float = 30) -> list[int]:
     """Queue again every queued migration whose job Redis no longer has.
 
     A Redis restarted without persistence (or flushed) loses the queue: the
@@ -234,7 +241,7 @@ def requeue_lost(grace_seconds=30):
     return requeued
 
 
-def cancel(user, migration):
+def cancel(user: AnyUser, migration: Migration) -> str:
     """Cancel a queued migration, or ask the worker to stop a running one
     and abort its libvirt job from here at once."""
     try:
@@ -246,7 +253,7 @@ def cancel(user, migration):
     return outcome
 
 
-def abort_live_job(migration):
+def abort_live_job(migration: Migration) -> bool:
     """Abort a running live migration's libvirt job from the web process,
     rather than wait for the worker's next poll (half a second, or never if
     the worker died). The worker, or reconciliation, then settles it."""

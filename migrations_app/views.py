@@ -12,7 +12,7 @@ from uuid import UUID
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
@@ -31,13 +31,13 @@ from .models import AuditEntry, Migration, Status, plain_only
 # -- the form --------------------------------------------------------------------
 
 
-def _require_operator(request):
+def _require_operator(request: HttpRequest) -> None:
     if not is_operator(request.user):
         raise PermissionDenied("Only operators may migrate. Ask an administrator to add you to the 'operators' group.")
 
 
 @require_http_methods(["GET", "POST"])
-def migration_new(request):
+def migration_new(request: HttpRequest) -> HttpResponse:
     """The migration form; ``?domain=UUID`` fixes the VM, ``?fragment=1`` renders
     only the form, for the domain page and the dashboard to load in place."""
     _require_operator(request)
@@ -95,7 +95,7 @@ def migration_new(request):
 # -- one migration ---------------------------------------------------------------
 
 
-def migration_detail(request, pk):
+def migration_detail(request: HttpRequest, pk: int) -> HttpResponse:
     migration = get_object_or_404(Migration, pk=pk)
     state = migration.as_event()
     return render(
@@ -114,7 +114,7 @@ def migration_detail(request, pk):
 EVENTS_PER_PAGE = 100
 
 
-def migration_events(request, pk):
+def migration_events(request: HttpRequest, pk: int) -> HttpResponse:
     """Every event of a migration, oldest first, paged: its page shows the newest
     50, and the first steps (flags, the downtime ramp, a throttle) stay here."""
     migration = get_object_or_404(Migration.objects.only("pk", "domain_name", "status", "events"), pk=pk)
@@ -123,7 +123,7 @@ def migration_events(request, pk):
 
 
 @require_http_methods(["GET", "POST"])
-def migration_cancel(request, pk):
+def migration_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """The no-JavaScript way to cancel: a confirmation page, then a POST."""
     _require_operator(request)
     migration = get_object_or_404(Migration, pk=pk)
@@ -143,7 +143,7 @@ def migration_cancel(request, pk):
     return render(request, "migrations_app/migration_cancel.html", {"migration": migration})
 
 
-def migration_list(request):
+def migration_list(request: HttpRequest) -> HttpResponse:
     filters, migrations, code = filter_or_400(MigrationFilter, request, Migration.objects.all())
     values = filters.form.cleaned_data if code == 200 and filters.is_bound else {}
     return render(
@@ -163,7 +163,7 @@ def migration_list(request):
 # -- the audit log -------------------------------------------------------------------
 
 
-def audit_list(request):
+def audit_list(request: HttpRequest) -> HttpResponse:
     filters, entries, code = filter_or_400(AuditFilter, request, AuditEntry.objects.all())
     filters.offer_recorded_outcomes()
     return render(
@@ -178,7 +178,7 @@ def audit_list(request):
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def csv_safe(value):
+def csv_safe(value: object) -> str:
     text = "" if value is None else str(value)
     if text.startswith(FORMULA_STARTS):
         return "'" + text
@@ -198,7 +198,7 @@ AUDIT_EXPORT_MAX_ROWS = 10_000
 AUDIT_EXPORT_SECONDS = 10.0
 
 
-def _export_row(e):
+def _export_row(e: AuditEntry) -> list[str]:
     return [
         csv_safe(v)
         for v in (
@@ -215,7 +215,7 @@ def _export_row(e):
     ]
 
 
-def audit_export(request):
+def audit_export(request: HttpRequest) -> HttpResponse:
     filters, entries, code = filter_or_400(AuditFilter, request, AuditEntry.objects.all())
     problems = [f"{name}: {' '.join(errors)}" for name, errors in filters.errors.items()] if code != 200 else []
     before = request.GET.get("before", "")

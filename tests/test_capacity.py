@@ -116,23 +116,26 @@ def test_a_cold_migration_of_a_shut_off_guest_promises_nothing_on_the_target(hos
 
 
 def test_the_check_of_a_shut_off_guest_going_cold_only_warns_that_it_could_not_start(hosts):
+    from dataclasses import replace
+
     from hosts.libvirt import open_host
-    from migrations_app.checks import Checks, _check_memory
+    from migrations_app.checks import CheckInput, Checks
+    from migrations_app.checks.capacity import check_memory
 
     kvm01, kvm02 = hosts
     Host.objects.filter(pk=kvm02.pk).update(memory_reserved_mib=14 * 1024)  # 2 GiB for guests, all promised
     kvm02 = Host.objects.get(pk=kvm02.pk)
     off = Domain.objects.get(name="off1")
     checks = Checks()
-    values = {"mode": "cold", "name": "off1", "target": kvm02, "migration": None}
+    values = CheckInput(uuid=str(off.uuid), name="off1", source=kvm01, target=kvm02, mode="cold", storage="shared")
     with open_host(kvm01.uri) as source, open_host(kvm02.uri) as target:
-        _check_memory(checks, values, source.domain_details(off.uuid), source, target)
+        check_memory(checks, values, source.domain_details(off.uuid), source, target)
         memory = checks.results[0]
         assert memory.result == "warn"
         assert memory.message.startswith("off1 is shut off and stays so on kvm02, so it needs nothing there now")
         assert "could not start there: kvm02 cannot hold off1" in memory.message
         checks = Checks()
-        _check_memory(checks, {**values, "mode": "live"}, source.domain_details(off.uuid), source, target)
+        check_memory(checks, replace(values, mode="live"), source.domain_details(off.uuid), source, target)
         assert checks.results[0].result == "fail"
 
 

@@ -58,7 +58,7 @@ def test_a_healthy_request_passes_every_check_quickly(api, operator, lab, lab_gu
 def test_a_pool_proved_shared_is_not_probed_again_until_the_proof_is_old(
     api, operator, lab, lab_guest, hosts, monkeypatch
 ):
-    from migrations_app import checks as preflight
+    from migrations_app.checks import storage as preflight
 
     name = lab_guest("kvm01", disk="shared")
     _, first = dry_run(api, operator, name, hosts["kvm02"])
@@ -77,8 +77,8 @@ def test_a_pool_proved_shared_is_not_probed_again_until_the_proof_is_old(
 def test_a_peer_login_proved_is_not_probed_again_until_the_proof_is_old(
     api, operator, lab, lab_guest, hosts, monkeypatch
 ):
+    from hosts import peer_login as preflight
     from hosts.libvirt import Connection
-    from migrations_app import checks as preflight
 
     probes = []
     probe = Connection.probe_peer

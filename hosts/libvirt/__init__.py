@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import HostError, HostUnreachable, InvalidURI, VolumeStreamError, translate
+from .errors import PEER_LOGIN_CODES, HostError, HostUnreachable, InvalidURI, VolumeStreamError, translate
 from .types import (
     CpuComparison,
     DiskInfo,
@@ -84,6 +84,7 @@ __all__ = [
     "Inventory",
     "JobStats",
     "NetworkInfo",
+    "PEER_LOGIN_CODES",
     "PoolInfo",
     "VolumeStreamError",
     "migration_flags",

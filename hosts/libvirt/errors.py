@@ -17,6 +17,12 @@ from typing import Any, TypeVar, overload
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# A HostError's code when the source host could not log in to the target's
+# libvirt itself (peer-to-peer, over SSH or TLS): see migration.peer_error.
+PEER_SSH, PEER_TLS = "peer_ssh", "peer_tls"
+PEER_LOGIN_CODES = (PEER_SSH, PEER_TLS)
+
+
 class HostError(Exception):
     """A libvirt operation failed.
 

@@ -10,7 +10,7 @@ from typing import Any
 import libvirt
 
 from .base import Ops
-from .errors import HostError, InvalidURI, translate, translated
+from .errors import PEER_SSH, PEER_TLS, HostError, InvalidURI, translate, translated
 from .types import JobStats
 from .uri import HostURI, allowed, check_uri
 
@@ -52,7 +52,7 @@ def peer_error(error: libvirt.libvirtError, source: str, dest: HostURI) -> HostE
             f"as root on {src}, run `ssh-keygen -t ed25519` (once), `ssh-copy-id {user}@{dest.host}` "
             f"and `ssh {user}@{dest.host} hostname` to accept its host key; then try again.",
             detail,
-            code="peer_ssh",
+            code=PEER_SSH,
         )
     if dest.transport == "tls" and "failed to connect to remote libvirt uri" in lower and "certificate" in lower:
         return HostError(
@@ -60,7 +60,7 @@ def peer_error(error: libvirt.libvirtError, source: str, dest: HostURI) -> HostE
             "certificate signed by the CA the target trusts (/etc/pki/libvirt/clientcert.pem and "
             "/etc/pki/libvirt/private/clientkey.pem on the source).",
             detail,
-            code="peer_tls",
+            code=PEER_TLS,
         )
     return None
 

@@ -18,7 +18,6 @@ from core.records import InvalidTransition
 from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
 
 from .. import device_moves
-from ..checks import migration_address
 from ..models import AuditAction, Migration, Phase, StorageMode
 from ..policies import CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
 from .outcome import hosts_of, policy_of
@@ -73,7 +72,9 @@ class LiveMigration:
         if dom is not None:
             disks, dest_xml = self.prepare_copy(dom)
         dest_xml = self.adapt_devices(dest_xml)
-        address, _ = migration_address(self.m.target)
+        # To the target's own address, not the name it reports: that works even
+        # where its name resolves to 127.0.0.1 there, which libvirt refuses.
+        address = self.m.target.address() if self.m.target is not None else None
         migrate_uri = f"tcp://{address}" if address else None
         postcopy = self.policy.postcopy_iteration is not None
         while True:
@@ -107,7 +108,7 @@ class LiveMigration:
 
     def adapt_devices(self, dest_xml: str | None) -> str | None:
         """The destination XML with consoles and media bound to the source adapted (see
-        device_checks); None when libvirt can use the source's own definition."""
+        checks.devices); None when libvirt can use the source's own definition."""
         xml = dest_xml or self.src.domain_xml(self.uuid, inactive=False)
         adapted, changes = device_moves.destination_xml(self.m, self.dst, xml)
         if not changes:

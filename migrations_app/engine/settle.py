@@ -15,10 +15,10 @@ from typing import Any
 from django.utils import timezone
 
 from core.records import InvalidTransition
-from hosts.libvirt import Connection, DomainState, HostError, JobStats, reachable
+from hosts import peer_login
+from hosts.libvirt import PEER_LOGIN_CODES, Connection, DomainState, HostError, JobStats, reachable
 from hosts.models import Host
 
-from ..checks import PEER_LOGIN_CODES, forget_peer_login
 from ..models import Migration, Phase, StorageMode
 from .outcome import finish_cancelled, finish_failed, finish_succeeded, policy_of
 from .progress import job_record
@@ -99,7 +99,7 @@ def settle(
         )
     elif error is not None:
         if error.code in PEER_LOGIN_CODES and migration.source is not None and migration.target is not None:
-            forget_peer_login(migration.source.uri, migration.target.uri)
+            peer_login.forget(migration.source.uri, migration.target.uri)
         finish_failed(migration, f"{error.plain} {where}", error.detail, error.code or "", measured)
     else:
         finish_failed(migration, f"The migration ended without moving the VM. {where}", code="unknown", stats=measured)

@@ -1,5 +1,5 @@
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from knox.models import AuthToken
 
 
@@ -9,10 +9,10 @@ class Command(BaseCommand):
         "of it is stored: it cannot be shown again."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
 
-    def handle(self, *args, username, **options):
+    def handle(self, *args: object, username: str, **options: object) -> None:
         User = get_user_model()
         try:
             user = User.objects.get(username=username)

@@ -1,5 +1,5 @@
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hosts import sshkeys
 from hosts.libvirt import InvalidURI, validate_uri
@@ -10,7 +10,7 @@ from hosts.sync import sync_host
 class Command(BaseCommand):
     help = "Register a host (or update its URI) and read its inventory."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("uri")
         parser.add_argument(
@@ -19,7 +19,7 @@ class Command(BaseCommand):
             help="SHA256:... of the host's SSH host key: trust a key with this fingerprint without asking",
         )
 
-    def handle(self, *args, name, uri, fingerprint="", **options):
+    def handle(self, *args: object, name: str, uri: str, fingerprint: str = "", **options: object) -> None:
         try:
             uri = validate_uri(uri)
         except InvalidURI as e:

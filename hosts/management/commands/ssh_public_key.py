@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hosts import sshkeys
 
@@ -9,12 +9,12 @@ class Command(BaseCommand):
         "~/.ssh/authorized_keys of the account kvmweb logs in as on each host."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--command", action="store_true", help="print the shell line that adds it to root's authorized_keys"
         )
 
-    def handle(self, *args, command=False, **options):
+    def handle(self, *args: object, command: bool = False, **options: object) -> None:
         try:
             self.stdout.write(sshkeys.authorized_keys_line() if command else sshkeys.public_key())
         except sshkeys.SSHKeyError as e:

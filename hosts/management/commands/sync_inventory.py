@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hosts.models import Host
 from hosts.sync import sync_hosts
@@ -7,10 +7,10 @@ from hosts.sync import sync_hosts
 class Command(BaseCommand):
     help = "Read the inventory of hosts (all, or those named) from libvirt now."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("hosts", nargs="*", metavar="HOST", help="host names (default: all)")
 
-    def handle(self, *args, hosts, **options):
+    def handle(self, *args: object, hosts: list[str], **options: object) -> None:
         unknown = set(hosts) - set(Host.objects.filter(name__in=hosts).values_list("name", flat=True))
         if unknown:
             raise CommandError(

@@ -1,7 +1,9 @@
 """``manage.py runworkers``: the Procfile's worker line (see kvmweb/workerpool.py)."""
 
+from typing import Any
+
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 
 from kvmweb.workerpool import Pool
@@ -10,7 +12,7 @@ from kvmweb.workerpool import Pool
 class Command(BaseCommand):
     help = "Run kvmweb's pool of workers: migration slots and short-job slots, each restarted if it dies."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--workers",
             type=int,
@@ -24,7 +26,7 @@ class Command(BaseCommand):
             help="processes for short jobs: syncs, reconcile, evacuation steps (default: KVMWEB_SHORT_WORKERS, 2)",
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: object, **options: Any) -> None:
         workers = options["workers"] or settings.KVMWEB_WORKERS
         short = options["short"] or settings.KVMWEB_SHORT_WORKERS
         if workers < 1 or short < 1:

@@ -14,55 +14,23 @@ nothing by itself, so kvmweb copies the NVRAM file and TPM state. libvirt
 refuses to migrate a running VM that has snapshot metadata.
 """
 
-from urllib.parse import urlsplit
+from __future__ import annotations
 
-from django.conf import settings
+from typing import TYPE_CHECKING
 
-from hosts.devices import format_cpuset, is_portable_address
+from hosts.devices import DomainDevices, format_cpuset
 
-from .models import Mode, StorageMode
+from ..device_moves import listen_addresses
+from ..models import Mode, StorageMode
+from .base import FAIL, PASS, WARN, CheckInput, Checks
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
-
-LABELS = {
-    "removable_media": "Removable media",
-    "consoles": "Consoles and serial ports",
-    "host_devices": "Passed-through devices",
-    "macvtap": "Direct (macvtap) interfaces",
-    "pinning": "CPU and NUMA pinning",
-    "backing_chain": "Backing files",
-    "snapshots": "Snapshots",
-    "firmware": "UEFI and TPM state",
-}
+if TYPE_CHECKING:
+    from hosts.libvirt import Connection, DomainDetails
 
 
-def listen_addresses(devs, source_host, target_host):
-    """({old: new} for every listener bound to an address of the source, [listeners with no new address]).
-
-    An address the source is reached at becomes the target's; another
-    host-bound address becomes KVMWEB_LISTEN_ADDRESS if that is set."""
-    source_names = {source_host.address(), _uri_host(source_host)} - {None, ""}
-    target_address = target_host.address()
-    mapping, unplaced = {}, []
-    for listener in devs.listeners:
-        if is_portable_address(listener.address):
-            continue
-        if listener.address in source_names and target_address:
-            mapping[listener.address] = target_address
-        elif settings.KVMWEB_LISTEN_ADDRESS:
-            mapping[listener.address] = settings.KVMWEB_LISTEN_ADDRESS
-        else:
-            unplaced.append(listener)
-    return mapping, unplaced
-
-
-def _uri_host(host):
-    return urlsplit(host.uri).hostname
-
-
-def check_devices(checks, v, dom, source, target):
-    """The hook called from checks._run_all."""
-    devs = source.domain_devices(v["uuid"])
+def check_devices(checks: Checks, v: CheckInput, dom: DomainDetails, source: Connection, target: Connection) -> None:
+    """The device checks, one family run as one check (the devices are read once)."""
+    devs = source.domain_devices(v.uuid)
     for check in (
         _check_media,
         _check_consoles,
@@ -76,14 +44,14 @@ def check_devices(checks, v, dom, source, target):
         check(checks, v, devs, source, target)
 
 
-def _check_media(checks, v, devs, source, target):
-    tname = v["target"].name
+def _check_media(checks: Checks, v: CheckInput, devs: DomainDevices, source: Connection, target: Connection) -> None:
+    tname = v.target.name
     for medium in devs.media:
         if not medium.path:
             continue
         if target.volume_by_path(medium.path) is not None:
             checks.add("removable_media", PASS, f"{tname} sees {medium.describe()} too.")
-        elif v.get("eject_media"):
+        elif v.eject_media:
             checks.add(
                 "removable_media",
                 WARN,
@@ -94,43 +62,45 @@ def _check_media(checks, v, devs, source, target):
             checks.add(
                 "removable_media",
                 FAIL,
-                f"{medium.describe()} is not on storage {tname} sees, so {v['name']} could not start "
+                f"{medium.describe()} is not on storage {tname} sees, so {v.name} could not start "
                 f"there. Choose 'eject removable media for the migration', or put the image on shared "
                 "storage.",
             )
 
 
-def _check_consoles(checks, v, devs, source, target):
-    mapping, unplaced = listen_addresses(devs, v["source"], v["target"])
+def _check_consoles(checks: Checks, v: CheckInput, devs: DomainDevices, source: Connection, target: Connection) -> None:
+    mapping, unplaced = listen_addresses(devs, v.source, v.target)
     for listener in devs.listeners:
         if listener in unplaced:
             checks.add(
                 "consoles",
                 FAIL,
                 f"The {listener.describe()} is bound to an address kvmweb does not know on "
-                f"{v['target'].name}, where it could not listen. Make it listen on 0.0.0.0 or on a "
+                f"{v.target.name}, where it could not listen. Make it listen on 0.0.0.0 or on a "
                 "libvirt network, or set KVMWEB_LISTEN_ADDRESS to the address to use after a move.",
             )
         elif listener.address in mapping:
             checks.add(
                 "consoles",
                 WARN,
-                f"The {listener.describe()} is bound to {v['source'].name}'s address: on "
-                f"{v['target'].name} it will listen on {mapping[listener.address]} instead.",
+                f"The {listener.describe()} is bound to {v.source.name}'s address: on "
+                f"{v.target.name} it will listen on {mapping[listener.address]} instead.",
             )
         else:
             checks.add("consoles", PASS, f"The {listener.describe()} can listen on any host.")
 
 
-def _check_host_devices(checks, v, devs, source, target):
+def _check_host_devices(
+    checks: Checks, v: CheckInput, devs: DomainDevices, source: Connection, target: Connection
+) -> None:
     if not devs.hostdevs:
         return
     names = ", ".join(d.describe() for d in devs.hostdevs)
-    if v["mode"] == Mode.LIVE:
+    if v.mode == Mode.LIVE:
         checks.add(
             "host_devices",
             FAIL,
-            f"{v['name']} uses {names} of {v['source'].name} directly (passthrough): such devices cannot "
+            f"{v.name} uses {names} of {v.source.name} directly (passthrough): such devices cannot "
             "move while the VM runs. Use a cold migration to a host with the same device, or detach it first.",
         )
         return
@@ -140,19 +110,19 @@ def _check_host_devices(checks, v, devs, source, target):
         checks.add(
             "host_devices",
             FAIL,
-            f"{v['target'].name} has no {', '.join(d.describe() for d in missing)}, which {v['name']} "
+            f"{v.target.name} has no {', '.join(d.describe() for d in missing)}, which {v.name} "
             "uses directly (passthrough). Choose a host that has it, or detach it first.",
         )
     else:
         checks.add(
             "host_devices",
             WARN,
-            f"{v['target'].name} has {names} as well; make sure no other VM uses it there.",
+            f"{v.target.name} has {names} as well; make sure no other VM uses it there.",
         )
 
 
-def _check_macvtap(checks, v, devs, source, target):
-    tname = v["target"].name
+def _check_macvtap(checks: Checks, v: CheckInput, devs: DomainDevices, source: Connection, target: Connection) -> None:
+    tname = v.target.name
     for nic in devs.direct:
         # has_bridge asks for any host interface by name, bridge or not.
         has = target.has_bridge(nic.dev)
@@ -161,7 +131,7 @@ def _check_macvtap(checks, v, devs, source, target):
                 "macvtap",
                 WARN,
                 f"{tname}'s libvirt cannot list host interfaces, so kvmweb cannot see {nic.dev}, which "
-                f"{v['name']}'s macvtap ({nic.mode}) interface uses. Make sure it exists there.",
+                f"{v.name}'s macvtap ({nic.mode}) interface uses. Make sure it exists there.",
             )
         elif has:
             checks.add("macvtap", PASS, f"{tname} has {nic.dev} for the macvtap ({nic.mode}) interface.")
@@ -169,16 +139,16 @@ def _check_macvtap(checks, v, devs, source, target):
             checks.add(
                 "macvtap",
                 FAIL,
-                f"{tname} has no network device {nic.dev}, which {v['name']}'s macvtap ({nic.mode}) "
+                f"{tname} has no network device {nic.dev}, which {v.name}'s macvtap ({nic.mode}) "
                 "interface sits on. Give it a device of that name, or change the interface first.",
             )
 
 
-def _check_pinning(checks, v, devs, source, target):
+def _check_pinning(checks: Checks, v: CheckInput, devs: DomainDevices, source: Connection, target: Connection) -> None:
     if not (devs.vcpu_cpus or devs.emulator_cpus or devs.numa_nodes):
         return
     cpus, cells = target.host_topology()
-    tname = v["target"].name
+    tname = v.target.name
     problems = []
     pins = (("its vCPUs are pinned to", devs.vcpu_cpus), ("its emulator is pinned to", devs.emulator_cpus))
     for what, wanted in pins:
@@ -193,20 +163,22 @@ def _check_pinning(checks, v, devs, source, target):
         checks.add(
             "pinning",
             FAIL,
-            f"{v['name']} cannot run as pinned on {tname}: {'; '.join(problems)}. Change its <cputune> "
+            f"{v.name} cannot run as pinned on {tname}: {'; '.join(problems)}. Change its <cputune> "
             "and <numatune> to fit the target, or choose a larger host.",
         )
     else:
-        checks.add("pinning", PASS, f"{tname} has every host CPU and NUMA node {v['name']} is pinned to.")
+        checks.add("pinning", PASS, f"{tname} has every host CPU and NUMA node {v.name} is pinned to.")
 
 
-def _check_backing_chain(checks, v, devs, source, target):
-    tname = v["target"].name
+def _check_backing_chain(
+    checks: Checks, v: CheckInput, devs: DomainDevices, source: Connection, target: Connection
+) -> None:
+    tname = v.target.name
     for chain in devs.chains:
         if not chain.backing:
             continue
         files = ", ".join(chain.backing)
-        if v["storage"] == StorageMode.SHARED:
+        if v.storage == StorageMode.SHARED:
             missing = [f for f in chain.backing if target.volume_by_path(f, refresh=False) is None]
             if missing:
                 checks.add(
@@ -227,26 +199,28 @@ def _check_backing_chain(checks, v, devs, source, target):
             )
 
 
-def _check_snapshots(checks, v, devs, source, target):
+def _check_snapshots(
+    checks: Checks, v: CheckInput, devs: DomainDevices, source: Connection, target: Connection
+) -> None:
     if not devs.snapshots:
         return
-    if v["mode"] == Mode.LIVE:
+    if v.mode == Mode.LIVE:
         checks.add(
             "snapshots",
             FAIL,
-            f"{v['name']} has {devs.snapshots} snapshot(s). libvirt refuses to move a running VM that "
+            f"{v.name} has {devs.snapshots} snapshot(s). libvirt refuses to move a running VM that "
             "has snapshots. Migrate it cold (kvmweb moves the snapshots with it), or delete them first.",
         )
     else:
         checks.add(
             "snapshots",
             WARN,
-            f"{v['name']} has {devs.snapshots} snapshot(s): kvmweb defines them again on "
-            f"{v['target'].name}. Snapshots kept in a file of their own are not copied.",
+            f"{v.name} has {devs.snapshots} snapshot(s): kvmweb defines them again on "
+            f"{v.target.name}. Snapshots kept in a file of their own are not copied.",
         )
 
 
-def _check_firmware(checks, v, devs, source, target):
+def _check_firmware(checks: Checks, v: CheckInput, devs: DomainDevices, source: Connection, target: Connection) -> None:
     if not (devs.nvram or devs.tpm):
         return
     parts = []
@@ -258,17 +232,17 @@ def _check_firmware(checks, v, devs, source, target):
         checks.add(
             "firmware",
             FAIL,
-            f"{v['name']} uses {v['source'].name}'s own TPM ({devs.tpm}), which cannot move. Detach it first.",
+            f"{v.name} uses {v.source.name}'s own TPM ({devs.tpm}), which cannot move. Detach it first.",
         )
-    elif v["mode"] == Mode.LIVE:
+    elif v.mode == Mode.LIVE:
         checks.add(
             "firmware",
             PASS,
-            f"The {' and '.join(parts)} travel with the memory: libvirt writes them on {v['target'].name}.",
+            f"The {' and '.join(parts)} travel with the memory: libvirt writes them on {v.target.name}.",
         )
     else:
         checks.add(
             "firmware",
             PASS,
-            f"kvmweb copies the {' and '.join(parts)} to {v['target'].name}, where they live in per-host files.",
+            f"kvmweb copies the {' and '.join(parts)} to {v.target.name}, where they live in per-host files.",
         )
