@@ -2,12 +2,10 @@ import contextlib
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from kvmweb.filters import filter_or_400
-from kvmweb.formatting import hosts_summary
 from kvmweb.pagination import paginate
 
 from . import capacity, definitions, registration, sshkeys, sync, trust, volumes
@@ -15,16 +13,6 @@ from .filters import DomainFilter
 from .models import Domain, DomainStateChoices, Host, HostKeyRefused
 from .roles import is_operator
 from .serializers import HostSerializer
-
-
-def dashboard(request):
-    hosts = capacity.with_counts()
-    totals = Domain.objects.aggregate(
-        total=Count("id"), running=Count("id", filter=Q(state=DomainStateChoices.RUNNING))
-    )
-    alarms = Domain.objects.split_brains()
-    summary = hosts_summary(len(hosts), totals["total"], totals["running"])
-    return render(request, "hosts/dashboard.html", {"hosts": hosts, "summary": summary, "alarms": alarms})
 
 
 @require_http_methods(["GET", "POST"])

@@ -10,8 +10,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hosts.models import Domain, Host, HostStatus
+from hosts.signals import hosts_changed
 from kvmweb.records import InvalidTransition
-from migrations_app import events as migration_events
 from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
 from migrations_app.models import FINISHED as MIGRATION_FINISHED
@@ -96,7 +96,7 @@ def enter_maintenance(user, host, allow_partial=False, bandwidth_mib=None):
             "Wait for it to finish or cancel it."
         ) from None
     host.maintenance = True
-    migration_events.publish_dashboard("inventory", {"hosts": [host.name]})
+    hosts_changed([host.name])
     return evacuation
 
 
@@ -126,7 +126,7 @@ def activate(user, host, return_vms=False):
         )
         if evacuation is not None:
             transaction.on_commit(lambda: enqueue(evacuation))
-    migration_events.publish_dashboard("inventory", {"hosts": [host.name]})
+    hosts_changed([host.name])
     return evacuation
 
 

@@ -1,9 +1,9 @@
-"""What inventory sync finds, told to the audit log and to the browsers.
+"""What inventory sync finds, told to the audit log.
 
 ``hosts`` sends the signals (it never imports this app); here a VM that
 turned up on another host without a kvmweb migration, and a VM running on
-two hosts at once, become audit records, and every change of the inventory
-goes to the dashboard's socket.
+two hosts at once, become audit records. (The dashboard and the VM pages
+hear of every change of the inventory in dashboard/publishing.py.)
 """
 
 from datetime import timedelta
@@ -11,9 +11,8 @@ from datetime import timedelta
 from django.dispatch import receiver
 from django.utils import timezone
 
-from hosts.signals import definition_removed, domain_moved, inventory_changed, split_brain_changed, volume_removed
+from hosts.signals import definition_removed, domain_moved, split_brain_changed, volume_removed
 
-from . import events
 from .models import ACTIVE, AuditAction, AuditEntry, Migration
 
 # A migration that finished this long before a move was seen may still be
@@ -66,11 +65,6 @@ def record_split_brain(sender, domain, hosts, seen_at, **kwargs):
     else:
         message = f"{domain.name} no longer runs on several hosts at once: the split brain is over."
     _record(message, domain, seen_at, hosts=hosts, split_brain=domain.split_brain)
-
-
-@receiver(inventory_changed, dispatch_uid="publish-inventory")
-def publish_inventory(sender, hosts, domains, **kwargs):
-    events.publish_inventory(hosts, domains)
 
 
 @receiver(definition_removed, dispatch_uid="audit-definition-removed")
