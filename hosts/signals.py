@@ -1,7 +1,7 @@
 """What inventory sync tells the rest of kvmweb, without importing it.
 
-``hosts`` never imports ``migrations_app``; the audit log and the live
-dashboard live there and listen to these.
+``hosts`` never imports the apps above it; the audit log (``migrations_app``)
+and the live dashboard and VM pages (``dashboard``) listen to these.
 """
 
 from django.dispatch import Signal
@@ -15,7 +15,8 @@ domain_moved = Signal()
 split_brain_changed = Signal()
 
 # The inventory changed: hosts (names), domains (Domain ids that changed or
-# went away). Sent after the transaction commits.
+# went away; none when only the hosts changed: see hosts_changed). Sent after
+# the transaction commits.
 inventory_changed = Signal()
 
 # An operator removed a stale definition: domain, host, user. Sent inside the transaction.
@@ -29,3 +30,10 @@ host_registered = Signal()
 
 # An operator confirmed a host's SSH host key: host, user. Sent once it is trusted and saved.
 host_key_confirmed = Signal()
+
+
+def hosts_changed(names: list[str]) -> None:
+    """Say that these hosts changed though none of their VMs did: one went into
+    maintenance or out of it, a migration between them ended. The dashboard
+    shows their counts and badges again. Call it once the change is committed."""
+    inventory_changed.send(sender=None, hosts=names, domains=[])

@@ -3,7 +3,6 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
     path("hosts/", views.host_list, name="host-list"),
     path("hosts/<slug:name>/", views.host_detail, name="host-detail"),
     path("hosts/<slug:name>/sync/", views.host_sync, name="host-sync"),

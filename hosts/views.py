@@ -3,13 +3,11 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core.filters import filter_or_400
-from core.formatting import hosts_summary
 from core.pagination import paginate
 from core.roles import is_operator
 
@@ -17,16 +15,6 @@ from . import capacity, definitions, registration, sshkeys, sync, trust, volumes
 from .filters import DomainFilter
 from .models import Domain, DomainStateChoices, Host, HostKeyRefused
 from .serializers import HostSerializer
-
-
-def dashboard(request: HttpRequest) -> HttpResponse:
-    hosts = capacity.with_counts()
-    totals = Domain.objects.aggregate(
-        total=Count("id"), running=Count("id", filter=Q(state=DomainStateChoices.RUNNING))
-    )
-    alarms = Domain.objects.split_brains()
-    summary = hosts_summary(len(hosts), totals["total"], totals["running"])
-    return render(request, "hosts/dashboard.html", {"hosts": hosts, "summary": summary, "alarms": alarms})
 
 
 @require_http_methods(["GET", "POST"])

@@ -27,15 +27,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from core.bodylimit import BodyLimit, limit_daphne  # noqa: E402
 from core.websocket import SameOriginValidator  # noqa: E402
+from dashboard.routing import websocket_urlpatterns as dashboard_sockets  # noqa: E402
 from maintenance.routing import websocket_urlpatterns as maintenance_sockets  # noqa: E402
 from migrations_app.routing import websocket_urlpatterns  # noqa: E402
 
 limit_daphne()
+sockets = websocket_urlpatterns + dashboard_sockets + maintenance_sockets
 application = ProtocolTypeRouter(
     {
         # Static files: WhiteNoise's middleware (kvmweb.settings). Bodies over
         # DATA_UPLOAD_MAX_MEMORY_SIZE are refused before they are read.
         "http": BodyLimit(django_http_app),
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns + maintenance_sockets))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(sockets))),
     }
 )

@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "hosts",
     "migrations_app",
     "maintenance",
+    "dashboard",
     # The project itself, for its management command runworkers (the worker pool).
     "kvmweb",
 ]
@@ -217,7 +218,7 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the page's script reads it for fetch()
 X_FRAME_OPTIONS = "DENY"
 
-# Behind a TLS proxy (README: "Running behind HTTPS"): cookies only over
+# Behind a TLS proxy (docs/OPERATIONS.md, "Security"): cookies only over
 # HTTPS, HSTS, and the proxy's word for the scheme. `manage.py check --deploy`
 # is clean with it.
 SECURE = env_bool("DJANGO_SECURE", False)
@@ -362,7 +363,7 @@ REST_KNOX = {
 
 # How long a web request waits for a libvirt host before calling it unreachable.
 KVMWEB_CONNECT_TIMEOUT = env_int("KVMWEB_CONNECT_TIMEOUT", 5, minimum=1)
-# Connections to hypervisors (README "Connecting hosts"). kvmweb's SSH key:
+# Connections to hypervisors (docs/OPERATIONS.md, "Adding real hosts"). kvmweb's SSH key:
 # generated under VAR_DIR/ssh on first use unless this names one.
 KVMWEB_SSH_KEY = os.environ.get("KVMWEB_SSH_KEY", "")
 # Client certificate directory for qemu+tls (cacert.pem, clientcert.pem,

@@ -53,6 +53,7 @@ urlpatterns = [
     path("api/", include(router.urls)),
     path("metrics", metrics, name="metrics"),
     path("favicon.ico", favicon),
+    path("", include("dashboard.urls")),
     path("", include("maintenance.urls")),
     path("", include("migrations_app.urls")),
     path("", include("hosts.urls")),

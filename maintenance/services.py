@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.records import InvalidTransition
 from hosts.models import Domain, Host, HostStatus
-from migrations_app import events as migration_events
+from hosts.signals import hosts_changed
 from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
 from migrations_app.models import AuditAction, AuditEntry
@@ -95,7 +95,7 @@ def enter_maintenance(user, host, allow_partial=False, bandwidth_mib=None):
             "Wait for it to finish or cancel it."
         ) from None
     host.maintenance = True
-    migration_events.publish_dashboard("inventory", {"hosts": [host.name]})
+    hosts_changed([host.name])
     return evacuation
 
 
@@ -125,7 +125,7 @@ def activate(user, host, return_vms=False):
         )
         if evacuation is not None:
             transaction.on_commit(lambda: enqueue(evacuation))
-    migration_events.publish_dashboard("inventory", {"hosts": [host.name]})
+    hosts_changed([host.name])
     return evacuation
 
 

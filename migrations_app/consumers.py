@@ -1,7 +1,7 @@
-"""WebSocket consumers: one migration's progress, and the dashboard's changes.
+"""WebSocket consumer of one migration's progress (the dashboard's is in dashboard/).
 
-Both refuse anonymous users and users without a role, send the full current
-state first (so a page that reconnects never shows stale data), then forward
+It refuses anonymous users and users without a role, sends the full current
+state first (so a page that reconnects never shows stale data), then forwards
 what migrations_app.events publishes, coalesced so that a socket gets at most
 one message per ``min_interval`` per migration: the latest state always
 arrives (a timer flushes it), and a change of status or phase goes out at once.
@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from channels.db import database_sync_to_async
 
-from core.formatting import hosts_summary
 from core.roles import AnyUser, has_role, is_operator
 from core.websocket import SessionBoundConsumer
-from hosts.models import Domain
 
-from .events import DASHBOARD_GROUP, host_counts, migration_group
-from .models import ACTIVE, FINISHED, Migration, Status, plain_only
+from .events import migration_group
+from .models import FINISHED, Migration, plain_only
 
 # Close codes in the 4000 range are the application's own; a browser sees them.
 CLOSE_NOT_ALLOWED = 4403
@@ -33,7 +31,7 @@ def _user_may_watch(user: AnyUser | None) -> bool:
     return bool(user is not None and user.is_authenticated and has_role(user))
 
 
-def _access(user: AnyUser | None) -> tuple[bool, bool]:
+def access(user: AnyUser | None) -> tuple[bool, bool]:
     """(may watch, sees libvirt's own text): any role watches; operators see the detail."""
     if user is None or not _user_may_watch(user):
         return False, False
@@ -90,7 +88,7 @@ class Coalescer:
         self.pending.clear()
 
 
-def _sampled_at(state: dict[str, Any]) -> float | None:
+def _sampled_at(state: Mapping[str, Any]) -> float | None:
     """When the progress sample a state reflects was taken: a dashboard row
     (as_line) says it itself; a full state has it in its progress."""
     if "sampled_at" in state:
@@ -98,7 +96,7 @@ def _sampled_at(state: dict[str, Any]) -> float | None:
     return (state.get("progress") or {}).get("sampled_at")
 
 
-def _is_stale(previous: dict[str, Any] | None, state: dict[str, Any]) -> bool:
+def is_stale(previous: Mapping[str, Any] | None, state: Mapping[str, Any]) -> bool:
     """True if ``state`` is older than what the socket already has.
 
     The first message is read from the database after joining the group, so
@@ -124,7 +122,7 @@ class MigrationConsumer(SessionBoundConsumer):
         self.group: str | None = None
         self.last: dict[str, Any] | None = None
         self.coalescer = Coalescer(self._deliver, self.min_interval)
-        may_watch, self.detail = await database_sync_to_async(_access)(self.scope.get("user"))
+        may_watch, self.detail = await database_sync_to_async(access)(self.scope.get("user"))
         if not may_watch:
             await self.close(code=CLOSE_NOT_ALLOWED)
             return
@@ -146,7 +144,7 @@ class MigrationConsumer(SessionBoundConsumer):
 
     async def migration_update(self, event: dict[str, Any]) -> None:
         state = event["migration"]
-        if _is_stale(self.last, state):
+        if is_stale(self.last, state):
             return
         urgent = self.last is None or (state["status"], state["phase"]) != (self.last["status"], self.last["phase"])
         # Remember what was offered (not only what was sent) so that the next
@@ -167,100 +165,3 @@ class MigrationConsumer(SessionBoundConsumer):
         state = migration.as_event()
         state["sent_at"] = time.time()
         return dict(state)
-
-
-def hosts_message(counts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The hosts' part of a dashboard message: their counts, and the line
-    above the host table in words (``hosts_summary``), made from them."""
-    summary = hosts_summary(
-        len(counts), sum(h["domain_count"] for h in counts), sum(h["running_count"] for h in counts)
-    )
-    return {"hosts": counts, "hosts_summary": summary}
-
-
-class DashboardConsumer(SessionBoundConsumer):
-    """``/ws/dashboard/``: the running migrations and the hosts' counts, then changes.
-
-    Messages: ``dashboard.state`` (first: ``migrations``, ``hosts`` with
-    ``hosts_summary``, and the split-brain ``alarms``), ``dashboard.domain``
-    (one VM's new state after an inventory change, or ``{"id", "removed": true}``),
-    ``dashboard.migration`` (one migration's state, coalesced per migration)
-    and ``dashboard.hosts`` (the hosts' counts again, after a migration
-    succeeded, with the VM it ``moved``, or after the inventory changed).
-    """
-
-    min_interval = 0.2
-    active_limit = 50
-
-    async def connect(self) -> None:
-        self.joined = False
-        self.last: dict[int, dict[str, Any]] = {}
-        self.coalescer = Coalescer(self.send_json, self.min_interval)
-        may_watch, _ = await database_sync_to_async(_access)(self.scope.get("user"))
-        if not may_watch:
-            await self.close(code=CLOSE_NOT_ALLOWED)
-            return
-        await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
-        self.joined = True
-        await self.accept()
-        await self.send_json({"type": "dashboard.state", **await self._current_state()})
-
-    async def disconnect(self, code: int) -> None:
-        self.coalescer.stop()
-        if self.joined:
-            await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
-
-    async def dashboard_update(self, event: dict[str, Any]) -> None:
-        state = event.get("migration")
-        if state is None:
-            # Anything else published to the dashboard is an inventory change:
-            # each VM that changed at once (its page and the alarms follow
-            # them), the hosts' counts coalesced.
-            inventory = event.get("inventory") or {}
-            for domain in inventory.get("domains", ()):
-                await self.send_json({"type": "dashboard.domain", "domain": domain, "sent_at": inventory["sent_at"]})
-            for pk in inventory.get("removed", ()):
-                await self.send_json({"type": "dashboard.domain", "domain": {"id": pk, "removed": True}})
-            await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts(event)})
-            return
-        previous = self.last.get(state["id"])
-        if _is_stale(previous, state):
-            return
-        urgent = previous is None or (state["status"], state["phase"]) != (previous["status"], previous["phase"])
-        new_status = previous is None or previous["status"] != state["status"]
-        self.last[state["id"]] = state
-        if state["status"] in FINISHED:
-            self.last.pop(state["id"], None)
-        # A dashboard row carries the plain words only: the same for every role.
-        await self.coalescer.offer(state["id"], {"type": "dashboard.migration", "migration": state}, urgent=urgent)
-        if new_status and state["status"] != Status.SUCCEEDED:
-            # Claimed (checking) or ended: what the target has promised changed.
-            await self.coalescer.offer("hosts", {"type": "dashboard.hosts", **await self._hosts(event)})
-        if urgent and state["status"] == Status.SUCCEEDED:
-            # The counts may not include the move yet: the engine syncs both
-            # hosts afterwards and publishes an inventory change, which sends
-            # them again. Where the VM went is the migration's own word.
-            await self.send_json(
-                {
-                    "type": "dashboard.hosts",
-                    **await self._hosts(event),
-                    "moved": {"id": state.get("domain_id"), "name": state["domain"], "host": state["target"]},
-                }
-            )
-
-    @database_sync_to_async
-    def _current_state(self) -> dict[str, Any]:
-        migrations = [
-            m.as_line()
-            for m in Migration.objects.filter(status__in=ACTIVE).order_by("-created_at")[: self.active_limit]
-        ]
-        for m in migrations:
-            self.last[m["id"]] = dict(m)
-        alarms = [d.as_event() for d in Domain.objects.split_brains()]
-        return {"migrations": migrations, **hosts_message(host_counts()), "alarms": alarms, "sent_at": time.time()}
-
-    async def _hosts(self, event: dict[str, Any]) -> dict[str, Any]:
-        """The hosts' counts the publisher sent along, else read here."""
-        if event.get("hosts") is not None:
-            return hosts_message(event["hosts"])
-        return hosts_message(await database_sync_to_async(host_counts)())

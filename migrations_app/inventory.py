@@ -1,10 +1,11 @@
-"""What inventory sync finds, told to the audit log and to the browsers.
+"""What inventory sync finds, told to the audit log.
 
 ``hosts`` sends the signals (it never imports this app); here a VM that
 turned up on another host without a kvmweb migration, and a VM running on
 two hosts at once, become audit records, as do what operators do to hosts
-(registering one, confirming its key, removing a definition or a volume),
-and every change of the inventory goes to the dashboard's socket.
+(registering one, confirming its key, removing a definition or a volume).
+(The dashboard and the VM pages hear of every change of the inventory in
+dashboard/publishing.py.)
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from hosts.signals import (
     domain_moved,
     host_key_confirmed,
     host_registered,
-    inventory_changed,
     split_brain_changed,
     volume_removed,
 )
 
-from . import events
 from .models import ACTIVE, AuditAction, AuditEntry, Migration
 
 if TYPE_CHECKING:
@@ -96,11 +95,6 @@ def record_split_brain(
     else:
         message = f"{domain.name} no longer runs on several hosts at once: the split brain is over."
     _record(message, domain, seen_at, hosts=hosts, split_brain=domain.split_brain)
-
-
-@receiver(inventory_changed, dispatch_uid="publish-inventory")
-def publish_inventory(sender: type[Domain], hosts: list[str], domains: list[int], **kwargs: Any) -> None:
-    events.publish_inventory(hosts, domains)
 
 
 @receiver(definition_removed, dispatch_uid="audit-definition-removed")

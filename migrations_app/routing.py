@@ -4,5 +4,4 @@ from . import consumers
 
 websocket_urlpatterns = [
     path("ws/migrations/<int:pk>/", consumers.MigrationConsumer.as_asgi()),
-    path("ws/dashboard/", consumers.DashboardConsumer.as_asgi()),
 ]

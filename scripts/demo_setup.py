@@ -99,7 +99,7 @@ def mark_lab_share(lab):
 
 
 def connect_over_ssh(lab):
-    """Register the lab's hosts over SSH the way README tells a new user to:
+    """Register the lab's hosts over SSH the way docs/OPERATIONS.md tells a new user to:
     kvmweb's key into root's authorized_keys on each host, then the host key
     kvmweb is shown compared with what the host itself says, and confirmed."""
     from hosts import sshkeys, trust

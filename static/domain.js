@@ -1,12 +1,11 @@
 /* A VM's page, live: its state, where it runs, where else it is defined and
-   the split-brain alarm follow the inventory (dashboard.domain messages on
-   /ws/dashboard/, sent as libvirt reports changes). */
+   the split-brain alarm follow the inventory (its own socket, /ws/domains/<id>/:
+   domain.state first, then domain.update as libvirt reports changes). */
 (function () {
   "use strict";
   var K = window.kvmweb;
   var root = document.getElementById("domain-live");
   if (!K || !root) return;
-  var id = Number(root.dataset.domain);
   function bind(name) { return document.querySelector('[data-bind="' + name + '"]'); }
 
   function show(d) {
@@ -33,7 +32,7 @@
 
   K.socket(root.dataset.ws, {
     message: function (msg) {
-      if (msg.type === "dashboard.domain" && msg.domain.id === id) show(msg.domain);
+      if (msg.type === "domain.state" || msg.type === "domain.update") show(msg.domain);
     }
   });
 })();

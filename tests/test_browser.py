@@ -333,6 +333,33 @@ def test_the_dashboard_s_counts_follow_the_inventory_without_a_reload(page, stac
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
 
 
+def test_a_vm_page_follows_its_own_vm_without_a_reload(page, stack, lab, lab_guest):
+    name = lab_guest("kvm01")
+    log_in(page, stack)
+    # What its own VM's socket receives (the dashboard, where the login lands, opens one of its own).
+    frames = []
+
+    def listen(ws):
+        if re.search(r"/ws/domains/\d+/$", ws.url):
+            ws.on("framereceived", lambda payload: frames.append(payload))
+
+    page.on("websocket", listen)
+    open_domain(page, stack, name)
+    deadline = time.monotonic() + 30
+    while not frames and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert frames and '"domain.state"' in frames[0]  # the socket listens before the VM changes
+    page.evaluate("window.__sameDocument = true")
+    assert page.locator("[data-bind=state]").inner_text() == "Running"
+
+    with lab.connection("kvm01") as conn:
+        conn.lookupByName(name).destroy()
+    stack.sync()  # the inventory changes: the VM's own group hears of it
+
+    page.locator("[data-bind=state]", has_text="Shut off").wait_for(timeout=30_000)
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+
+
 def test_maintenance_from_the_host_page_evacuates_and_brings_the_guest_back(page, stack, lab, lab_guest):
     name = lab_guest("kvm01", disk="shared", memory_mib=256)
     stack.sync()

@@ -9,7 +9,9 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
+from dashboard.publishing import DASHBOARD_GROUP
 from hosts.models import Host
+from hosts.signals import hosts_changed
 from hosts.sync import sync_host
 from migrations_app import events
 from migrations_app.models import Migration
@@ -285,7 +287,7 @@ def test_the_dashboard_gets_running_migrations_then_their_changes(client, migrat
         from hosts.models import Domain
 
         await database_sync_to_async(Domain.objects.filter(pk=migration.domain_id).update)(host=migration.target)
-        await database_sync_to_async(events.publish_dashboard)("inventory", {"hosts": ["kvm01", "kvm02"]})
+        await database_sync_to_async(hosts_changed)(["kvm01", "kvm02"])
         hosts = await ws.receive_json_from(timeout=5)
         assert hosts["type"] == "dashboard.hosts"
         assert {h["name"]: h["domain_count"] for h in hosts["hosts"]} == {"kvm01": 1, "kvm02": 1}
@@ -347,7 +349,7 @@ def test_the_dashboard_shows_the_counts_its_publisher_read_rather_than_reading_t
         await ws.receive_json_from(timeout=5)
         layer = get_channel_layer()
         await layer.group_send(
-            events.DASHBOARD_GROUP, {"type": "dashboard.update", "inventory": {"hosts": ["kvm01"]}, "hosts": sent}
+            DASHBOARD_GROUP, {"type": "dashboard.update", "inventory": {"hosts": ["kvm01"]}, "hosts": sent}
         )
         hosts = await ws.receive_json_from(timeout=5)
         # The line above the host table is written from those counts too.

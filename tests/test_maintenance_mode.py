@@ -7,11 +7,11 @@ import django_rq
 import pytest
 from django.utils import timezone
 
+from dashboard.counts import host_counts
 from hosts.models import Domain, Host
 from hosts.sync import sync_host
 from maintenance import runner
 from maintenance.models import Evacuation, Item, Kind
-from migrations_app.events import host_counts
 from migrations_app.models import AuditEntry, Migration
 from tests.testdriver import write_host
 

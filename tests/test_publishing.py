@@ -7,6 +7,7 @@ import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from dashboard.publishing import DASHBOARD_GROUP, publish_inventory
 from migrations_app import events
 
 pytestmark = pytest.mark.django_db
@@ -19,21 +20,26 @@ def connections_received(url):
 def test_a_published_change_reaches_the_dashboard_group():
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(events.DASHBOARD_GROUP, channel)
+    async_to_sync(layer.group_add)(DASHBOARD_GROUP, channel)
     try:
-        events.publish_dashboard("inventory", {"hosts": ["kvm01"]})
+        publish_inventory(["kvm01"], [])
         message = async_to_sync(layer.receive)(channel)
     finally:
-        async_to_sync(layer.group_discard)(events.DASHBOARD_GROUP, channel)
+        async_to_sync(layer.group_discard)(DASHBOARD_GROUP, channel)
     # With the hosts' counts, read once by the publisher for every dashboard.
-    assert message == {"type": "dashboard.update", "inventory": {"hosts": ["kvm01"]}, "hosts": []}
+    assert message["inventory"].pop("sent_at") > 0
+    assert message == {
+        "type": "dashboard.update",
+        "inventory": {"hosts": ["kvm01"], "domains": [], "removed": []},
+        "hosts": [],
+    }
 
 
 def test_many_publishes_share_one_connection(redis_url):
-    events.publish_dashboard("inventory", {"hosts": []})  # the process's publishing loop and pool exist
+    publish_inventory([], [])  # the process's publishing loop and pool exist
     before = connections_received(redis_url)
     for _ in range(20):
-        events.publish_dashboard("inventory", {"hosts": []})
+        publish_inventory([], [])
     # Before, every publish made an event loop of its own and channels-redis a
     # new connection for it: 20 or more here.
     assert connections_received(redis_url) - before <= 2
@@ -48,7 +54,7 @@ def test_a_publish_to_a_redis_that_is_gone_gives_up_without_raising(settings):
     channel_layers.backends.pop("default", None)
     try:
         started = time.monotonic()
-        events.publish_dashboard("inventory", {"hosts": []})
+        publish_inventory([], [])
         assert time.monotonic() - started < 3
     finally:
         channel_layers.backends.pop("default", None)
@@ -88,7 +94,7 @@ def test_only_a_change_of_state_carries_the_hosts_counts_to_the_dashboard(tmp_pa
         layer = channel_layers.make_backend("default")
         channel = await layer.new_channel()
         await layer.group_add(events.migration_group(migration.pk), channel)
-        await layer.group_add(events.DASHBOARD_GROUP, channel)
+        await layer.group_add(DASHBOARD_GROUP, channel)
         for change, args, counted in changes:
             await database_sync_to_async(change)(*args)
             got = {}
@@ -101,7 +107,7 @@ def test_only_a_change_of_state_carries_the_hosts_counts_to_the_dashboard(tmp_pa
             if counted:
                 assert [h["name"] for h in hosts] == ["kvm01", "kvm02"]
         await layer.group_discard(events.migration_group(migration.pk), channel)
-        await layer.group_discard(events.DASHBOARD_GROUP, channel)
+        await layer.group_discard(DASHBOARD_GROUP, channel)
 
     async_to_sync(scenario)()
 

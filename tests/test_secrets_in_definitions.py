@@ -16,8 +16,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.management import call_command
 
+from dashboard.publishing import DASHBOARD_GROUP
 from hosts.models import Domain
-from migrations_app import events
 from migrations_app.models import AuditEntry, Migration
 from tests.lab import devices as lab_devices
 from tests.migration_helpers import domain, register_lab, request, run, run_in_thread, wait_transferring
@@ -104,7 +104,7 @@ def test_a_vnc_password_moves_with_the_vm_and_is_written_nowhere(
     # 100 messages, and they carry the same as_event(), which is searched itself below.)
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(events.DASHBOARD_GROUP, channel)
+    async_to_sync(layer.group_add)(DASHBOARD_GROUP, channel)
     with every_log_line(caplog):
         response = request(api, operator, domain(name), hosts["kvm02"], mode=mode)
         assert response.status_code == 201, response.content
@@ -141,7 +141,7 @@ def test_a_vnc_password_is_written_nowhere_when_the_migration_is_cancelled(
     name = lab_guest("kvm01", disk="shared", memory_mib=384, extra_devices=[vnc])
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(events.DASHBOARD_GROUP, channel)
+    async_to_sync(layer.group_add)(DASHBOARD_GROUP, channel)
     with every_log_line(caplog):
         # 384 MiB at 8 MiB/s: long enough to cancel while it runs.
         pk = request(api, operator, domain(name), hosts["kvm02"], bandwidth_mib=8).json()["id"]

@@ -30,7 +30,8 @@ def test_a_socket_from_another_origin_is_refused(client, migration, viewer, orig
     cookie = cookie_for(client, viewer)
 
     async def scenario():
-        for path in (f"/ws/migrations/{migration.pk}/", "/ws/dashboard/", "/ws/evacuations/1/"):
+        paths = (f"/ws/migrations/{migration.pk}/", "/ws/dashboard/", f"/ws/domains/{migration.domain_id}/")
+        for path in (*paths, "/ws/evacuations/1/"):
             connected, _ = await socket(path, origin, host, cookie).connect()
             assert not connected, (path, origin)
 
@@ -71,7 +72,7 @@ def test_logging_out_closes_the_sessions_sockets(client, migration, viewer):  # 
     async def scenario():
         from asgiref.sync import sync_to_async
 
-        sockets = open_sockets(cookie, migration.pk)
+        sockets = open_sockets(cookie, migration)
         await connect_all(sockets)
         response = await sync_to_async(client.post)("/accounts/logout/")
         assert response.status_code == 302
@@ -99,10 +100,10 @@ def test_a_malformed_frame_is_ignored_and_the_socket_stays(client, migration, vi
     assert not [r for r in caplog.records if r.exc_info], "a client frame caused a traceback"
 
 
-def open_sockets(cookie, migration_pk):
+def open_sockets(cookie, migration):  # noqa: F811
     return [
         socket(path, b"http://localhost", b"localhost", cookie)
-        for path in (f"/ws/migrations/{migration_pk}/", "/ws/dashboard/")
+        for path in (f"/ws/migrations/{migration.pk}/", "/ws/dashboard/", f"/ws/domains/{migration.domain_id}/")
     ]
 
 
@@ -156,8 +157,8 @@ def test_a_change_to_the_user_closes_their_sockets_at_once(client, migration, vi
     async def scenario():
         from asgiref.sync import sync_to_async
 
-        sockets = open_sockets(cookie, migration.pk)
-        others = open_sockets(other_cookie, migration.pk)
+        sockets = open_sockets(cookie, migration)
+        others = open_sockets(other_cookie, migration)
         await connect_all(sockets + others)
         # A login saves last_login: that alone closes nothing.
         await sync_to_async(Client().force_login)(viewer)
@@ -186,7 +187,7 @@ def test_an_expired_session_closes_its_sockets_within_the_recheck_interval(clien
     async def scenario():
         from asgiref.sync import sync_to_async
 
-        sockets = open_sockets(cookie, migration.pk)
+        sockets = open_sockets(cookie, migration)
         await connect_all(sockets)
         # Still good: several checks pass and nothing closes.
         assert await sockets[1].receive_nothing(timeout=1.0)
@@ -210,7 +211,7 @@ def test_a_role_taken_away_behind_kvmwebs_back_closes_sockets_at_the_recheck(cli
     async def scenario():
         from asgiref.sync import sync_to_async
 
-        sockets = open_sockets(cookie, migration.pk)
+        sockets = open_sockets(cookie, migration)
         await connect_all(sockets)
         assert await sockets[1].receive_nothing(timeout=1.0)
         await sync_to_async(take_the_role_away)()

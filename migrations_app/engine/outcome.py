@@ -10,9 +10,9 @@ from typing import Any
 from core.records import InvalidTransition
 from hosts.libvirt import HostError
 from hosts.models import Host
+from hosts.signals import hosts_changed
 from hosts.sync import sync_hosts
 
-from .. import events
 from ..models import AuditEntry, Migration
 from ..policies import Policy, get_policy
 
@@ -83,4 +83,6 @@ def refresh_inventory(migration: Migration) -> None:
         sync_hosts(names)
     except Exception:
         log.warning("inventory refresh of %s failed", ", ".join(names), exc_info=True)
-    events.publish_dashboard("inventory", {"hosts": [migration.source_name, migration.target_name]})
+    # Sent even when the read found nothing new (the event watcher stored the
+    # move first): the counts the dashboard showed at `succeeded` may predate it.
+    hosts_changed([migration.source_name, migration.target_name])
