@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -53,32 +55,50 @@ def step_id(pk: int) -> str:
     return f"evacuation-{pk}-step"
 
 
-def enqueue(pk: int, delay: float = 0) -> None:
-    """Queue a step of evacuation ``pk`` on the short-job queue."""
+def queue_step(job: Callable[[int], str], pk: int, delay: float = 0) -> None:
+    """Queue ``job(pk)``, a step of something carried out in steps, on the short-job queue."""
     queue = django_rq.get_queue("default")
     if delay:
-        queue.enqueue_in(timedelta(seconds=delay), advance, pk, result_ttl=600)
+        queue.enqueue_in(timedelta(seconds=delay), job, pk, result_ttl=600)
     else:
-        queue.enqueue(advance, pk, result_ttl=600)
+        queue.enqueue(job, pk, result_ttl=600)
 
 
-def advance(pk: int) -> str:
-    """One step of evacuation ``pk``; returns its status afterwards."""
+def enqueue(pk: int, delay: float = 0) -> None:
+    """Queue a step of evacuation ``pk`` on the short-job queue."""
+    queue_step(advance, pk, delay)
+
+
+@contextmanager
+def step_lock(name: str) -> Iterator[bool]:
+    """Hold the lock of ``name``'s steps (``evacuation:7``) while the block runs,
+    so that two steps of one thing never overlap. Yields False, holding
+    nothing, when another step kept it for LOCK_WAIT_SECONDS: queue the step
+    again then."""
     connection = django_rq.get_connection("default")
-    lock = connection.lock(f"kvmweb:evacuation:{pk}:step", timeout=LOCK_SECONDS)
+    lock = connection.lock(f"kvmweb:{name}:step", timeout=LOCK_SECONDS)
     if not lock.acquire(blocking_timeout=LOCK_WAIT_SECONDS):
-        enqueue(pk, delay=5)
-        return "another step holds it; queued again"
+        yield False
+        return
     try:
-        evacuation = Evacuation.objects.select_related("requested_by").filter(pk=pk).first()
-        if evacuation is None or evacuation.status in FINISHED:
-            return f"evacuation {pk} is not active; nothing to do"
-        return Step(evacuation).run()
+        yield True
     finally:
         try:
             lock.release()
         except Exception:  # expired: another step may hold it now
-            log.warning("evacuation %s: the step's lock had expired", pk)
+            log.warning("%s: the step's lock had expired", name)
+
+
+def advance(pk: int) -> str:
+    """One step of evacuation ``pk``; returns its status afterwards."""
+    with step_lock(f"evacuation:{pk}") as held:
+        if not held:
+            enqueue(pk, delay=5)
+            return "another step holds it; queued again"
+        evacuation = Evacuation.objects.select_related("requested_by").filter(pk=pk).first()
+        if evacuation is None or evacuation.status in FINISHED:
+            return f"evacuation {pk} is not active; nothing to do"
+        return Step(evacuation).run()
 
 
 # The name the job had when one job ran a whole evacuation: queued ones still say it.
@@ -273,6 +293,7 @@ class Step:
             action=AuditAction.EVACUATION,
         )
         services.publish(evacuation)
+        services.finished(evacuation)
 
     def _refresh_inventory(self) -> None:
         """Read again every host a move touched whose last good read is older

@@ -1,12 +1,18 @@
 """Maintenance mode, evacuations and returns: the one path the API and the pages go through."""
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import time
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from hosts.models import Domain, Host, HostStatus
@@ -23,11 +29,23 @@ from .models import ACTIVE, Evacuation, Item, Kind, Status
 
 log = logging.getLogger(__name__)
 
+# Sent (sender: Evacuation, evacuation=...) once an evacuation or a return has
+# finished, whichever way: a rolling maintenance takes its next step then.
+evacuation_finished = Signal()
+
+
+def finished(evacuation: Evacuation) -> None:
+    """Tell who waits for ``evacuation`` that it is over. Never raises: the
+    periodic reconcile is the net for a receiver that failed."""
+    for receiver, result in evacuation_finished.send_robust(sender=Evacuation, evacuation=evacuation):
+        if isinstance(result, Exception):
+            log.warning("evacuation %s: %r failed: %s", evacuation.pk, receiver, result)
+
 
 class Refused(Exception):
     """A request that cannot be accepted; ``status`` is the HTTP status, ``extra`` more of the answer."""
 
-    def __init__(self, message, status=409, **extra):
+    def __init__(self, message: str, status: int = 409, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -44,7 +62,9 @@ def dry_run(host):
     return facts.plan_evacuation(host).as_dict()
 
 
-def enter_maintenance(user, host, allow_partial=False, bandwidth_mib=None):
+def enter_maintenance(
+    user: AbstractBaseUser | AnonymousUser, host: Host, allow_partial: bool = False, bandwidth_mib: int | None = None
+) -> Evacuation:
     """Put ``host`` in maintenance and start moving its VMs away; returns the Evacuation."""
     if host.status != HostStatus.ONLINE:
         raise Refused(
@@ -100,7 +120,7 @@ def enter_maintenance(user, host, allow_partial=False, bandwidth_mib=None):
     return evacuation
 
 
-def activate(user, host, return_vms=False):
+def activate(user: AbstractBaseUser | AnonymousUser, host: Host, return_vms: bool = False) -> Evacuation | None:
     """End maintenance; with ``return_vms``, start bringing back what the last evacuation moved."""
     if not host.maintenance:
         raise Refused(f"{host.name} is not in maintenance.")
@@ -165,7 +185,7 @@ def enqueue(evacuation):
     enqueue_step(evacuation.pk)
 
 
-def cancel(user, evacuation):
+def cancel(user: AbstractBaseUser | AnonymousUser, evacuation: Evacuation) -> None:
     """Start no more moves; ask the running ones to stop (each VM stays where it is).
 
     The evacuation's next step (queued here, and again as each move's job
@@ -182,6 +202,7 @@ def cancel(user, evacuation):
         evacuation.save_plan()
         with contextlib.suppress(InvalidTransition):
             evacuation.finish(Status.CANCELLED, "Cancelled before it started.")
+            finished(evacuation)
     audit(
         user,
         evacuation.host_name,

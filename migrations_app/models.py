@@ -530,6 +530,7 @@ class AuditAction(models.TextChoices):
     INVENTORY = "inventory", "Seen outside kvmweb"
     VOLUME = "volume", "Volume removed"
     RULE = "rule", "Placement rule changed"
+    ROLLING = "rolling", "Rolling maintenance"
 
 
 class AuditEntry(models.Model):
