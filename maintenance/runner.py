@@ -70,13 +70,13 @@ def enqueue(pk: int, delay: float = 0) -> None:
 
 
 @contextmanager
-def step_lock(name: str) -> Iterator[bool]:
+def step_lock(name: str, seconds: int = LOCK_SECONDS) -> Iterator[bool]:
     """Hold the lock of ``name``'s steps (``evacuation:7``) while the block runs,
-    so that two steps of one thing never overlap. Yields False, holding
-    nothing, when another step kept it for LOCK_WAIT_SECONDS: queue the step
-    again then."""
+    so that two steps of one thing never overlap; a step killed while holding
+    it frees it after ``seconds``. Yields False, holding nothing, when another
+    step kept it for LOCK_WAIT_SECONDS: queue the step again then."""
     connection = django_rq.get_connection("default")
-    lock = connection.lock(f"kvmweb:{name}:step", timeout=LOCK_SECONDS)
+    lock = connection.lock(f"kvmweb:{name}:step", timeout=seconds)
     if not lock.acquire(blocking_timeout=LOCK_WAIT_SECONDS):
         yield False
         return
