@@ -4,7 +4,7 @@ from typing import Any
 
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
@@ -243,6 +243,7 @@ def balance(request):
     return Response({"dry_run": True, **facts.plan_balance().as_dict()})
 
 
+@extend_schema_field({"oneOf": [{"type": "string", "enum": ["operator"]}, {"type": "integer", "minimum": 0}]})
 class WaitField(serializers.Field):
     """``"operator"`` (None inside: until an operator marks the host done) or a whole number of seconds."""
 

@@ -57,10 +57,6 @@ User = AbstractBaseUser | AnonymousUser
 
 # How long a host may be left empty at most, when a timeout is chosen.
 MAX_WAIT_SECONDS = 7 * 24 * 3600
-# A step killed while holding the lock frees it after this. Shorter than an
-# evacuation step's: a rolling step only plans and asks (it never reads hosts
-# again), and the rolling maintenance stands still until the lock is free.
-LOCK_SECONDS = 60
 
 
 class Refused(services.Refused):
@@ -230,7 +226,7 @@ def enqueue(pk: int, delay: float = 0) -> None:
 
 def advance(pk: int) -> str:
     """One step of rolling maintenance ``pk``; returns its status afterwards."""
-    with runner.step_lock(f"rolling:{pk}", LOCK_SECONDS) as held:
+    with runner.step_lock(f"rolling:{pk}") as held:
         if not held:
             enqueue(pk, delay=5)
             return "another step holds it; queued again"
