@@ -372,3 +372,27 @@ def test_the_page_says_where_it_is_and_offers_the_done_button_to_operators_only(
     client.force_login(operator)
     assert client.post(f"/rolling/{pk}/done/").status_code == 302
     assert RollingHost.objects.get(rolling_id=pk, host_name="kvm01").done_by_name == "oscar"
+
+
+def test_the_periodic_reconcile_carries_on_the_running_one(api, operator, hosts, django_capture_on_commit_callbacks):
+    from kvmweb.worker import reconcile_periodically
+
+    pk = started(api, operator, [hosts["kvm01"]])
+    queue = django_rq.get_queue("default")
+    queue.empty()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        done = reconcile_periodically()
+
+    assert (pk, "rolling maintenance carried on") in done
+    assert ("maintenance.rolling.advance", [pk]) in [(j.func_name, list(j.args)) for j in queue.get_jobs()]
+
+
+def test_the_admin_lists_them_read_only(client, owner, api, operator, hosts):
+    started(api, operator, [hosts["kvm01"]])
+    client.force_login(owner)
+
+    page = client.get("/admin/maintenance/rollingmaintenance/")
+
+    assert page.status_code == 200 and "oscar" in page.content.decode()
+    assert client.get("/admin/maintenance/rollingmaintenance/add/").status_code == 403
