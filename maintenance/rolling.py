@@ -372,7 +372,7 @@ class Step:
             return
         try:
             with transaction.atomic():
-                back = services.activate(self.user, host, return_vms=True)
+                back = services.activate(self.user, host, return_vms=True, bandwidth_mib=self.rolling.bandwidth_mib)
                 entry.move([HostStep.IN_MAINTENANCE], state=HostStep.RETURNING, return_evacuation=back)
         except services.Refused as e:
             self._fail(entry, f"Its VMs could not be brought back: {e.message}")

@@ -120,8 +120,11 @@ def enter_maintenance(
     return evacuation
 
 
-def activate(user: AbstractBaseUser | AnonymousUser, host: Host, return_vms: bool = False) -> Evacuation | None:
-    """End maintenance; with ``return_vms``, start bringing back what the last evacuation moved."""
+def activate(
+    user: AbstractBaseUser | AnonymousUser, host: Host, return_vms: bool = False, bandwidth_mib: int | None = None
+) -> Evacuation | None:
+    """End maintenance; with ``return_vms``, start bringing back what the last evacuation moved
+    (each move at most ``bandwidth_mib`` MiB/s, if given)."""
     if not host.maintenance:
         raise Refused(f"{host.name} is not in maintenance.")
     running = Evacuation.objects.filter(host=host, status__in=ACTIVE).first()
@@ -134,7 +137,7 @@ def activate(user: AbstractBaseUser | AnonymousUser, host: Host, return_vms: boo
         Host.objects.filter(pk=host.pk).update(maintenance=False, maintenance_since=None)
         host.maintenance = False
         if return_vms:
-            evacuation = _return(user, host)
+            evacuation = _return(user, host, bandwidth_mib)
         audit(
             user,
             host.name,
@@ -150,7 +153,7 @@ def activate(user: AbstractBaseUser | AnonymousUser, host: Host, return_vms: boo
     return evacuation
 
 
-def _return(user, host):
+def _return(user, host, bandwidth_mib=None):
     last = Evacuation.objects.filter(host=host, kind=Kind.EVACUATE).first()
     # Only the VMs still where the evacuation put them. By UUID: a VM's row
     # may have been made anew while it moved.
@@ -167,6 +170,7 @@ def _return(user, host):
         requested_by=user if user.is_authenticated else None,
         requested_by_name=user.get_username(),
         allow_partial=True,
+        bandwidth_mib=bandwidth_mib,
         plan=[_item(move) for move in plan.moves],
         unplaced=plan.unplaced,
         staying=plan.staying,

@@ -6,6 +6,7 @@ only keeps the evacuation page current from /ws/evacuations/<id>/.
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -15,7 +16,7 @@ from hosts.models import Host, HostStatus
 from hosts.roles import is_operator
 
 from . import rolling, services
-from .models import Evacuation, HostStep, RollingMaintenance
+from .models import Evacuation, HostStep, RollingHost, RollingMaintenance
 
 OPERATORS_ONLY = "Only operators may change maintenance. Ask an administrator to add you to the 'operators' group."
 
@@ -68,6 +69,9 @@ def evacuation_detail(request, pk):
             "evacuation": evacuation,
             "state": state,
             "may_cancel": is_operator(request.user) and evacuation.is_active,
+            "part_of": RollingHost.objects.filter(Q(evacuation=evacuation) | Q(return_evacuation=evacuation))
+            .select_related("rolling")
+            .first(),
         },
     )
 

@@ -121,7 +121,7 @@ def test_it_takes_the_hosts_one_at_a_time_and_waits_for_the_operator(api, operat
 
 
 def test_a_timed_wait_brings_the_vms_back_when_it_is_up(api, operator, hosts):
-    pk = started(api, operator, [hosts["kvm01"]], wait=600)
+    pk = started(api, operator, [hosts["kvm01"]], wait=600, bandwidth_mib=50)
     rolling.advance(pk)
     end(entries(pk)["kvm01"].evacuation)
     scheduled = ScheduledJobRegistry(queue=django_rq.get_queue("default"))
@@ -141,8 +141,11 @@ def test_a_timed_wait_brings_the_vms_back_when_it_is_up(api, operator, hosts):
     RollingHost.objects.filter(pk=entry.pk).update(empty_since=timezone.now() - timedelta(seconds=601))
     rolling.advance(pk)
 
-    assert entries(pk)["kvm01"].state == "returning"
+    entry = entries(pk)["kvm01"]
+    assert entry.state == "returning"
     assert not Host.objects.get(pk=hosts["kvm01"].pk).maintenance
+    # The evacuation and the return both move at the bandwidth asked for.
+    assert (entry.evacuation.bandwidth_mib, entry.return_evacuation.bandwidth_mib) == (50, 50)
 
 
 def test_the_end_of_its_evacuation_queues_the_next_step(api, operator, hosts, django_capture_on_commit_callbacks):
@@ -368,6 +371,9 @@ def test_the_page_says_where_it_is_and_offers_the_done_button_to_operators_only(
     assert "Host is done" not in seen and 'id="cancel-rolling"' not in seen
     assert client.post(f"/rolling/{pk}/done/").status_code == 403
     assert 'id="start-rolling"' not in client.get("/rolling/").content.decode()
+
+    evacuation_page = client.get(entries(pk)["kvm01"].evacuation.get_absolute_url()).content.decode()
+    assert f'id="part-of-rolling">rolling maintenance #{pk}</a>' in evacuation_page
 
     client.force_login(operator)
     assert client.post(f"/rolling/{pk}/done/").status_code == 302
