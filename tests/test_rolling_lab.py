@@ -101,3 +101,15 @@ def test_a_rolling_maintenance_over_two_hosts_brings_every_vm_home(api, operator
     for row in rolling.entries.all():
         assert (row.evacuation.status, row.return_evacuation.status) == ("succeeded", "succeeded")
     assert AuditEntry.objects.filter(action="rolling", outcome="succeeded").exists()
+
+    # The figures the note quotes (pytest -s shows them).
+    def seconds(evacuation):
+        return (evacuation.finished_at - evacuation.created_at).total_seconds()
+
+    took = [
+        f"{row.host_name}: emptied in {seconds(row.evacuation):.1f} s, "
+        f"VMs back in {seconds(row.return_evacuation):.1f} s"
+        for row in rolling.entries.all()
+    ]
+    total = (rolling.finished_at - rolling.started_at).total_seconds()
+    print(f"rolling maintenance: {total:.1f} s; " + "; ".join(took))
