@@ -402,3 +402,34 @@ def test_the_admin_lists_them_read_only(client, owner, api, operator, hosts):
 
     assert page.status_code == 200 and "oscar" in page.content.decode()
     assert client.get("/admin/maintenance/rollingmaintenance/add/").status_code == 403
+
+
+def test_cancelling_before_its_first_step_touches_no_host(api, operator, hosts):
+    pk = started(api, operator, [hosts["kvm01"], hosts["kvm02"]])
+
+    assert api.post(f"/api/rolling/{pk}/cancel/").status_code == 202
+    rolling.advance(pk)
+
+    assert RollingMaintenance.objects.get(pk=pk).status == "cancelled"
+    assert states(pk) == [("kvm01", "skipped"), ("kvm02", "skipped")]
+    assert not Evacuation.objects.exists() and not Host.objects.filter(maintenance=True).exists()
+
+
+@pytest.mark.parametrize("return_vms", [True, False])
+def test_a_host_taken_out_of_maintenance_on_its_page_is_followed(api, operator, hosts, return_vms):
+    pk = started(api, operator, [hosts["kvm01"], hosts["kvm02"]])
+    rolling.advance(pk)
+    end(entries(pk)["kvm01"].evacuation)
+    rolling.advance(pk)
+
+    # The operator uses the host's own "Leave maintenance" instead of the rolling page.
+    by_hand = services.activate(operator, Host.objects.get(name="kvm01"), return_vms=return_vms)
+    rolling.advance(pk)
+
+    entry = entries(pk)["kvm01"]
+    if return_vms:
+        assert (entry.state, entry.return_evacuation_id) == ("returning", by_hand.pk)
+    else:
+        assert entry.state == "done" and "without bringing its VMs back" in entry.note
+        assert states(pk)[1] == ("kvm02", "evacuating")  # and on to the next host
+    assert Evacuation.objects.filter(kind=Kind.RETURN).count() == (1 if return_vms else 0)
