@@ -107,8 +107,13 @@ def rolling_list(request: HttpRequest) -> HttpResponse:
         if request.POST.get("wait") == "timeout":
             try:
                 wait_seconds = round(float(request.POST.get("wait_minutes", "")) * 60)
-            except ValueError:
-                problem = "Give the longest wait as a number of minutes, or choose to wait for your word."
+            except (ValueError, OverflowError):  # not a number, or "inf"
+                wait_seconds = -1
+            if not 0 <= wait_seconds <= rolling.MAX_WAIT_SECONDS:
+                problem = (
+                    f"Give the longest wait in minutes, from 0 to {rolling.MAX_WAIT_SECONDS // 60}, "
+                    "or choose to wait until you mark each host done."
+                )
         if not problem and not all(v.isdigit() for v in chosen):
             problem = "Choose the hosts from the lists."
         if problem:

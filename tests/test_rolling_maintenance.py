@@ -341,6 +341,11 @@ def test_an_operator_starts_one_from_the_page_in_the_order_chosen(client, operat
     assert response.status_code == 302 and response["Location"] == f"/rolling/{created.pk}/"
     assert created.wait_seconds == 1800
     assert states(created.pk) == [("kvm02", "waiting"), ("kvm01", "waiting")]
+    refused = client.post("/rolling/", {"host": [str(hosts["kvm03"].pk)], "wait": "timeout", "wait_minutes": "-5"})
+    assert "Give the longest wait in minutes, from 0 to 10080" in refused.content.decode()
+    for odd in ("inf", "nan", "soon"):
+        body = {"host": [str(hosts["kvm03"].pk)], "wait": "timeout", "wait_minutes": odd}
+        assert "Give the longest wait in minutes" in client.post("/rolling/", body).content.decode()
     again = client.post("/rolling/", {"host": [str(hosts["kvm03"].pk)], "wait": "operator"}, follow=True)
     assert "is under way: one runs at a time" in again.content.decode()
     assert RollingMaintenance.objects.count() == 1
