@@ -300,8 +300,8 @@ class RollingMaintenance(TrackedRequest):
     @property
     def wait_display(self) -> str:
         if self.wait_seconds is None:
-            return "until an operator marks each host done"
-        return f"until an operator marks each host done, at most {duration_text(self.wait_seconds)}"
+            return "until an operator marks it done"
+        return f"until an operator marks it done, at most {duration_text(self.wait_seconds)}"
 
     def finish(self, status: str, error: str = "") -> None:
         self._transition(self.ACTIVE, status=status, error=error, finished_at=timezone.now())

@@ -101,7 +101,11 @@ def start(
             )
     busy = Evacuation.objects.filter(host__in=hosts, status__in=ACTIVE).first()
     if busy is not None:
-        raise Refused(f"{busy.host_name} has {busy} under way: wait for it to end, or leave the host out.", 400)
+        raise Refused(
+            f"{busy.host_name} has {busy.get_kind_display().lower()} #{busy.pk} under way: wait for it to end, "
+            "or leave the host out.",
+            status=400,
+        )
     if wait_seconds is not None and not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
         raise Refused(f'wait: give a number of seconds from 0 to {MAX_WAIT_SECONDS}, or "operator".', status=400)
     names = ", ".join(h.name for h in hosts)
@@ -120,8 +124,8 @@ def start(
             )
             audit(
                 user,
-                f"{user.get_username()} started {rolling} of {names}, one host at a time; each host waits "
-                f"{rolling.wait_display}.",
+                f"{user.get_username()} started {rolling} of {names}, one host at a time; each stays in "
+                f"maintenance {rolling.wait_display}.",
                 rolling=rolling.pk,
                 hosts=[h.name for h in hosts],
                 wait_seconds=wait_seconds,

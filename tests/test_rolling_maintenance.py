@@ -298,7 +298,7 @@ def test_a_host_with_an_evacuation_under_way_is_refused(api, operator, hosts):
     response = start(api, operator, [hosts["kvm01"]])
 
     assert response.status_code == 400
-    assert f"kvm01 has {evacuation} under way" in response.json()["detail"]
+    assert f"kvm01 has evacuation #{evacuation.pk} under way" in response.json()["detail"]
 
 
 def test_viewers_follow_it_but_only_operators_change_it(api, operator, viewer, hosts):
