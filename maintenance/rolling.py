@@ -249,7 +249,10 @@ def advance_all() -> list[int]:
 
 
 def on_evacuation_finished(sender: Any, evacuation: Evacuation, **kwargs: Any) -> None:
-    """An evacuation or a return ended: the rolling maintenance it belongs to carries on now."""
+    """An evacuation or a return ended: the rolling maintenance it belongs to carries on now.
+    (Told of other changes of an evacuation, it does nothing.)"""
+    if evacuation.is_active:
+        return
     ids = (
         RollingHost.objects.filter(Q(evacuation=evacuation) | Q(return_evacuation=evacuation))
         .filter(rolling__status=Status.RUNNING)
