@@ -25,6 +25,7 @@ ALLOWED_JOBS = frozenset(
         "migrations_app.jobs.run_migration",
         "migrations_app.jobs.reconcile_migration",
         "maintenance.runner.advance",
+        "maintenance.rolling.advance",
         # The name the evacuation job had before evacuations ran in steps; a
         # job queued by an older kvmweb still says it (it is advance now).
         "maintenance.runner.run_evacuation",

@@ -23,6 +23,7 @@ router.register("audit", AuditViewSet, basename="api-audit")
 router.register("evacuations", maintenance_api.EvacuationViewSet, basename="api-evacuation")
 router.register("tokens", TokenViewSet, basename="api-token")
 router.register("rules", maintenance_api.PlacementRuleViewSet, basename="api-rule")
+router.register("rolling", maintenance_api.RollingViewSet, basename="api-rolling")
 
 
 def not_found(request, exception):

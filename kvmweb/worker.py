@@ -22,6 +22,7 @@ from core.queues import WAITING
 from hosts import capacity
 from hosts.libvirt import keep_connections
 from hosts.sync import sync_all_job
+from maintenance import rolling
 from maintenance.runner import advance_all
 from migrations_app.engine.reconcile import orphans
 from migrations_app.jobs import reconcile_migration
@@ -72,7 +73,7 @@ def refresh_inventory():
 def reconcile_periodically():
     """Hand each migration whose worker died to a migration slot (settling or
     adopting it may take as long as the migration), queue again those whose
-    job Redis lost, carry on evacuations no step is running for, then
+    job Redis lost, carry on evacuations and rolling maintenance no step is running for, then
     schedule the next run. Quick: it runs in a short-job slot."""
     try:
         migrations = django_rq.get_queue("migrations")
@@ -83,6 +84,7 @@ def reconcile_periodically():
             done.append((pk, "handed to a worker to settle"))
         done += [(pk, "queued again") for pk in requeue_lost()]
         done += [(pk, "evacuation carried on") for pk in advance_all()]
+        done += [(pk, "rolling maintenance carried on") for pk in rolling.advance_all()]
         return done
     finally:
         schedule_next(django_rq.get_queue("default"), "reconcile", reconcile_periodically)

@@ -1,8 +1,9 @@
 from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 
 from . import rules
-from .models import Evacuation, PlacementRule, rule_problem
+from .models import Evacuation, PlacementRule, RollingMaintenance, rule_problem
 
 
 @admin.register(Evacuation)
@@ -67,3 +68,21 @@ class PlacementRuleAdmin(admin.ModelAdmin):
         for rule in queryset:
             rules.audit(request.user, "removed", rule)
         super().delete_queryset(request, queryset)
+
+
+@admin.register(RollingMaintenance)
+class RollingMaintenanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only: rolling maintenance is started, marked done and cancelled on its page or through the API."""
+
+    list_display = ["id", "status", "wait_seconds", "requested_by_name", "created_at", "finished_at"]
+    list_filter = ["status"]
+    search_fields = ["requested_by_name", "entries__host_name"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RollingMaintenance | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: RollingMaintenance | None = None) -> bool:
+        return False

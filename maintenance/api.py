@@ -1,8 +1,10 @@
 """The maintenance API: plan, evacuate, return, follow, cancel."""
 
+from typing import Any
+
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
@@ -13,8 +15,8 @@ from hosts.models import Domain, Host
 from hosts.permissions import HasRole, IsOperatorOrReadOnly
 from migrations_app.request import BANDWIDTH_MIB
 
-from . import events, facts, rules, services
-from .models import Evacuation, Kind, PlacementRule, Status, rule_problem
+from . import events, facts, rolling, rules, services
+from .models import Evacuation, Kind, PlacementRule, RollingMaintenance, Status, rule_problem
 
 
 class MaintenanceRequest(serializers.Serializer):
@@ -34,7 +36,7 @@ class ActivateRequest(serializers.Serializer):
     return_vms = serializers.BooleanField(required=False, default=False)
 
 
-def refused(e):
+def refused(e: services.Refused) -> Response:
     return Response({"detail": e.message, **e.extra}, status=e.status)
 
 
@@ -252,3 +254,118 @@ def balance(request: Request) -> Response:
     except services.Refused as e:
         return refused(e)
     return Response({"id": run.pk, "url": run.get_absolute_url(), **events.state(run)}, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema_field({"oneOf": [{"type": "string", "enum": ["operator"]}, {"type": "integer", "minimum": 0}]})
+class WaitField(serializers.Field):
+    """``"operator"`` (None inside: until an operator marks the host done) or a whole number of seconds."""
+
+    default_error_messages = {
+        "invalid": 'Give "operator" (wait until an operator marks each host done) or a whole number of seconds '
+        f"from 0 to {rolling.MAX_WAIT_SECONDS} (the longest a host stays empty).",
+    }
+
+    def to_internal_value(self, data: object) -> int | None:
+        if data == "operator":
+            return None
+        if isinstance(data, int) and not isinstance(data, bool) and 0 <= data <= rolling.MAX_WAIT_SECONDS:
+            return data
+        raise serializers.ValidationError(self.error_messages["invalid"], code="invalid")
+
+    def to_representation(self, value: int | None) -> object:
+        return "operator" if value is None else value
+
+
+class RollingRequest(serializers.Serializer):
+    hosts = serializers.ListField(
+        child=serializers.IntegerField(),
+        allow_empty=False,
+        error_messages={"empty": "Give at least one host id, in the order to take them."},
+        help_text="Host ids, in the order they go through maintenance.",
+    )
+    wait = WaitField(
+        required=False,
+        default=None,
+        help_text='"operator" (the default): each host stays in maintenance until an operator marks it done; '
+        "or seconds: at most this long, then its VMs come back (marking it done earlier still works).",
+    )
+    bandwidth_mib = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=BANDWIDTH_MIB.min,
+        max_value=BANDWIDTH_MIB.max,
+        default=None,
+        help_text="MiB/s each move may use.",
+    )
+
+
+class RollingSerializer(serializers.Serializer):
+    """A rolling maintenance's full state (maintenance.rolling.state); the fields below describe it."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    wait = serializers.JSONField(help_text='"operator" or seconds.')
+    hosts = serializers.JSONField(
+        help_text="In order, each with its state (waiting, evacuating, maintenance, returning, done, failed, "
+        "stopped, skipped), evacuation and return ids, deadline and seconds_left while it waits, and a note."
+    )
+    current = serializers.CharField(allow_null=True, help_text="The host in hand now.")
+    cancel_requested = serializers.BooleanField()
+    error = serializers.CharField()
+
+    def to_representation(self, instance: RollingMaintenance) -> dict[str, Any]:
+        return rolling.state(instance)
+
+
+class RollingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Rolling maintenance: hosts emptied, kept in maintenance and given their VMs back, one at a time.
+    Operators start, mark done and cancel; everyone reads."""
+
+    queryset = RollingMaintenance.objects.prefetch_related("entries")
+    serializer_class = RollingSerializer
+
+    @extend_schema(request=RollingRequest, responses={202: RollingSerializer, 400: dict})
+    def create(self, request: Request) -> Response:
+        """Start one over ``hosts`` (ids, in order). 400 names what is wrong: an unknown, repeated,
+        offline host, one in maintenance already, or a rolling maintenance already under way."""
+        form = RollingRequest(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            started = rolling.start(
+                request.user,
+                form.validated_data["hosts"],
+                form.validated_data["wait"],
+                form.validated_data["bandwidth_mib"],
+            )
+        except rolling.Refused as e:
+            return refused(e)
+        return Response(rolling.state(started), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None,
+        responses={202: RollingSerializer, 409: OpenApiResponse(description="No host waits to be marked done.")},
+    )
+    @action(detail=True, methods=["post"])
+    def done(self, request: Request, pk: str | None = None) -> Response:
+        """The host in maintenance is done: bring its VMs back, then go on to the next host."""
+        current = self.get_object()
+        try:
+            rolling.mark_done(request.user, current)
+        except rolling.Refused as e:
+            return refused(e)
+        return Response(rolling.state(current), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None,
+        responses={202: RollingSerializer, 409: OpenApiResponse(description="It has finished already.")},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Start nothing more and stop the evacuation or return under way; hosts stay as they are."""
+        current = self.get_object()
+        try:
+            rolling.cancel(request.user, current)
+        except rolling.Refused as e:
+            return refused(e)
+        current.refresh_from_db()
+        return Response(rolling.state(current), status=status.HTTP_202_ACCEPTED)

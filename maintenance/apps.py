@@ -12,7 +12,8 @@ class MaintenanceConfig(AppConfig):
         from migrations_app.events import migration_published
         from migrations_app.jobs import migration_job_done
 
-        from . import events, rules, runner
+        from . import events, rolling, rules, runner
+        from .models import evacuation_changed
 
         # An evacuation's next step runs when one of its moves' job is over,
         # its page follows each move's progress (importing events connects the
@@ -21,3 +22,5 @@ class MaintenanceConfig(AppConfig):
         migration_job_done.connect(runner.on_migration_job_done, dispatch_uid="evacuation-step")
         migration_published.connect(events.on_migration_published, dispatch_uid="evacuation-progress")
         placement_check.connect(rules.check_move, dispatch_uid="placement-rules-check")
+        # A rolling maintenance's next step runs when its evacuation or return ends.
+        evacuation_changed.connect(rolling.on_evacuation_finished, dispatch_uid="rolling-step")

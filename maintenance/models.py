@@ -1,3 +1,7 @@
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -6,7 +10,7 @@ from django.dispatch import Signal
 from django.urls import reverse
 from django.utils import timezone
 
-from core.records import TrackedRequest
+from core.records import InvalidTransition, TrackedRequest
 from migrations_app.display import percent_text
 from migrations_app.models import AuditAction
 
@@ -279,3 +283,170 @@ def rule_problem(kind, vms, hosts=None):
     elif hosts is not None and list(hosts):
         return "Only a pinned rule names hosts: leave them out of a rule that keeps VMs apart or together."
     return ""
+
+
+class HostStep(models.TextChoices):
+    """Where one host of a rolling maintenance is."""
+
+    WAITING = "waiting", "Waiting its turn"
+    EVACUATING = "evacuating", "Evacuating"
+    IN_MAINTENANCE = "maintenance", "In maintenance"
+    RETURNING = "returning", "Bringing its VMs back"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    STOPPED = "stopped", "Stopped (cancelled)"
+    SKIPPED = "skipped", "Not started"
+
+
+# A host in one of these is in hand: the rolling maintenance waits on it.
+HOST_IN_HAND = (HostStep.EVACUATING, HostStep.IN_MAINTENANCE, HostStep.RETURNING)
+# A host in one of these is finished with, one way or another.
+HOST_SETTLED = (HostStep.DONE, HostStep.FAILED, HostStep.STOPPED, HostStep.SKIPPED)
+
+
+class RollingMaintenance(TrackedRequest):
+    """Hosts put through maintenance one at a time, in the order given: empty
+    the host (an ordinary evacuation), wait until an operator marks it done
+    (or ``wait_seconds`` pass), bring its VMs back (an ordinary return), then
+    the next host. Carried out in steps by maintenance.rolling; this row and
+    its hosts' rows are all a step needs to carry on, whichever process runs it.
+
+    It is created running (nothing to queue: its first step starts the first
+    evacuation), and one runs at a time: two would empty hosts at once."""
+
+    ACTIVE = (Status.RUNNING,)
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    wait_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How long each host stays empty at most; empty: until an operator says."
+    )
+    bandwidth_mib = models.PositiveIntegerField(
+        null=True, blank=True, help_text="MiB/s each move may use; empty for no limit."
+    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    requested_by_name = models.CharField(max_length=150, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="running"), name="one_rolling_maintenance_at_a_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"rolling maintenance #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("rolling-detail", args=[self.pk])
+
+    @property
+    def wait_display(self) -> str:
+        if self.wait_seconds is None:
+            return "until an operator marks it done"
+        return f"until an operator marks it done, at most {duration_text(self.wait_seconds)}"
+
+    def finish(self, status: str, error: str = "") -> None:
+        self._transition(self.ACTIVE, status=status, error=error, finished_at=timezone.now())
+
+    finish.alters_data = True  # type: ignore[attr-defined]
+
+    def request_cancel(self) -> None:
+        self._transition(self.ACTIVE, cancel_requested=True)
+
+    request_cancel.alters_data = True  # type: ignore[attr-defined]
+
+
+class RollingHost(models.Model):
+    """One host of a rolling maintenance, its place in the order, and how far it got."""
+
+    rolling = models.ForeignKey(RollingMaintenance, on_delete=models.CASCADE, related_name="entries")
+    position = models.PositiveSmallIntegerField()
+    host = models.ForeignKey("hosts.Host", null=True, on_delete=models.SET_NULL, related_name="+")
+    host_name = models.CharField(max_length=63)
+    state = models.CharField(max_length=12, choices=HostStep.choices, default=HostStep.WAITING)
+    evacuation = models.ForeignKey(Evacuation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    return_evacuation = models.ForeignKey(
+        Evacuation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    empty_since = models.DateTimeField(null=True, blank=True, help_text="When its evacuation ended.")
+    done_at = models.DateTimeField(null=True, blank=True, help_text="When an operator marked it done.")
+    done_by_name = models.CharField(max_length=150, blank=True)
+    # Why it failed, or how it was left when the rolling maintenance stopped.
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["rolling", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["rolling", "position"], name="rolling_host_position"),
+            models.UniqueConstraint(fields=["rolling", "host_name"], name="rolling_host_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host_name} in {self.rolling}"
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When its VMs come back without an operator's word; None: only on it."""
+        if self.empty_since is None or self.rolling.wait_seconds is None:
+            return None
+        return self.empty_since + timedelta(seconds=self.rolling.wait_seconds)
+
+    def due(self, now: datetime) -> bool:
+        """Whether its VMs should come back now: marked done, or its time is up."""
+        deadline = self.deadline
+        return self.done_at is not None or (deadline is not None and now >= deadline)
+
+    def move(self, from_states: Iterable[str], **changes: Any) -> None:
+        """Write ``changes`` only if the row is still in one of ``from_states``."""
+        rows = RollingHost.objects.filter(pk=self.pk, state__in=list(from_states)).update(**changes)
+        if rows != 1:
+            self.refresh_from_db()
+            raise InvalidTransition(f"{self.host_name} of {self.rolling} is {self.get_state_display().lower()} now.")
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    move.alters_data = True  # type: ignore[attr-defined]
+
+    def wait_text(self, now: datetime) -> str:
+        """What it waits for, while in maintenance, in words; "" otherwise."""
+        if self.state != HostStep.IN_MAINTENANCE:
+            return ""
+        if self.done_at is not None:
+            return f"Marked done by {self.done_by_name or 'an operator'}: its VMs come back next."
+        deadline = self.deadline
+        if deadline is None:
+            return "Waiting for an operator to mark it done."
+        left = max(0, int((deadline - now).total_seconds()))
+        if left >= 120:  # whole minutes, rounded up: seconds would be stale at once
+            left = -(-left // 60) * 60
+        return f"Waiting for an operator to mark it done, or {duration_text(left)} more."
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        deadline = self.deadline
+        return {
+            "position": self.position,
+            "host": self.host_name,
+            "host_id": self.host_id,
+            "state": self.state,
+            "state_display": self.get_state_display(),
+            "evacuation": self.evacuation_id,
+            "return": self.return_evacuation_id,
+            "empty_since": self.empty_since.isoformat() if self.empty_since else None,
+            "deadline": deadline.isoformat() if deadline else None,
+            "seconds_left": max(0, int((deadline - now).total_seconds())) if deadline else None,
+            "done_at": self.done_at.isoformat() if self.done_at else None,
+            "done_by": self.done_by_name,
+            "waiting_display": self.wait_text(now),
+            "note": self.note,
+        }
+
+
+def duration_text(seconds: int) -> str:
+    """``90`` -> "1 min 30 s"; whole hours and minutes as such."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else "", f"{secs} s" if secs else ""]
+    return " ".join(p for p in parts if p) or "0 s"

@@ -22,7 +22,10 @@ many side by side as the hosts' limits and its slots allow.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -46,39 +49,77 @@ ATTEMPTS = 2  # the planned target, then once on another
 # A step that cannot take its evacuation's lock within this long (another step
 # holds it: finishing reads every touched host again) is queued again.
 LOCK_WAIT_SECONDS = 30
-LOCK_SECONDS = 300  # a step killed while holding the lock frees it after this
+# A step killed while holding its lock frees it after this; a live one keeps
+# it as long as it runs by renewing it every LOCK_RENEW_SECONDS. (With a
+# fixed 300 s lock, a step killed mid-way stood its evacuation, and a rolling
+# maintenance waiting for it, still for five minutes.)
+LOCK_SECONDS = 20
+LOCK_RENEW_SECONDS = 5
 
 
 def step_id(pk: int) -> str:
     return f"evacuation-{pk}-step"
 
 
-def enqueue(pk: int, delay: float = 0) -> None:
-    """Queue a step of evacuation ``pk`` on the short-job queue."""
+def queue_step(job: Callable[[int], str], pk: int, delay: float = 0) -> None:
+    """Queue ``job(pk)``, a step of something carried out in steps, on the short-job queue."""
     queue = django_rq.get_queue("default")
     if delay:
-        queue.enqueue_in(timedelta(seconds=delay), advance, pk, result_ttl=600)
+        queue.enqueue_in(timedelta(seconds=delay), job, pk, result_ttl=600)
     else:
-        queue.enqueue(advance, pk, result_ttl=600)
+        queue.enqueue(job, pk, result_ttl=600)
+
+
+def enqueue(pk: int, delay: float = 0) -> None:
+    """Queue a step of evacuation ``pk`` on the short-job queue."""
+    queue_step(advance, pk, delay)
+
+
+@contextmanager
+def step_lock(name: str) -> Iterator[bool]:
+    """Hold the lock of ``name``'s steps (``evacuation:7``) while the block runs,
+    so that two steps of one thing never overlap. Yields False, holding
+    nothing, when another step kept it for LOCK_WAIT_SECONDS: queue the step
+    again then."""
+    connection = django_rq.get_connection("default")
+    # Not thread-local: the thread that renews it must know its token.
+    lock = connection.lock(f"kvmweb:{name}:step", timeout=LOCK_SECONDS, thread_local=False)
+    if not lock.acquire(blocking_timeout=LOCK_WAIT_SECONDS):
+        yield False
+        return
+    over = threading.Event()
+
+    def keep() -> None:
+        while not over.wait(LOCK_RENEW_SECONDS):
+            try:
+                lock.reacquire()
+            except Exception:  # lost (Redis restarted): the step runs on, as before a lock existed
+                log.warning("%s: could not renew the step's lock", name, exc_info=True)
+                return
+
+    keeper = threading.Thread(target=keep, name=f"lock {name}", daemon=True)
+    keeper.start()
+    try:
+        yield True
+    finally:
+        over.set()
+        keeper.join()
+        try:
+            lock.release()
+        except Exception:  # expired: another step may hold it now
+            log.warning("%s: the step's lock had expired", name)
 
 
 def advance(pk: int) -> str:
     """One step of evacuation ``pk``; returns its status afterwards."""
-    connection = django_rq.get_connection("default")
-    lock = connection.lock(f"kvmweb:evacuation:{pk}:step", timeout=LOCK_SECONDS)
-    if not lock.acquire(blocking_timeout=LOCK_WAIT_SECONDS):
-        enqueue(pk, delay=5)
-        return "another step holds it; queued again"
-    try:
+    with step_lock(f"evacuation:{pk}") as held:
+        if not held:
+            enqueue(pk, delay=5)
+            return "another step holds it; queued again"
         evacuation = Evacuation.objects.select_related("requested_by").filter(pk=pk).first()
         if evacuation is None or evacuation.status in FINISHED:
             return f"evacuation {pk} is not active; nothing to do"
         return Step(evacuation).run()
-    finally:
-        try:
-            lock.release()
-        except Exception:  # expired: another step may hold it now
-            log.warning("evacuation %s: the step's lock had expired", pk)
 
 
 # The name the job had when one job ran a whole evacuation: queued ones still say it.

@@ -1,11 +1,15 @@
 """Maintenance mode, evacuations, returns and balance runs: the one path the API and the pages go through."""
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import json
 import logging
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -26,7 +30,7 @@ log = logging.getLogger(__name__)
 class Refused(Exception):
     """A request that cannot be accepted; ``status`` is the HTTP status, ``extra`` more of the answer."""
 
-    def __init__(self, message, status=409, **extra):
+    def __init__(self, message: str, status: int = 409, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -43,7 +47,9 @@ def dry_run(host):
     return facts.plan_evacuation(host).as_dict()
 
 
-def enter_maintenance(user, host, allow_partial=False, bandwidth_mib=None):
+def enter_maintenance(
+    user: AbstractBaseUser | AnonymousUser, host: Host, allow_partial: bool = False, bandwidth_mib: int | None = None
+) -> Evacuation:
     """Put ``host`` in maintenance and start moving its VMs away; returns the Evacuation."""
     if host.status != HostStatus.ONLINE:
         raise Refused(
@@ -99,8 +105,11 @@ def enter_maintenance(user, host, allow_partial=False, bandwidth_mib=None):
     return evacuation
 
 
-def activate(user, host, return_vms=False):
-    """End maintenance; with ``return_vms``, start bringing back what the last evacuation moved."""
+def activate(
+    user: AbstractBaseUser | AnonymousUser, host: Host, return_vms: bool = False, bandwidth_mib: int | None = None
+) -> Evacuation | None:
+    """End maintenance; with ``return_vms``, start bringing back what the last evacuation moved
+    (each move at most ``bandwidth_mib`` MiB/s, if given)."""
     if not host.maintenance:
         raise Refused(f"{host.name} is not in maintenance.")
     running = Evacuation.objects.filter(host=host, status__in=ACTIVE).first()
@@ -113,7 +122,7 @@ def activate(user, host, return_vms=False):
         Host.objects.filter(pk=host.pk).update(maintenance=False, maintenance_since=None)
         host.maintenance = False
         if return_vms:
-            evacuation = _return(user, host)
+            evacuation = _return(user, host, bandwidth_mib)
         audit(
             user,
             host.name,
@@ -129,7 +138,7 @@ def activate(user, host, return_vms=False):
     return evacuation
 
 
-def _return(user, host):
+def _return(user, host, bandwidth_mib=None):
     last = Evacuation.objects.filter(host=host, kind=Kind.EVACUATE).first()
     # Only the VMs still where the evacuation put them. By UUID: a VM's row
     # may have been made anew while it moved.
@@ -146,6 +155,7 @@ def _return(user, host):
         requested_by=user if user.is_authenticated else None,
         requested_by_name=user.get_username(),
         allow_partial=True,
+        bandwidth_mib=bandwidth_mib,
         plan=[_item(move) for move in plan.moves],
         unplaced=plan.unplaced,
         staying=plan.staying,
@@ -242,7 +252,7 @@ def enqueue(evacuation):
     enqueue_step(evacuation.pk)
 
 
-def cancel(user, evacuation):
+def cancel(user: AbstractBaseUser | AnonymousUser, evacuation: Evacuation) -> None:
     """Start no more moves; ask the running ones to stop (each VM stays where it is).
 
     The evacuation's next step (queued here, and again as each move's job

@@ -9,20 +9,22 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core.roles import is_operator
-from hosts.models import Host
+from hosts.models import Host, HostStatus
 
-from . import events, facts, services
-from .models import ACTIVE, Evacuation, Kind
+from . import events, facts, rolling, services
+from .models import ACTIVE, Evacuation, HostStep, Kind, RollingHost, RollingMaintenance
 
 OPERATORS_ONLY = "Only operators may change maintenance. Ask an administrator to add you to the 'operators' group."
 
 
-def _operator(request):
+def _operator(request: HttpRequest) -> None:
     if not is_operator(request.user):
         raise PermissionDenied(OPERATORS_ONLY)
 
@@ -71,6 +73,9 @@ def evacuation_detail(request, pk):
             "state": state,
             "may_cancel": is_operator(request.user) and evacuation.is_active,
             "spread_rows": _spread_rows(evacuation.spread),
+            "part_of": RollingHost.objects.filter(Q(evacuation=evacuation) | Q(return_evacuation=evacuation))
+            .select_related("rolling")
+            .first(),
         },
     )
 
@@ -121,3 +126,103 @@ def _balance_context(request: HttpRequest, plan: dict[str, Any]) -> dict[str, An
         "may_run": is_operator(request.user) and running is None and bool(plan["plan"]),
         "is_operator": is_operator(request.user),
     }
+
+
+# -- rolling maintenance -----------------------------------------------------------
+
+DEFAULT_WAIT_MINUTES = 30
+
+
+@require_http_methods(["GET", "POST"])
+def rolling_list(request: HttpRequest) -> HttpResponse:
+    """Every rolling maintenance, newest first, and (for operators) the form that starts one.
+
+    POST ``host`` (repeated, in order; empty choices skipped), ``wait``
+    ("operator" or "timeout") and ``wait_minutes``."""
+    operator = is_operator(request.user)
+    if request.method == "POST":
+        _operator(request)
+        chosen = [v for v in request.POST.getlist("host") if v]
+        wait_seconds: int | None = None
+        problem = ""
+        if request.POST.get("wait") == "timeout":
+            try:
+                wait_seconds = round(float(request.POST.get("wait_minutes", "")) * 60)
+            except (ValueError, OverflowError):  # not a number, or "inf"
+                wait_seconds = -1
+            if not 0 <= wait_seconds <= rolling.MAX_WAIT_SECONDS:
+                problem = (
+                    f"Give the longest wait in minutes, from 0 to {rolling.MAX_WAIT_SECONDS // 60}, "
+                    "or choose to wait until you mark each host done."
+                )
+        if not problem and not all(v.isdigit() for v in chosen):
+            problem = "Choose the hosts from the lists."
+        if problem:
+            messages.error(request, problem)
+        else:
+            try:
+                started = rolling.start(request.user, [int(v) for v in chosen], wait_seconds)
+            except rolling.Refused as e:
+                messages.error(request, e.message)
+            else:
+                return redirect(started)
+    hosts = list(Host.objects.order_by("name"))
+    sent = request.POST.getlist("host") if request.method == "POST" else []
+    eligible = [h for h in hosts if h.status == HostStatus.ONLINE and not h.maintenance]
+    return render(
+        request,
+        "maintenance/rolling_list.html",
+        {
+            "rollings": RollingMaintenance.objects.prefetch_related("entries")[:50],
+            "may_start": operator,
+            "eligible": eligible,
+            "not_eligible": [h for h in hosts if h not in eligible],
+            # One choice per place; after a refusal, what was chosen is chosen again.
+            "slots": [(i, sent[i - 1] if i <= len(sent) else "") for i in range(1, len(eligible) + 1)],
+            "wait_minutes": request.POST.get("wait_minutes", DEFAULT_WAIT_MINUTES),
+            "wait_timeout": request.POST.get("wait") == "timeout",
+        },
+    )
+
+
+def rolling_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    current = get_object_or_404(RollingMaintenance, pk=pk)
+    now = timezone.now()
+    entries = list(current.entries.select_related("evacuation", "return_evacuation"))
+    operator = is_operator(request.user)
+    return render(
+        request,
+        "maintenance/rolling_detail.html",
+        {
+            "rolling": current,
+            "entries": [(e, e.wait_text(now)) for e in entries],
+            "may_change": operator and current.is_active,
+            "waiting": next((e for e in entries if e.state == HostStep.IN_MAINTENANCE and e.done_at is None), None),
+        },
+    )
+
+
+@require_POST
+def rolling_done(request: HttpRequest, pk: int) -> HttpResponse:
+    current = get_object_or_404(RollingMaintenance, pk=pk)
+    _operator(request)
+    try:
+        entry = rolling.mark_done(request.user, current)
+    except rolling.Refused as e:
+        messages.error(request, e.message)
+    else:
+        messages.success(request, f"{entry.host_name} is marked done: its VMs come back now.")
+    return redirect(current)
+
+
+@require_POST
+def rolling_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    current = get_object_or_404(RollingMaintenance, pk=pk)
+    _operator(request)
+    try:
+        rolling.cancel(request.user, current)
+    except rolling.Refused as e:
+        messages.error(request, e.message)
+    else:
+        messages.success(request, f"Cancel requested: {current} stops; every host stays as it is then.")
+    return redirect(current)

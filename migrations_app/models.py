@@ -486,6 +486,7 @@ class AuditAction(models.TextChoices):
     VOLUME = "volume", "Volume removed"
     RULE = "rule", "Placement rule changed"
     BALANCE = "balance", "Balance started"
+    ROLLING = "rolling", "Rolling maintenance"
 
 
 class AuditEntry(models.Model):
