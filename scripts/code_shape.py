@@ -14,7 +14,7 @@ import ast
 import sys
 from pathlib import Path
 
-PACKAGES = ["core", "hosts", "migrations_app", "maintenance", "kvmweb"]
+PACKAGES = ["core", "hosts", "migrations_app", "maintenance", "dashboard", "kvmweb"]
 
 
 def modules(packages: list[str]) -> dict[str, Path]:
