@@ -27,6 +27,7 @@ from hosts.models import Domain, Host, PoolSharing
 from kvmweb.formatting import size
 
 from . import device_checks
+from .measure import check_prediction
 from .models import AuditAction, Migration, Mode, Status, StorageMode
 from .policies import get_policy, outpaced
 
@@ -79,6 +80,7 @@ LABELS = {
     "maintenance": "Target not in maintenance",
     "placement_rules": "Placement rules",
     "convergence": "Will it converge?",
+    "prediction": "Prediction",
     **device_checks.LABELS,
 }
 
@@ -204,6 +206,7 @@ def _run_all(checks, v, source, target):
         _check_storage,
         _check_memory,
         _check_convergence,
+        check_prediction,
         device_checks.check_devices,
     ):
         try:

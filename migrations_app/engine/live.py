@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
 from kvmweb.formatting import size
 from kvmweb.records import InvalidTransition
 
-from .. import device_moves
+from .. import device_moves, prediction
 from ..checks import migration_address
 from ..models import AuditAction, Migration, Phase, StorageMode
 from ..policies import CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
@@ -202,6 +203,58 @@ class Governor:
         self.errors = 0
         self.steps = 0
         self.target_misses = 0
+        # Learned pass by pass (measure.py reads them from the progress of earlier migrations).
+        self.pass_dirty_rates: list[list[int]] = [list(p) for p in progress.get("pass_dirty_rates") or []]
+        self.first_pass_bps: int | None = progress.get("first_pass_bps")
+        self.refined: str | None = progress.get("prediction_sentence")
+
+    def learn(self, stats: JobStats, elapsed: float) -> dict[str, Any]:
+        """Keep each pass's dirty rate and the first pass's speed; once the first
+        pass is over, predict the rest from the transfer's own figures (said once)."""
+        if stats.iteration >= 1 and stats.dirty_rate_bps:
+            if self.pass_dirty_rates and self.pass_dirty_rates[-1][0] == stats.iteration:
+                self.pass_dirty_rates[-1][1] = max(self.pass_dirty_rates[-1][1], stats.dirty_rate_bps)
+            else:
+                self.pass_dirty_rates.append([stats.iteration, stats.dirty_rate_bps])
+        if self.first_pass_bps is None and stats.iteration >= 2 and stats.memory_total and elapsed > 0:
+            self.first_pass_bps = round(stats.memory_total / elapsed)
+        if self.refined is None and stats.iteration >= 2 and stats.memory_bps:
+            self.refine(stats, elapsed)
+        learned: dict[str, Any] = {"pass_dirty_rates": self.pass_dirty_rates}
+        if self.first_pass_bps is not None:
+            learned["first_pass_bps"] = self.first_pass_bps
+        if self.refined is not None:
+            learned["prediction_sentence"] = self.refined
+        return learned
+
+    def refine(self, stats: JobStats, elapsed: float) -> None:
+        if self.postcopy_started or "postcopy" in self.flags:
+            return
+        rest = prediction.predict(
+            stats.memory_remaining,
+            stats.dirty_rate_bps,
+            stats.memory_bps,
+            lambda t: self.policy.downtime_at(elapsed + t),
+            auto_converge="auto_converge" in self.flags,
+            setup_seconds=0,
+            memory_total=stats.memory_total,
+        )
+        seconds = elapsed + rest.seconds
+        whole = replace(rest, seconds=seconds, passes=stats.iteration - 1 + rest.passes)
+        self.refined = (
+            f"After the first pass: {prediction.describe(whole)} in all."
+            if rest.converges
+            else f"After the first pass: {prediction.sentence(rest)}"
+        )
+        self.m.refine_prediction(
+            {
+                **rest.as_dict(),
+                "seconds": round(seconds, 1),
+                "passes": stats.iteration - 1 + rest.passes,
+                "at_pass": stats.iteration,
+            }
+        )
+        self.m.note(self.refined, refined=True)
 
     def step(self) -> None:
         elapsed = time.monotonic() - self.started
@@ -226,6 +279,7 @@ class Governor:
             self.downtime_ms,
             created_volumes=(self.m.progress or {}).get("created_volumes", []),
             convergence=self.convergence.state,
+            **self.learn(stats, elapsed),
         )
         if self.m.storage == StorageMode.COPY and stats.disk_remaining == 0 and stats.memory_processed:
             if self.m.phase == Phase.COPYING_DISK:

@@ -46,8 +46,9 @@ def live_sample(
     downtime_ms: int | None,
     created_volumes: Iterable[str] = (),
     convergence: str | None = None,
+    **learned: Any,
 ) -> dict[str, Any]:
-    """A progress sample from libvirt's job statistics."""
+    """A progress sample from libvirt's job statistics (``learned``: what the governor keeps pass by pass)."""
     total = stats.data_total or (stats.memory_total + stats.disk_total)
     remaining = stats.data_remaining
     speed = stats.memory_bps + stats.disk_bps
@@ -72,6 +73,7 @@ def live_sample(
         throttle_percent=stats.throttle_percent,
         # policies.CONVERGING, SLOWLY or NOT_CONVERGING, as last told (from the second pass on).
         convergence=convergence if stats.iteration >= 2 else None,
+        **learned,
     )
 
 

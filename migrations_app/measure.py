@@ -1,0 +1,288 @@
+"""The figures a prediction needs, each with its source and its age, and the
+check that shows the prediction (``prediction``) and makes the choice of the
+policy "Automatic".
+
+- the guest's dirty rate: libvirt's page sampling (``Connection.dirty_rate``,
+  several short periods: see its docstring and docs/prediction.md for why),
+  kept a while in the cache, else what the VM's own earlier migrations
+  measured pass by pass (libvirt's ``memory_dirty_rate`` x page size, kept in
+  each migration's progress as ``pass_dirty_rates``);
+- the sending rate between the two hosts: what earlier migrations between
+  that pair achieved (``memory_bps``), and how fast their first pass went;
+  the bandwidth limit when one is set and lower;
+- the allowed downtime: the policy's.
+
+The arithmetic is ``prediction.py``'s.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from hosts.libvirt import HostError
+
+from . import prediction as pr
+from .models import AuditEntry, Migration, Mode, Status
+from .policies import AUTOMATIC, automatic_policy, get_policy
+
+MiB = 1024 * 1024
+# Before anything was measured between two hosts: a gigabit link, as the
+# evacuation planner assumes too (planner.DEFAULT_SPEED_BPS).
+ASSUMED_BPS = 100 * MiB
+# The earlier migrations a figure is taken from (the newest first).
+HISTORY = 5
+# A page-sampling measurement is used for this long (cache), then measured again.
+SAMPLED_FOR_SECONDS = 600
+SAMPLING_SOURCE = "libvirt page sampling"
+
+
+def _sample_key(uuid: object) -> str:
+    return f"kvmweb:dirty-rate:{uuid}"
+
+
+def sampled_rate(uuid: object) -> pr.Figure | None:
+    """The newest page-sampling measurement of this VM still fresh enough, if any."""
+    kept = cache.get(_sample_key(uuid))
+    if not kept:
+        return None
+    at = parse_datetime(kept["measured_at"])
+    return pr.Figure(float(kept["value"]), kept["source"], at)
+
+
+def sample_now(conn: Any, uuid: object, seconds: int = 2, repeats: int = 3) -> pr.Figure:
+    """Measure the dirty rate with libvirt's page sampling now (a few seconds), and keep it a while."""
+    figures = conn.dirty_rate(uuid, seconds=seconds, repeats=repeats)
+    value = float(statistics.mean(figures))
+    now = timezone.now()
+    figure = pr.Figure(value, f"{SAMPLING_SOURCE} ({repeats} x {seconds} s)", now)
+    cache.set(
+        _sample_key(uuid),
+        {"value": value, "source": figure.source, "measured_at": now.isoformat(), "each": figures},
+        SAMPLED_FOR_SECONDS,
+    )
+    return figure
+
+
+def history_rate(uuid: object) -> pr.Figure | None:
+    """The highest dirty rate an earlier live migration of this VM measured in
+    a pass after the first (the first pass's figure counts the pages dirtied
+    while all of memory was read, not a rate the next passes face)."""
+    for m in _earlier(domain_uuid=uuid):
+        rates = [bps for it, bps in (m.progress or {}).get("pass_dirty_rates") or [] if it >= 2]
+        if not rates and (m.stats or {}).get("dirty_rate_bps"):
+            rates = [m.stats["dirty_rate_bps"]]
+        if rates:
+            return pr.Figure(float(max(rates)), f"migration #{m.pk} (pass by pass)", m.finished_at)
+    return None
+
+
+def _earlier(**filters: Any) -> list[Migration]:
+    return list(
+        Migration.objects.filter(mode=Mode.LIVE, status__in=[Status.SUCCEEDED, Status.FAILED], **filters)
+        .exclude(stats={})
+        .order_by("-finished_at")[:HISTORY]
+    )
+
+
+def pair_throughput(source: Any, target: Any, bandwidth_mib: int | None) -> tuple[pr.Figure, pr.Figure | None]:
+    """(sending rate, first-pass rate or None) between ``source`` and ``target``.
+
+    From the newest earlier migrations between the two (either way) made
+    without a lower bandwidth limit; a bandwidth limit caps both."""
+    cap = float(bandwidth_mib * MiB) if bandwidth_mib else None
+    rates: list[tuple[float, float | None, Migration]] = []
+    for m in _earlier(source__in=[source, target], target__in=[source, target]):
+        if m.source_id == m.target_id:
+            continue
+        speed = float((m.stats or {}).get("speed_bps") or 0)
+        if not speed:
+            continue
+        if m.bandwidth_mib and (cap is None or m.bandwidth_mib * MiB < cap):
+            continue  # held back by its own limit: says nothing of a faster request
+        first = (m.progress or {}).get("first_pass_bps")
+        rates.append((speed, float(first) if first else None, m))
+    if rates:
+        speed, first, newest = rates[0][0], rates[0][1], rates[0][2]
+        speed = statistics.median(r[0] for r in rates)
+        wire = pr.Figure(speed, f"{len(rates)} earlier migration(s) between these hosts", newest.finished_at)
+        firsts = [r[1] for r in rates if r[1]]
+        first_fig = pr.Figure(statistics.median(firsts), "their first passes", newest.finished_at) if firsts else None
+    else:
+        wire, first_fig = pr.Figure(float(ASSUMED_BPS), "assumed (nothing measured between these hosts yet)"), None
+    if cap is not None and cap < wire.value:
+        wire = pr.Figure(cap, f"the bandwidth limit of {bandwidth_mib} MiB/s")
+    if cap is not None and first_fig is not None and cap < first_fig.value:
+        first_fig = pr.Figure(cap, f"the bandwidth limit of {bandwidth_mib} MiB/s")
+    return wire, first_fig
+
+
+def multifd_connections(memory_bytes: int) -> int:
+    """How many parallel connections (multifd) to use for a guest of this size:
+    0 (off) below ``KVMWEB_MULTIFD_MIN_MIB``. The engine's field for it
+    (``Migration.parallel_connections``) comes with another change; the
+    policy "Automatic" records this number in its choice for it."""
+    threshold = getattr(settings, "KVMWEB_MULTIFD_MIN_MIB", 0)
+    if not threshold or memory_bytes < threshold * MiB:
+        return 0
+    return 4
+
+
+@dataclass
+class Estimate:
+    dirty: pr.Figure
+    throughput: pr.Figure
+    first_pass: pr.Figure | None
+    precopy: pr.Prediction
+    auto_converge: pr.Prediction
+    postcopy: pr.Prediction | None
+    chosen: pr.Prediction | None  # what the request's policy would do
+    choice: pr.Choice | None  # the policy "Automatic" only
+
+    def inputs(self, now: datetime) -> dict[str, Any]:
+        return {
+            "dirty_rate_bps": self.dirty.as_dict(now),
+            "throughput_bps": self.throughput.as_dict(now),
+            **({"first_pass_bps": self.first_pass.as_dict(now)} if self.first_pass else {}),
+        }
+
+
+def postcopy_refused(source_name: str, target_name: str) -> bool:
+    """Whether a migration between these hosts found post-copy refused (engine/live.py audits it)."""
+    since = timezone.now() - timedelta(days=30)
+    return AuditEntry.objects.filter(
+        action="policy",
+        source_name=source_name,
+        target_name=target_name,
+        data__decision="postcopy_unsupported",
+        at__gte=since,
+    ).exists()
+
+
+def estimate(
+    memory_bytes: int,
+    dirty: pr.Figure,
+    throughput: pr.Figure,
+    first_pass: pr.Figure | None,
+    policy_name: str,
+    postcopy_possible: bool,
+) -> Estimate:
+    """Every prediction for these figures, and what the request's policy would do."""
+    auto = policy_name == AUTOMATIC
+    policy = automatic_policy(pr.PRECOPY) if auto else get_policy(policy_name)
+    assert policy is not None
+    first = first_pass.value if first_pass else None
+    common: dict[str, Any] = {"first_pass_bps": first, "deadline_seconds": policy.deadline_seconds}
+    plain = pr.predict(memory_bytes, dirty.value, throughput.value, policy.downtime_at, **common)
+    conv_policy = automatic_policy(pr.AUTO_CONVERGE) if auto else policy
+    throttled = pr.predict(
+        memory_bytes, dirty.value, throughput.value, conv_policy.downtime_at, auto_converge=True, **common
+    )
+    post = (
+        pr.predict_postcopy(memory_bytes, dirty.value, throughput.value, first_pass_bps=first)
+        if postcopy_possible
+        else None
+    )
+    choice = pr.choose(plain, throttled, post) if auto else None
+    if auto:
+        chosen = choice.prediction if choice else None
+    elif policy.postcopy_iteration is not None and not plain.converges and postcopy_possible:
+        chosen = pr.predict_postcopy(
+            memory_bytes,
+            dirty.value,
+            throughput.value,
+            switch_pass=policy.postcopy_iteration,
+            first_pass_bps=first,
+        )
+    elif policy.auto_converge and not plain.converges:
+        chosen = throttled
+    else:
+        chosen = plain
+    return Estimate(dirty, throughput, first_pass, plain, throttled, post, chosen, choice)
+
+
+def gather(v: dict[str, Any], memory_bytes: int, source_conn: Any, sample: bool) -> Estimate:
+    """The estimate for a request's values (checks._request_values).
+    ``sample``: measure the dirty rate with libvirt now when nothing fresher is known."""
+    uuid = v["uuid"]
+    dirty = sampled_rate(uuid)
+    if dirty is None and sample and source_conn is not None:
+        try:
+            dirty = sample_now(source_conn, uuid, repeats=2)
+        except HostError:
+            dirty = None
+    history = history_rate(uuid)
+    if dirty is None or (history is not None and history.value > dirty.value):
+        # Sampling reads too low more often than too high (docs/prediction.md):
+        # the higher of the two figures is the safer one to predict with.
+        dirty = history or dirty
+    if dirty is None:
+        dirty = pr.Figure(0.0, "nothing measured yet (assumed idle)")
+    throughput, first = pair_throughput(v["source"], v["target"], v["bandwidth_mib"])
+    possible = not postcopy_refused(v["source"].name, v["target"].name)
+    return estimate(memory_bytes, dirty, throughput, first, v["policy"], possible)
+
+
+def check_prediction(checks: Any, v: dict[str, Any], dom: Any, source: Any, target: Any) -> None:
+    """The pre-flight entry ``prediction``: the expected duration, passes and
+    downtime in one sentence, with the figures it rests on; for the policy
+    "Automatic", the method chosen and why (or the refusal, advising a cold move)."""
+    from .checks import FAIL, PASS, WARN
+
+    if v["mode"] != Mode.LIVE:
+        return
+    record: Migration | None = v.get("record")
+    # The worker's checks measure (a few seconds); a dry run from the form uses what is known.
+    est = gather(v, dom.info.memory, source, sample=record is not None)
+    now = timezone.now()
+    figures = "; ".join(
+        f"{label} {fig.value / MiB:.1f} MiB/s from {fig.source}" + _age(fig, now)
+        for label, fig in (("dirty rate", est.dirty), ("sending rate", est.throughput))
+    )
+    detail = f"From {figures}."
+    saved: dict[str, Any] = {"inputs": est.inputs(now), "policy": v["policy"]}
+    if est.choice is not None:
+        choice = est.choice
+        saved.update(method=choice.method, reason=choice.reason)
+        if choice.method == pr.COLD:
+            result, message = (
+                FAIL,
+                pr.sentence(est.precopy, v["bandwidth_mib"]).replace(
+                    "choose Make it converge, raise the bandwidth, or move it cold",
+                    "post-copy is not available between these hosts: move it cold or raise the bandwidth",
+                ),
+            )
+        else:
+            result, message = PASS, f"Automatic chose {choice.method.replace('_', '-')}: {choice.reason}."
+        connections = multifd_connections(dom.info.memory)
+        saved["parallel_connections"] = connections
+    else:
+        chosen = est.chosen or est.precopy
+        result = PASS if chosen.converges else WARN
+        message = pr.sentence(chosen, v["bandwidth_mib"])
+    chosen_p = est.chosen
+    if chosen_p is not None:
+        saved.update(chosen_p.as_dict())
+        saved.pop("inputs", None)
+        saved["inputs"] = est.inputs(now)
+    checks.add("prediction", result, message, detail)
+    if record is not None:
+        record.record_prediction(saved)
+
+
+def _age(fig: pr.Figure, now: datetime) -> str:
+    age = fig.age_seconds(now)
+    if age is None:
+        return ""
+    if age < 120:
+        return f", {age:.0f} s old"
+    if age < 7200:
+        return f", {age / 60:.0f} min old"
+    return f", {age / 3600:.0f} h old"
