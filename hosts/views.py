@@ -167,8 +167,10 @@ def domain_list(request):
 
 
 def domain_detail(request, uuid):
+    from migrations_app.measure import known
+
     domain = get_object_or_404(Domain.objects.with_definitions(), uuid=uuid)
-    return render(request, "hosts/domain_detail.html", {"domain": domain})
+    return render(request, "hosts/domain_detail.html", {"domain": domain, "dirty": known(domain.uuid)})
 
 
 @require_http_methods(["GET", "POST"])

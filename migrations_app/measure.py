@@ -71,6 +71,28 @@ def sample_now(conn: Any, uuid: object, seconds: int = 2, repeats: int = 3) -> p
     return figure
 
 
+def remember_failure(uuid: object, message: str) -> None:
+    """Why the newest on-demand measurement failed, for GET .../measure/ to say."""
+    cache.set(_sample_key(uuid) + ":failed", {"error": message, "at": timezone.now().isoformat()}, SAMPLED_FOR_SECONDS)
+
+
+def known(uuid: object, source: Any = None, target: Any = None) -> dict[str, Any]:
+    """What is known of this VM now, for the API and the VM's page: the
+    sampled rate, the rate its earlier migrations measured, each with source and age."""
+    now = timezone.now()
+    out: dict[str, Any] = {}
+    sampled = sampled_rate(uuid)
+    if sampled is not None:
+        out["sampled"] = sampled.as_dict(now)
+    failed = cache.get(_sample_key(uuid) + ":failed")
+    if failed and (sampled is None or failed["at"] > out["sampled"].get("measured_at", "")):
+        out["failed"] = failed
+    history = history_rate(uuid)
+    if history is not None:
+        out["history"] = history.as_dict(now)
+    return out
+
+
 def history_rate(uuid: object) -> pr.Figure | None:
     """The highest dirty rate an earlier live migration of this VM measured in
     a pass after the first (the first pass's figure counts the pages dirtied
