@@ -42,6 +42,8 @@ HISTORY = 5
 # A page-sampling measurement is used for this long (cache), then measured again.
 SAMPLED_FOR_SECONDS = 600
 SAMPLING_SOURCE = "libvirt page sampling"
+# A VM's earlier migration measured within this is used without sampling again in the checks.
+HISTORY_TRUSTED = timedelta(days=1)
 
 
 def _sample_key(uuid: object) -> str:
@@ -114,36 +116,40 @@ def _earlier(**filters: Any) -> list[Migration]:
     )
 
 
-def pair_throughput(source: Any, target: Any, bandwidth_mib: int | None) -> tuple[pr.Figure, pr.Figure | None]:
-    """(sending rate, first-pass rate or None) between ``source`` and ``target``.
+def pair_throughput(source: Any, target: Any, bandwidth_mib: int | None) -> tuple[pr.Figure, pr.Figure]:
+    """(sending rate, rate without a limit) between ``source`` and ``target``.
 
-    From the newest earlier migrations between the two (either way) made
-    without a lower bandwidth limit; a bandwidth limit caps both."""
-    cap = float(bandwidth_mib * MiB) if bandwidth_mib else None
-    rates: list[tuple[float, float | None, Migration]] = []
+    The rate without a limit is the median ``memory_bps`` of the newest
+    earlier migrations between the two (either way) made without one; QEMU
+    sends the stop-and-copy at it whatever the limit. The sending rate is the
+    bandwidth limit where one is set and lower."""
+    speeds: list[float] = []
+    newest: Migration | None = None
     for m in _earlier(source__in=[source, target], target__in=[source, target]):
-        if m.source_id == m.target_id:
-            continue
         speed = float((m.stats or {}).get("speed_bps") or 0)
-        if not speed:
-            continue
-        if m.bandwidth_mib and (cap is None or m.bandwidth_mib * MiB < cap):
-            continue  # held back by its own limit: says nothing of a faster request
-        first = (m.progress or {}).get("first_pass_bps")
-        rates.append((speed, float(first) if first else None, m))
-    if rates:
-        speed, first, newest = rates[0][0], rates[0][1], rates[0][2]
-        speed = statistics.median(r[0] for r in rates)
-        wire = pr.Figure(speed, f"{len(rates)} earlier migration(s) between these hosts", newest.finished_at)
-        firsts = [r[1] for r in rates if r[1]]
-        first_fig = pr.Figure(statistics.median(firsts), "their first passes", newest.finished_at) if firsts else None
+        if m.source_id == m.target_id or not speed or m.bandwidth_mib:
+            continue  # a limited one says nothing of the link
+        speeds.append(speed)
+        newest = newest or m
+    if speeds and newest is not None:
+        free = pr.Figure(
+            statistics.median(speeds), f"{len(speeds)} earlier migration(s) between these hosts", newest.finished_at
+        )
     else:
-        wire, first_fig = pr.Figure(float(ASSUMED_BPS), "assumed (nothing measured between these hosts yet)"), None
-    if cap is not None and cap < wire.value:
-        wire = pr.Figure(cap, f"the bandwidth limit of {bandwidth_mib} MiB/s")
-    if cap is not None and first_fig is not None and cap < first_fig.value:
-        first_fig = pr.Figure(cap, f"the bandwidth limit of {bandwidth_mib} MiB/s")
-    return wire, first_fig
+        free = pr.Figure(float(ASSUMED_BPS), "assumed (nothing measured between these hosts yet)")
+    if bandwidth_mib and bandwidth_mib * MiB < free.value:
+        return pr.Figure(float(bandwidth_mib * MiB), f"the bandwidth limit of {bandwidth_mib} MiB/s"), free
+    return free, free
+
+
+def wire_share(uuid: object) -> pr.Figure | None:
+    """The share of this VM's memory that is not zero pages, as its newest
+    earlier migration sent it in the first pass (engine/live.Governor.learn)."""
+    for m in _earlier(domain_uuid=uuid):
+        share = (m.progress or {}).get("wire_share")
+        if share is not None:
+            return pr.Figure(float(share), f"migration #{m.pk} (first pass)", m.finished_at)
+    return None
 
 
 def multifd_connections(memory_bytes: int) -> int:
@@ -161,7 +167,8 @@ def multifd_connections(memory_bytes: int) -> int:
 class Estimate:
     dirty: pr.Figure
     throughput: pr.Figure
-    first_pass: pr.Figure | None
+    unlimited: pr.Figure
+    share: pr.Figure | None
     precopy: pr.Prediction
     auto_converge: pr.Prediction
     postcopy: pr.Prediction | None
@@ -172,7 +179,8 @@ class Estimate:
         return {
             "dirty_rate_bps": self.dirty.as_dict(now),
             "throughput_bps": self.throughput.as_dict(now),
-            **({"first_pass_bps": self.first_pass.as_dict(now)} if self.first_pass else {}),
+            "unlimited_bps": self.unlimited.as_dict(now),
+            **({"wire_share": self.share.as_dict(now)} if self.share else {}),
         }
 
 
@@ -192,7 +200,8 @@ def estimate(
     memory_bytes: int,
     dirty: pr.Figure,
     throughput: pr.Figure,
-    first_pass: pr.Figure | None,
+    unlimited: pr.Figure,
+    share: pr.Figure | None,
     policy_name: str,
     postcopy_possible: bool,
 ) -> Estimate:
@@ -200,17 +209,19 @@ def estimate(
     auto = policy_name == AUTOMATIC
     policy = automatic_policy(pr.PRECOPY) if auto else get_policy(policy_name)
     assert policy is not None
-    first = first_pass.value if first_pass else None
-    common: dict[str, Any] = {"first_pass_bps": first, "deadline_seconds": policy.deadline_seconds}
+    wire = share.value if share else 1.0
+    common: dict[str, Any] = {
+        "wire_share": wire,
+        "final_bps": unlimited.value,
+        "deadline_seconds": policy.deadline_seconds,
+    }
     plain = pr.predict(memory_bytes, dirty.value, throughput.value, policy.downtime_at, **common)
     conv_policy = automatic_policy(pr.AUTO_CONVERGE) if auto else policy
     throttled = pr.predict(
         memory_bytes, dirty.value, throughput.value, conv_policy.downtime_at, auto_converge=True, **common
     )
     post = (
-        pr.predict_postcopy(memory_bytes, dirty.value, throughput.value, first_pass_bps=first)
-        if postcopy_possible
-        else None
+        pr.predict_postcopy(memory_bytes, dirty.value, throughput.value, wire_share=wire) if postcopy_possible else None
     )
     choice = pr.choose(plain, throttled, post) if auto else None
     if auto:
@@ -221,13 +232,13 @@ def estimate(
             dirty.value,
             throughput.value,
             switch_pass=policy.postcopy_iteration,
-            first_pass_bps=first,
+            wire_share=wire,
         )
     elif policy.auto_converge and not plain.converges:
         chosen = throttled
     else:
         chosen = plain
-    return Estimate(dirty, throughput, first_pass, plain, throttled, post, chosen, choice)
+    return Estimate(dirty, throughput, unlimited, share, plain, throttled, post, chosen, choice)
 
 
 def gather(v: dict[str, Any], memory_bytes: int, source_conn: Any, sample: bool) -> Estimate:
@@ -235,21 +246,27 @@ def gather(v: dict[str, Any], memory_bytes: int, source_conn: Any, sample: bool)
     ``sample``: measure the dirty rate with libvirt now when nothing fresher is known."""
     uuid = v["uuid"]
     dirty = sampled_rate(uuid)
-    if dirty is None and sample and source_conn is not None:
+    history = history_rate(uuid)
+    recent = (
+        history is not None
+        and history.measured_at is not None
+        and history.measured_at > timezone.now() - HISTORY_TRUSTED
+    )
+    # Sampling costs the checks some 4 s: only where no recent migration measured the VM.
+    if dirty is None and sample and source_conn is not None and not recent:
         try:
             dirty = sample_now(source_conn, uuid, repeats=2)
         except HostError:
             dirty = None
-    history = history_rate(uuid)
     if dirty is None or (history is not None and history.value > dirty.value):
         # Sampling reads too low more often than too high (docs/prediction.md):
         # the higher of the two figures is the safer one to predict with.
         dirty = history or dirty
     if dirty is None:
         dirty = pr.Figure(0.0, "nothing measured yet (assumed idle)")
-    throughput, first = pair_throughput(v["source"], v["target"], v["bandwidth_mib"])
+    throughput, unlimited = pair_throughput(v["source"], v["target"], v["bandwidth_mib"])
     possible = not postcopy_refused(v["source"].name, v["target"].name)
-    return estimate(memory_bytes, dirty, throughput, first, v["policy"], possible)
+    return estimate(memory_bytes, dirty, throughput, unlimited, wire_share(uuid), v["policy"], possible)
 
 
 def check_prediction(checks: Any, v: dict[str, Any], dom: Any, source: Any, target: Any) -> None:
@@ -282,7 +299,7 @@ def check_prediction(checks: Any, v: dict[str, Any], dom: Any, source: Any, targ
                 ),
             )
         else:
-            result, message = PASS, f"Automatic chose {choice.method.replace('_', '-')}: {choice.reason}."
+            result, message = PASS, f"Automatic chose {pr.METHOD_WORDS[choice.method]}: {choice.reason}."
         connections = multifd_connections(dom.info.memory)
         saved["parallel_connections"] = connections
     else:

@@ -205,24 +205,25 @@ class Governor:
         self.target_misses = 0
         # Learned pass by pass (measure.py reads them from the progress of earlier migrations).
         self.pass_dirty_rates: list[list[int]] = [list(p) for p in progress.get("pass_dirty_rates") or []]
-        self.first_pass_bps: int | None = progress.get("first_pass_bps")
         self.refined: str | None = progress.get("prediction_sentence")
+        self.wire_share: float | None = progress.get("wire_share")
 
     def learn(self, stats: JobStats, elapsed: float) -> dict[str, Any]:
-        """Keep each pass's dirty rate and the first pass's speed; once the first
+        """Keep each pass's dirty rate and the first pass's share of non-zero pages; once the first
         pass is over, predict the rest from the transfer's own figures (said once)."""
         if stats.iteration >= 1 and stats.dirty_rate_bps:
             if self.pass_dirty_rates and self.pass_dirty_rates[-1][0] == stats.iteration:
                 self.pass_dirty_rates[-1][1] = max(self.pass_dirty_rates[-1][1], stats.dirty_rate_bps)
             else:
                 self.pass_dirty_rates.append([stats.iteration, stats.dirty_rate_bps])
-        if self.first_pass_bps is None and stats.iteration >= 2 and stats.memory_total and elapsed > 0:
-            self.first_pass_bps = round(stats.memory_total / elapsed)
+        if stats.iteration == 1 and stats.memory_total > stats.memory_remaining:
+            # Bytes on the wire per byte of memory read: zero pages cost next to nothing.
+            self.wire_share = min(1.0, stats.memory_processed / (stats.memory_total - stats.memory_remaining))
         if self.refined is None and stats.iteration >= 2 and stats.memory_bps:
             self.refine(stats, elapsed)
         learned: dict[str, Any] = {"pass_dirty_rates": self.pass_dirty_rates}
-        if self.first_pass_bps is not None:
-            learned["first_pass_bps"] = self.first_pass_bps
+        if self.wire_share is not None:
+            learned["wire_share"] = round(self.wire_share, 3)
         if self.refined is not None:
             learned["prediction_sentence"] = self.refined
         return learned
