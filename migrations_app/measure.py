@@ -96,15 +96,16 @@ def known(uuid: object, source: Any = None, target: Any = None) -> dict[str, Any
 
 
 def history_rate(uuid: object) -> pr.Figure | None:
-    """The highest dirty rate an earlier live migration of this VM measured in
-    a pass after the first (the first pass's figure counts the pages dirtied
-    while all of memory was read, not a rate the next passes face)."""
+    """The dirty rate the newest earlier live migration of this VM measured in
+    its passes after the first (their median; the first pass's figure counts
+    the pages dirtied while all of memory was read, not a rate the next passes
+    face)."""
     for m in _earlier(domain_uuid=uuid):
         rates = [bps for it, bps in (m.progress or {}).get("pass_dirty_rates") or [] if it >= 2]
         if not rates and (m.stats or {}).get("dirty_rate_bps"):
             rates = [m.stats["dirty_rate_bps"]]
         if rates:
-            return pr.Figure(float(max(rates)), f"migration #{m.pk} (pass by pass)", m.finished_at)
+            return pr.Figure(float(statistics.median(rates)), f"migration #{m.pk} (pass by pass)", m.finished_at)
     return None
 
 
@@ -144,11 +145,24 @@ def pair_throughput(source: Any, target: Any, bandwidth_mib: int | None) -> tupl
 
 def wire_share(uuid: object) -> pr.Figure | None:
     """The share of this VM's memory that is not zero pages, as its newest
-    earlier migration sent it in the first pass (engine/live.Governor.learn)."""
+    earlier migration found it (engine/live.Governor.learn); for a VM never
+    moved, the median of the newest migrations of other VMs (a guess, said so)."""
     for m in _earlier(domain_uuid=uuid):
         share = (m.progress or {}).get("wire_share")
         if share is not None:
-            return pr.Figure(float(share), f"migration #{m.pk} (first pass)", m.finished_at)
+            return pr.Figure(float(share), f"migration #{m.pk}", m.finished_at)
+    others = [
+        (share, at)
+        for share, at in Migration.objects.filter(mode=Mode.LIVE, status=Status.SUCCEEDED)
+        .exclude(progress={})
+        .order_by("-finished_at")
+        .values_list("progress__wire_share", "finished_at")[:20]
+        if share is not None
+    ]
+    if others:
+        return pr.Figure(
+            float(statistics.median(s for s, _ in others)), f"{len(others)} other VMs' migrations", others[0][1]
+        )
     return None
 
 
@@ -258,10 +272,10 @@ def gather(v: dict[str, Any], memory_bytes: int, source_conn: Any, sample: bool)
             dirty = sample_now(source_conn, uuid, repeats=2)
         except HostError:
             dirty = None
-    if dirty is None or (history is not None and history.value > dirty.value):
-        # Sampling reads too low more often than too high (docs/prediction.md):
-        # the higher of the two figures is the safer one to predict with.
-        dirty = history or dirty
+    if history is not None and (recent or dirty is None):
+        # The VM's own passes are the direct measurement of what a migration
+        # faces; a sample stands in for them when they are old or missing.
+        dirty = history
     if dirty is None:
         dirty = pr.Figure(0.0, "nothing measured yet (assumed idle)")
     throughput, unlimited = pair_throughput(v["source"], v["target"], v["bandwidth_mib"])

@@ -216,9 +216,11 @@ class Governor:
                 self.pass_dirty_rates[-1][1] = max(self.pass_dirty_rates[-1][1], stats.dirty_rate_bps)
             else:
                 self.pass_dirty_rates.append([stats.iteration, stats.dirty_rate_bps])
-        if stats.iteration == 1 and stats.memory_total > stats.memory_remaining:
-            # Bytes on the wire per byte of memory read: zero pages cost next to nothing.
-            self.wire_share = min(1.0, stats.memory_processed / (stats.memory_total - stats.memory_remaining))
+        constant = stats.raw.get("memory_constant")
+        if constant is not None and stats.memory_total and stats.iteration >= 1:
+            # The pages QEMU found holding only zeros (nearly all in the first pass): they cost no bandwidth.
+            page = stats.raw.get("memory_page_size") or 4096
+            self.wire_share = max(0.0, min(1.0, 1 - constant * page / stats.memory_total))
         if self.refined is None and stats.iteration >= 2 and stats.memory_bps:
             self.refine(stats, elapsed)
         learned: dict[str, Any] = {"pass_dirty_rates": self.pass_dirty_rates}
