@@ -272,9 +272,10 @@ def gather(v: dict[str, Any], memory_bytes: int, source_conn: Any, sample: bool)
             dirty = sample_now(source_conn, uuid, repeats=2)
         except HostError:
             dirty = None
-    if history is not None and (recent or dirty is None):
-        # The VM's own passes are the direct measurement of what a migration
-        # faces; a sample stands in for them when they are old or missing.
+    if history is not None and (dirty is None or (recent and history.value > dirty.value)):
+        # Both read low in their own way (docs/prediction.md): sampling by
+        # chance, a migration's passes when they were long (a page rewritten
+        # twice in a pass counts once). The higher of the two is predicted with.
         dirty = history
     if dirty is None:
         dirty = pr.Figure(0.0, "nothing measured yet (assumed idle)")

@@ -96,6 +96,10 @@ def test_automatic_moves_a_guest_that_cannot_converge_by_post_copy_and_it_arrive
     assert "postcopy" in migration.flags
     assert any(e.startswith("Switched to post-copy") for e in events), events
     assert AuditEntry.objects.filter(migration=migration, data__decision="postcopy").exists()
+    chose = AuditEntry.objects.get(migration=migration, data__decision="automatic")
+    assert chose.data["method"] == "postcopy" and chose.message.startswith("Automatic: post-copy, because pre-copy")
     assert lab.where(name) == ["kvm02"]
     after = lab.wait_ticking(name)
-    assert after[1] > before[1]
+    with open(lab.serial_log("kvm02", name), errors="replace") as log:
+        seen = log.read()[-3000:]
+    assert after[1] > before[1], f"the guest restarted: {before} -> {after}; its console on kvm02:\n{seen}"

@@ -21,7 +21,7 @@ from kvmweb.records import InvalidTransition
 from .. import device_moves, prediction
 from ..checks import migration_address
 from ..models import AuditAction, Migration, Phase, StorageMode
-from ..policies import CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
+from ..policies import AUTOMATIC, CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
 from .outcome import hosts_of, policy_of
 from .progress import live_sample
 from .settle import ABORT_CANCEL, ABORT_DEADLINE, ABORT_TARGET_LOST, settle
@@ -74,6 +74,15 @@ class LiveMigration:
         if dom is not None:
             disks, dest_xml = self.prepare_copy(dom)
         dest_xml = self.adapt_devices(dest_xml)
+        chosen = self.m.prediction or {}
+        if self.m.policy == AUTOMATIC and chosen.get("method"):
+            self.m.note(
+                f"Automatic: {prediction.METHOD_WORDS.get(chosen['method'], chosen['method'])}, because "
+                f"{chosen.get('reason', 'the prediction chose it')}.",
+                AuditAction.POLICY,
+                decision="automatic",
+                method=chosen["method"],
+            )
         address, _ = migration_address(self.m.target)
         migrate_uri = f"tcp://{address}" if address else None
         postcopy = self.policy.postcopy_iteration is not None
