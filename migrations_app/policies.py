@@ -127,7 +127,7 @@ _AUTOMATIC_VARIANTS = {
         label="Automatic: post-copy",
         description="One pass of pre-copy, then post-copy.",
         downtime_steps=(DowntimeStep(0, 300),),
-        auto_converge=True,
+        auto_converge=False,
         postcopy_iteration=2,
         deadline_seconds=900,
     ),

@@ -255,10 +255,12 @@ def choose(
     precopy: Prediction,
     auto_converge: Prediction,
     postcopy: Prediction | None,
+    no_postcopy: str = "post-copy is not available between these hosts",
 ) -> Choice:
     """Plain pre-copy where it converges; else auto-converge where it converges
-    without slowing the guest by more than half; else post-copy where the
-    hosts allow it (``postcopy`` None: they do not); else refuse: move it cold."""
+    without slowing the guest by more than half; else post-copy where it is
+    allowed (``postcopy`` None: it is not, ``no_postcopy`` says why); else
+    refuse: move it cold."""
     if precopy.converges:
         return Choice(PRECOPY, precopy, f"it converges as it is ({describe(precopy)})")
     if auto_converge.converges and auto_converge.throttle_percent <= AUTO_CONVERGE_MAX_THROTTLE:
@@ -278,8 +280,7 @@ def choose(
     return Choice(
         COLD,
         None,
-        f"pre-copy would not converge ({precopy.why}) and post-copy is not available between these hosts: "
-        "move it cold, or raise the bandwidth",
+        f"pre-copy would not converge ({precopy.why}) and {no_postcopy}: move it cold, or raise the bandwidth",
     )
 
 

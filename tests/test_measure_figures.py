@@ -50,3 +50,15 @@ def test_the_share_of_memory_that_is_not_zero_is_the_vms_own_else_other_vms_medi
     own = ended(vm, kvm02, stats={"speed_bps": MiB}, progress={"wire_share": 0.7})
     figure = measure.wire_share(vm.uuid)
     assert figure is not None and figure.value == 0.7 and figure.source == f"migration #{own.pk}"
+
+
+def test_post_copy_is_kept_for_kvm_guests_between_hosts_that_never_refused_it(testdriver_hosts):
+    from migrations_app.models import AuditEntry
+
+    assert measure.postcopy_unavailable("kvm01", "kvm02", "kvm") == ""
+    assert "software-emulated guest (type 'qemu')" in measure.postcopy_unavailable("kvm01", "kvm02", "qemu")
+    AuditEntry.record(
+        "policy", "Post-copy is not supported.", source="kvm01", target="kvm02", decision="postcopy_unsupported"
+    )
+    assert measure.postcopy_unavailable("kvm01", "kvm02", "kvm") == "post-copy is not available between these hosts"
+    assert measure.postcopy_unavailable("kvm02", "kvm01", "kvm") == ""  # the other way was never tried
