@@ -43,3 +43,17 @@ def test_a_succeeded_migration_shows_what_was_predicted_beside_what_happened(cli
     assert "12 s (predicted 14 s)" in page
     assert "95 ms (predicted 80 ms)" in page
     assert "4 (predicted 3)" in page
+
+
+def test_the_api_gives_the_prediction_with_its_figures(api, viewer, testdriver_hosts):
+    kvm01, kvm02 = testdriver_hosts
+    vm = Domain.objects.get(name="kvm01-vm001")
+    migration = migration_for(vm, kvm02)
+    figures = {"dirty_rate_bps": {"value": 8 * MiB, "source": "migration #1 (pass by pass)"}}
+    migration.record_prediction({"seconds": 14.2, "downtime_ms": 80, "passes": 3, "inputs": figures})
+    api.force_authenticate(viewer)
+
+    body = api.get(f"/api/migrations/{migration.pk}/").json()
+
+    assert body["predicted_seconds"] == 14.2 and body["predicted_downtime_ms"] == 80 and body["predicted_passes"] == 3
+    assert body["prediction"]["inputs"] == figures
