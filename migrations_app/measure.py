@@ -148,15 +148,16 @@ def wire_share(uuid: object) -> pr.Figure | None:
     earlier migration found it (engine/live.Governor.learn); for a VM never
     moved, the median of the newest migrations of other VMs (a guess, said so)."""
     for m in _earlier(domain_uuid=uuid):
-        share = (m.progress or {}).get("wire_share")
+        # Its final statistics' count (progress.job_record), else the last sample's.
+        share = (m.stats or {}).get("wire_share", (m.progress or {}).get("wire_share"))
         if share is not None:
             return pr.Figure(float(share), f"migration #{m.pk}", m.finished_at)
     others = [
         (share, at)
         for share, at in Migration.objects.filter(mode=Mode.LIVE, status=Status.SUCCEEDED)
-        .exclude(progress={})
+        .exclude(stats={})
         .order_by("-finished_at")
-        .values_list("progress__wire_share", "finished_at")[:20]
+        .values_list("stats__wire_share", "finished_at")[:20]
         if share is not None
     ]
     if others:

@@ -43,11 +43,11 @@ def test_the_share_of_memory_that_is_not_zero_is_the_vms_own_else_other_vms_medi
     vm, other = Domain.objects.filter(host=kvm01).order_by("name")[:2]
     assert measure.wire_share(vm.uuid) is None
     for share in (0.2, 0.4, 0.9):
-        ended(other, kvm02, stats={"speed_bps": MiB}, progress={"wire_share": share})
+        ended(other, kvm02, stats={"speed_bps": MiB, "wire_share": share})
     guess = measure.wire_share(vm.uuid)
     assert guess is not None and guess.value == 0.4 and guess.source == "3 other VMs' migrations"
 
-    own = ended(vm, kvm02, stats={"speed_bps": MiB}, progress={"wire_share": 0.7})
+    own = ended(vm, kvm02, stats={"speed_bps": MiB, "wire_share": 0.7}, progress={"wire_share": 0.9})
     figure = measure.wire_share(vm.uuid)
     assert figure is not None and figure.value == 0.7 and figure.source == f"migration #{own.pk}"
 
@@ -62,3 +62,13 @@ def test_post_copy_is_kept_for_kvm_guests_between_hosts_that_never_refused_it(te
     )
     assert measure.postcopy_unavailable("kvm01", "kvm02", "kvm") == "post-copy is not available between these hosts"
     assert measure.postcopy_unavailable("kvm02", "kvm01", "kvm") == ""  # the other way was never tried
+
+
+def test_a_migrations_statistics_keep_the_share_of_memory_that_was_not_zero():
+    from hosts.libvirt import JobStats
+    from migrations_app.engine.progress import job_record
+
+    # libvirt's statistics of the lab's idle 256 MiB guest: 42,206 zero pages of 4 KiB.
+    raw = {"memory_total": 269230080, "memory_constant": 42206, "memory_page_size": 4096, "time_elapsed": 6100}
+    record = job_record(JobStats.from_libvirt(raw, active=False), completed=True)
+    assert record["wire_share"] == pytest.approx(0.358, abs=0.001)

@@ -89,6 +89,12 @@ def job_record(stats: JobStats, *, completed: bool) -> dict[str, Any]:
         "speed_bps": stats.memory_bps,
         "dirty_rate_bps": stats.dirty_rate_bps,
     }
+    constant = stats.raw.get("memory_constant")
+    if constant is not None and stats.memory_total:
+        # The share of memory that was not zero pages (QEMU's count of them): what
+        # the next prediction's first pass sends (measure.wire_share).
+        page = stats.raw.get("memory_page_size") or 4096
+        record["wire_share"] = round(max(0.0, min(1.0, 1 - constant * page / stats.memory_total)), 3)
     if completed:
         record.update(
             time_ms=stats.elapsed_ms,
