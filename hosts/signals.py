@@ -25,6 +25,10 @@ definition_removed = Signal()
 # An operator removed a leftover volume: host, leftover (volumes.Leftover), user. Sent inside a transaction.
 volume_removed = Signal()
 
+# A VM's page is being shown: domain. Each receiver may answer a dict that is
+# added to the page's context (what the apps above know of the VM).
+domain_page = Signal()
+
 # An operator registered a host: host, user. Sent before its first sync.
 host_registered = Signal()
 

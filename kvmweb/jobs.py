@@ -24,6 +24,7 @@ ALLOWED_JOBS = frozenset(
         "kvmweb.worker.reconcile_periodically",
         "migrations_app.jobs.run_migration",
         "migrations_app.jobs.reconcile_migration",
+        "migrations_app.jobs.measure_domain",
         "maintenance.runner.advance",
         "maintenance.rolling.advance",
         # The name the evacuation job had before evacuations ran in steps; a

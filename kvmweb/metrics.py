@@ -132,6 +132,11 @@ class KvmwebCollector:
                 "The guest's downtime during the switch-over, of succeeded live migrations, as libvirt measured it.",
                 ("live",),
             ),
+            "kvmweb_migration_prediction_error_ratio": (
+                "How far the predicted duration of a succeeded live migration was from libvirt's own: "
+                "|predicted - actual| / actual.",
+                ("live",),
+            ),
         }
         for name, (help_text, modes) in helps.items():
             family = HistogramMetricFamily(name, help_text, labels=["mode"])

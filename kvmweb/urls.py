@@ -12,7 +12,7 @@ from core.tokens import TokenViewSet, token_list
 from hosts.api import DomainViewSet, HostViewSet
 from kvmweb.metrics import metrics
 from maintenance import api as maintenance_api
-from migrations_app.api import AuditViewSet, MigrationViewSet
+from migrations_app.api import AuditViewSet, MigrationViewSet, domain_measure
 
 router = DefaultRouter()
 # "api-" basenames keep the API's URL names apart from the pages' (host-detail...).
@@ -51,6 +51,7 @@ urlpatterns = [
     path("api/hosts/<int:pk>/maintenance/", maintenance_api.maintenance, name="api-host-maintenance"),
     path("api/hosts/<int:pk>/activate/", maintenance_api.activate, name="api-host-activate"),
     path("api/cluster/balance/", maintenance_api.balance, name="api-cluster-balance"),
+    path("api/domains/<int:pk>/measure/", domain_measure, name="api-domain-measure"),
     path("api/", include(router.urls)),
     path("metrics", metrics, name="metrics"),
     path("favicon.ico", favicon),

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from core.formatting import size
 from hosts.figures import choose_copy_pool
+from migrations_app import prediction
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -112,6 +113,8 @@ class Guest:
     # (host id, pool name, volume name) of copies an earlier move of this VM
     # recorded leaving behind: provably its own, so its return may remove them.
     own_leftovers: frozenset = frozenset()
+    # Bytes a second it dirties, as its earlier migrations measured (0: not known, taken as idle).
+    dirty_rate_bps: float = 0
 
     @property
     def live(self):
@@ -396,8 +399,22 @@ def _shared_with(disk, source, host):
     return bool(here and there and here.shared and there.shared and there.active and here.path == there.path)
 
 
+def move_seconds(guest, copied, speed_bps):
+    """A move's predicted seconds: the overhead, the copied disks, and for a
+    running VM its memory as the pre-flight prediction sees it (passes over
+    what it dirties; post-copy, as Automatic would choose, where pre-copy
+    would not converge)."""
+    seconds = MOVE_OVERHEAD_SECONDS + copied / speed_bps
+    if guest.live:
+        memory = prediction.predict(guest.memory, guest.dirty_rate_bps, speed_bps, 300, setup_seconds=0)
+        if not memory.converges:
+            memory = prediction.predict_postcopy(guest.memory, guest.dirty_rate_bps, speed_bps, setup_seconds=0)
+        seconds += memory.seconds
+    return seconds
+
+
 def _move(guest, source, host, mode, pool, copied, committed, speed_bps):
-    seconds = MOVE_OVERHEAD_SECONDS + ((guest.memory if guest.live else 0) + copied) / speed_bps
+    seconds = move_seconds(guest, copied, speed_bps)
     storage = "copy" if copied else "shared"
     how = (
         f"its disks ({size(copied)}) are copied into pool {pool}"

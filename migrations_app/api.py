@@ -1,12 +1,17 @@
 from typing import Any
 
+import django_rq
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.decorators import action
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from . import services
+from hosts.models import Domain
+from hosts.permissions import IsOperatorOrReadOnly
+
+from . import jobs, measure, services
 from .filters import AuditFilter, MigrationFilter
 from .models import AuditEntry, Migration
 from .request import MigrationRequest
@@ -99,3 +104,28 @@ class AuditViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AuditEntrySerializer
     queryset = AuditEntry.objects.all()
     filterset_class = AuditFilter
+
+
+@extend_schema(
+    request=None,
+    responses={
+        200: OpenApiResponse(description="What is known of the VM's dirty rate: sampled, history, each with age."),
+        202: OpenApiResponse(description="Measuring (a few seconds): GET this address for the figures."),
+        409: OpenApiResponse(description="The VM is not running: there is nothing to measure."),
+    },
+)
+@api_view(["GET", "POST"])
+@permission_classes([IsOperatorOrReadOnly])
+def domain_measure(request: Request, pk: int) -> Response:
+    """POST (operators): measure the VM's dirty rate now, as a short job; GET: the figures known
+    (libvirt's page sampling, and what its earlier migrations measured), each with its source and age."""
+    domain = get_object_or_404(Domain.objects.select_related("host"), pk=pk)
+    if request.method == "POST":
+        if domain.state != "running":
+            return Response(
+                {"detail": f"{domain.name} is {domain.state}: only a running VM dirties memory. Start it first."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        job = django_rq.get_queue("default").enqueue(jobs.measure_domain, domain.pk)
+        return Response({"job": job.id, "measuring": True}, status=status.HTTP_202_ACCEPTED)
+    return Response(measure.known(domain.uuid))

@@ -35,6 +35,8 @@ LIVE_FIELDS = [
     ("downtime_ms", "Allowed downtime", "ms"),
     ("throttle_percent", "Guest CPUs slowed by", "percent"),
     ("eta_seconds", "Time left (estimate)", "seconds"),
+    # Said once the first pass is over (engine/live.Governor.refine).
+    ("prediction_sentence", "Prediction", "plain"),
     ("elapsed", "Elapsed", "seconds"),
 ]
 COLD_FIELDS = [
@@ -170,9 +172,19 @@ def outcome_rows(migration: Migration) -> list[FigureRow]:
     if stats.get("data_transferred") is None and (migration.progress or {}).get("data_processed") is not None:
         stats["data_transferred"] = migration.progress["data_processed"]
     rows = stat_rows({key: stats.get(key) for key in OUTCOME_STATS})
+    # What the pre-flight check predicted, beside what happened (a succeeded live move).
+    predicted = {}
+    if migration.prediction_outcome() is not None:
+        predicted = {
+            "time_ms": duration(migration.predicted_seconds or 0),
+            "downtime_ms": f"{migration.predicted_downtime_ms} ms",
+            "iterations": str(migration.predicted_passes),
+        }
     for row in rows:
         if row["key"] == "time_ms":
             row["text"] = duration(stats["time_ms"] / 1000)  # "12 s", not "11800 ms"
+        if row["key"] in predicted:
+            row["text"] += f" (predicted {predicted[row['key']]})"
         if row["key"] == "data_transferred" and migration.mode == "cold":
             row["label"] = "Disk data copied"
     return rows

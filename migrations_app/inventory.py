@@ -21,12 +21,14 @@ from hosts.models import Domain, Host
 from hosts.signals import (
     definition_removed,
     domain_moved,
+    domain_page,
     host_key_confirmed,
     host_registered,
     split_brain_changed,
     volume_removed,
 )
 
+from .measure import known
 from .models import ACTIVE, AuditAction, AuditEntry, Migration
 
 if TYPE_CHECKING:
@@ -148,3 +150,9 @@ def record_host_key_confirmed(sender: object, host: Host, user: AnyUser | None, 
         host=host.name,
         fingerprint=host.ssh_fingerprint,
     )
+
+
+@receiver(domain_page, dispatch_uid="domain-page-dirty-rate")
+def dirty_rate_on_domain_page(sender: type[Domain], domain: Domain, **kwargs: Any) -> dict[str, Any]:
+    """A VM's page shows what is known of its dirty rate, with sources and ages (measure.known)."""
+    return {"dirty": known(domain.uuid)}

@@ -15,6 +15,7 @@ from core.links import row_url
 from core.records import InvalidTransition, TrackedRequest, alters_data
 
 from .display import EVENTS_SHOWN, chart_point, display, line, summary
+from .prediction import error_ratio
 
 # A migration's statuses, modes and phases are the model's names too (explicitly re-exported):
 # the apps read them from here, waiting.py from states.py.
@@ -78,7 +79,7 @@ class Migration(TrackedRequest):
     mode = models.CharField(max_length=4, choices=Mode.choices)
     storage = models.CharField(max_length=6, choices=StorageMode.choices, default=StorageMode.SHARED)
     target_pool = models.CharField(max_length=255, blank=True, help_text="For copied disks.")
-    policy = models.CharField(max_length=32, default="default")
+    policy = models.CharField(max_length=32, default="auto")
     bandwidth_mib = models.PositiveIntegerField(null=True, blank=True, help_text="MiB/s; empty for no limit.")
     shutdown_timeout = models.PositiveIntegerField(default=120, help_text="Cold: seconds to wait for a clean shutdown.")
     force_off = models.BooleanField(default=False, help_text="Cold: power the VM off if it does not shut down in time.")
@@ -127,6 +128,17 @@ class Migration(TrackedRequest):
         "kept) once the move is verified.",
     )
     job_id = models.CharField(max_length=64, blank=True)
+    # What the pre-flight check ``prediction`` expected (measure.py), kept to be
+    # compared with what happened (stats: time_ms, downtime_ms, iterations).
+    prediction = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The prediction before the start: its figures with their sources, the method chosen "
+        "(policy Automatic) and why; 'refined': the same after the first pass.",
+    )
+    predicted_seconds = models.FloatField(null=True, blank=True)
+    predicted_downtime_ms = models.PositiveIntegerField(null=True, blank=True)
+    predicted_passes = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -342,6 +354,34 @@ class Migration(TrackedRequest):
     @alters_data
     def record_checks(self, checks: list[dict[str, Any]]) -> None:
         self._write(checks=checks)
+
+    @alters_data
+    def record_prediction(self, prediction: dict[str, Any]) -> None:
+        """The prediction made before the start (measure.check_prediction)."""
+        self._write(
+            prediction=prediction,
+            predicted_seconds=prediction.get("seconds"),
+            predicted_downtime_ms=prediction.get("downtime_ms"),
+            predicted_passes=prediction.get("passes"),
+        )
+
+    @alters_data
+    def refine_prediction(self, refined: dict[str, Any]) -> None:
+        """The prediction made again from the transfer's own figures after its first pass (the governor)."""
+        self._write(prediction={**(self.prediction or {}), "refined": refined})
+
+    def prediction_outcome(self) -> dict[str, Any] | None:
+        """Predicted against actual (duration, downtime, passes) once it succeeded; None before."""
+        stats = self.stats or {}
+        if self.status != Status.SUCCEEDED or self.predicted_seconds is None or not stats.get("time_ms"):
+            return None
+        actual_s = stats["time_ms"] / 1000
+        return {
+            "seconds": (round(self.predicted_seconds, 1), round(actual_s, 1)),
+            "downtime_ms": (self.predicted_downtime_ms, stats.get("downtime_ms")),
+            "passes": (self.predicted_passes, stats.get("iterations")),
+            "seconds_error": error_ratio(self.predicted_seconds, actual_s),
+        }
 
     @alters_data
     def record_flags(self, flags: Iterable[str]) -> None:

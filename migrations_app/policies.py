@@ -88,7 +88,60 @@ POLICIES = {
     ]
 }
 
-DEFAULT_POLICY = "default"
+# The policy "Automatic" (the default for new requests since issue 24) is no
+# fixed recipe: the pre-flight check ``prediction`` (measure.py) predicts the
+# transfer and picks one of the variants below, recording why; the engine then
+# runs that variant (engine/outcome.policy_of).
+AUTOMATIC = "auto"
+POLICIES[AUTOMATIC] = Policy(
+    name=AUTOMATIC,
+    label="Automatic",
+    description="kvmweb measures the guest and the link, predicts the transfer, and picks plain pre-copy, "
+    "auto-converge or post-copy (where the hosts support it), or refuses and advises a cold move; the "
+    "checks say which and why.",
+    downtime_steps=(DowntimeStep(0, 100), DowntimeStep(10, 300), DowntimeStep(20, 500), DowntimeStep(30, 1000)),
+    auto_converge=True,
+    deadline_seconds=600,
+)
+
+_AUTOMATIC_VARIANTS = {
+    # Predicted to converge as it is: nothing slows the guest.
+    "precopy": Policy(
+        name=AUTOMATIC,
+        label="Automatic: pre-copy",
+        description="Plain pre-copy, predicted to converge.",
+        downtime_steps=POLICIES[AUTOMATIC].downtime_steps,
+        deadline_seconds=600,
+    ),
+    "auto_converge": Policy(
+        name=AUTOMATIC,
+        label="Automatic: auto-converge",
+        description="Pre-copy with the guest slowed down as needed, predicted to converge so.",
+        downtime_steps=POLICIES[AUTOMATIC].downtime_steps,
+        auto_converge=True,
+        deadline_seconds=600,
+    ),
+    # Predicted not to converge: one full pass, then the guest moves and fetches the rest.
+    "postcopy": Policy(
+        name=AUTOMATIC,
+        label="Automatic: post-copy",
+        description="One pass of pre-copy, then post-copy.",
+        downtime_steps=(DowntimeStep(0, 300),),
+        auto_converge=False,
+        postcopy_iteration=2,
+        deadline_seconds=900,
+    ),
+}
+
+
+def automatic_policy(method: str | None) -> Policy:
+    """The variant of "Automatic" the prediction chose (``method``: prediction.PRECOPY,
+    AUTO_CONVERGE or POSTCOPY); without a choice, the policy as a whole (which lets QEMU
+    slow the guest down, like "Balanced")."""
+    return _AUTOMATIC_VARIANTS.get(method or "", POLICIES[AUTOMATIC])
+
+
+DEFAULT_POLICY = AUTOMATIC
 
 # Memory dirtied at 90% of the sending rate or more: what is left to send
 # shrinks too slowly to ever fit in the allowed downtime.
@@ -188,4 +241,5 @@ def get_policy(name: str | None) -> "Policy | None":
 
 
 def policy_choices() -> list[tuple[str, str]]:
-    return [(p.name, p.label) for p in POLICIES.values()]
+    """Automatic first: the default."""
+    return sorted(((p.name, p.label) for p in POLICIES.values()), key=lambda c: c[0] != AUTOMATIC)

@@ -18,9 +18,12 @@ from django.db.models import F
 # Upper bounds of the histograms' buckets, in seconds (Prometheus' base unit).
 DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# |predicted - actual| / actual of a live migration's duration (the goal: 0.25).
+PREDICTION_ERROR_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 HISTOGRAMS = {
     "kvmweb_migration_duration_seconds": DURATION_BUCKETS,
     "kvmweb_migration_downtime_seconds": DOWNTIME_BUCKETS,
+    "kvmweb_migration_prediction_error_ratio": PREDICTION_ERROR_BUCKETS,
 }
 FINISHED_TOTAL = "kvmweb_migrations_finished_total"
 MOVED_BYTES_TOTAL = "kvmweb_migration_moved_bytes_total"
@@ -83,6 +86,10 @@ def increments_for(migration: Any) -> dict[tuple[str, str], float]:
         _observe(increments, "kvmweb_migration_duration_seconds", mode, seconds)
     if mode == "live" and stats.get("downtime_ms") is not None:
         _observe(increments, "kvmweb_migration_downtime_seconds", mode, float(stats["downtime_ms"]) / 1000)
+    predicted = getattr(migration, "predicted_seconds", None)
+    if mode == "live" and predicted is not None and stats.get("time_ms"):
+        actual = float(stats["time_ms"]) / 1000
+        _observe(increments, "kvmweb_migration_prediction_error_ratio", mode, abs(predicted - actual) / actual)
     if stats.get("data_transferred"):
         increments[(MOVED_BYTES_TOTAL, labels(mode=mode))] = float(stats["data_transferred"])
     return increments

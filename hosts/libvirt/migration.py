@@ -3,6 +3,7 @@ migration, its job statistics, its steering and its abort."""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -182,3 +183,33 @@ class MigrationOps(Ops):
 
     def start_postcopy(self, uuid: object) -> None:
         self.call(self._dom(uuid).migrateStartPostCopy, 0)
+
+    def dirty_rate(self, uuid: object, seconds: int = 1, repeats: int = 3) -> list[int]:
+        """The guest's dirty rate in bytes per second, by libvirt's page
+        sampling (virDomainStartDirtyRateCalc), measured ``repeats`` times over
+        ``seconds`` each: one figure per measurement.
+
+        Page sampling only (``dirty-bitmap`` crashed QEMU 7.2 in the lab). Short
+        periods, several of them: QEMU hashes 512 pages per GiB at the start and
+        the end of the period and counts those that changed, so a page
+        rewritten twice counts once (a long period under-reports a guest that
+        rewrites a small region) and a small guest has few samples (one
+        measurement of a 256 MiB guest rests on 128 pages: ±30 %).
+        """
+        dom = self._dom(uuid)
+        figures = []
+        for _ in range(max(1, repeats)):
+            self.call(dom.startDirtyRateCalc, int(seconds), libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)
+            time.sleep(seconds)
+            deadline = time.monotonic() + seconds + 5
+            while True:
+                stats = self.call(self._conn.domainListGetStats, [dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)
+                values = stats[0][1] if stats else {}
+                if values.get("dirtyrate.calc_status") == libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED:
+                    # QEMU's "MB" are MiB (it shifts by 20).
+                    figures.append(int(values.get("dirtyrate.megabytes_per_second", 0)) * 1024 * 1024)
+                    break
+                if time.monotonic() > deadline:
+                    raise HostError("libvirt did not finish measuring the dirty rate.", code="dirty_rate")
+                time.sleep(0.1)
+        return figures

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from hosts.libvirt import HostError
 
-from . import access, capacity, convergence, cpu, devices, network, placement, state, storage
+from . import access, capacity, convergence, cpu, devices, network, placement, prediction, state, storage
 from .base import FAIL, LABELS, PASS, WARN, Check, CheckInput, CheckResult, Checks
 from .capacity import capacity_results
 from .placement import placement_check, split_brain_message
@@ -72,6 +72,7 @@ ORDER: tuple[Check, ...] = (
     storage.check_storage,
     capacity.check_memory,
     convergence.check_convergence,
+    prediction.check_prediction,
     devices.check_devices,
 )
 

@@ -47,6 +47,7 @@ LABELS = {
     "maintenance": "Target not in maintenance",
     "placement_rules": "Placement rules",
     "convergence": "Will it converge?",
+    "prediction": "Prediction",
     "removable_media": "Removable media",
     "consoles": "Consoles and serial ports",
     "host_devices": "Passed-through devices",

@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from core.formatting import size
 from core.records import InvalidTransition
 from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
 
-from .. import device_moves
+from .. import device_moves, prediction
 from ..models import AuditAction, Migration, Phase, StorageMode
-from ..policies import CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
+from ..policies import AUTOMATIC, CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
 from .outcome import hosts_of, policy_of
 from .progress import live_sample
 from .settle import ABORT_CANCEL, ABORT_DEADLINE, ABORT_TARGET_LOST, settle
@@ -72,6 +73,15 @@ class LiveMigration:
         if dom is not None:
             disks, dest_xml = self.prepare_copy(dom)
         dest_xml = self.adapt_devices(dest_xml)
+        chosen = self.m.prediction or {}
+        if self.m.policy == AUTOMATIC and chosen.get("method"):
+            self.m.note(
+                f"Automatic: {prediction.METHOD_WORDS.get(chosen['method'], chosen['method'])}, because "
+                f"{chosen.get('reason', 'the prediction chose it')}.",
+                AuditAction.POLICY,
+                decision="automatic",
+                method=chosen["method"],
+            )
         # To the target's own address, not the name it reports: that works even
         # where its name resolves to 127.0.0.1 there, which libvirt refuses.
         address = self.m.target.address() if self.m.target is not None else None
@@ -203,6 +213,61 @@ class Governor:
         self.errors = 0
         self.steps = 0
         self.target_misses = 0
+        # Learned pass by pass (measure.py reads them from the progress of earlier migrations).
+        self.pass_dirty_rates: list[list[int]] = [list(p) for p in progress.get("pass_dirty_rates") or []]
+        self.refined: str | None = progress.get("prediction_sentence")
+        self.wire_share: float | None = progress.get("wire_share")
+
+    def learn(self, stats: JobStats, elapsed: float) -> dict[str, Any]:
+        """Keep each pass's dirty rate and the first pass's share of non-zero pages; once the first
+        pass is over, predict the rest from the transfer's own figures (said once)."""
+        if stats.iteration >= 1 and stats.dirty_rate_bps:
+            if self.pass_dirty_rates and self.pass_dirty_rates[-1][0] == stats.iteration:
+                self.pass_dirty_rates[-1][1] = max(self.pass_dirty_rates[-1][1], stats.dirty_rate_bps)
+            else:
+                self.pass_dirty_rates.append([stats.iteration, stats.dirty_rate_bps])
+        constant = stats.raw.get("memory_constant")
+        if constant is not None and stats.memory_total and stats.iteration >= 1:
+            # The pages QEMU found holding only zeros (nearly all in the first pass): they cost no bandwidth.
+            page = stats.raw.get("memory_page_size") or 4096
+            self.wire_share = max(0.0, min(1.0, 1 - constant * page / stats.memory_total))
+        if self.refined is None and stats.iteration >= 2 and stats.memory_bps:
+            self.refine(stats, elapsed)
+        learned: dict[str, Any] = {"pass_dirty_rates": self.pass_dirty_rates}
+        if self.wire_share is not None:
+            learned["wire_share"] = round(self.wire_share, 3)
+        if self.refined is not None:
+            learned["prediction_sentence"] = self.refined
+        return learned
+
+    def refine(self, stats: JobStats, elapsed: float) -> None:
+        if self.postcopy_started or "postcopy" in self.flags:
+            return
+        rest = prediction.predict(
+            stats.memory_remaining,
+            stats.dirty_rate_bps,
+            stats.memory_bps,
+            lambda t: self.policy.downtime_at(elapsed + t),
+            auto_converge="auto_converge" in self.flags,
+            setup_seconds=0,
+            memory_total=stats.memory_total,
+        )
+        seconds = elapsed + rest.seconds
+        whole = replace(rest, seconds=seconds, passes=stats.iteration - 1 + rest.passes)
+        self.refined = (
+            f"After the first pass: {prediction.describe(whole)} in all."
+            if rest.converges
+            else f"After the first pass: {prediction.sentence(rest)}"
+        )
+        self.m.refine_prediction(
+            {
+                **rest.as_dict(),
+                "seconds": round(seconds, 1),
+                "passes": stats.iteration - 1 + rest.passes,
+                "at_pass": stats.iteration,
+            }
+        )
+        self.m.note(self.refined, refined=True)
 
     def step(self) -> None:
         elapsed = time.monotonic() - self.started
@@ -227,6 +292,7 @@ class Governor:
             self.downtime_ms,
             created_volumes=(self.m.progress or {}).get("created_volumes", []),
             convergence=self.convergence.state,
+            **self.learn(stats, elapsed),
         )
         if self.m.storage == StorageMode.COPY and stats.disk_remaining == 0 and stats.memory_processed:
             if self.m.phase == Phase.COPYING_DISK:

@@ -14,7 +14,7 @@ from hosts.signals import hosts_changed
 from hosts.sync import sync_hosts
 
 from ..models import AuditEntry, Migration
-from ..policies import Policy, get_policy
+from ..policies import AUTOMATIC, Policy, automatic_policy, get_policy
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ def hosts_of(migration: Migration) -> tuple[Host, Host]:
 
 def policy_of(migration: Migration) -> Policy:
     """The policy a migration was requested with (checked when it was requested)."""
+    if migration.policy == AUTOMATIC:
+        return automatic_policy((migration.prediction or {}).get("method"))
     policy = get_policy(migration.policy)
     if policy is None:
         raise ValueError(f"migration {migration.pk} names an unknown policy {migration.policy!r}")

@@ -46,8 +46,9 @@ def live_sample(
     downtime_ms: int | None,
     created_volumes: Iterable[str] = (),
     convergence: str | None = None,
+    **learned: Any,
 ) -> dict[str, Any]:
-    """A progress sample from libvirt's job statistics."""
+    """A progress sample from libvirt's job statistics (``learned``: what the governor keeps pass by pass)."""
     total = stats.data_total or (stats.memory_total + stats.disk_total)
     remaining = stats.data_remaining
     speed = stats.memory_bps + stats.disk_bps
@@ -72,6 +73,7 @@ def live_sample(
         throttle_percent=stats.throttle_percent,
         # policies.CONVERGING, SLOWLY or NOT_CONVERGING, as last told (from the second pass on).
         convergence=convergence if stats.iteration >= 2 else None,
+        **learned,
     )
 
 
@@ -87,6 +89,12 @@ def job_record(stats: JobStats, *, completed: bool) -> dict[str, Any]:
         "speed_bps": stats.memory_bps,
         "dirty_rate_bps": stats.dirty_rate_bps,
     }
+    constant = stats.raw.get("memory_constant")
+    if constant is not None and stats.memory_total:
+        # The share of memory that was not zero pages (QEMU's count of them): what
+        # the next prediction's first pass sends (measure.wire_share).
+        page = stats.raw.get("memory_page_size") or 4096
+        record["wire_share"] = round(max(0.0, min(1.0, 1 - constant * page / stats.memory_total)), 3)
     if completed:
         record.update(
             time_ms=stats.elapsed_ms,
