@@ -10,6 +10,7 @@ per-user count of wrong tokens; tokens are 256-bit random, not guessable.
 """
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -17,6 +18,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from knox.models import AuthToken
 from rest_framework import exceptions
+from rest_framework.request import Request
 
 from core.throttling import AnonRateThrottle
 
@@ -25,11 +27,11 @@ class FailedTokenThrottle(AnonRateThrottle):
     scope = "anon"
     cache_format = "throttle_failed_token_%(ident)s"
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request, view: Any) -> str:
         # By address alone: the request has no user yet (it is being authenticated).
         return self.cache_format % {"ident": self.get_ident(request)}
 
-    def full(self, request):
+    def full(self, request: Request) -> bool:
         self.key = self.get_cache_key(request, None)
         self.history = self.cache.get(self.key, [])
         self.now = self.timer()
@@ -39,7 +41,7 @@ class FailedTokenThrottle(AnonRateThrottle):
 
 
 class TokenAuthentication(KnoxTokenAuthentication):
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> Any:
         throttle = FailedTokenThrottle()
         if self.carries_token(request) and throttle.full(request):
             raise exceptions.Throttled(throttle.wait())
@@ -49,7 +51,7 @@ class TokenAuthentication(KnoxTokenAuthentication):
             throttle.allow_request(request, None)
             raise
 
-    def validate_user(self, auth_token):
+    def validate_user(self, auth_token: AuthToken) -> Any:
         # Tokens made before tokens expired have no expiry of their own: they
         # expire KVMWEB_TOKEN_TTL_DAYS after they were made, as new ones do.
         if expires(auth_token) <= timezone.now():
@@ -57,18 +59,18 @@ class TokenAuthentication(KnoxTokenAuthentication):
             raise exceptions.AuthenticationFailed("This token has expired. Ask for a new one (create_api_token).")
         return super().validate_user(auth_token)
 
-    def carries_token(self, request):
+    def carries_token(self, request: Request) -> bool:
         scheme = request.META.get("HTTP_AUTHORIZATION", "").split(maxsplit=1)[:1]
         return scheme == [self.authenticate_header(request)] or [s.lower() for s in scheme] == ["token"]
 
 
-class TokenScheme(OpenApiAuthenticationExtension):
+class TokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # its __init_subclass__ is untyped
     """How the OpenAPI schema describes the token header."""
 
     target_class = "core.auth.TokenAuthentication"
     name = "tokenAuth"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {
             "type": "apiKey",
             "in": "header",

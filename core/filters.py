@@ -20,11 +20,11 @@ class MomentField(forms.CharField):
     """A date (the whole day: an ``end`` bound includes it) or a date and time
     (ISO 8601), made aware in the site's time zone."""
 
-    def __init__(self, *args, end=False, **kwargs):
+    def __init__(self, *args: Any, end: bool = False, **kwargs: Any) -> None:
         self.end = end
         super().__init__(*args, **kwargs)
 
-    def to_python(self, value):
+    def to_python(self, value: Any) -> datetime | None:  # type: ignore[override]  # a moment, not text
         value = super().to_python(value)
         if not value:
             return None
@@ -36,7 +36,7 @@ class MomentField(forms.CharField):
                 "'%(value)s' is too far in the past or the future.", code="invalid", params={"value": value}
             ) from None
 
-    def _moment(self, value):
+    def _moment(self, value: str) -> datetime:
         try:
             day = date.fromisoformat(value)
         except ValueError:

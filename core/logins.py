@@ -30,15 +30,19 @@ The rule here:
 import hashlib
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 
 from core.clientaddr import client_address
 
@@ -54,7 +58,7 @@ def _key(kind: str, value: str) -> str:
     return f"kvmweb:login:{kind}:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def _counters(request, username: str) -> list[tuple[str, int, float]]:
+def _counters(request: HttpRequest, username: str) -> list[tuple[str, int, float]]:
     """(cache key, limit, longest delay) of each count this attempt belongs to."""
     limit = settings.KVMWEB_LOGIN_FAILURE_LIMIT
     cooloff = settings.KVMWEB_LOGIN_COOLOFF_MINUTES * 60
@@ -64,7 +68,7 @@ def _counters(request, username: str) -> list[tuple[str, int, float]]:
     ]
 
 
-def wait_seconds(request, username: str, now: float | None = None) -> float:
+def wait_seconds(request: HttpRequest, username: str, now: float | None = None) -> float:
     """How long this login attempt must still wait (0: it may be tried now)."""
     now = time.time() if now is None else now
     wait = 0.0
@@ -77,7 +81,7 @@ def wait_seconds(request, username: str, now: float | None = None) -> float:
     return max(wait, 0.0)
 
 
-def _refuse(request, seconds: float, message: str):
+def _refuse(request: HttpRequest | None, seconds: float, message: str) -> NoReturn:
     if request is not None:
         setattr(request, REFUSED, (max(1, int(seconds + 0.999)), message))
     raise PermissionDenied(message)
@@ -86,7 +90,9 @@ def _refuse(request, seconds: float, message: str):
 class LimitedModelBackend(ModelBackend):
     """Django's password check, within the limits above."""
 
-    def authenticate(self, request, username=None, password=None, **kwargs):
+    def authenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> User | None:
         if username is None:
             username = kwargs.get(self._username_field(), "")
         if request is not None:
@@ -111,7 +117,7 @@ class LimitedModelBackend(ModelBackend):
 
 
 @receiver(user_login_failed, dispatch_uid="kvmweb-count-login-failure")
-def count_failure(sender, credentials, request=None, **kwargs):
+def count_failure(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any) -> None:
     if request is None or getattr(request, REFUSED, None):
         return  # refused before the password was looked at: not counted
     now = time.time()
@@ -123,7 +129,7 @@ def count_failure(sender, credentials, request=None, **kwargs):
 
 
 @receiver(user_logged_in, dispatch_uid="kvmweb-reset-login-failures")
-def reset_user_count(sender, request, user, **kwargs):
+def reset_user_count(sender: Any, request: HttpRequest, user: AbstractBaseUser, **kwargs: Any) -> None:
     # The address keeps its count: logging in to one's own account must not
     # clear what that address tried against others.
     cache.delete(_key("user", user.get_username().casefold()))
@@ -132,10 +138,10 @@ def reset_user_count(sender, request, user, **kwargs):
 class LoginLimitMiddleware:
     """Answers a login refused by the limits with 429, what to do and when."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         refused = getattr(request, REFUSED, None)
         if refused is None:

@@ -25,7 +25,7 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     max_limit = 1000
     max_offset = 10**9
 
-    def get_offset(self, request):
+    def get_offset(self, request: Any) -> int:
         offset = super().get_offset(request)
         if offset > self.max_offset:
             raise ValidationError({self.offset_query_param: [f"Ensure this value is at most {self.max_offset}."]})

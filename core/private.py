@@ -12,7 +12,7 @@ import os
 PRIVATE_UMASK = 0o077
 
 
-def make_private(var_dir):
+def make_private(var_dir: str | os.PathLike[str]) -> None:
     os.umask(PRIVATE_UMASK)
     os.makedirs(var_dir, mode=0o700, exist_ok=True)
     if os.stat(var_dir).st_mode & 0o077:

@@ -48,6 +48,8 @@ class Timestamps(TypedDict):
 class TrackedRequest(models.Model):
     # The statuses in which the request is still being carried out.
     ACTIVE: ClassVar[tuple[str, ...]] = ()
+    # Each concrete model declares its own field, with its own choices.
+    status: str
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -65,18 +67,19 @@ class TrackedRequest(models.Model):
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
 
+    @alters_data
     def _transition(self, allowed_from: Iterable[str], **changes: Any) -> None:
         """Write ``changes`` only if the row is still in one of ``allowed_from``."""
         changes["updated_at"] = timezone.now()
-        rows = type(self)._default_manager.filter(pk=self.pk, status__in=allowed_from).update(**changes)
+        rows = (
+            type(self)._default_manager.filter(pk=self.pk, status__in=allowed_from).update(**changes)  # type: ignore[misc]  # status: the concrete model's field
+        )
         if rows != 1:
             self.refresh_from_db()
             going = f"; cannot go to {changes['status']}" if "status" in changes else ""
-            raise InvalidTransition(f"{self._meta.verbose_name.capitalize()} #{self.pk} is {self.status}{going}.")
+            raise InvalidTransition(f"{str(self._meta.verbose_name).capitalize()} #{self.pk} is {self.status}{going}.")
         for name, value in changes.items():
             setattr(self, name, value)
-
-    _transition.alters_data = True
 
     def timestamps(self) -> Timestamps:
         """When it was asked for, started and finished, as the live payloads carry them."""

@@ -8,6 +8,8 @@ name with a list of messages. Added to every operation by this hook
 (SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]) rather than by hand on each.
 """
 
+from typing import Any
+
 ERROR_SCHEMA = {
     "type": "object",
     "description": "Why the request was refused: `detail`, and for a field's problem the field's name "
@@ -27,7 +29,7 @@ ERRORS = {
 }
 
 
-def add_error_responses(result, generator, request, public):
+def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     ref = {"$ref": "#/components/schemas/Error"}
     for path, operations in result.get("paths", {}).items():

@@ -8,10 +8,14 @@ they were made: core.auth), the owner lists and revokes theirs at
 as it logs out every session.
 """
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.db.models import Model, QuerySet
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 from knox.models import AuthToken
@@ -22,7 +26,9 @@ from core.auth import expires
 
 
 @receiver(pre_save, sender=get_user_model(), dispatch_uid="kvmweb-revoke-tokens-on-new-password")
-def revoke_tokens_on_new_password(sender, instance, update_fields=None, **kwargs):
+def revoke_tokens_on_new_password(
+    sender: type[Model], instance: Any, update_fields: frozenset[str] | None = None, **kwargs: Any
+) -> None:
     if instance.pk is None or (update_fields is not None and "password" not in update_fields):
         return
     stored = sender._default_manager.filter(pk=instance.pk).values_list("password", flat=True).first()
@@ -42,7 +48,7 @@ class TokenSerializer(serializers.ModelSerializer):
         model = AuthToken
         fields = ["id", "created", "expires"]
 
-    def get_expires(self, token) -> str:
+    def get_expires(self, token: AuthToken) -> str:
         return serializers.DateTimeField().to_representation(expires(token))
 
 
@@ -55,7 +61,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.Gen
     lookup_url_kwarg = "id"
     pagination_class = None
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Any]:
         if getattr(self, "swagger_fake_view", False):  # the API schema, made without a user
             return AuthToken.objects.none()
         return AuthToken.objects.filter(user=self.request.user).order_by("-created")
@@ -65,7 +71,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.Gen
 
 
 @require_http_methods(["GET", "POST"])
-def token_list(request):
+def token_list(request: HttpRequest) -> HttpResponse:
     tokens = AuthToken.objects.filter(user=request.user).order_by("-created")
     if request.method == "POST":
         key = request.POST.get("token", "")

@@ -23,7 +23,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from functools import partial
 from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -31,27 +34,38 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
+from django.db.models import Model
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.dispatch import receiver
+from django.http import HttpRequest
 from django.http.request import split_domain_port, validate_host
 from django.utils.crypto import constant_time_compare
 
 from core.publishing import send_to_groups
 from core.roles import has_role
 
+if TYPE_CHECKING:  # for an annotation only: the auth models are not imported when this module loads
+    from django.contrib.auth.models import Group
+
 log = logging.getLogger(__name__)
 
 CLOSE_LOGGED_OUT = 4401
 
+# ASGI's scope and messages, as Channels hands them on.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
-def _headers(scope):
-    headers = {}
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
     for name, value in scope.get("headers", []):
         headers.setdefault(name.decode("latin1").lower(), value.decode("latin1"))
     return headers
 
 
-def _is_secure(scope, headers):
+def _is_secure(scope: Scope, headers: dict[str, str]) -> bool:
     if scope.get("scheme") == "wss":
         return True
     proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
@@ -63,7 +77,7 @@ def _is_secure(scope, headers):
     return False
 
 
-def origin_allowed(scope):
+def origin_allowed(scope: Scope) -> bool:
     headers = _headers(scope)
     origin = headers.get("origin")
     host = headers.get("host")
@@ -77,10 +91,10 @@ def origin_allowed(scope):
 
 
 class SameOriginValidator:
-    def __init__(self, application):
+    def __init__(self, application: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
         self.application = application
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and not origin_allowed(scope):
             # Refuse the handshake (HTTP 403) and end: unlike Channels'
             # WebsocketDenier, nothing is left waiting on the channel layer.
@@ -91,16 +105,16 @@ class SameOriginValidator:
         return await self.application(scope, receive, send)
 
 
-def session_group(session_key):
+def session_group(session_key: str) -> str:
     """A channel-layer group per login session, named by a digest (the key itself is a secret)."""
     return "session-" + hashlib.sha256(session_key.encode()).hexdigest()[:40]
 
 
-def user_group(user_pk):
+def user_group(user_pk: int | str) -> str:
     return f"user-{user_pk}"
 
 
-def _tell(group, kind):
+def _tell(group: str, kind: str) -> None:
     try:
         send_to_groups((group, {"type": kind}))
     except Exception:
@@ -110,13 +124,15 @@ def _tell(group, kind):
 
 
 @receiver(user_logged_out)
-def close_sockets_of_the_session(sender, request, **kwargs):
+def close_sockets_of_the_session(sender: Any, request: HttpRequest | None, **kwargs: Any) -> None:
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if session_key:
         _tell(session_group(session_key), "session.closed")
 
 
-def recheck_sockets_of_the_user(sender, instance, update_fields=None, **kwargs):
+def recheck_sockets_of_the_user(
+    sender: Any, instance: Model, update_fields: Iterable[str] | None = None, **kwargs: Any
+) -> None:
     if update_fields is not None and set(update_fields) <= {"last_login"}:
         return  # every login saves this; it changes nothing a session depends on
     group = user_group(instance.pk)
@@ -127,14 +143,18 @@ post_save.connect(recheck_sockets_of_the_user, sender=settings.AUTH_USER_MODEL, 
 post_delete.connect(recheck_sockets_of_the_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="socket-recheck-delete")
 
 
-def _recheck_users(user_pks):
+def _recheck_users(user_pks: Iterable[int | str]) -> None:
     for pk in set(user_pks):
         group = user_group(pk)
-        transaction.on_commit(lambda group=group: _tell(group, "session.recheck"))
+        transaction.on_commit(
+            partial(_tell, group, "session.recheck")
+        )  # a lambda's default argument: mypy cannot type it
 
 
 @receiver(m2m_changed, dispatch_uid="socket-recheck-groups")
-def recheck_sockets_when_groups_change(sender, instance, action, reverse, pk_set, **kwargs):
+def recheck_sockets_when_groups_change(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[Any] | None, **kwargs: Any
+) -> None:
     """A role is a group: a user taken out of one (or given one) has each socket check again."""
     if sender is not get_user_model().groups.through:
         return
@@ -149,11 +169,11 @@ def recheck_sockets_when_groups_change(sender, instance, action, reverse, pk_set
 
 
 @receiver(pre_delete, sender="auth.Group", dispatch_uid="socket-recheck-group-delete")
-def recheck_sockets_when_a_group_goes(sender, instance, **kwargs):
+def recheck_sockets_when_a_group_goes(sender: Any, instance: "Group", **kwargs: Any) -> None:
     _recheck_users(instance.user_set.values_list("pk", flat=True))
 
 
-def session_still_good(session_key, user_pk):
+def session_still_good(session_key: str | None, user_pk: int | str) -> bool:
     """Whether a page request with this session would still be let in as
     this user: the session exists and has not expired, names the user, and
     carries the hash of the user's current password; the user is active and
@@ -172,12 +192,12 @@ def session_still_good(session_key, user_pk):
 class SessionBoundConsumer(AsyncJsonWebsocketConsumer):
     """A JSON consumer tied to its login session; it takes no input from the client."""
 
-    async def websocket_connect(self, message):
-        self.groups_joined = []
-        self.session_key = getattr(self.scope.get("session"), "session_key", None)
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.groups_joined: list[str] = []
+        self.session_key: str | None = getattr(self.scope.get("session"), "session_key", None)
         user = self.scope.get("user")
         self.user_pk = user.pk if user is not None and user.is_authenticated else None
-        self.rechecks = None
+        self.rechecks: asyncio.Task[None] | None = None
         if self.session_key:
             self.groups_joined.append(session_group(self.session_key))
         if self.user_pk is not None:
@@ -188,7 +208,7 @@ class SessionBoundConsumer(AsyncJsonWebsocketConsumer):
         if self.session_key and self.user_pk is not None:
             self.rechecks = asyncio.create_task(self.recheck_every())
 
-    async def websocket_disconnect(self, message):
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         if self.rechecks is not None:
             self.rechecks.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,19 +217,19 @@ class SessionBoundConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
         await super().websocket_disconnect(message)
 
-    async def session_closed(self, event):
+    async def session_closed(self, event: dict[str, Any]) -> None:
         await self.close(code=CLOSE_LOGGED_OUT)
 
-    async def session_recheck(self, event):
+    async def session_recheck(self, event: dict[str, Any]) -> None:
         await self.close_unless_session_good()
 
-    async def recheck_every(self):
+    async def recheck_every(self) -> None:
         while True:
             await asyncio.sleep(settings.KVMWEB_SOCKET_RECHECK_SECONDS)
             if not await self.close_unless_session_good():
                 return
 
-    async def close_unless_session_good(self):
+    async def close_unless_session_good(self) -> bool:
         """Close the socket if its session no longer logs its user in; whether it stays."""
         try:
             good = await database_sync_to_async(session_still_good)(self.session_key, self.user_pk)
@@ -221,6 +241,6 @@ class SessionBoundConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_LOGGED_OUT)
         return good
 
-    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         # Nothing a client sends is needed, or trusted: drop it.
         return

@@ -20,7 +20,8 @@ from core.private import make_private
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kvmweb.settings")
 make_private(settings.VAR_DIR)
 # Django must be set up before anything imports models (the consumers do).
-django_http_app = WSGIMiddleware(get_wsgi_application(), workers=settings.KVMWEB_HTTP_THREADS)
+# (Django's handler answers an HttpResponse, which iterates bytes as WSGI wants; the stubs do not say so.)
+django_http_app = WSGIMiddleware(get_wsgi_application(), workers=settings.KVMWEB_HTTP_THREADS)  # type: ignore[arg-type]
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -37,7 +38,7 @@ application = ProtocolTypeRouter(
     {
         # Static files: WhiteNoise's middleware (kvmweb.settings). Bodies over
         # DATA_UPLOAD_MAX_MEMORY_SIZE are refused before they are read.
-        "http": BodyLimit(django_http_app),
+        "http": BodyLimit(django_http_app),  # type: ignore[arg-type]  # a2wsgi types ASGI more narrowly than BodyLimit
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(sockets))),
     }
 )

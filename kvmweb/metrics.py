@@ -16,16 +16,18 @@ the endpoint refuses everyone.
 import ipaddress
 import secrets
 from collections import defaultdict
+from collections.abc import Iterator
 
 import django_rq
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db.models import Count
-from django.http import HttpResponse, HttpResponseForbidden
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 from rq import Worker
 
@@ -41,14 +43,14 @@ OUTCOMES = ("succeeded", "failed", "cancelled")
 class KvmwebCollector:
     """Collects at each scrape; registered on a registry of its own, not the global one."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
 
         active = GaugeMetricFamily(
             "kvmweb_migrations_active",
             "Migrations not ended yet, by status (queued, checking, running) and mode.",
             labels=["status", "mode"],
         )
-        counts = {(s, m): 0 for s in ACTIVE for m in MODES}
+        counts: dict[tuple[str, str], int] = {(s, m): 0 for s in ACTIVE for m in MODES}
         for row in Migration.objects.filter(status__in=ACTIVE).values("status", "mode").annotate(n=Count("pk")):
             counts[(row["status"], row["mode"])] = row["n"]
         for (status, mode), n in sorted(counts.items()):
@@ -58,8 +60,8 @@ class KvmwebCollector:
 
         hosts = GaugeMetricFamily("kvmweb_hosts", "Registered hosts by status.", labels=["status"])
         host_counts = dict.fromkeys(HostStatus.values, 0)
-        for row in Host.objects.values("status").annotate(n=Count("pk")):
-            host_counts[row["status"]] = row["n"]
+        for host_row in Host.objects.values("status").annotate(n=Count("pk")):  # its own name: another row type
+            host_counts[host_row["status"]] = host_row["n"]
         for status, n in sorted(host_counts.items()):
             hosts.add_metric([status], n)
         yield hosts
@@ -72,7 +74,7 @@ class KvmwebCollector:
         yield from self._queues()
 
     @staticmethod
-    def _capacity():
+    def _capacity() -> Iterator[Metric]:
 
         families = {
             "memory_committed": GaugeMetricFamily(
@@ -100,7 +102,7 @@ class KvmwebCollector:
         yield from families.values()
 
     @staticmethod
-    def _tallies():
+    def _tallies() -> Iterator[Metric]:
         """The counters and histograms of ended migrations, as ``tallies`` keeps them (zero until one ends)."""
         rows: dict[str, dict[str, float]] = defaultdict(dict)
         for name, label_text, value in tallies.Tally.objects.values_list("name", "labels", "value"):
@@ -152,7 +154,7 @@ class KvmwebCollector:
             yield family
 
     @staticmethod
-    def _queues():
+    def _queues() -> Iterator[Metric]:
 
         depth = GaugeMetricFamily(
             "kvmweb_queue_jobs", "RQ jobs by queue and state (queued: waiting for a worker).", labels=["queue", "state"]
@@ -177,7 +179,7 @@ class KvmwebCollector:
         yield workers
 
 
-def _allowed_address(request):
+def _allowed_address(request: HttpRequest) -> bool:
     networks = settings.KVMWEB_METRICS_ALLOW
     if not networks:
         return False
@@ -188,7 +190,7 @@ def _allowed_address(request):
     return any(address in network for network in networks)
 
 
-def _valid_token(request):
+def _valid_token(request: HttpRequest) -> bool:
     token = settings.KVMWEB_METRICS_TOKEN
     if not token:
         return False
@@ -199,7 +201,7 @@ def _valid_token(request):
 
 @login_not_required
 @require_GET
-def metrics(request):
+def metrics(request: HttpRequest) -> HttpResponse:
     if not (_valid_token(request) or _allowed_address(request)):
         return HttpResponseForbidden(
             "Metrics need the bearer token or an allowed address.\n", content_type="text/plain"

@@ -4,15 +4,16 @@ import argparse
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def procfile(path=ROOT / "Procfile"):
+def procfile(path: str | os.PathLike[str] = ROOT / "Procfile") -> dict[str, list[str]]:
     """``{name: argv}`` from the Procfile, in its order."""
-    lines = {}
+    lines: dict[str, list[str]] = {}
     for line in Path(path).read_text().splitlines():
         name, sep, command = line.partition(":")
         if sep and not line.lstrip().startswith("#"):
@@ -20,7 +21,13 @@ def procfile(path=ROOT / "Procfile"):
     return lines
 
 
-def procfile_argv(name, port=None, bind=None, lines=None, fd=None):
+def procfile_argv(
+    name: str,
+    port: int | str | None = None,
+    bind: str | None = None,
+    lines: dict[str, list[str]] | None = None,
+    fd: int | None = None,
+) -> list[str]:
     """The command for ``name`` with this virtualenv's programs and, for web, ``port`` and ``bind``.
 
     ``fd``: web listens on that inherited socket instead of binding one (daphne's
@@ -42,7 +49,7 @@ def procfile_argv(name, port=None, bind=None, lines=None, fd=None):
     return argv
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     """``python -m kvmweb.procfile run NAME``: become that Procfile line's process.
 
     For process managers that run one program per unit (deploy/'s systemd

@@ -10,6 +10,7 @@ import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, overload
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -18,7 +19,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("KVMWEB_VAR_DIR", BASE_DIR / "var"))
 
 
-def env_bool(name, default):
+def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
@@ -29,7 +30,15 @@ def env_bool(name, default):
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}.")
 
 
-def env_number(name, default, minimum=0, kind=int):
+@overload
+def env_number(name: str, default: int, minimum: float = 0, kind: type[int] = int) -> int: ...
+
+
+@overload
+def env_number(name: str, default: float, minimum: float, kind: type[float]) -> float: ...
+
+
+def env_number(name: str, default: float, minimum: float = 0, kind: type[int] | type[float] = int) -> float:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
@@ -43,11 +52,11 @@ def env_number(name, default, minimum=0, kind=int):
     return number
 
 
-def env_int(name, default, minimum=0):
+def env_int(name: str, default: int, minimum: int = 0) -> int:
     return env_number(name, default, minimum)
 
 
-def env_rate(name, default):
+def env_rate(name: str, default: str) -> str:
     """A request rate as DRF's throttles take it: ``100/minute`` (second, minute, hour, day)."""
     value = os.environ.get(name) or default
     if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
@@ -55,11 +64,11 @@ def env_rate(name, default):
     return value
 
 
-def env_list(name, default=""):
+def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def _secret_key():
+def _secret_key() -> str:
     key = os.environ.get("DJANGO_SECRET_KEY")
     if key:
         return key
@@ -257,7 +266,7 @@ KVMWEB_LOGIN_FAILURE_LIMIT = env_int("KVMWEB_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 KVMWEB_LOGIN_COOLOFF_MINUTES = env_int("KVMWEB_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
 
 
-def _redis_url():
+def _redis_url() -> str:
     url = os.environ.get("REDIS_URL")
     if url:
         return url
@@ -294,7 +303,7 @@ RQ_QUEUES = {
 RQ = {"WORKER_CLASS": "kvmweb.worker.Worker", "JOB_CLASS": "kvmweb.jobs.KvmwebJob"}
 
 
-def channel_layers(redis_url):
+def channel_layers(redis_url: str) -> dict[str, dict[str, Any]]:
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -410,7 +419,7 @@ KVMWEB_BALANCE_THRESHOLD = env_number("KVMWEB_BALANCE_THRESHOLD", 10.0, 1.0, flo
 KVMWEB_BALANCE_COOLDOWN_SECONDS = env_int("KVMWEB_BALANCE_COOLDOWN_SECONDS", 3600)
 
 
-def _listen_address():
+def _listen_address() -> str:
     value = os.environ.get("KVMWEB_LISTEN_ADDRESS", "").strip()
     if value:
         try:
@@ -436,9 +445,9 @@ LOGGING = {
 }
 
 
-def env_networks(name):
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Comma-separated addresses or CIDRs, e.g. ``127.0.0.1,10.0.0.0/24``."""
-    networks = []
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for item in os.environ.get(name, "").split(","):
         if item.strip():
             try:

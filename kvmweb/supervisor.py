@@ -20,6 +20,7 @@ import secrets
 import shlex
 import shutil
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from kvmweb.procfile import ROOT, procfile, procfile_argv
@@ -31,12 +32,12 @@ START_SECONDS = 2
 START_RETRIES = 10
 
 
-def _escape(value):
+def _escape(value: object) -> str:
     # supervisord expands %(name)s in values: keep a literal % literal.
     return str(value).replace("%", "%%")
 
 
-def _command(argv):
+def _command(argv: list[str]) -> str:
     return _escape(shlex.join(argv))
 
 
@@ -44,13 +45,13 @@ class _Expanded(str):
     """A value written as it is: supervisord expands its %(...)s."""
 
 
-def _private_write(path, text):
+def _private_write(path: str | os.PathLike[str], text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
 
 
-def redis_setup(var_dir, port=6379):
+def redis_setup(var_dir: str | os.PathLike[str], port: int = 6379) -> str:
     """The demo Redis's URL and configuration, the password made on the first call only."""
     var = Path(var_dir).resolve()
     url_file = var / "redis-url"
@@ -62,20 +63,27 @@ def redis_setup(var_dir, port=6379):
     parts = urlsplit(url)
     _private_write(
         var / "redis.conf",
-        f"bind 127.0.0.1\nprotected-mode yes\nport {parts.port}\nrequirepass {unquote(parts.password)}\n"
+        f"bind 127.0.0.1\nprotected-mode yes\nport {parts.port}\nrequirepass {unquote(parts.password)}\n"  # type: ignore[arg-type]  # our URL has one
         f"daemonize no\ndir {var}\ndbfilename redis.rdb\nsave 60 1\n",
     )
     return url
 
 
-def render(var_dir, bind="127.0.0.1", port=8000, with_redis=False, procfile_path=ROOT / "Procfile", webs=1):
+def render(
+    var_dir: str | os.PathLike[str],
+    bind: str = "127.0.0.1",
+    port: int = 8000,
+    with_redis: bool = False,
+    procfile_path: str | os.PathLike[str] = ROOT / "Procfile",
+    webs: int = 1,
+) -> str:
     """supervisord's configuration. ``webs`` > 1: that many daphne processes
     serve ``bind``:``port``, a socket supervisord binds once and hands each as
     its stdin (an fcgi-program; daphne's ``--fd 0``), the way Channels' own
     deployment notes run several. One daphne runs every synchronous view on a
     single thread: the load bench saw one saturate near 55 requests a second."""
     var = Path(var_dir).resolve()
-    sections = [
+    sections: list[tuple[str, dict[str, object]]] = [
         ("unix_http_server", {"file": var / "supervisor.sock", "chmod": "0700"}),
         (
             "supervisord",
@@ -94,11 +102,11 @@ def render(var_dir, bind="127.0.0.1", port=8000, with_redis=False, procfile_path
         ),
         ("supervisorctl", {"serverurl": f"unix://{var / 'supervisor.sock'}"}),
     ]
-    programs = []
+    programs: list[tuple[str, list[str], int]] = []
     if with_redis:
         programs.append(("redis", [shutil.which("redis-server") or "redis-server", str(var / "redis.conf")], 10))
     lines = procfile(procfile_path)
-    shared = {}
+    shared: dict[str, dict[str, object]] = {}
     for name in lines:
         if name == "web" and webs > 1:
             programs.append((name, procfile_argv(name, lines=lines, fd=0), 20))
@@ -148,13 +156,13 @@ def render(var_dir, bind="127.0.0.1", port=8000, with_redis=False, procfile_path
     return "\n".join(out)
 
 
-def write(var_dir, **kwargs):
+def write(var_dir: str | os.PathLike[str], **kwargs: Any) -> Path:
     path = Path(var_dir) / "supervisord.conf"
     _private_write(path, render(var_dir, **kwargs))
     return path
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["redis", "conf"])
     parser.add_argument("var_dir")

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpResponsePermanentRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views import defaults
@@ -26,7 +26,7 @@ router.register("rules", maintenance_api.PlacementRuleViewSet, basename="api-rul
 router.register("rolling", maintenance_api.RollingViewSet, basename="api-rolling")
 
 
-def not_found(request, exception):
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """The API's clients read JSON, also for a URL that matches nothing (an id that is no number)."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
@@ -37,7 +37,7 @@ handler404 = not_found
 
 
 @login_not_required
-def favicon(request):
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
     """Pages name the icon in <link rel=icon>; this is for clients that ask for /favicon.ico anyway."""
     return HttpResponsePermanentRedirect(static("favicon.svg"))
 

@@ -3,7 +3,9 @@
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, cast
 
 import django_rq
 import redis
@@ -12,9 +14,10 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 from django.template.loader import get_template
 from django.urls import get_resolver
+from rq import Queue, get_current_job
 from rq import Worker as RQWorker
-from rq import get_current_job
 from rq.exceptions import StopRequested
+from rq.job import Job
 from rq.serializers import resolve_serializer
 from rq.worker import WorkerStatus
 
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 PENDING_KEY = "kvmweb:periodic:{}"
 
 
-def schedule_next(queue, name, func, delay=None):
+def schedule_next(queue: Queue, name: str, func: Callable[..., Any], delay: float | None = None) -> Job | None:
     """Schedule ``func``'s next run, unless one is already waiting.
 
     However many workers start, each periodic job keeps one chain of runs.
@@ -47,7 +50,7 @@ def schedule_next(queue, name, func, delay=None):
     if not interval:
         return None
     key = PENDING_KEY.format(name)
-    pending = queue.connection.get(key)
+    pending = cast("bytes | None", queue.connection.get(key))  # RQ's connection does not decode replies
     current = get_current_job()
     if pending and (current is None or pending.decode() != current.id):
         job = queue.fetch_job(pending.decode())
@@ -58,11 +61,11 @@ def schedule_next(queue, name, func, delay=None):
     return job
 
 
-def schedule_refresh(queue, delay=None):
+def schedule_refresh(queue: Queue, delay: float | None = None) -> Job | None:
     return schedule_next(queue, "refresh", refresh_inventory, delay)
 
 
-def refresh_inventory():
+def refresh_inventory() -> list[str]:
     """Sync every host, then schedule the next run."""
     try:
         return sync_all_job()
@@ -70,14 +73,14 @@ def refresh_inventory():
         schedule_refresh(django_rq.get_queue("default"))
 
 
-def reconcile_periodically():
+def reconcile_periodically() -> list[tuple[int, str]]:
     """Hand each migration whose worker died to a migration slot (settling or
     adopting it may take as long as the migration), queue again those whose
     job Redis lost, carry on evacuations and rolling maintenance no step is running for, then
     schedule the next run. Quick: it runs in a short-job slot."""
     try:
         migrations = django_rq.get_queue("migrations")
-        done = []
+        done: list[tuple[int, str]] = []
         for migration in orphans():
             pk = migration.pk
             migrations.enqueue(reconcile_migration, pk, job_id=f"reconcile-{pk}", result_ttl=3600)
@@ -90,7 +93,7 @@ def reconcile_periodically():
         schedule_next(django_rq.get_queue("default"), "reconcile", reconcile_periodically)
 
 
-def preload():
+def preload() -> None:
     """Load in the worker what each job's work horse would otherwise load for
     itself after RQ's fork, every time: the URL resolver and the template a
     migration's state is told with, the channel layer, the capacity queries
@@ -107,7 +110,7 @@ def preload():
         connections.close_all()
 
 
-def start_periodic_jobs(queue):
+def start_periodic_jobs(queue: Queue) -> None:
     schedule_refresh(queue, delay=0)
     # On start, look for migrations a dead worker left behind, at once. The
     # heartbeat rule keeps this from touching ones another live worker is
@@ -138,18 +141,18 @@ class Worker(RQWorker):
     # orphans at once (the pool's short-job slots do; its migration slots not).
     starts_periodic_jobs = True
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("maintenance_interval", SCHEDULER_TAKEOVER_SECONDS)
         kwargs["serializer"] = resolve_serializer(settings.RQ_SERIALIZER)
         kwargs["job_class"] = "kvmweb.jobs.KvmwebJob"  # only kvmweb's own job functions run
         super().__init__(*args, **kwargs)
 
     @property
-    def dequeue_timeout(self):
+    def dequeue_timeout(self) -> int:
         return SCHEDULER_TAKEOVER_SECONDS
 
-    def run_maintenance_tasks(self):
-        super().run_maintenance_tasks()
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
         # A Redis restarted without its data lost the waiting next runs of the
         # periodic jobs, and nothing else would schedule them again.
 
@@ -160,7 +163,9 @@ class Worker(RQWorker):
         except Exception:
             log.exception("could not schedule the periodic jobs")
 
-    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
         # RQ stops the whole worker ("unhandled exception, quitting") when a
         # job it dequeues cannot be read. Such an entry did not come from
         # kvmweb: log it, drop it, and go on with the next one.
@@ -175,7 +180,7 @@ class Worker(RQWorker):
                 if job_id is not None:
                     self.connection.delete(self.job_class.key_for(job_id))
 
-    def work(self, *args, **kwargs):
+    def work(self, *args: Any, **kwargs: Any) -> bool:
 
         try:
             preload()
@@ -204,14 +209,14 @@ class PoolWorker(Worker):
     expires within minutes instead of outliving the job's timeout.
     """
 
-    def work(self, *args, **kwargs):
+    def work(self, *args: Any, **kwargs: Any) -> bool:
 
         # Migration after migration against the same hosts: log in once
         # (hosts/libvirt/connection.py, "connections kept").
         keep_connections()
         return super().work(*args, **kwargs)
 
-    def execute_job(self, job, queue):
+    def execute_job(self, job: Job, queue: Queue) -> None:
         # What a work horse's environment says of it (engine.worker_name).
         os.environ["RQ_WORKER_ID"] = self.name
         os.environ["RQ_JOB_ID"] = job.id
@@ -230,14 +235,14 @@ class PoolWorker(Worker):
             close_old_connections()
             self.set_state(WorkerStatus.IDLE)
 
-    def _beat_until(self, done):
+    def _beat_until(self, done: threading.Event) -> None:
         while not done.wait(HEARTBEAT_SECONDS):
             try:
                 self.heartbeat()
             except Exception as e:  # Redis away for a moment: the next beat tries again
                 log.warning("worker %s: heartbeat failed: %s", self.name, e)
 
-    def get_heartbeat_ttl(self, job, working_time=0.0):
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.worker_ttl + 60
 
 

@@ -46,7 +46,7 @@ def refused(e: services.Refused) -> Response:
 )
 @api_view(["POST"])
 @permission_classes([IsOperatorOrReadOnly])
-def maintenance(request, pk):
+def maintenance(request: Request, pk: int) -> Response:
     """``{"dry_run": true}``: the plan, nothing changes. Otherwise the host goes into
     maintenance and an evacuation starts (202 with its id)."""
     host = get_object_or_404(Host, pk=pk)
@@ -75,7 +75,7 @@ def maintenance(request, pk):
 )
 @api_view(["POST"])
 @permission_classes([IsOperatorOrReadOnly])
-def activate(request, pk):
+def activate(request: Request, pk: int) -> Response:
     """End maintenance; with ``return_vms``, 202 with the id of a return evacuation."""
     host = get_object_or_404(Host, pk=pk)
     form = ActivateRequest(data=request.data)
@@ -113,7 +113,7 @@ class EvacuationSerializer(serializers.Serializer):
     cancel_requested = serializers.BooleanField()
     error = serializers.CharField()
 
-    def to_representation(self, instance):
+    def to_representation(self, instance: Evacuation) -> dict[str, Any]:
         return events.state(instance)
 
 
@@ -128,7 +128,7 @@ class EvacuationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         responses={202: EvacuationSerializer, 409: OpenApiResponse(description="It has finished already.")},
     )
     @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Start no more moves and cancel the running ones; each VM stays where it is."""
         evacuation = self.get_object()
         try:
@@ -167,7 +167,7 @@ class PlacementRuleSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["created_by_name", "created_at", "updated_at"]
 
-    def validate_vms(self, value):
+    def validate_vms(self, value: list[Any]) -> list[str]:
         uuids = list(dict.fromkeys(value))
         known = set(Domain.objects.filter(uuid__in=uuids).values_list("uuid", flat=True))
         unknown = [str(u) for u in uuids if u not in known]
@@ -178,7 +178,7 @@ class PlacementRuleSerializer(serializers.ModelSerializer):
             )
         return [str(u) for u in uuids]
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         kind = attrs.get("kind", getattr(self.instance, "kind", ""))
         vms = attrs.get("vms", getattr(self.instance, "vms", []))
         if "hosts" in attrs:
@@ -199,17 +199,17 @@ class PlacementRuleViewSet(viewsets.ModelViewSet):
     queryset = PlacementRule.objects.prefetch_related("hosts")
     serializer_class = PlacementRuleSerializer
 
-    def perform_create(self, serializer):
+    def perform_create(self, serializer: PlacementRuleSerializer) -> None:
         with transaction.atomic():
             rule = serializer.save(created_by_name=self.request.user.get_username())
             rules.audit(self.request.user, "created", rule)
 
-    def perform_update(self, serializer):
+    def perform_update(self, serializer: PlacementRuleSerializer) -> None:
         with transaction.atomic():
             rule = serializer.save()
             rules.audit(self.request.user, "changed", rule)
 
-    def perform_destroy(self, instance):
+    def perform_destroy(self, instance: PlacementRule) -> None:
         with transaction.atomic():
             rules.audit(self.request.user, "removed", instance)
             instance.delete()

@@ -5,7 +5,7 @@ class MaintenanceConfig(AppConfig):
     name = "maintenance"
     verbose_name = "Maintenance and evacuation"
 
-    def ready(self):
+    def ready(self) -> None:
         # Here, not at the top: these modules import models, which Django loads
         # only once every app is registered.
         from migrations_app.checks import placement_check

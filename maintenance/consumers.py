@@ -6,6 +6,7 @@ falls between the two.
 """
 
 import time
+from typing import Any
 
 from channels.db import database_sync_to_async
 
@@ -17,8 +18,8 @@ from .models import Evacuation
 
 
 class EvacuationConsumer(SessionBoundConsumer):
-    async def connect(self):
-        self.group = None
+    async def connect(self) -> None:
+        self.group: str | None = None
         if not await database_sync_to_async(_user_may_watch)(self.scope.get("user")):
             await self.close(code=CLOSE_NOT_ALLOWED)
             return
@@ -32,15 +33,15 @@ class EvacuationConsumer(SessionBoundConsumer):
         await self.accept()
         await self.send_json({"type": "evacuation.state", "evacuation": state})
 
-    async def disconnect(self, code):
+    async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def evacuation_update(self, event):
+    async def evacuation_update(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "evacuation.update", "evacuation": event["evacuation"]})
 
     @database_sync_to_async
-    def _current_state(self, pk):
+    def _current_state(self, pk: int) -> dict[str, Any] | None:
         evacuation = Evacuation.objects.filter(pk=pk).first()
         if evacuation is None:
             return None

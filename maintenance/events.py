@@ -8,7 +8,7 @@ from typing import Any
 
 from core.publishing import send_to_groups
 from migrations_app.models import FINISHED as MIGRATION_FINISHED
-from migrations_app.models import AuditEntry
+from migrations_app.models import AuditEntry, Migration
 from migrations_app.models import Status as MigrationStatus
 
 from .models import ACTIVE, Evacuation, evacuation_changed
@@ -16,11 +16,11 @@ from .models import ACTIVE, Evacuation, evacuation_changed
 log = logging.getLogger(__name__)
 
 
-def group(pk):
+def group(pk: int) -> str:
     return f"evacuation-{pk}"
 
 
-def state(evacuation):
+def state(evacuation: Evacuation) -> dict[str, Any]:
     migrations = {m.pk: m for m in evacuation.migrations.all()}
     return evacuation.as_event(migrations)
 
@@ -33,7 +33,7 @@ PROGRESS_EVERY_SECONDS = 1.0
 _progress_sent: dict[int, float] = {}
 
 
-def on_migration_published(sender, migration, **kwargs):
+def on_migration_published(sender: Any, migration: Migration, **kwargs: Any) -> None:
     """A move's news, passed on to its evacuation's page: its state at once,
     its progress at most once a PROGRESS_EVERY_SECONDS."""
     if migration.status == MigrationStatus.RUNNING:  # a progress sample, or a phase or note while it runs
@@ -47,7 +47,7 @@ def on_migration_published(sender, migration, **kwargs):
         publish(evacuation)
 
 
-def publish(evacuation, unless=None):
+def publish(evacuation: Evacuation, unless: dict[str, Any] | None = None) -> dict[str, Any]:
     """Send the evacuation's full state to its page, unless it is ``unless`` (what
     was sent last); returns the state. Never raises."""
     current = state(evacuation)

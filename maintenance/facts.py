@@ -3,6 +3,7 @@ and VMs, and the capacity model's figures (hosts/capacity.py, the same the
 memory check and the claim use): each host's memory capacity and what it has
 committed, the guests it runs and those on their way in."""
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
@@ -15,11 +16,15 @@ from migrations_app.models import Migration, Mode, Status
 from . import planner, rules
 from .models import Kind
 
+# (host id, pool name, volume name) of a VM's own leftover copies.
+Leftovers = frozenset[tuple[int, str, str]]
 
-def hosts():
+
+def hosts() -> dict[int, planner.HostFacts]:
     """HostFacts for every registered host, by id."""
     rows = list(capacity.with_committed(Host.objects.prefetch_related("pools", "networks")))
-    names, uuids = {}, {}
+    names: dict[int, set[str]] = {}
+    uuids: dict[int, set[str]] = {}
     for host_id, name, uuid in Domain.objects.values_list("host_id", "name", "uuid"):
         names.setdefault(host_id, set()).add(name)
         uuids.setdefault(host_id, set()).add(str(uuid))
@@ -59,17 +64,17 @@ def hosts():
     return facts
 
 
-def own_leftovers(domain):
+def own_leftovers(domain: Domain) -> Leftovers:
     """(host id, pool, volume name) of the copies earlier moves of this VM
     recorded leaving behind (hosts.volumes, migrations' ``left_on_source``)
     that are still there, in the inventory."""
     return leftovers_by_vm([domain]).get(str(domain.uuid), frozenset())
 
 
-def leftovers_by_vm(domains):
+def leftovers_by_vm(domains: Iterable[Domain]) -> dict[str, Leftovers]:
     """own_leftovers for many VMs at once, by uuid: two queries, not two per VM
     (a plan of 2,000 VMs spent 2 s here asking for each)."""
-    left = {}  # uuid -> {path: source host id}
+    left: dict[str, dict[str, int]] = {}  # uuid -> {path: source host id}
     moves = Migration.objects.filter(
         domain_uuid__in=[d.uuid for d in domains], status=Status.SUCCEEDED, storage="copy"
     ).exclude(source=None)
@@ -79,19 +84,19 @@ def leftovers_by_vm(domains):
     if not left:
         return {}
     on_hosts = {host_id for paths in left.values() for host_id in paths.values()}
-    volumes = {}  # (host id, path) -> (pool, name)
+    volumes: dict[tuple[int, str], tuple[str, str]] = {}  # (host id, path) -> (pool, name)
     for pool in StoragePool.objects.filter(host_id__in=on_hosts):
         for v in pool.volumes or []:
             volumes[(pool.host_id, v.get("path"))] = (pool.name, v.get("name", ""))
-    found = {}
-    for uuid, paths in left.items():
-        found[uuid] = frozenset(
+    found: dict[str, Leftovers] = {}
+    for vm, paths in left.items():  # not ``uuid``: above, that is a UUID
+        found[vm] = frozenset(
             (host_id, *volumes[(host_id, path)]) for path, host_id in paths.items() if (host_id, path) in volumes
         )
     return found
 
 
-def guest(domain, leftovers=None, dirty_rate_bps=0):
+def guest(domain: Domain, leftovers: Leftovers | None = None, dirty_rate_bps: float = 0) -> planner.Guest:
     """The planner's view of one VM; ``leftovers``: own_leftovers already read for it (None: read them)."""
     needs = capacity.Guest.of(domain)
     disks = tuple(
@@ -118,7 +123,7 @@ def guest(domain, leftovers=None, dirty_rate_bps=0):
     )
 
 
-def guests(queryset, leftovers=True):
+def guests(queryset: Iterable[Domain], leftovers: bool = True) -> list[planner.Guest]:
     """``leftovers``: read each VM's own leftover copies (all in two queries), which only a return uses."""
     domains = list(queryset)
     found = leftovers_by_vm(domains) if leftovers else {}
@@ -126,10 +131,10 @@ def guests(queryset, leftovers=True):
     return [guest(d, found.get(str(d.uuid), frozenset()), rates.get(str(d.uuid), 0)) for d in domains]
 
 
-def dirty_rates(domains):
+def dirty_rates(domains: list[Domain]) -> dict[str, float]:
     """Each VM's dirty rate as its newest live migration measured it from pass 2 on
     (measure.history_rate), in one query (of the newest thousand migrations of these VMs)."""
-    rates = {}
+    rates: dict[str, float] = {}
     uuids = [d.uuid for d in domains]
     rows = (
         Migration.objects.filter(domain_uuid__in=uuids, mode=Mode.LIVE, status__in=[Status.SUCCEEDED, Status.FAILED])
@@ -148,7 +153,7 @@ def dirty_rates(domains):
     return rates
 
 
-def speed_bps():
+def speed_bps() -> float:
     """The sending speed recent live migrations measured (the median), or the planner's default."""
     speeds = sorted(
         s
@@ -161,7 +166,7 @@ def speed_bps():
     return speeds[len(speeds) // 2] if speeds else planner.DEFAULT_SPEED_BPS
 
 
-def plan_evacuation(host):
+def plan_evacuation(host: Host) -> planner.Plan:
     """Where every VM of ``host`` would go now."""
     placement = rules.enabled()
     return planner.plan(
@@ -173,7 +178,7 @@ def plan_evacuation(host):
     )
 
 
-def plan_return(items, home):
+def plan_return(items: Iterable[Domain], home: Host) -> planner.Plan:
     """Bring these VMs (Domain rows) back to ``home``, and only there."""
     facts = hosts()
     others = [pk for pk in facts if pk != home.pk]
@@ -189,7 +194,7 @@ def plan_return(items, home):
     )
 
 
-def cooling_down(seconds=None):
+def cooling_down(seconds: int | None = None) -> frozenset[str]:
     """UUIDs of the VMs a balance plan moved within the cool-down
     (``KVMWEB_BALANCE_COOLDOWN_SECONDS``): balancing leaves them where they are."""
     if seconds is None:
@@ -201,7 +206,7 @@ def cooling_down(seconds=None):
     return frozenset(str(u) for u in moved)
 
 
-def plan_balance(threshold=None):
+def plan_balance(threshold: float | None = None) -> planner.Balance:
     """The moves that would bring the cluster within ``threshold`` points of its mean now."""
     if threshold is None:
         threshold = settings.KVMWEB_BALANCE_THRESHOLD

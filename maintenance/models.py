@@ -1,8 +1,10 @@
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -10,9 +12,9 @@ from django.dispatch import Signal
 from django.urls import reverse
 from django.utils import timezone
 
-from core.records import InvalidTransition, TrackedRequest
+from core.records import InvalidTransition, TrackedRequest, alters_data
 from migrations_app.display import percent_text
-from migrations_app.models import AuditAction
+from migrations_app.models import AuditAction, Migration
 
 from .planner import Rule
 
@@ -114,11 +116,11 @@ class Evacuation(TrackedRequest):
         """What the plan is about, in words: its host, or the cluster for a balance."""
         return self.host_name or "the cluster"
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("evacuation-detail", args=[self.pk])
 
     @property
-    def progress(self):
+    def progress(self) -> dict[str, int]:
         done = sum(1 for item in self.plan if item.get("state") in (Item.MOVED, Item.FAILED, Item.CANCELLED))
         return {
             "done": done,
@@ -127,7 +129,7 @@ class Evacuation(TrackedRequest):
         }
 
     @property
-    def left(self):
+    def left(self) -> list[dict[str, Any]]:
         """The VMs still on the host (or, for a return, not back), each with why."""
         left = [
             {"domain_name": i["domain_name"], "reason": i.get("error") or "It was not moved."}
@@ -138,26 +140,31 @@ class Evacuation(TrackedRequest):
 
     # -- state changes, each a conditional UPDATE naming the state it leaves --
 
-    def _announce(self, audit=None, *, user=None, **data):
+    def _announce(
+        self,
+        audit: tuple[str, str] | None = None,
+        *,
+        user: AbstractBaseUser | AnonymousUser | None = None,
+        **data: Any,
+    ) -> None:
         """The one way a change is told (``evacuation_changed``): ``audit`` is
         (action, message) for the audit log, then its page gets the new state."""
         evacuation_changed.send(sender=Evacuation, evacuation=self, audit=audit, user=user, data=data)
 
-    def start(self):
+    @alters_data
+    def start(self) -> None:
         self._transition([Status.QUEUED], status=Status.RUNNING, started_at=timezone.now())
         self._announce()
 
-    start.alters_data = True
-
-    def finish(self, status, error="", audit=None, **data):
+    @alters_data
+    def finish(self, status: str, error: str = "", audit: tuple[str, str] | None = None, **data: Any) -> None:
         """Ends it; ``audit`` ((action, message)) and ``data`` go into the audit log,
         as of the user who asked for it."""
         self._transition(ACTIVE, status=status, error=error, finished_at=timezone.now())
         self._announce(audit, user=self.requested_by, **data)
 
-    finish.alters_data = True
-
-    def request_cancel(self, user):
+    @alters_data
+    def request_cancel(self, user: AbstractBaseUser | AnonymousUser) -> None:
         """``user`` asks that no more moves start, and the running ones stop."""
         self._transition(ACTIVE, cancel_requested=True)
         self._announce(
@@ -169,14 +176,11 @@ class Evacuation(TrackedRequest):
             user=user,
         )
 
-    request_cancel.alters_data = True
-
-    def save_plan(self):
+    @alters_data
+    def save_plan(self) -> None:
         Evacuation.objects.filter(pk=self.pk).update(plan=self.plan, updated_at=timezone.now())
 
-    save_plan.alters_data = True
-
-    def as_event(self, migrations=None):
+    def as_event(self, migrations: Mapping[int, Migration] | None = None) -> dict[str, Any]:
         """The full state as the API and the live page show it. ``migrations``:
         {id: Migration} of this evacuation, for each VM's progress. The
         ``*_display`` texts are what the page shows, written here."""
@@ -255,23 +259,23 @@ class PlacementRule(models.Model):
     class Meta:
         ordering = ["name"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display().lower()})"
 
-    def clean(self):
+    def clean(self) -> None:
         # The hosts are checked by the forms and the API, which have the new ones.
         problem = rule_problem(self.kind, self.vms or [])
         if problem:
             raise ValidationError(problem)
 
-    def as_fact(self, host_ids=None):
+    def as_fact(self, host_ids: Iterable[int] | None = None) -> Rule:
         """The rule as the planner takes it. ``host_ids``: its hosts' ids, when fetched already."""
         if host_ids is None:
             host_ids = [h.pk for h in self.hosts.all()]
         return Rule(self.name, self.kind, frozenset(str(u) for u in self.vms), frozenset(host_ids))
 
 
-def rule_problem(kind, vms, hosts=None):
+def rule_problem(kind: str, vms: Collection[str], hosts: Iterable[object] | None = None) -> str:
     """What is wrong with a rule of this kind, VMs and hosts (None: not known yet), in words; or ""."""
     if kind in (RuleKind.APART, RuleKind.TOGETHER) and len(set(vms)) < 2:
         return "A rule that keeps VMs apart or together needs at least two VMs."
@@ -348,15 +352,13 @@ class RollingMaintenance(TrackedRequest):
             return "until an operator marks it done"
         return f"until an operator marks it done, at most {duration_text(self.wait_seconds)}"
 
+    @alters_data
     def finish(self, status: str, error: str = "") -> None:
         self._transition(self.ACTIVE, status=status, error=error, finished_at=timezone.now())
 
-    finish.alters_data = True  # type: ignore[attr-defined]
-
+    @alters_data
     def request_cancel(self) -> None:
         self._transition(self.ACTIVE, cancel_requested=True)
-
-    request_cancel.alters_data = True  # type: ignore[attr-defined]
 
 
 class RollingHost(models.Model):
@@ -399,6 +401,7 @@ class RollingHost(models.Model):
         deadline = self.deadline
         return self.done_at is not None or (deadline is not None and now >= deadline)
 
+    @alters_data
     def move(self, from_states: Iterable[str], **changes: Any) -> None:
         """Write ``changes`` only if the row is still in one of ``from_states``."""
         rows = RollingHost.objects.filter(pk=self.pk, state__in=list(from_states)).update(**changes)
@@ -407,8 +410,6 @@ class RollingHost(models.Model):
             raise InvalidTransition(f"{self.host_name} of {self.rolling} is {self.get_state_display().lower()} now.")
         for name, value in changes.items():
             setattr(self, name, value)
-
-    move.alters_data = True  # type: ignore[attr-defined]
 
     def wait_text(self, now: datetime) -> str:
         """What it waits for, while in maintenance, in words; "" otherwise."""

@@ -24,7 +24,9 @@ host's committed share near the cluster's, under the same rules.
 """
 
 import heapq
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict
 
 from core.formatting import size
 from hosts.figures import choose_copy_pool
@@ -49,7 +51,7 @@ class Pool:
     active: bool = True
     shared: bool = False
     # The names of the volumes in it (a copy of a disk named like one clashes).
-    volumes: frozenset = frozenset()
+    volumes: frozenset[str] = frozenset()
 
 
 APART, TOGETHER, PINNED = "apart", "together", "pinned"
@@ -61,8 +63,8 @@ class Rule:
 
     name: str
     kind: str  # APART, TOGETHER or PINNED
-    vms: frozenset = frozenset()
-    hosts: frozenset = frozenset()
+    vms: frozenset[str] = frozenset()
+    hosts: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -78,11 +80,11 @@ class HostFacts:
     memory_committed: int = 0  # bytes already promised to guests
     max_incoming: int = 2
     max_outgoing: int = 2
-    pools: dict = field(default_factory=dict)  # name -> Pool
-    bridges: frozenset = frozenset()  # bridges its libvirt networks use
-    networks: frozenset = frozenset()  # its active libvirt networks
-    domain_names: frozenset = frozenset()
-    domain_uuids: frozenset = frozenset()
+    pools: dict[str, Pool] = field(default_factory=dict)  # name -> Pool
+    bridges: frozenset[str] = frozenset()  # bridges its libvirt networks use
+    networks: frozenset[str] = frozenset()  # its active libvirt networks
+    domain_names: frozenset[str] = frozenset()
+    domain_uuids: frozenset[str] = frozenset()
     vcpu_capacity: int = 0  # vCPUs it may run (capacity model); 0: not known, not weighed
     vcpus_committed: int = 0
 
@@ -107,28 +109,63 @@ class Guest:
     # Backed by huge pages: the capacity model counts it in the target's huge
     # page pool, which the pre-flight check weighs, not in committed memory.
     hugepages: bool = False
-    disks: tuple = ()
-    bridges: frozenset = frozenset()
-    networks: frozenset = frozenset()
+    disks: tuple[Disk, ...] = ()
+    bridges: frozenset[str] = frozenset()
+    networks: frozenset[str] = frozenset()
     # (host id, pool name, volume name) of copies an earlier move of this VM
     # recorded leaving behind: provably its own, so its return may remove them.
-    own_leftovers: frozenset = frozenset()
+    own_leftovers: frozenset[tuple[int, str, str]] = frozenset()
     # Bytes a second it dirties, as its earlier migrations measured (0: not known, taken as idle).
     dirty_rate_bps: float = 0
 
     @property
-    def live(self):
+    def live(self) -> bool:
         return self.state in LIVE_STATES
+
+
+class Move(TypedDict):
+    """One move of a plan, as the API, the pages and an evacuation's items carry it."""
+
+    domain: int
+    domain_name: str
+    domain_uuid: str
+    source: int
+    source_name: str
+    target: int
+    target_name: str
+    mode: str  # "live" or "cold"
+    storage: str  # "shared" or "copy"
+    target_pool: str
+    memory: int
+    predicted_seconds: int
+    why: str
+    # Only on a return that removes the VM's own leftover copy first.
+    replace_own_leftovers: NotRequired[bool]
+
+
+class Left(TypedDict):
+    """A VM a plan leaves where it is, and why."""
+
+    domain: int
+    domain_name: str
+    reason: str
+
+
+class PlanDict(TypedDict):
+    plan: list[Move]
+    unplaced: list[Left]
+    staying: list[Left]
+    predicted_seconds: int
 
 
 @dataclass
 class Plan:
-    moves: list = field(default_factory=list)
-    unplaced: list = field(default_factory=list)  # running VMs that fit nowhere
-    staying: list = field(default_factory=list)  # VMs that do not run and cannot move: they stay
+    moves: list[Move] = field(default_factory=list)
+    unplaced: list[Left] = field(default_factory=list)  # running VMs that fit nowhere
+    staying: list[Left] = field(default_factory=list)  # VMs that do not run and cannot move: they stay
     predicted_seconds: int = 0  # all moves, as many at once as the hosts' limits allow
 
-    def as_dict(self):
+    def as_dict(self) -> PlanDict:
         return {
             "plan": self.moves,
             "unplaced": self.unplaced,
@@ -137,15 +174,19 @@ class Plan:
         }
 
 
+# {uuid: (host id, name)} of VMs the rules name.
+Where = Mapping[str, tuple[int, str]]
+
+
 def plan(
-    guests,
-    hosts,
-    exclude=(),
-    speed_bps=DEFAULT_SPEED_BPS,
-    replace_own_leftovers=False,
-    rules=(),
-    where=None,
-):
+    guests: Sequence[Guest],
+    hosts: Iterable[HostFacts],
+    exclude: Collection[int] = (),
+    speed_bps: float = DEFAULT_SPEED_BPS,
+    replace_own_leftovers: bool = False,
+    rules: Iterable[Rule] = (),
+    where: Where | None = None,
+) -> Plan:
     """Place every guest on one of ``hosts`` (HostFacts, the guests' own hosts
     among them), never on a host in ``exclude`` nor where it is now, nor where
     it would break one of ``rules``.
@@ -159,7 +200,7 @@ def plan(
     first, or the host is refused naming the volume."""
     by_id = {h.id: h for h in hosts}
     committed = {h.id: h.memory_committed for h in hosts}
-    copy_room = {}  # (host id, pool name) -> bytes the plan has already copied there
+    copy_room: dict[tuple[int, str], int] = {}  # (host id, pool name) -> bytes the plan has already copied there
     result = Plan()
     closed = {h.id: _closed(h) for h in hosts if h.id not in exclude}
     order = sorted(guests, key=lambda g: (not g.live, -g.memory, g.name))
@@ -176,7 +217,7 @@ def plan(
             )
             places.settle(guest.uuid)
             continue
-        refusals = {}
+        refusals: dict[str, str] = {}
         candidates = sorted(
             (h for h in hosts if h.id in closed and h.id != source.id),
             key=lambda h: (_share(committed[h.id], h.memory_capacity), h.name),
@@ -226,9 +267,11 @@ class Places:
     hold it against a host (it will follow), while an ``apart`` rule counts it
     where it is now (the host it leaves is no candidate anyway)."""
 
-    def __init__(self, rules, where, guests, hosts):
+    def __init__(
+        self, rules: Iterable[Rule], where: Where | None, guests: Iterable[Guest], hosts: Mapping[int, HostFacts]
+    ) -> None:
         self.hosts = hosts
-        self.by_vm = {}
+        self.by_vm: dict[str, list[Rule]] = {}
         for rule in rules:
             for uuid in rule.vms:
                 self.by_vm.setdefault(uuid, []).append(rule)
@@ -239,13 +282,13 @@ class Places:
             self.names[g.uuid] = g.name
         self.pending = {g.uuid for g in guests}
 
-    def settle(self, uuid, host_id=None):
+    def settle(self, uuid: str, host_id: int | None = None) -> None:
         """The plan has decided about this VM: it goes to ``host_id``, or stays (None)."""
         self.pending.discard(uuid)
         if host_id is not None:
             self.position[uuid] = host_id
 
-    def refusal(self, guest, host):
+    def refusal(self, guest: Guest, host: HostFacts) -> str:
         """Why a rule keeps ``guest`` off ``host``, naming the rule; or ""."""
         for rule in self.by_vm.get(guest.uuid, ()):
             why = self._breaks(rule, guest, host)
@@ -253,7 +296,7 @@ class Places:
                 return f"rule {rule.name} {why}"
         return ""
 
-    def _breaks(self, rule, guest, host):
+    def _breaks(self, rule: Rule, guest: Guest, host: HostFacts) -> str:
         others = sorted(u for u in rule.vms if u != guest.uuid and u in self.position)
         if rule.kind == PINNED:
             if host.id not in rule.hosts:
@@ -277,13 +320,13 @@ class Places:
                 )
         return ""
 
-    def _leaving(self, host_id):
+    def _leaving(self, host_id: int) -> bool:
         """A VM on a host in maintenance is on its way off it: it does not hold the others
         of its group there (a move tried again mid-evacuation may go where the first went)."""
         host = self.hosts.get(host_id)
         return bool(host and host.maintenance)
 
-    def obeyed(self, guest):
+    def obeyed(self, guest: Guest) -> str:
         """The rules a move of ``guest`` obeys, in a sentence for its ``why``; or ""."""
         names = sorted(r.name for r in self.by_vm.get(guest.uuid, ()))
         if not names:
@@ -291,11 +334,13 @@ class Places:
         return f"It obeys placement rule{'s' if len(names) > 1 else ''} {', '.join(names)}."
 
 
-def _is(items):
+def _is(items: Sequence[str]) -> str:
     return "are" if len(items) > 1 else "is"
 
 
-def rule_refusal(rules, uuid, name, target, where, hosts):
+def rule_refusal(
+    rules: Iterable[Rule], uuid: str, name: str, target: HostFacts, where: Where, hosts: Mapping[int, HostFacts]
+) -> str:
     """For the pre-flight check of one manual move: why moving VM ``uuid`` to
     HostFacts ``target`` breaks one of ``rules``, naming the rule; or "".
     ``where``: {uuid: (host id, name)} of every VM the rules name;
@@ -308,11 +353,11 @@ def rule_refusal(rules, uuid, name, target, where, hosts):
     return places.refusal(guest, target)
 
 
-def _share(committed, capacity):
+def _share(committed: int, capacity: int) -> float:
     return committed / capacity if capacity > 0 else float("inf")
 
 
-def _closed(host):
+def _closed(host: HostFacts) -> str:
     """Why no VM may go to this host at all, or ""."""
     if host.maintenance:
         return "it is in maintenance"
@@ -323,7 +368,7 @@ def _closed(host):
     return ""
 
 
-def _refusal(guest, source, host, committed):
+def _refusal(guest: Guest, source: HostFacts, host: HostFacts, committed: int) -> str:
     """Why this guest cannot go to this host, or ""; storage aside."""
     if guest.uuid in host.domain_uuids:
         return f"it already has a definition of {guest.name} (same UUID)"
@@ -343,7 +388,17 @@ def _refusal(guest, source, host, committed):
     return ""
 
 
-def _storage(guest, source, host, copy_room, replace_own_leftovers=False):
+# (mode, target pool, bytes to copy, what it says of leftovers, whether its own leftover is removed first)
+Storage = tuple[str, str, int, str, bool]
+
+
+def _storage(
+    guest: Guest,
+    source: HostFacts,
+    host: HostFacts,
+    copy_room: Mapping[tuple[int, str], int],
+    replace_own_leftovers: bool = False,
+) -> Storage | str:
     """(mode, target pool, bytes to copy, what it says of leftovers in the way,
     whether its own leftover is removed first) for moving ``guest`` to ``host``,
     or why not."""
@@ -393,13 +448,13 @@ def _storage(guest, source, host, copy_room, replace_own_leftovers=False):
     )
 
 
-def _shared_with(disk, source, host):
+def _shared_with(disk: Disk, source: HostFacts, host: HostFacts) -> bool:
     here = source.pools.get(disk.pool)
     there = host.pools.get(disk.pool)
     return bool(here and there and here.shared and there.shared and there.active and here.path == there.path)
 
 
-def move_seconds(guest, copied, speed_bps):
+def move_seconds(guest: Guest, copied: int, speed_bps: float) -> float:
     """A move's predicted seconds: the overhead, the copied disks, and for a
     running VM its memory as the pre-flight prediction sees it (passes over
     what it dirties; post-copy, as Automatic would choose, where pre-copy
@@ -413,7 +468,16 @@ def move_seconds(guest, copied, speed_bps):
     return seconds
 
 
-def _move(guest, source, host, mode, pool, copied, committed, speed_bps):
+def _move(
+    guest: Guest,
+    source: HostFacts,
+    host: HostFacts,
+    mode: str,
+    pool: str,
+    copied: int,
+    committed: int,
+    speed_bps: float,
+) -> Move:
     seconds = move_seconds(guest, copied, speed_bps)
     storage = "copy" if copied else "shared"
     how = (
@@ -445,15 +509,15 @@ def _move(guest, source, host, mode, pool, copied, committed, speed_bps):
     }
 
 
-def _left(guest, reason):
+def _left(guest: Guest, reason: str) -> Left:
     return {"domain": guest.id, "domain_name": guest.name, "reason": reason}
 
 
-def _nowhere(refusals):
+def _nowhere(refusals: Mapping[str, str]) -> str:
     """One sentence for all the hosts that refused, hosts with the same reason together."""
     if not refusals:
         return "there is no other host to move it to."
-    by_reason = {}
+    by_reason: dict[str, list[str]] = {}
     for name, why in sorted(refusals.items()):
         by_reason.setdefault(why, []).append(name)
     parts = []
@@ -463,15 +527,15 @@ def _nowhere(refusals):
     return "it fits on no other host: " + "; ".join(parts) + "."
 
 
-def schedule(moves, hosts):
+def schedule(moves: Iterable[Move], hosts: Mapping[int, HostFacts]) -> int:
     """Seconds until every move is done, starting each as soon as its source
     has an outgoing slot and its target an incoming one, in plan order."""
     out_free = {h.id: max(1, h.max_outgoing) for h in hosts.values()}
     in_free = {h.id: max(1, h.max_incoming) for h in hosts.values()}
-    queues = {}
+    queues: dict[int, list[Move]] = {}
     for move in moves:
         queues.setdefault(move["source"], []).append(move)
-    running = []  # heap of (end time, order, move)
+    running: list[tuple[float, int, Move]] = []  # heap of (end time, order, move)
     now, order = 0.0, 0
     while True:
         for source, queue in queues.items():
@@ -496,19 +560,55 @@ def schedule(moves, hosts):
 # -- balancing -----------------------------------------------------------------
 
 
+class Mean(TypedDict, total=False):
+    """The cluster's committed shares in percent (empty when no host is weighed)."""
+
+    memory: float
+    vcpus: float | None  # None: no host's vCPU capacity is known
+
+
+class SpreadRow(TypedDict):
+    host: int
+    host_name: str
+    memory_percent: float
+    vcpu_percent: float | None
+    within: bool
+
+
+class Spread(TypedDict, total=False):
+    """How far the weighed hosts are from the mean (empty when no host is weighed)."""
+
+    hosts: list[SpreadRow]
+    memory_max_deviation: float
+    vcpu_max_deviation: float
+    outside: list[str]  # names of the hosts outside the band
+
+
+class BalanceDict(TypedDict):
+    plan: list[Move]
+    predicted_seconds: int
+    threshold: float
+    mean: Mean
+    before: Spread
+    after: Spread
+    balanced: bool
+    cooling_down: list[Left]
+    memory_moved: int
+
+
 @dataclass
 class Balance:
-    moves: list = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
     predicted_seconds: int = 0
     threshold: float = 10.0  # percentage points either side of the mean
-    mean: dict = field(default_factory=dict)  # {"memory": percent, "vcpus": percent or None}
-    before: dict = field(default_factory=dict)
-    after: dict = field(default_factory=dict)
+    mean: Mean = field(default_factory=Mean)  # {"memory": percent, "vcpus": percent or None}
+    before: Spread = field(default_factory=Spread)
+    after: Spread = field(default_factory=Spread)
     balanced: bool = True  # every host within the threshold once the moves are done
-    cooling_down: list = field(default_factory=list)  # VMs moved by balancing lately: not moved again yet
+    cooling_down: list[Left] = field(default_factory=list)  # VMs moved by balancing lately: not moved again yet
     memory_moved: int = 0
 
-    def as_dict(self):
+    def as_dict(self) -> BalanceDict:
         return {
             "plan": self.moves,
             "predicted_seconds": self.predicted_seconds,
@@ -529,7 +629,7 @@ EPSILON = 1e-9
 class _Load:
     """Committed memory and vCPUs of the hosts balancing weighs, and how far each is out of the band."""
 
-    def __init__(self, hosts, threshold):
+    def __init__(self, hosts: Sequence[HostFacts], threshold: float) -> None:
         self.hosts = hosts
         self.memory = {h.id: h.memory_committed for h in hosts}
         self.vcpus = {h.id: h.vcpus_committed for h in hosts}
@@ -542,7 +642,7 @@ class _Load:
             sum(self.vcpus[h.id] for h in counted) / sum(h.vcpu_capacity for h in counted) if counted else None
         )
 
-    def excess(self, host, memory=0, vcpus=0):
+    def excess(self, host: HostFacts, memory: int = 0, vcpus: int = 0) -> float:
         """How far (in shares) ``host`` is outside the band, with ``memory`` and ``vcpus`` more (or less)."""
         # Called some hundred thousand times for a large plan: kept to plain arithmetic.
         out = abs((self.memory[host.id] + memory) / host.memory_capacity - self.memory_mean) - self.threshold
@@ -554,7 +654,7 @@ class _Load:
                 out += cpu
         return out
 
-    def below(self, host):
+    def below(self, host: HostFacts) -> bool:
         """Whether the host is below the mean, by memory or by vCPUs."""
         if self.memory[host.id] / host.memory_capacity < self.memory_mean:
             return True
@@ -564,15 +664,15 @@ class _Load:
             and self.vcpus[host.id] / host.vcpu_capacity < self.vcpu_mean
         )
 
-    def over(self, host):
+    def over(self, host: HostFacts) -> bool:
         """Whether the host is above the mean (by memory, else by vCPUs)."""
         memory = self.memory[host.id] / host.memory_capacity - self.memory_mean
         if abs(memory) > self.threshold or self.vcpu_mean is None or not host.vcpu_capacity:
             return memory > 0
         return self.vcpus[host.id] / host.vcpu_capacity > self.vcpu_mean
 
-    def spread(self):
-        rows = []
+    def spread(self) -> Spread:
+        rows: list[SpreadRow] = []
         for h in sorted(self.hosts, key=lambda h: h.name):
             memory = 100 * self.memory[h.id] / h.memory_capacity
             vcpus = 100 * self.vcpus[h.id] / h.vcpu_capacity if h.vcpu_capacity else None
@@ -596,7 +696,15 @@ class _Load:
         }
 
 
-def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset(), speed_bps=DEFAULT_SPEED_BPS):
+def balance(
+    guests: Sequence[Guest],
+    hosts: Iterable[HostFacts],
+    threshold: float = 10,
+    rules: Iterable[Rule] = (),
+    where: Where | None = None,
+    cooling: Collection[str] = frozenset(),
+    speed_bps: float = DEFAULT_SPEED_BPS,
+) -> Balance:
     """The moves that bring every weighed host's committed memory share (and
     vCPU share) within ``threshold`` percentage points of the cluster's.
 
@@ -624,8 +732,8 @@ def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset
     result.before = load.spread()
     ids = {h.id for h in weighed}
     places = Places(rules, where, guests, by_id)
-    copy_room = {}
-    movable = {}
+    copy_room: dict[tuple[int, str], int] = {}
+    movable: dict[int, list[Guest]] = {}
     for g in sorted(guests, key=lambda g: g.name):
         if g.host_id not in ids or not g.live:
             continue
@@ -634,7 +742,7 @@ def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset
             continue
         movable.setdefault(g.host_id, []).append(g)
     places.pending = set()  # a balancing move never waits for another VM to follow
-    stuck = set()  # hosts outside the band that no move helps
+    stuck: set[int] = set()  # hosts outside the band that no move helps
     while True:
         outside = [h for h in weighed if h.id not in stuck and load.excess(h) > EPSILON]
         if not outside:
@@ -654,8 +762,8 @@ def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset
         if move is None:
             stuck.add(worst.id)
             continue
-        guest, target, move = move
-        result.moves.append(move)
+        guest, target, chosen = move  # its own name: mypy keeps one type per variable
+        result.moves.append(chosen)
         result.memory_moved += guest.memory
         movable[guest.host_id].remove(guest)
         places.settle(guest.uuid, target.id)
@@ -666,16 +774,25 @@ def balance(guests, hosts, threshold=10, rules=(), where=None, cooling=frozenset
     return result
 
 
-def _best_move(sources, targets, movable, load, hosts, places, copy_room, speed_bps):
+def _best_move(
+    sources: Sequence[HostFacts],
+    targets: Sequence[HostFacts],
+    movable: Mapping[int, Sequence[Guest]],
+    load: _Load,
+    hosts: Mapping[int, HostFacts],
+    places: Places,
+    copy_room: dict[tuple[int, str], int],
+    speed_bps: float,
+) -> tuple[Guest, HostFacts, Move] | None:
     """The move of a VM of ``sources`` to one of ``targets`` that takes the most
     out of the band, and is allowed; or None when none takes anything out.
 
     VMs of one size on one host weigh the same: each size is weighed once, and
     its VMs are tried by name."""
-    scored = []
+    scored: list[tuple[float, int, str, str, list[Guest], HostFacts, HostFacts]] = []
     after = {t.id: load.excess(t) for t in targets}
     for source in sources:
-        sizes = {}
+        sizes: dict[tuple[int, bool, int], list[Guest]] = {}
         for g in movable.get(source.id, ()):
             sizes.setdefault((g.memory, g.hugepages, g.vcpus), []).append(g)
         excess = load.excess(source)
@@ -697,7 +814,15 @@ def _best_move(sources, targets, movable, load, hosts, places, copy_room, speed_
     return None
 
 
-def _try_move(guest, source, target, load, places, copy_room, speed_bps):
+def _try_move(
+    guest: Guest,
+    source: HostFacts,
+    target: HostFacts,
+    load: _Load,
+    places: Places,
+    copy_room: dict[tuple[int, str], int],
+    speed_bps: float,
+) -> Move | None:
     """The move of ``guest`` to ``target``, counted in ``load``; or None when it is not allowed."""
     if _closed(target) or _refusal(guest, source, target, load.memory[target.id]):
         return None
@@ -733,5 +858,5 @@ def _try_move(guest, source, target, load, places, copy_room, speed_bps):
     return move
 
 
-def _percent(load, host):
+def _percent(load: _Load, host: HostFacts) -> int:
     return round(100 * load.memory[host.id] / host.memory_capacity)

@@ -2,22 +2,27 @@
 and the audit of every change (the API and the admin both go through here)."""
 
 import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 
 from hosts.models import Domain, Host
-from migrations_app.checks import FAIL, PASS, WARN
+from migrations_app.checks import FAIL, PASS, WARN, CheckInput, Checks
 from migrations_app.models import AuditAction, AuditEntry
 
 from . import planner
 from .models import PlacementRule
 
 
-def enabled():
+def enabled() -> list[planner.Rule]:
     """The enabled rules as the planner takes them (planner.Rule)."""
     rules = PlacementRule.objects.filter(enabled=True).prefetch_related("hosts")
     return [r.as_fact([h.pk for h in r.hosts.all()]) for r in rules]
 
 
-def where(rules):
+def where(rules: Iterable[planner.Rule]) -> dict[str, tuple[int, str]]:
     """{uuid: (host id, name)} of every VM the rules name that the inventory knows."""
     uuids = {u for r in rules for u in r.vms}
     if not uuids:
@@ -28,7 +33,7 @@ def where(rules):
     }
 
 
-def check_move(sender, checks, values, **kwargs):
+def check_move(sender: Any, checks: Checks, values: CheckInput, **kwargs: Any) -> None:
     """The pre-flight check ``placement_rules`` (migrations_app.checks.placement_check):
     a move that breaks a placement rule fails, naming the rule. Only VMs that a
     rule names get this check."""
@@ -59,7 +64,7 @@ def check_move(sender, checks, values, **kwargs):
         checks.add("placement_rules", PASS, f"{v.target.name} keeps {v.name}'s placement rules ({names}).")
 
 
-def describe(rule):
+def describe(rule: PlacementRule) -> str:
     """The rule in a line of the audit log: its VMs by name where the inventory knows them."""
     names = dict(Domain.objects.filter(uuid__in=rule.vms).values_list("uuid", "name"))
     vms = ", ".join(sorted(names.get(_uuid(u)) or str(u) for u in rule.vms))
@@ -69,14 +74,14 @@ def describe(rule):
     return text
 
 
-def _uuid(value):
+def _uuid(value: object) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(value))
     except ValueError:
         return None
 
 
-def audit(user, verb, rule):
+def audit(user: AbstractBaseUser | AnonymousUser, verb: str, rule: PlacementRule) -> None:
     """``verb``: created, changed or removed."""
     AuditEntry.record(
         AuditAction.RULE,

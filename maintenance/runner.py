@@ -147,7 +147,8 @@ class Step:
 
     @property
     def plan(self) -> list[dict[str, Any]]:
-        return self.evacuation.plan
+        items: list[dict[str, Any]] = self.evacuation.plan  # a JSONField: Any to mypy
+        return items
 
     def run(self) -> str:
         evacuation = self.evacuation
@@ -206,7 +207,13 @@ class Step:
             item.update(state=Item.FAILED, error=f"{said} No other host fits: {other}")
             return
         item.update(
-            {k: other[k] for k in ("target", "target_name", "mode", "storage", "target_pool", "predicted_seconds")},
+            # Each key by name (not a loop over the names): mypy reads a TypedDict's keys only as literals.
+            target=other["target"],
+            target_name=other["target_name"],
+            mode=other["mode"],
+            storage=other["storage"],
+            target_pool=other["target_pool"],
+            predicted_seconds=other["predicted_seconds"],
             replace_own_leftovers=other.get("replace_own_leftovers", False),
             state=Item.PENDING,
             error=said,
@@ -214,7 +221,7 @@ class Step:
         )
         item["tried"].append(other["target"])
 
-    def _elsewhere(self, item: dict[str, Any]) -> dict[str, Any] | str:
+    def _elsewhere(self, item: dict[str, Any]) -> planner.Move | str:
         domain = Domain.objects.filter(uuid=item["domain_uuid"]).first()
         if domain is None:
             return f"{item['domain_name']} is no longer in the inventory."

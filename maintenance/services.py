@@ -6,10 +6,11 @@ import contextlib
 import hashlib
 import json
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -20,7 +21,7 @@ from migrations_app import services as migration_services
 from migrations_app.models import ACTIVE as MIGRATION_ACTIVE
 from migrations_app.models import AuditAction, AuditEntry
 
-from . import facts
+from . import facts, planner
 from .models import ACTIVE, Evacuation, Item, Kind, Status
 from .runner import enqueue as enqueue_step
 
@@ -37,12 +38,26 @@ class Refused(Exception):
         self.extra = extra
 
 
-def audit(user, host_name, message, outcome="", action=AuditAction.HOST, **data):
+def audit(
+    user: AbstractBaseUser | AnonymousUser,
+    host_name: str,
+    message: str,
+    outcome: str = "",
+    action: str = AuditAction.HOST,
+    **data: Any,
+) -> None:
     """A maintenance decision in the audit log, found under the host's name."""
     AuditEntry.record(action, message, user=user, host=host_name, outcome=outcome, **data)
 
 
-def dry_run(host):
+def _requester(user: AbstractBaseUser | AnonymousUser) -> User | None:
+    """The user an evacuation records as its requester: an authenticated one is
+    the project's user model (the cast says so to mypy, which types
+    ``request.user`` as the abstract base)."""
+    return cast(User, user) if user.is_authenticated else None
+
+
+def dry_run(host: Host) -> planner.PlanDict:
     """The plan for evacuating ``host`` now; changes nothing."""
     return facts.plan_evacuation(host).as_dict()
 
@@ -71,7 +86,7 @@ def enter_maintenance(
                 host=host,
                 host_name=host.name,
                 kind=Kind.EVACUATE,
-                requested_by=user if user.is_authenticated else None,
+                requested_by=_requester(user),
                 requested_by_name=user.get_username(),
                 allow_partial=allow_partial,
                 bandwidth_mib=bandwidth_mib,
@@ -138,7 +153,7 @@ def activate(
     return evacuation
 
 
-def _return(user, host, bandwidth_mib=None):
+def _return(user: AbstractBaseUser | AnonymousUser, host: Host, bandwidth_mib: int | None = None) -> Evacuation:
     last = Evacuation.objects.filter(host=host, kind=Kind.EVACUATE).first()
     # Only the VMs still where the evacuation put them. By UUID: a VM's row
     # may have been made anew while it moved.
@@ -152,7 +167,7 @@ def _return(user, host, bandwidth_mib=None):
         host_name=host.name,
         kind=Kind.RETURN,
         returns=last,
-        requested_by=user if user.is_authenticated else None,
+        requested_by=_requester(user),
         requested_by_name=user.get_username(),
         allow_partial=True,
         bandwidth_mib=bandwidth_mib,
@@ -163,7 +178,7 @@ def _return(user, host, bandwidth_mib=None):
     )
 
 
-def balance_digest(moves: list[dict[str, Any]]) -> str:
+def balance_digest(moves: Sequence[planner.Move]) -> str:
     """A short fingerprint of a balance plan's moves (which VM goes where): the
     page's confirmation carries it, so that what runs is what the operator saw."""
     pairs = sorted((m["domain_uuid"], m["source"], m["target"]) for m in moves)
@@ -200,7 +215,7 @@ def start_balance(user: Any, digest: str | None = None) -> Evacuation:
                 host=None,
                 host_name="",
                 kind=Kind.BALANCE,
-                requested_by=user if user.is_authenticated else None,
+                requested_by=_requester(user),
                 requested_by_name=user.get_username(),
                 # A move refused is not planned elsewhere: the rest still help.
                 allow_partial=True,
@@ -243,11 +258,11 @@ def _busy(running: Evacuation | None) -> str:
     )
 
 
-def _item(move):
+def _item(move: planner.Move) -> dict[str, Any]:
     return {**move, "state": Item.PENDING, "migrations": [], "tried": [move["target"]], "error": ""}
 
 
-def enqueue(evacuation):
+def enqueue(evacuation: Evacuation) -> None:
     """Its first step: it asks for every move at once (see runner.py)."""
     enqueue_step(evacuation.pk)
 

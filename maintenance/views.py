@@ -5,6 +5,7 @@ Each page renders the whole current state on the server; static/evacuation.js
 only keeps the evacuation page current from /ws/evacuations/<id>/.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import messages
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from core.roles import is_operator
 from hosts.models import Host, HostStatus
 
-from . import events, facts, rolling, services
+from . import events, facts, planner, rolling, services
 from .models import ACTIVE, Evacuation, HostStep, Kind, RollingHost, RollingMaintenance
 
 OPERATORS_ONLY = "Only operators may change maintenance. Ask an administrator to add you to the 'operators' group."
@@ -30,7 +31,7 @@ def _operator(request: HttpRequest) -> None:
 
 
 @require_http_methods(["GET", "POST"])
-def host_maintenance(request, name):
+def host_maintenance(request: HttpRequest, name: str) -> HttpResponse:
     """GET: the plan (nothing changes). POST: confirm, enter maintenance, evacuate."""
     host = get_object_or_404(Host, name=name)
     _operator(request)
@@ -48,7 +49,7 @@ def host_maintenance(request, name):
 
 
 @require_POST
-def host_activate(request, name):
+def host_activate(request: HttpRequest, name: str) -> HttpResponse:
     host = get_object_or_404(Host, name=name)
     _operator(request)
     try:
@@ -62,7 +63,7 @@ def host_activate(request, name):
     return redirect(evacuation)
 
 
-def evacuation_detail(request, pk):
+def evacuation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     evacuation = get_object_or_404(Evacuation, pk=pk)
     state = events.state(evacuation)
     return render(
@@ -81,7 +82,7 @@ def evacuation_detail(request, pk):
 
 
 @require_POST
-def evacuation_cancel(request, pk):
+def evacuation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     evacuation = get_object_or_404(Evacuation, pk=pk)
     _operator(request)
     try:
@@ -108,13 +109,13 @@ def cluster_balance(request: HttpRequest) -> HttpResponse:
     return render(request, "maintenance/balance.html", _balance_context(request, plan))
 
 
-def _spread_rows(spread: dict[str, Any]) -> list[dict[str, Any]]:
+def _spread_rows(spread: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each host's row of the spread before, with its row after under ``after``."""
     after = {row["host"]: row for row in (spread.get("after") or {}).get("hosts", [])}
     return [{**row, "after": after.get(row["host"], row)} for row in (spread.get("before") or {}).get("hosts", [])]
 
 
-def _balance_context(request: HttpRequest, plan: dict[str, Any]) -> dict[str, Any]:
+def _balance_context(request: HttpRequest, plan: planner.BalanceDict) -> dict[str, Any]:
     hosts = _spread_rows(plan)
     running = Evacuation.objects.filter(kind=Kind.BALANCE, status__in=ACTIVE).first()
     return {
