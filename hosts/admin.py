@@ -54,7 +54,7 @@ class HostAdmin(admin.ModelAdmin):
         js = ["bars.js"]
 
     fieldsets = [
-        (None, {"fields": ["name", "uri", "max_incoming", "max_outgoing"]}),
+        (None, {"fields": ["name", "uri", "max_incoming", "max_outgoing", "migrate_tls"]}),
         (
             "SSH",
             {

@@ -22,7 +22,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from hosts import capacity
-from hosts.libvirt import CpuComparison, HostError, allowed, open_host
+from hosts.libvirt import CpuComparison, HostError, allowed, certificate_problem, open_host
 from hosts.models import Domain, Host, PoolSharing
 from kvmweb.formatting import size
 
@@ -194,6 +194,7 @@ def _run_all(checks, v, source, target):
         _check_placement_rules,
         _check_state,
         _check_hostname,
+        _check_migration_tls,
         _check_peer_login,
         _check_arch,
         _check_cpu_vendor,
@@ -355,6 +356,53 @@ def migration_address(target_host: Any, target_conn: Any = None) -> tuple[str | 
     Returns (address or None, reported hostname)."""
     reported = target_conn.hostname() if target_conn is not None else ""
     return target_host.address(), reported
+
+
+def _check_migration_tls(checks, v, dom, source, target):
+    """A live migration between two hosts registered over TLS sends its stream
+    over TLS (engine.live.tls_stream): the target's certificate must name the
+    address the data goes to, or QEMU gives up with a bare "Cannot read from TLS channel"."""
+    src_host, dst_host = v["source"], v["target"]
+    if v["mode"] != Mode.LIVE or not (src_host.wants_tls_migrations and dst_host.wants_tls_migrations):
+        return
+    address, _ = migration_address(dst_host)
+    if not address:
+        return
+    problem = certificate_problem(dst_host.uri, address)
+    off = f"or turn off 'encrypt migrations (TLS)' for {dst_host.name} to send the stream in clear"
+    if problem is None:
+        checks.add(
+            "migration_tls",
+            PASS,
+            f"The migration stream goes over TLS: {dst_host.name}'s certificate is signed by the CA kvmweb "
+            f"trusts and names {address}, where the data goes.",
+        )
+    elif problem[0] == "name":
+        checks.add(
+            "migration_tls",
+            FAIL,
+            f"The migration stream would go over TLS to {address}, but {dst_host.name}'s certificate does not "
+            f"name that address, so the source would refuse it. Issue {dst_host.name} a certificate with "
+            f"{address} among its subject alternative names (in /etc/pki/qemu/server-cert.pem and "
+            f"/etc/pki/libvirt/servercert.pem), {off}.",
+            problem[1],
+        )
+    elif problem[0] == "trust":
+        checks.add(
+            "migration_tls",
+            FAIL,
+            f"The migration stream would go over TLS, but {dst_host.name}'s certificate is not one the hosts' CA "
+            f"signed (or it expired), so the source would refuse it. Renew it from the CA in /etc/pki/CA, {off}.",
+            problem[1],
+        )
+    else:
+        checks.add(
+            "migration_tls",
+            WARN,
+            f"The migration stream goes over TLS, but kvmweb could not look at {dst_host.name}'s certificate "
+            f"first. If the migration fails at the start, check /etc/pki/qemu on both hosts, {off}.",
+            problem[1],
+        )
 
 
 def _check_hostname(checks, v, dom, source, target):

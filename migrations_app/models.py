@@ -59,6 +59,8 @@ class Phase(models.TextChoices):
     COPYING_DISK = "copying_disk", "Copying disks"
     VERIFYING = "verifying", "Verifying the copy"
     TRANSFERRING_MEMORY = "transferring_memory", "Transferring memory"
+    # Post-copy lost its link: paused on both sides, waiting to resume (engine.postcopy).
+    POSTCOPY_INTERRUPTED = "postcopy_interrupted", "Post-copy interrupted"
     SWITCHING_OVER = "switching_over", "Switching over"
     DEFINING = "defining", "Defining on the target"
     STARTING_ON_TARGET = "starting_on_target", "Starting on the target"
@@ -100,6 +102,10 @@ class Migration(TrackedRequest):
     target_pool = models.CharField(max_length=255, blank=True, help_text="For copied disks.")
     policy = models.CharField(max_length=32, default="default")
     bandwidth_mib = models.PositiveIntegerField(null=True, blank=True, help_text="MiB/s; empty for no limit.")
+    parallel_connections = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Live: connections that carry the memory side by side (QEMU's multifd), 2 to 16; 0 for one.",
+    )
     shutdown_timeout = models.PositiveIntegerField(default=120, help_text="Cold: seconds to wait for a clean shutdown.")
     force_off = models.BooleanField(default=False, help_text="Cold: power the VM off if it does not shut down in time.")
     keep_source_volumes = models.BooleanField(

@@ -17,7 +17,7 @@ from . import events
 from .checks import split_brain_message
 from .models import ACTIVE, AuditAction, AuditEntry, Migration, Mode, Status, StorageMode
 from .policies import POLICIES, get_policy
-from .request import BANDWIDTH_MIB, SHUTDOWN_TIMEOUT, MigrationRequest
+from .request import BANDWIDTH_MIB, SHUTDOWN_TIMEOUT, MigrationRequest, parallel_connections_error
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def validate(req: MigrationRequest) -> None:
             f"The bandwidth limit must be from {BANDWIDTH_MIB.min} to {BANDWIDTH_MIB.max} MiB/s, or empty for none.",
             field="bandwidth_mib",
         )
+    if parallel_connections_error(req.parallel_connections):
+        raise MigrationRefused(parallel_connections_error(req.parallel_connections), field="parallel_connections")
     if not SHUTDOWN_TIMEOUT.min <= req.shutdown_timeout <= SHUTDOWN_TIMEOUT.max:
         raise MigrationRefused(
             f"The wait for a clean shutdown must be from {SHUTDOWN_TIMEOUT.min} to {SHUTDOWN_TIMEOUT.max} seconds.",
@@ -161,6 +163,7 @@ def request_migration(user, req, queue=True):
                 target_pool=req.target_pool,
                 policy=req.policy,
                 bandwidth_mib=req.bandwidth_mib,
+                parallel_connections=req.parallel_connections,
                 shutdown_timeout=req.shutdown_timeout,
                 force_off=req.force_off,
                 keep_source_volumes=req.keep_source_volumes,
@@ -181,6 +184,7 @@ def request_migration(user, req, queue=True):
                 target_pool=req.target_pool,
                 policy=req.policy,
                 bandwidth_mib=req.bandwidth_mib,
+                parallel_connections=req.parallel_connections,
                 **({"rule_override": req.rule_override} if req.rule_override else {}),
             )
             if queue:
