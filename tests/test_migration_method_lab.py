@@ -6,7 +6,15 @@ import pytest
 
 from hosts.models import Host
 from migrations_app.models import Migration
-from tests.migration_helpers import domain, register_lab, request, run, ticks_carry_on
+from tests.migration_helpers import (
+    domain,
+    register_lab,
+    request,
+    run,
+    run_in_thread,
+    ticks_carry_on,
+    wait_transferring,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -27,22 +35,26 @@ def test_parallel_connections_are_used_and_recorded_for_a_large_guest(api, opera
     # "Large" kept modest for a 2-core machine: 768 MiB, 640 MiB of it filled with data.
     name = lab_guest("kvm01", disk="shared", memory_mib=768, dirty_mib=640, dirty_rate_mib=1)
     before = lab.last_tick(name)
-    response = request(api, operator, domain(name), hosts["kvm02"], parallel_connections=4)
+    # A limit keeps it running long enough to look at the source's QEMU meanwhile.
+    response = request(api, operator, domain(name), hosts["kvm02"], parallel_connections=4, bandwidth_mib=60)
     assert response.status_code == 201, response.content
     assert response.json()["parallel_connections"] == 4
+    pk = response.json()["id"]
+    thread = run_in_thread(pk)
+    wait_transferring(pk)
 
-    migration = run(response.json()["id"])
+    # libvirt really runs it with multifd over 4 channels: ask the source's QEMU.
+    caps = {c["capability"]: c["state"] for c in qemu(lab, "kvm01", name, "query-migrate-capabilities")}
+    channels = qemu(lab, "kvm01", name, "query-migrate-parameters")["multifd-channels"]
+    thread.join(180)
 
+    migration = Migration.objects.get(pk=pk)
     assert migration.status == "succeeded", (migration.error, migration.error_detail)
+    assert caps["multifd"] is True and channels == 4
     assert "parallel" in migration.flags
     assert any("4 parallel connections" in e["message"] for e in migration.events)
     assert lab.where(name) == ["kvm02"]
     ticks_carry_on(lab, name, before)
-    # libvirt really ran it with multifd: the target's QEMU keeps the
-    # capabilities and parameters the incoming migration set.
-    assert qemu(lab, "kvm02", name, "query-migrate-parameters")["multifd-channels"] == 4
-    caps = {c["capability"]: c["state"] for c in qemu(lab, "kvm02", name, "query-migrate-capabilities")}
-    assert caps["multifd"] is True
 
 
 def qemu(lab, host, name, command):

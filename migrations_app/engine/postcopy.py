@@ -8,13 +8,29 @@ failed") and the target running but stalled on every page it lacks. Nothing
 is lost as long as nobody destroys either side: QEMU 7.2 and libvirt 9.0 can
 resume the same migration over a new connection (VIR_MIGRATE_POSTCOPY_RESUME).
 
-What was seen on the lab (a veth unplugged in the middle of post-copy, then
-plugged back): libvirt gave up on the link after ~30 s, but QEMU's own TCP
-stream looked alive again once the link was back, and a resume was refused
-("QEMU reports migration is still running") until the stream was dropped
-with virDomainAbortJobFlags(VIR_DOMAIN_ABORT_JOB_POSTCOPY); the resume right
-after that was refused too ("being actively monitored by another thread"),
-the next one, a few seconds later, completed the migration.
+What was seen on the lab (libvirt 9.0, QEMU 7.2; a veth unplugged in the
+middle of post-copy for ~35 s, then plugged back):
+
+- libvirt on the source gave up on the link after its keepalive (~30 s):
+  the migrate call failed ("client socket is closed"), the source paused
+  with reason "post-copy failed", the target kept reporting "running,
+  post-copy" until it heard of the break.
+- Once, with the source's QEMU still in post-copy when the link came back,
+  virDomainAbortJobFlags(VIR_DOMAIN_ABORT_JOB_POSTCOPY) dropped the stream,
+  the target reported "post-copy failed" at once, the first resume was
+  refused ("being actively monitored by another thread") and one a little
+  later completed the migration, the guest's counter carrying on on the target.
+- In the runs of tests/test_postcopy_recovery.py the source's QEMU noticed
+  the broken socket by itself when the link came back, and so did the
+  target's QEMU ("Detected IO failure for postcopy. Migration paused."), but
+  libvirtd on the target did not: its Finish phase of the first migration
+  kept the VM's incoming job for good ("cannot acquire state change lock
+  (held by monitor=remoteDispatchDomainMigrateFinish3Params)"), so every
+  resume timed out in its Prepare phase. Restarting that libvirtd lost the
+  incoming migration altogether ("domain is not processing incoming
+  migration"). A resume started before the target had heard of the break
+  never returned and held the VM's job on the source until its libvirtd
+  restarted: hence the wait below for the target to report the failure.
 
 So: say plainly where each side stands, wait for the target to answer, drop
 the old stream, resume, and try again until it works or the wait
@@ -30,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from hosts.libvirt import POSTCOPY_FAILED, Connection, DomainState, HostError, reachable
+from hosts.libvirt import POSTCOPY_ACTIVE, POSTCOPY_FAILED, Connection, DomainState, HostError, reachable
 from kvmweb.records import InvalidTransition
 
 from ..models import AuditAction, Migration, Phase
@@ -71,11 +87,17 @@ def sides(migration: Migration, src: Connection, dst: Connection | None) -> str:
     else:
         try:
             on_target = dst.postcopy_state(uuid)
-            target = (
-                f"stalled on {migration.target_name}, waiting for that memory (libvirt: running, post-copy failed)"
-                if on_target == POSTCOPY_FAILED
-                else f"{dst.state(uuid) or 'not defined'} on {migration.target_name}"
-            )
+            if on_target == POSTCOPY_FAILED:
+                target = (
+                    f"stalled on {migration.target_name}, waiting for that memory (libvirt: running, post-copy failed)"
+                )
+            elif on_target == POSTCOPY_ACTIVE:
+                target = (
+                    f"stalled on {migration.target_name}, where libvirt still reports post-copy running (it has not "
+                    "noticed the break yet)"
+                )
+            else:
+                target = f"{dst.state(uuid) or 'not defined'} on {migration.target_name}"
         except HostError:
             target = f"{migration.target_name} does not answer (the VM there waits for that memory)"
     return f"{name} is {source}; {target}"
@@ -130,9 +152,12 @@ def recover(live: LiveMigration, flags: list[str], migrate_uri: str | None) -> H
     attempts = 0
     last_error: HostError | None = None
     dst: Connection | None = None
+    paused_once = False
     while True:
         m.heartbeat()
         answers = target is not None and reachable(target.uri, timeout=2.0)
+        if not answers:
+            paused_once = False  # gone again: drop the stream again when it is back
         # One new connection once the target answers again, kept while it does.
         dst = (dst or live.reopen_target()) if answers else None
         where = sides(m, live.src, dst)
@@ -153,13 +178,21 @@ def recover(live: LiveMigration, flags: list[str], migrate_uri: str | None) -> H
         lost = target_lost(dst, uuid) if dst is not None else None
         if lost is not None and is_interrupted(live.src, uuid):
             return HostError(lost_message(m, lost), last_error.detail if last_error else "", code=CODE)
-        if dst is not None and is_interrupted(live.src, uuid):
+        if dst is not None and is_interrupted(live.src, uuid) and not is_interrupted(dst, uuid):
+            # The target still believes in the old stream (its end of the TCP
+            # connection has not heard of the break yet): a resume started now
+            # hung libvirt's call on the lab, holding the VM's job on the
+            # source until libvirtd restarted. Drop the source's end once (QEMU
+            # refuses if it dropped it already), which tells the target, and
+            # wait for the target to report "post-copy failed" too.
+            if not paused_once:
+                paused_once = True
+                with contextlib.suppress(HostError):
+                    live.src.pause_postcopy(uuid)
+        elif dst is not None and is_interrupted(live.src, uuid):
             attempts += 1
             if attempts == 1:
                 m.record_flags([*flags, "postcopy_resume"])
-            # QEMU may still believe in its old stream: drop it first.
-            with contextlib.suppress(HostError):
-                live.src.pause_postcopy(uuid)
             time.sleep(SETTLE_SECONDS)
             error = live.transfer([*flags, "postcopy_resume"], migrate_uri, [], None, resumed=True)
             if error is None:
@@ -189,7 +222,8 @@ def recover(live: LiveMigration, flags: list[str], migrate_uri: str | None) -> H
         f"do not start, destroy or undefine {m.domain_name} on either host. Restore the link between "
         f"{m.source_name} and {m.target_name}, then resume it on {m.source_name} with "
         f"`{manual_resume(m)}` (or `virsh domjobabort --postcopy {m.domain_name}` first if libvirt says the "
-        "migration is still running).",
+        "migration is still running)."
+        + (f" The last resume was refused: {last_error.plain}" if last_error else ""),
         last_error.detail if last_error else "",
         code=CODE,
     )
