@@ -222,8 +222,7 @@ def recover(live: LiveMigration, flags: list[str], migrate_uri: str | None) -> H
         f"do not start, destroy or undefine {m.domain_name} on either host. Restore the link between "
         f"{m.source_name} and {m.target_name}, then resume it on {m.source_name} with "
         f"`{manual_resume(m)}` (or `virsh domjobabort --postcopy {m.domain_name}` first if libvirt says the "
-        "migration is still running)."
-        + (f" The last resume was refused: {last_error.plain}" if last_error else ""),
+        "migration is still running)." + (f" The last resume was refused: {last_error.plain}" if last_error else ""),
         last_error.detail if last_error else "",
         code=CODE,
     )
