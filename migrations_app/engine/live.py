@@ -30,7 +30,7 @@ SAMPLE_INTERVAL = 0.5
 # Probe the target every 4 samples (2 s); abort after 3 misses in a row.
 TARGET_PROBE_EVERY = 4
 TARGET_MISSES_TO_ABORT = 3
-# A post-copy resume that has not left "post-copy failed" after this long hangs (see transfer).
+# A post-copy resume that sent nothing for this long hangs (see transfer).
 RESUME_STALL_SECONDS = 90
 
 
@@ -230,22 +230,24 @@ class LiveMigration:
         thread = threading.Thread(target=target, name=f"migrate-{self.m.pk}", daemon=True)
         thread.start()
         governor = Governor(self.m, self.watch, self.policy, flags, resumed=resumed)
-        started = time.monotonic()
+        # A resumed transfer that sends nothing for RESUME_STALL_SECONDS hangs
+        # (libvirt keeps the source's reason "post-copy failed" until the end,
+        # so the state says nothing; the bytes sent do).
+        moved_at, sent = time.monotonic(), -1
         while thread.is_alive():
             thread.join(SAMPLE_INTERVAL)
             if thread.is_alive():
                 governor.step()
-                if (
-                    resumed
-                    and time.monotonic() - started > RESUME_STALL_SECONDS
-                    and recovery.is_interrupted(self.watch, self.uuid)
-                ):
+                now_sent = governor.last_stats.memory_processed if governor.last_stats is not None else 0
+                if now_sent != sent:
+                    moved_at, sent = time.monotonic(), now_sent
+                if resumed and time.monotonic() - moved_at > RESUME_STALL_SECONDS:
                     # Seen on the lab when the resume began before the target's
                     # QEMU knew of the break: the call never returned, and held
                     # the domain's lock in libvirtd until it restarted.
                     return HostError(
-                        f"libvirt's call to resume the migration on {self.m.source_name} has not returned in "
-                        f"{RESUME_STALL_SECONDS} s and the migration did not move: it holds {self.m.domain_name}'s "
+                        f"libvirt's call to resume the migration on {self.m.source_name} has sent nothing for "
+                        f"{RESUME_STALL_SECONDS} s: it holds {self.m.domain_name}'s "
                         f"job there. Restarting libvirtd on {self.m.source_name} releases it (the VM stays paused).",
                         code="resume_hung",
                     )
