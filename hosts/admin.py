@@ -61,7 +61,7 @@ class HostAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         js = ["bars.js"]
 
     fieldsets = [
-        (None, {"fields": ["name", "uri", "max_incoming", "max_outgoing"]}),
+        (None, {"fields": ["name", "uri", "max_incoming", "max_outgoing", "migrate_tls"]}),
         (
             "SSH",
             {

@@ -208,6 +208,16 @@ class Host(models.Model):
         validators=[MaxValueValidator(64)],
         help_text="Migrations out of this host at once (at most 64); more wait in the queue.",
     )
+    # Only for hosts registered over qemu+tls, and only when both ends of a
+    # migration have it: the hosts already hold certificates from one CA, so
+    # the memory (and disks) need not cross the network in clear.
+    migrate_tls = models.BooleanField(
+        "encrypt migrations (TLS)",
+        default=True,
+        help_text="For a host registered over qemu+tls: send live migrations to and from it over TLS "
+        "(VIR_MIGRATE_TLS) when the other host is registered over TLS too. QEMU on both hosts needs the "
+        "certificates in /etc/pki/qemu.",
+    )
     # Set and cleared by the maintenance app (it audits who did it); no
     # migration may target a host while it is set.
     maintenance = models.BooleanField(default=False, help_text="In maintenance: no VM may move onto it.")
@@ -333,6 +343,17 @@ class Host(models.Model):
             return check_uri(self.uri)
         except InvalidURI:
             return None
+
+    @property
+    def uses_tls(self) -> bool:
+        parsed = self.parsed_uri()
+        return parsed is not None and parsed.transport == "tls"
+
+    @property
+    def wants_tls_migrations(self) -> bool:
+        """Registered over TLS with the migrate_tls setting on: its migrations' streams go over TLS
+        when the other host's do too."""
+        return self.migrate_tls and self.uses_tls
 
     @property
     def uses_ssh(self) -> bool:

@@ -87,6 +87,7 @@ class HostSerializer(serializers.ModelSerializer):
             "hugepages",
             "max_incoming",
             "max_outgoing",
+            "migrate_tls",
             *Host.CAPACITY_SETTINGS,
             "capacity",
             "maintenance",

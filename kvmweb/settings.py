@@ -412,6 +412,20 @@ KVMWEB_RESERVED_MEMORY_MIB = env_int("KVMWEB_RESERVED_MEMORY_MIB", 1024)
 KVMWEB_MEMORY_ALLOCATION_RATIO = env_number("KVMWEB_MEMORY_ALLOCATION_RATIO", 1.0, 0.1, float)
 KVMWEB_CPU_ALLOCATION_RATIO = env_number("KVMWEB_CPU_ALLOCATION_RATIO", 4.0, 0.1, float)
 
+# Parallel connections (multifd) for live migrations: the guest memory, in
+# MiB, from which they pay off (bench/bench_multifd.py measures the break-even
+# on a pair of hosts); the Automatic policy asks for them from this size on.
+# On the lab (software-emulated guests on 2 shared cores, one bridge) they
+# never paid off reliably for guests of 256 MiB to 2 GiB: each extra
+# connection is one more thread on the same two cores. 4 GiB is a cautious
+# default for real hosts, where one connection is bound by one core's copying
+# on fast links; measure yours and set it.
+KVMWEB_MULTIFD_MIN_MIB = env_int("KVMWEB_MULTIFD_MIN_MIB", 4096)
+# How long a post-copy migration that lost its link waits for the target to
+# answer again before the worker gives up resuming it (engine.postcopy): the
+# VM is paused meanwhile, and is left paused on both sides, untouched, after.
+KVMWEB_POSTCOPY_RECOVERY_SECONDS = env_int("KVMWEB_POSTCOPY_RECOVERY_SECONDS", 600, minimum=1)
+
 # Balancing (maintenance.planner.balance): how many percentage points of
 # committed memory (and vCPUs) a host may be off the cluster's mean, and how
 # long a VM balancing moved is left where it went.

@@ -15,7 +15,15 @@ from hosts.models import Domain, Host, PoolSharing, StoragePool
 
 from .models import Migration, Mode, StorageMode
 from .policies import POLICIES, policy_choices
-from .request import BANDWIDTH_MIB, DEFAULTS, RULE_OVERRIDE_MAX_LENGTH, SHUTDOWN_TIMEOUT, MigrationRequest
+from .request import (
+    BANDWIDTH_MIB,
+    DEFAULTS,
+    PARALLEL_CONNECTIONS,
+    RULE_OVERRIDE_MAX_LENGTH,
+    SHUTDOWN_TIMEOUT,
+    MigrationRequest,
+    parallel_connections_error,
+)
 
 if TYPE_CHECKING:
     from .services import MigrationRefused
@@ -178,6 +186,15 @@ class MigrationForm(forms.Form):
         help_text="Empty for no limit.",
         widget=forms.NumberInput(attrs={"placeholder": "no limit"}),
     )
+    parallel_connections = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=PARALLEL_CONNECTIONS.max,
+        initial=DEFAULTS["parallel_connections"],
+        label="Parallel connections",
+        help_text=f"Live: {PARALLEL_CONNECTIONS.min} to {PARALLEL_CONNECTIONS.max} connections carry the memory "
+        "side by side, for large guests on fast links; 0 for one.",
+    )
     shutdown_timeout = forms.IntegerField(
         min_value=SHUTDOWN_TIMEOUT.min,
         max_value=SHUTDOWN_TIMEOUT.max,
@@ -266,6 +283,9 @@ class MigrationForm(forms.Form):
         # path of the form goes through it), naming the pools it has.
         if data.get("mode") != Mode.COLD:
             data["force_off"] = False
+        error = parallel_connections_error(data.get("parallel_connections"))
+        if error:
+            self.add_error("parallel_connections", error)
         return data
 
     def to_request(self) -> MigrationRequest:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -168,17 +167,6 @@ def wire_share(uuid: object) -> pr.Figure | None:
             float(statistics.median(s for s, _ in others)), f"{len(others)} other VMs' migrations", others[0][1]
         )
     return None
-
-
-def multifd_connections(memory_bytes: int) -> int:
-    """How many parallel connections (multifd) to use for a guest of this size:
-    0 (off) below ``KVMWEB_MULTIFD_MIN_MIB``. The engine's field for it
-    (``Migration.parallel_connections``) comes with another change; the
-    policy "Automatic" records this number in its choice for it."""
-    threshold = getattr(settings, "KVMWEB_MULTIFD_MIN_MIB", 0)
-    if not threshold or memory_bytes < threshold * MiB:
-        return 0
-    return 4
 
 
 @dataclass

@@ -81,6 +81,10 @@ class Migration(TrackedRequest):
     target_pool = models.CharField(max_length=255, blank=True, help_text="For copied disks.")
     policy = models.CharField(max_length=32, default="auto")
     bandwidth_mib = models.PositiveIntegerField(null=True, blank=True, help_text="MiB/s; empty for no limit.")
+    parallel_connections = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Live: connections that carry the memory side by side (QEMU's multifd), 2 to 16; 0 for one.",
+    )
     shutdown_timeout = models.PositiveIntegerField(default=120, help_text="Cold: seconds to wait for a clean shutdown.")
     force_off = models.BooleanField(default=False, help_text="Cold: power the VM off if it does not shut down in time.")
     keep_source_volumes = models.BooleanField(
@@ -364,6 +368,11 @@ class Migration(TrackedRequest):
             predicted_downtime_ms=prediction.get("downtime_ms"),
             predicted_passes=prediction.get("passes"),
         )
+
+    @alters_data
+    def use_parallel_connections(self, connections: int) -> None:
+        """Automatic chose parallel connections for a large guest (checks/prediction.py)."""
+        self._write(parallel_connections=connections)
 
     @alters_data
     def refine_prediction(self, refined: dict[str, Any]) -> None:

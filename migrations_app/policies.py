@@ -9,6 +9,8 @@ give up at a deadline, leaving the guest running on the source.
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 from core.formatting import size
 
 
@@ -234,6 +236,18 @@ def convergence_sentence(state: str, dirty_rate_bps: int, send_rate_bps: int, it
         f"Sends {size(send_rate_bps)}/s, the guest dirties {size(dirty_rate_bps)}/s: "
         f"{CONVERGENCE_WORDS[state]} (pass {iteration})."
     )
+
+
+# How many connections a migration asks for when the guest is large enough for
+# them to pay off (KVMWEB_MULTIFD_MIN_MIB): QEMU's default, and a thread per
+# connection on each host is what a busy host can spare.
+MULTIFD_CONNECTIONS = 4
+
+
+def parallel_connections_for(memory_bytes: int) -> int:
+    """The parallel connections worth asking for a guest of this memory: 0 below
+    KVMWEB_MULTIFD_MIN_MIB (one connection is as fast there), else MULTIFD_CONNECTIONS."""
+    return MULTIFD_CONNECTIONS if memory_bytes >= settings.KVMWEB_MULTIFD_MIN_MIB * 1024 * 1024 else 0
 
 
 def get_policy(name: str | None) -> "Policy | None":

@@ -35,10 +35,24 @@ SHUTDOWN_TIMEOUT = Bounds(5, 3600)
 # A bandwidth cap in MiB/s: at most beyond any link (~100 GiB/s), and far
 # below what the database column or libvirt overflow at.
 BANDWIDTH_MIB = Bounds(1, 100_000)
+# Parallel connections for a live migration's memory (multifd): 0 is off; one
+# connection is what "off" already means, and QEMU takes at most 255, far past
+# what pays off on any link (and each costs a thread on both hosts).
+PARALLEL_CONNECTIONS = Bounds(2, 16)
 # The longest pool name libvirt keeps, as the Migration's column does.
 TARGET_POOL_MAX_LENGTH = 255
 POLICY_MAX_LENGTH = 32
 RULE_OVERRIDE_MAX_LENGTH = 500
+
+
+def parallel_connections_error(value: int | None) -> str:
+    """Why a number of parallel connections is refused, or "" if it is good."""
+    if value is None or value == 0 or PARALLEL_CONNECTIONS.min <= value <= PARALLEL_CONNECTIONS.max:
+        return ""
+    return (
+        f"Parallel connections must be 0 (one connection) or from {PARALLEL_CONNECTIONS.min} to "
+        f"{PARALLEL_CONNECTIONS.max}."
+    )
 
 
 @dataclass
@@ -54,6 +68,7 @@ class MigrationRequest:
     target_pool: str = ""
     policy: str = DEFAULT_POLICY
     bandwidth_mib: int | None = None  # None: no limit
+    parallel_connections: int = 0  # 0: one connection (see PARALLEL_CONNECTIONS)
     shutdown_timeout: int = 120
     force_off: bool = False
     # Copy storage: keep the source's copy of the disks after a verified move

@@ -9,10 +9,12 @@ from .models import AuditEntry, Migration, Mode, StorageMode, plain_only
 from .request import (
     BANDWIDTH_MIB,
     DEFAULTS,
+    PARALLEL_CONNECTIONS,
     POLICY_MAX_LENGTH,
     RULE_OVERRIDE_MAX_LENGTH,
     SHUTDOWN_TIMEOUT,
     TARGET_POOL_MAX_LENGTH,
+    parallel_connections_error,
 )
 
 
@@ -31,6 +33,13 @@ class MigrationRequestSerializer(serializers.Serializer):
     policy = serializers.CharField(max_length=POLICY_MAX_LENGTH, default=DEFAULTS["policy"])
     bandwidth_mib = serializers.IntegerField(
         allow_null=True, min_value=BANDWIDTH_MIB.min, max_value=BANDWIDTH_MIB.max, default=DEFAULTS["bandwidth_mib"]
+    )
+    parallel_connections = serializers.IntegerField(
+        min_value=0,
+        max_value=PARALLEL_CONNECTIONS.max,
+        default=DEFAULTS["parallel_connections"],
+        help_text=f"Live: carry the memory over this many connections side by side (multifd), "
+        f"{PARALLEL_CONNECTIONS.min} to {PARALLEL_CONNECTIONS.max}; 0 for one.",
     )
     shutdown_timeout = serializers.IntegerField(
         min_value=SHUTDOWN_TIMEOUT.min, max_value=SHUTDOWN_TIMEOUT.max, default=DEFAULTS["shutdown_timeout"]
@@ -60,6 +69,12 @@ class MigrationRequestSerializer(serializers.Serializer):
             )
         return attrs
 
+    def validate_parallel_connections(self, value: int) -> int:
+        error = parallel_connections_error(value)
+        if error:
+            raise serializers.ValidationError(error)
+        return value
+
 
 class MigrationSerializer(serializers.ModelSerializer):
     domain = serializers.PrimaryKeyRelatedField(read_only=True)
@@ -87,6 +102,7 @@ class MigrationSerializer(serializers.ModelSerializer):
             "target_pool",
             "policy",
             "bandwidth_mib",
+            "parallel_connections",
             "shutdown_timeout",
             "force_off",
             "keep_source_volumes",

@@ -25,7 +25,7 @@ from .checks import CheckResult, split_brain_message
 from .jobs import run_migration
 from .models import ACTIVE, AuditAction, AuditEntry, Migration, Mode, Status, StorageMode
 from .policies import POLICIES, get_policy
-from .request import BANDWIDTH_MIB, SHUTDOWN_TIMEOUT, MigrationRequest
+from .request import BANDWIDTH_MIB, SHUTDOWN_TIMEOUT, MigrationRequest, parallel_connections_error
 from .waiting import job_id, retry_id
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ def validate(req: MigrationRequest) -> None:
             f"The bandwidth limit must be from {BANDWIDTH_MIB.min} to {BANDWIDTH_MIB.max} MiB/s, or empty for none.",
             field="bandwidth_mib",
         )
+    if parallel_connections_error(req.parallel_connections):
+        raise MigrationRefused(parallel_connections_error(req.parallel_connections), field="parallel_connections")
     if not SHUTDOWN_TIMEOUT.min <= req.shutdown_timeout <= SHUTDOWN_TIMEOUT.max:
         raise MigrationRefused(
             f"The wait for a clean shutdown must be from {SHUTDOWN_TIMEOUT.min} to {SHUTDOWN_TIMEOUT.max} seconds.",
@@ -170,6 +172,7 @@ def request_migration(user: AnyUser, req: MigrationRequest, queue: bool = True) 
                 target_pool=req.target_pool,
                 policy=req.policy,
                 bandwidth_mib=req.bandwidth_mib,
+                parallel_connections=req.parallel_connections,
                 shutdown_timeout=req.shutdown_timeout,
                 force_off=req.force_off,
                 keep_source_volumes=req.keep_source_volumes,
@@ -191,6 +194,7 @@ def request_migration(user: AnyUser, req: MigrationRequest, queue: bool = True) 
                 target_pool=req.target_pool,
                 policy=req.policy,
                 bandwidth_mib=req.bandwidth_mib,
+                parallel_connections=req.parallel_connections,
                 **override,
             )
             if queue:

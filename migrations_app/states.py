@@ -36,6 +36,8 @@ class Phase(models.TextChoices):
     COPYING_DISK = "copying_disk", "Copying disks"
     VERIFYING = "verifying", "Verifying the copy"
     TRANSFERRING_MEMORY = "transferring_memory", "Transferring memory"
+    # Post-copy lost its link: paused on both sides, waiting to resume (engine.postcopy).
+    POSTCOPY_INTERRUPTED = "postcopy_interrupted", "Post-copy interrupted"
     SWITCHING_OVER = "switching_over", "Switching over"
     DEFINING = "defining", "Defining on the target"
     STARTING_ON_TARGET = "starting_on_target", "Starting on the target"

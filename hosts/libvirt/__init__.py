@@ -25,8 +25,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .certs import certificate_problem
 from .errors import PEER_LOGIN_CODES, HostError, HostUnreachable, InvalidURI, VolumeStreamError, translate
 from .types import (
+    POSTCOPY_ACTIVE,
+    POSTCOPY_FAILED,
     CpuComparison,
     DiskInfo,
     DomainDetails,
@@ -61,7 +64,10 @@ _LAZY = {
 }
 
 __all__ = [
+    "POSTCOPY_ACTIVE",
+    "POSTCOPY_FAILED",
     "HostURI",
+    "certificate_problem",
     "allowed",
     "check_uri",
     "probe",

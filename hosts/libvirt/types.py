@@ -26,6 +26,11 @@ class DomainState(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+# MigrationOps.postcopy_state's answers (besides "" and None).
+POSTCOPY_FAILED = "failed"
+POSTCOPY_ACTIVE = "active"
+
+
 class CpuComparison(enum.StrEnum):
     """libvirt's verdict comparing a CPU with a host's (VIR_CPU_COMPARE_*)."""
 

@@ -62,6 +62,7 @@ ORDER: tuple[Check, ...] = (
     placement.check_placement_rules,
     state.check_state,
     access.check_hostname,
+    access.check_migration_tls,
     access.check_peer_login,
     cpu.check_arch,
     cpu.check_cpu_vendor,

@@ -9,7 +9,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from hosts import peer_login
-from hosts.libvirt import HostError, allowed, open_host
+from hosts.libvirt import HostError, allowed, certificate_problem, open_host
 from hosts.models import Host
 
 from ..models import Mode, StorageMode
@@ -61,6 +61,55 @@ def check_hostname(checks: Checks, v: CheckInput, dom: DomainDetails, source: Co
             WARN,
             f"The target calls itself '{reported}'. The source host must resolve that name to "
             "the target's address (check /etc/hosts or DNS there); kvmweb cannot check it.",
+        )
+
+
+def check_migration_tls(
+    checks: Checks, v: CheckInput, dom: DomainDetails, source: Connection, target: Connection
+) -> None:
+    """A live migration between two hosts registered over TLS sends its stream
+    over TLS (engine.live.tls_stream): the target's certificate must name the
+    address the data goes to, or QEMU gives up with a bare "Cannot read from TLS channel"."""
+    src_host, dst_host = v.source, v.target
+    if v.mode != Mode.LIVE or not (src_host.wants_tls_migrations and dst_host.wants_tls_migrations):
+        return
+    address = dst_host.address()
+    if not address:
+        return
+    problem = certificate_problem(dst_host.uri, address)
+    off = f"or turn off 'encrypt migrations (TLS)' for {dst_host.name} to send the stream in clear"
+    if problem is None:
+        checks.add(
+            "migration_tls",
+            PASS,
+            f"The migration stream goes over TLS: {dst_host.name}'s certificate is signed by the CA kvmweb "
+            f"trusts and names {address}, where the data goes.",
+        )
+    elif problem[0] == "name":
+        checks.add(
+            "migration_tls",
+            FAIL,
+            f"The migration stream would go over TLS to {address}, but {dst_host.name}'s certificate does not "
+            f"name that address, so the source would refuse it. Issue {dst_host.name} a certificate with "
+            f"{address} among its subject alternative names (in /etc/pki/qemu/server-cert.pem and "
+            f"/etc/pki/libvirt/servercert.pem), {off}.",
+            problem[1],
+        )
+    elif problem[0] == "trust":
+        checks.add(
+            "migration_tls",
+            FAIL,
+            f"The migration stream would go over TLS, but {dst_host.name}'s certificate is not one the hosts' CA "
+            f"signed (or it expired), so the source would refuse it. Renew it from the CA in /etc/pki/CA, {off}.",
+            problem[1],
+        )
+    else:
+        checks.add(
+            "migration_tls",
+            WARN,
+            f"The migration stream goes over TLS, but kvmweb could not look at {dst_host.name}'s certificate "
+            f"first. If the migration fails at the start, check /etc/pki/qemu on both hosts, {off}.",
+            problem[1],
         )
 
 

@@ -48,6 +48,7 @@ LABELS = {
     "placement_rules": "Placement rules",
     "convergence": "Will it converge?",
     "prediction": "Prediction",
+    "migration_tls": "Migration stream over TLS",
     "removable_media": "Removable media",
     "consoles": "Consoles and serial ports",
     "host_devices": "Passed-through devices",

@@ -11,6 +11,7 @@ from django.utils import timezone
 from .. import measure
 from .. import prediction as pr
 from ..models import Mode
+from ..policies import parallel_connections_for
 from .base import FAIL, PASS, WARN, CheckInput, Checks
 
 if TYPE_CHECKING:
@@ -42,8 +43,12 @@ def check_prediction(checks: Checks, v: CheckInput, dom: DomainDetails, source: 
             result, message = FAIL, f"Automatic refuses to move it live: {choice.reason}."
         else:
             result, message = PASS, f"Automatic chose {pr.METHOD_WORDS[choice.method]}: {choice.reason}."
-        connections = measure.multifd_connections(dom.info.memory)
+        # Parallel connections where the guest is large enough to gain from them
+        # (policies.parallel_connections_for), unless the request chose a number.
+        connections = parallel_connections_for(dom.info.memory)
         saved["parallel_connections"] = connections
+        if record is not None and connections and not record.parallel_connections:
+            record.use_parallel_connections(connections)
     else:
         chosen = est.chosen or est.precopy
         result = PASS if chosen.converges else WARN

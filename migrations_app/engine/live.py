@@ -16,12 +16,13 @@ from typing import Any
 
 from core.formatting import size
 from core.records import InvalidTransition
-from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, reachable, rewrite_disk_paths
+from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, open_host, reachable, rewrite_disk_paths
 
 from .. import device_moves, prediction
 from ..models import AuditAction, Migration, Phase, StorageMode
 from ..policies import AUTOMATIC, CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
-from .outcome import hosts_of, policy_of
+from . import postcopy as recovery
+from .outcome import finish_failed, hosts_of, policy_of
 from .progress import live_sample
 from .settle import ABORT_CANCEL, ABORT_DEADLINE, ABORT_TARGET_LOST, settle
 
@@ -29,6 +30,15 @@ SAMPLE_INTERVAL = 0.5
 # Probe the target every 4 samples (2 s); abort after 3 misses in a row.
 TARGET_PROBE_EVERY = 4
 TARGET_MISSES_TO_ABORT = 3
+# A post-copy resume that sent nothing for this long hangs (see transfer).
+RESUME_STALL_SECONDS = 90
+
+
+def tls_stream(migration: Migration) -> bool:
+    """Whether the migration stream goes over TLS: both hosts registered over
+    TLS (so both hold certificates from the CA kvmweb trusts) with the host
+    setting on."""
+    return all(h is not None and h.wants_tls_migrations for h in (migration.source, migration.target))
 
 
 class LiveMigration:
@@ -44,6 +54,26 @@ class LiveMigration:
         # What the governor of the last transfer saw (see Governor).
         self.aborted: str | None = None
         self.last_stats: JobStats | None = None
+        # Connections opened after a post-copy interruption (see reopen_target).
+        self.extra = contextlib.ExitStack()
+
+    def reopen_target(self) -> Connection | None:
+        """A new connection to the target, for after a broken link (the one
+        opened at the start may be dead); None if the target cannot be reached."""
+        target = self.m.target
+        if target is None:
+            return None
+        try:
+            self.dst = self.extra.enter_context(open_host(target.connect_uri(), timeout=5.0))
+        except HostError:
+            return None
+        return self.dst
+
+    def migrate_uri(self) -> str | None:
+        # To the target's own address, not the name it reports: that works even
+        # where its name resolves to 127.0.0.1 there, which libvirt refuses.
+        address = self.m.target.address() if self.m.target is not None else None
+        return f"tcp://{address}" if address else None
 
     def flag_names(self, postcopy: bool) -> list[str]:
         names = ["live", "peer2peer", "persist_dest", "undefine_source", "abort_on_error"]
@@ -53,9 +83,17 @@ class LiveMigration:
             names.append("auto_converge")
         if postcopy:
             names.append("postcopy")
+        if self.m.parallel_connections:
+            names.append("parallel")
+        if tls_stream(self.m):
+            names.append("tls")
         return names
 
     def run(self) -> None:
+        with self.extra:
+            self._run()
+
+    def _run(self) -> None:
         disks: list[str] = []
         dest_xml = None
         # The full details (every pool's volumes listed) only where the disks
@@ -82,21 +120,24 @@ class LiveMigration:
                 decision="automatic",
                 method=chosen["method"],
             )
-        # To the target's own address, not the name it reports: that works even
-        # where its name resolves to 127.0.0.1 there, which libvirt refuses.
-        address = self.m.target.address() if self.m.target is not None else None
-        migrate_uri = f"tcp://{address}" if address else None
+        migrate_uri = self.migrate_uri()
         postcopy = self.policy.postcopy_iteration is not None
+        error: HostError | None = None
         while True:
             flags = self.flag_names(postcopy)
             self.m.record_flags(flags)
             self.m.note(
                 f"Starting the transfer with libvirt flags {', '.join(flags)}"
                 + (f", at most {self.m.bandwidth_mib} MiB/s" if self.m.bandwidth_mib else "")
+                + (f", {self.m.parallel_connections} parallel connections" if "parallel" in flags else "")
+                + (", the stream encrypted with TLS" if "tls" in flags else "")
                 + (f", data to {migrate_uri}" if migrate_uri else "")
                 + ".",
             )
             error = self.transfer(flags, migrate_uri, disks, dest_xml)
+            if error is not None and postcopy and recovery.is_interrupted(self.src, self.uuid):
+                # Post-copy started and lost its link: never start again, resume (below).
+                break
             if postcopy and error is not None and "postcopy" in (error.detail or "").lower().replace("-", ""):
                 postcopy = False
                 self.m.note(
@@ -106,6 +147,24 @@ class LiveMigration:
                 )
                 continue
             break
+        if error is not None and postcopy and recovery.is_interrupted(self.src, self.uuid):
+            error = recovery.recover(self, flags, migrate_uri)
+            if error is not None and error.code == recovery.CODE:
+                finish_failed(self.m, error.plain, error.detail, error.code)
+                return
+        self.settle(error)
+
+    def resume_interrupted(self) -> None:
+        """Resume a post-copy migration that lost its link, found by a worker
+        that adopted it (engine.reconcile), then settle it."""
+        flags = [f for f in (self.m.flags or []) if f != "postcopy_resume"]
+        error = recovery.recover(self, flags, self.migrate_uri())
+        if error is not None and error.code == recovery.CODE:
+            finish_failed(self.m, error.plain, error.detail, error.code)
+            return
+        self.settle(error)
+
+    def settle(self, error: HostError | None) -> None:
         settle(
             self.m,
             self.src,
@@ -146,7 +205,7 @@ class LiveMigration:
         return disks, dest_xml
 
     def transfer(
-        self, flags: list[str], migrate_uri: str | None, disks: list[str], dest_xml: str | None
+        self, flags: list[str], migrate_uri: str | None, disks: list[str], dest_xml: str | None, resumed: bool = False
     ) -> HostError | None:
         """Run migrateToURI3 in a thread; govern it from here.
 
@@ -170,6 +229,8 @@ class LiveMigration:
                     disks=disks,
                     destination_xml=dest_xml,
                     auto_converge=(20, 10) if "auto_converge" in flags else None,
+                    parallel_connections=self.m.parallel_connections,
+                    postcopy_bandwidth="postcopy" in flags,
                 )
             except HostError as e:
                 outcome["error"] = e
@@ -179,11 +240,28 @@ class LiveMigration:
         self.m.set_phase(Phase.TRANSFERRING_MEMORY if not disks else Phase.COPYING_DISK)
         thread = threading.Thread(target=target, name=f"migrate-{self.m.pk}", daemon=True)
         thread.start()
-        governor = Governor(self.m, self.watch, self.policy, flags)
+        governor = Governor(self.m, self.watch, self.policy, flags, resumed=resumed)
+        # A resumed transfer that sends nothing for RESUME_STALL_SECONDS hangs
+        # (libvirt keeps the source's reason "post-copy failed" until the end,
+        # so the state says nothing; the bytes sent do).
+        moved_at, sent = time.monotonic(), -1
         while thread.is_alive():
             thread.join(SAMPLE_INTERVAL)
             if thread.is_alive():
                 governor.step()
+                now_sent = governor.last_stats.memory_processed if governor.last_stats is not None else 0
+                if now_sent != sent:
+                    moved_at, sent = time.monotonic(), now_sent
+                if resumed and time.monotonic() - moved_at > RESUME_STALL_SECONDS:
+                    # Seen on the lab when the resume began before the target's
+                    # QEMU knew of the break: the call never returned, and held
+                    # the domain's lock in libvirtd until it restarted.
+                    return HostError(
+                        f"libvirt's call to resume the migration on {self.m.source_name} has sent nothing for "
+                        f"{RESUME_STALL_SECONDS} s: it holds {self.m.domain_name}'s "
+                        f"job there. Restarting libvirtd on {self.m.source_name} releases it (the VM stays paused).",
+                        code="resume_hung",
+                    )
         self.aborted = governor.aborted
         self.last_stats = governor.last_stats
         return outcome.get("error")
@@ -195,7 +273,9 @@ class Governor:
     Used by the worker that started the migration and by one that adopted it.
     """
 
-    def __init__(self, migration: Migration, src: Connection, policy: Policy, flags: list[str]) -> None:
+    def __init__(
+        self, migration: Migration, src: Connection, policy: Policy, flags: list[str], resumed: bool = False
+    ) -> None:
         self.m = migration
         self.src = src
         self.policy = policy
@@ -208,7 +288,8 @@ class Governor:
         # What was told already, so that a worker adopting the migration does not tell it again.
         self.throttle: int | None = progress.get("throttle_percent")
         self.convergence = ConvergenceWatch(state=progress.get("convergence") or CONVERGING)
-        self.postcopy_started = False
+        # A resumed post-copy migration is in post-copy from its first sample.
+        self.postcopy_started = resumed
         self.last_stats: JobStats | None = None
         self.errors = 0
         self.steps = 0
@@ -318,6 +399,15 @@ class Governor:
             self.target_misses = 0
             return
         self.target_misses += 1
+        if self.target_misses == TARGET_MISSES_TO_ABORT and self.postcopy_started:
+            # Too late to abort: the guest runs on the target and part of its
+            # memory is still on the source. libvirt pauses both sides when it
+            # gives up on the link, and the engine resumes (engine.postcopy).
+            self.m.note(
+                f"{self.m.target_name} has not answered for several seconds in the middle of post-copy: "
+                f"the VM waits for it. Nothing is lost; kvmweb resumes the migration when the link is back."
+            )
+            return
         if self.target_misses == TARGET_MISSES_TO_ABORT and self.aborted is None:
             self.abort(
                 ABORT_TARGET_LOST,

@@ -16,7 +16,8 @@ from django.utils import timezone
 from hosts.libvirt import Connection, DomainState, HostError, open_hosts
 
 from ..models import AuditAction, Migration, Mode, Status
-from .live import SAMPLE_INTERVAL, Governor
+from . import postcopy
+from .live import SAMPLE_INTERVAL, Governor, LiveMigration
 from .outcome import audit, finish_failed, finish_succeeded, hosts_of, policy_of, refresh_inventory
 from .settle import settle
 
@@ -97,10 +98,15 @@ def _reconcile_live(migration: Migration, src: Connection, dst: Connection) -> s
 def adopt(migration: Migration, src: Connection, dst: Connection) -> None:
     governor = Governor(migration, src, policy_of(migration), migration.flags or [])
     uuid = str(migration.domain_uuid)
-    while src.job_stats(uuid).active:
+    # A post-copy migration that lost its link keeps its job "active" on the
+    # source for good: it is resumed, not watched.
+    while src.job_stats(uuid).active and not postcopy.is_interrupted(src, uuid):
         governor.step()
         migration.heartbeat()
         time.sleep(SAMPLE_INTERVAL)
+    if postcopy.is_interrupted(src, uuid):
+        LiveMigration(migration, src, dst).resume_interrupted()
+        return
     settle(
         migration,
         src,

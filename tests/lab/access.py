@@ -13,7 +13,8 @@ peer-to-peer migration over ``qemu+tls`` authenticates the source host to the
 target), and a client certificate for kvmweb in the layout libvirt's
 ``pkipath`` expects (``cacert.pem``, ``clientcert.pem``, ``clientkey.pem``).
 Inside a host the files are where libvirt looks by default (``/etc/pki/CA``,
-``/etc/pki/libvirt``), through a private bind mount over ``/etc/pki``.
+``/etc/pki/libvirt``, and QEMU's ``/etc/pki/qemu`` for migration streams over
+TLS), through a private bind mount over ``/etc/pki``.
 
 All programs run from argument lists; nothing goes through a shell.
 """
@@ -199,3 +200,12 @@ def prepare_tls(pki, hdir, lab, host, address):
     # The same pair serves when this host is the client of a peer-to-peer migration.
     write(os.path.join(root, "libvirt", "private", "clientkey.pem"), _read(key), 0o600)
     write(os.path.join(root, "libvirt", "clientcert.pem"), _read(cert), 0o644)
+    # QEMU's own TLS directory (qemu.conf's default_tls_x509_cert_dir), for a
+    # migration stream over TLS (VIR_MIGRATE_TLS): the target's QEMU serves
+    # with the host's certificate and the source's QEMU presents it as client.
+    qemu = os.path.join(root, "qemu")
+    os.makedirs(qemu, mode=0o755)
+    write(os.path.join(qemu, "ca-cert.pem"), _read(os.path.join(pki, "cacert.pem")), 0o644)
+    for role in ("server", "client"):
+        write(os.path.join(qemu, role + "-cert.pem"), _read(cert), 0o644)
+        write(os.path.join(qemu, role + "-key.pem"), _read(key), 0o600)
