@@ -359,6 +359,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "HostStatusEnum": "hosts.models.HostStatus",
         "MigrationStatusEnum": "migrations_app.models.Status",
+        "EvacuationStatusEnum": "maintenance.models.Status",
     },
 }
 # API tokens (create_api_token) expire this many days after they are made;

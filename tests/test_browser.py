@@ -210,10 +210,15 @@ UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 
 def sent(page):
     """Bytes sent so far, as the page shows them while it runs (0 before the first sample)."""
-    figure = page.locator('#progress [data-field="data_processed"]')
-    if not figure.count():
+    # Read in one step in the page: between a count and a read the figure may go
+    # (the page drops it when the migration ends), and the read would wait for it.
+    text = page.evaluate(
+        "() => { const e = document.querySelector('#progress [data-field=\"data_processed\"]');"
+        " return e ? e.innerText : ''; }"
+    )
+    if not text.strip():
         return 0
-    number, unit = figure.first.inner_text().split()
+    number, unit = text.split()
     return float(number) * UNITS[unit]
 
 
