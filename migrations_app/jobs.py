@@ -18,7 +18,10 @@ import django_rq
 from django.db.models import Q
 from django.dispatch import Signal
 
-from . import engine
+from hosts.libvirt import HostError, open_host
+from hosts.models import Domain
+
+from . import engine, measure
 from .engine.reconcile import is_orphaned
 from .models import Migration, Phase, Status, migration_ended
 from .waiting import retry_id
@@ -122,11 +125,6 @@ def wake_waiting(host_ids: Iterable[int]) -> list[int]:
 def measure_domain(pk: int) -> dict[str, Any]:
     """A short job (the ``default`` queue): measure a running VM's dirty rate
     with libvirt's page sampling (about 7 s), kept for the checks (measure.py)."""
-    from hosts.libvirt import HostError, open_host
-    from hosts.models import Domain
-
-    from . import measure
-
     domain = Domain.objects.select_related("host").filter(pk=pk).first()
     if domain is None or domain.host is None:
         return {"error": "This VM is gone."}

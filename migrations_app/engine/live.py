@@ -21,8 +21,9 @@ from hosts.libvirt import Connection, DomainDetails, HostError, JobStats, open_h
 from .. import device_moves, prediction
 from ..models import AuditAction, Migration, Phase, StorageMode
 from ..policies import AUTOMATIC, CONVERGING, NOT_CONVERGING, ConvergenceWatch, Policy, convergence_sentence
-from . import postcopy as recovery
 from .outcome import finish_failed, hosts_of, policy_of
+from .postcopy import CODE as POSTCOPY_INTERRUPTED
+from .postcopy import is_interrupted, recover
 from .progress import live_sample
 from .settle import ABORT_CANCEL, ABORT_DEADLINE, ABORT_TARGET_LOST, settle
 
@@ -135,7 +136,7 @@ class LiveMigration:
                 + ".",
             )
             error = self.transfer(flags, migrate_uri, disks, dest_xml)
-            if error is not None and postcopy and recovery.is_interrupted(self.src, self.uuid):
+            if error is not None and postcopy and is_interrupted(self.src, self.uuid):
                 # Post-copy started and lost its link: never start again, resume (below).
                 break
             if postcopy and error is not None and "postcopy" in (error.detail or "").lower().replace("-", ""):
@@ -147,9 +148,9 @@ class LiveMigration:
                 )
                 continue
             break
-        if error is not None and postcopy and recovery.is_interrupted(self.src, self.uuid):
-            error = recovery.recover(self, flags, migrate_uri)
-            if error is not None and error.code == recovery.CODE:
+        if error is not None and postcopy and is_interrupted(self.src, self.uuid):
+            error = recover(self, flags, migrate_uri)
+            if error is not None and error.code == POSTCOPY_INTERRUPTED:
                 finish_failed(self.m, error.plain, error.detail, error.code)
                 return
         self.settle(error)
@@ -158,8 +159,8 @@ class LiveMigration:
         """Resume a post-copy migration that lost its link, found by a worker
         that adopted it (engine.reconcile), then settle it."""
         flags = [f for f in (self.m.flags or []) if f != "postcopy_resume"]
-        error = recovery.recover(self, flags, self.migrate_uri())
-        if error is not None and error.code == recovery.CODE:
+        error = recover(self, flags, self.migrate_uri())
+        if error is not None and error.code == POSTCOPY_INTERRUPTED:
             finish_failed(self.m, error.plain, error.detail, error.code)
             return
         self.settle(error)

@@ -16,9 +16,9 @@ from django.utils import timezone
 from hosts.libvirt import Connection, DomainState, HostError, open_hosts
 
 from ..models import AuditAction, Migration, Mode, Status
-from . import postcopy
 from .live import SAMPLE_INTERVAL, Governor, LiveMigration
 from .outcome import audit, finish_failed, finish_succeeded, hosts_of, policy_of, refresh_inventory
+from .postcopy import is_interrupted
 from .settle import settle
 
 # A migration whose worker has not written for this long is orphaned.
@@ -100,11 +100,11 @@ def adopt(migration: Migration, src: Connection, dst: Connection) -> None:
     uuid = str(migration.domain_uuid)
     # A post-copy migration that lost its link keeps its job "active" on the
     # source for good: it is resumed, not watched.
-    while src.job_stats(uuid).active and not postcopy.is_interrupted(src, uuid):
+    while src.job_stats(uuid).active and not is_interrupted(src, uuid):
         governor.step()
         migration.heartbeat()
         time.sleep(SAMPLE_INTERVAL)
-    if postcopy.is_interrupted(src, uuid):
+    if is_interrupted(src, uuid):
         LiveMigration(migration, src, dst).resume_interrupted()
         return
     settle(
