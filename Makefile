@@ -40,6 +40,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+	$(PY) scripts/code_shape.py --check
 
 test: system-deps-test $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 circles, the largest modules and functions (lines).
 
     python scripts/code_shape.py [PACKAGE ...]     # default: the apps, core and kvmweb
+    python scripts/code_shape.py --check           # only the circles; exit 1 if there is one (make lint)
 
 A circle counts every import a module runs, those inside functions too (such
 an import only hides a circle); imports under ``if TYPE_CHECKING:`` never run
@@ -76,7 +77,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
-def main(packages: list[str]) -> None:
+def main(packages: list[str], check: bool = False) -> int:
     found = modules(packages)
 
     def ours(name: str) -> str | None:
@@ -110,10 +111,14 @@ def main(packages: list[str]) -> None:
     for module, path in found.items():
         walk(ast.parse(path.read_text()), False, module, path)
 
+    groups = circles(edges)
+    if check:
+        for group in groups:
+            print("import circle:", " <-> ".join(group))
+        return 1 if groups else 0
     print(f"imports inside functions: {len(inside)} ({sum(own for own, _ in inside)} of the project's own modules)")
     for own, line in inside:
         print(f"  {'*' if own else ' '} {line}")
-    groups = circles(edges)
     print(f"file-level import circles: {len(groups)} groups, {sum(map(len, groups))} modules")
     for group in groups:
         print("   ", " <-> ".join(group))
@@ -124,7 +129,9 @@ def main(packages: list[str]) -> None:
     print("largest functions (lines):")
     for lines, where in sorted(functions, reverse=True)[:10]:
         print(f"  {lines:5d} {where}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or PACKAGES)
+    args = [a for a in sys.argv[1:] if a != "--check"]
+    sys.exit(main(args or PACKAGES, check="--check" in sys.argv[1:]))
