@@ -3,7 +3,7 @@
 #   make demo           install what is missing, start the lab, web and worker
 #   make stop           stop the web server, the worker and the Redis the demo started
 #   make status         what of the demo runs
-#   make lint           ruff (lint and format), strict mypy on the modules pyproject.toml lists, the import layers
+#   make lint           ruff (lint and format), strict mypy, the import layers and no import circle
 #   make test           the whole suite (honours DATABASE_URL; extra args: PYTEST_ARGS='-m "not lab"')
 #   make test-fast      the developer's loop, under a minute: no lab, browser, started processes or waits; no root
 #   make test-postgres  the whole suite on a local PostgreSQL it installs and starts
