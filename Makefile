@@ -48,8 +48,12 @@ test: system-deps-test $(VENV)/.installed-dev
 # The markers are declared in pytest.ini; a test that starts a server or
 # Python without `processes` fails (tests/conftest.py), so this stays fast.
 FAST_MARKERS := not lab and not browser and not processes and not slow
+# Spread over the cores (pytest-xdist: each worker has its own test database
+# and Redis): the fast tests mostly wait (sockets, Redis, short timeouts), so
+# two workers on two cores took 47 s where one took 69-72 s. FAST_WORKERS=0: one process.
+FAST_WORKERS ?= auto
 test-fast: system-deps-fast $(VENV)/.installed-dev
-	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "$(FAST_MARKERS)" -n $(FAST_WORKERS) $(PYTEST_ARGS)
 
 test-postgres: system-deps-ci $(VENV)/.installed-dev
 	DATABASE_URL="$$(scripts/start-postgres.sh)" $(PY) -m pytest $(PYTEST_ARGS)
