@@ -35,7 +35,8 @@ def check_prediction(checks: Checks, v: CheckInput, dom: DomainDetails, source: 
         for label, fig in (("dirty rate", est.dirty), ("sending rate", est.throughput))
     )
     detail = f"From {figures}."
-    saved: dict[str, Any] = {"inputs": est.inputs(now), "policy": v.policy}
+    inputs = est.inputs(now)
+    saved: dict[str, Any] = {"inputs": inputs, "policy": v.policy}
     if est.choice is not None:
         choice = est.choice
         saved.update(method=choice.method, reason=choice.reason)
@@ -56,8 +57,7 @@ def check_prediction(checks: Checks, v: CheckInput, dom: DomainDetails, source: 
     chosen_p = est.chosen
     if chosen_p is not None:
         saved.update(chosen_p.as_dict())
-        saved.pop("inputs", None)
-        saved["inputs"] = est.inputs(now)
+        saved["inputs"] = inputs  # the figures it rests on, over any the prediction carries
     checks.add("prediction", result, message, detail)
     if record is not None:
         record.record_prediction(saved)
